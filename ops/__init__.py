@@ -1,0 +1,1 @@
+"""Slipway's deploy toolkit: configuration, secrets, images, certificates, compose, health."""

@@ -1,0 +1,279 @@
+"""`docker compose` invocations for an environment: argv and process environment, then a runner.
+
+The builders are pure (argv + env from an Environment, its secrets and a few facts about the
+checkout) so tests can assert exactly what would run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess  # nosec B404: fixed git argv only
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops import paths, proc
+from ops.config import Environment
+from ops.errors import OpsError
+from ops.secrets import Secrets
+
+# Inputs of the images: a dirty tree only changes the version when one of these changed.
+BUILD_INPUTS = ("services", "nginx", "compose")
+
+
+@dataclass(frozen=True)
+class Build:
+    """Facts about the checkout that end up in image tags and labels."""
+
+    version: str
+    git_sha: str
+    ca_bundle: Path
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A command to run and the environment to run it with."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+# ---------------------------------------------------------------------------- version and sha
+
+
+def _git(args: Sequence[str], root: Path) -> str | None:
+    try:
+        result = subprocess.run(  # noqa: S603  # nosec B603: fixed argv
+            ["git", "-C", str(root), *args],  # noqa: S607  # git from PATH on purpose
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def _dirty_digest(root: Path) -> str | None:
+    """Short digest of uncommitted changes to the build inputs, None when they are clean."""
+    diff = _git(["diff", "HEAD", "--binary", "--", *BUILD_INPUTS], root) or ""
+    untracked = _git(["ls-files", "--others", "--exclude-standard", "--", *BUILD_INPUTS], root)
+    files = sorted((untracked or "").split())
+    if not diff and not files:
+        return None
+    digest = hashlib.sha256(diff.encode())
+    for name in files:
+        digest.update(name.encode() + b"\0")
+        path = root / name
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def detect_version(root: Path, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(version, git sha). SLIPWAY_VERSION / SLIPWAY_GIT_SHA win; `dev`/`unknown` outside git.
+
+    The version is `git describe --always` plus `-dirty.<digest>` when the build inputs have
+    uncommitted changes, so an edited tree never reuses images built from another state.
+    """
+    sha = environ.get("SLIPWAY_GIT_SHA") or (_git(["rev-parse", "HEAD"], root) or "").strip()
+    version = environ.get("SLIPWAY_VERSION", "")
+    if not version:
+        described = (_git(["describe", "--always", "--tags"], root) or "").strip()
+        if not described:
+            version = "dev"
+        else:
+            digest = _dirty_digest(root)
+            version = f"{described}-dirty.{digest}" if digest else described
+    return _tag_safe(version), sha or "unknown"
+
+
+def _tag_safe(version: str) -> str:
+    """Docker tags allow [A-Za-z0-9_.-], at most 128 characters, not starting with . or -."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", version)[:128].lstrip(".-")
+    return tag or "dev"
+
+
+# ---------------------------------------------------------------------------- CA bundle
+
+
+def pip_config_cert(run_pip: bool = True) -> str | None:
+    """The `cert` pip is configured with (`pip config list`: global.cert, :env:.cert)."""
+    if not run_pip:
+        return None
+    try:
+        result = subprocess.run(  # noqa: S603  # nosec B603: fixed argv
+            [os.environ.get("SLIPWAY_PYTHON", "python3"), "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    return parse_pip_config_cert(result.stdout) if result.returncode == 0 else None
+
+
+def parse_pip_config_cert(output: str) -> str | None:
+    """Pick the cert out of `pip config list` output; :env: beats site/user/global."""
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        scope, _, name = key.strip().rpartition(".")
+        if name == "cert":
+            found[scope] = value.strip().strip("'\"")
+    for scope in (":env:", "global", "site", "user"):
+        if found.get(scope):
+            return found[scope]
+    return next(iter(found.values()), None)
+
+
+def find_ca_bundle(environ: Mapping[str, str], state: Path, pip_cert: str | None = None) -> Path:
+    """The CA bundle pip uses on this machine, else an empty file under `state`.
+
+    Order: PIP_CERT, pip's configured cert, REQUESTS_CA_BUNDLE. Compose mounts it as the
+    optional BuildKit secret `ca`; an empty file means "no extra CA" to the Dockerfiles.
+    """
+    for candidate in (environ.get("PIP_CERT"), pip_cert, environ.get("REQUESTS_CA_BUNDLE")):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).resolve()
+    empty = state / "empty-ca.pem"
+    if not empty.exists():
+        state.mkdir(parents=True, exist_ok=True)
+        empty.write_text("", encoding="utf-8")
+    return empty
+
+
+def detect_build(environ: Mapping[str, str] | None = None) -> Build:
+    """Version, sha and CA bundle for this checkout and machine."""
+    environ = os.environ if environ is None else environ
+    root = paths.repo_root()
+    version, sha = detect_version(root, environ)
+    pip_cert = None if environ.get("PIP_CERT") else pip_config_cert()
+    return Build(version, sha, find_ca_bundle(environ, paths.state_dir(), pip_cert))
+
+
+# ---------------------------------------------------------------------------- argv and env
+
+
+def compose_files(env: Environment, root: Path) -> list[Path]:
+    """compose/compose.yaml plus the environment's overlay."""
+    base = root / "compose" / "compose.yaml"
+    overlay = root / "compose" / f"{env.overlay_name}.yaml"
+    return [base, overlay]
+
+
+def tls_dir(env: Environment, root: Path) -> Path:
+    """Where the environment's certificates are (mounted read-only into nginx)."""
+    return root / ".slipway" / env.name
+
+
+def compose_env(
+    env: Environment,
+    secrets: Secrets,
+    build: Build,
+    root: Path,
+    base: Mapping[str, str],
+) -> dict[str, str]:
+    """The process environment the compose files expect, over `base` (normally os.environ)."""
+    result = dict(base)
+    result.update(secrets.values)
+    result.update(
+        {
+            # The compose files pass SLIPWAY_ENV to the service as LISTINGS_ENV (its mode).
+            "SLIPWAY_ENV": env.listings_env,
+            "SLIPWAY_ENV_NAME": env.name,
+            "SLIPWAY_VERSION": build.version,
+            "SLIPWAY_GIT_SHA": build.git_sha,
+            "SLIPWAY_BUILD_CA": str(build.ca_bundle),
+            "SLIPWAY_BIND": env.bind,
+            "SLIPWAY_HTTP_PORT": str(env.ports.http),
+            "SLIPWAY_HTTPS_PORT": str(env.ports.https),
+            "SLIPWAY_TLS_DIR": str(tls_dir(env, root)),
+            "SLIPWAY_DOMAINS": " ".join(env.domains),
+            "SLIPWAY_SERVER_NAME": " ".join(env.domains),
+            "SLIPWAY_API_REPLICAS": str(env.replicas.api),
+            "SLIPWAY_WORKER_REPLICAS": str(env.replicas.worker),
+            "SLIPWAY_RATE_LIMIT": f"{env.nginx.rate_limit}r/s",
+            "SLIPWAY_RATE_BURST": str(env.nginx.rate_burst),
+            "SLIPWAY_MAX_FEED_SIZE": env.nginx.max_feed_size,
+            "LISTINGS_MAX_FEED_BYTES": str(env.nginx.max_feed_bytes),
+        }
+    )
+    result.pop("COMPOSE_PROJECT_NAME", None)
+    result.pop("COMPOSE_FILE", None)
+    return result
+
+
+def compose_argv(env: Environment, secrets: Secrets, root: Path, args: Sequence[str]) -> list[str]:
+    """`docker compose -p <project> [--env-file .env.<name>] -f base -f overlay <args>`."""
+    argv = ["docker", "compose", "-p", env.project_name]
+    if secrets.file.is_file():
+        argv += ["--env-file", str(secrets.file)]
+    for path in compose_files(env, root):
+        argv += ["-f", str(path)]
+    return [*argv, *args]
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Runs compose commands for one environment."""
+
+    env: Environment
+    secrets: Secrets
+    build: Build
+    root: Path
+
+    @classmethod
+    def for_env(cls, env: Environment, secrets: Secrets, build: Build | None = None) -> Compose:
+        """Compose for `env` in this checkout."""
+        return cls(env, secrets, build or detect_build(), paths.repo_root())
+
+    def invocation(self, *args: str) -> Invocation:
+        """The argv and env of `docker compose ... <args>` (pure)."""
+        return Invocation(
+            compose_argv(self.env, self.secrets, self.root, args),
+            compose_env(self.env, self.secrets, self.build, self.root, os.environ),
+        )
+
+    def check_files(self) -> None:
+        """Fail with a clear message when a compose file is missing."""
+        for path in compose_files(self.env, self.root):
+            if not path.is_file():
+                field = "overlay" if path.name != "compose.yaml" else "compose"
+                raise OpsError(
+                    f"compose file {path} is missing. Fix: create it, or set `overlay:` in "
+                    f"{self.env.source} to an existing compose/<overlay>.yaml ({field})"
+                )
+
+    def run(
+        self, *args: str, capture: bool = False, check: bool = True, what: str = ""
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `docker compose ... <args>` from the repository root."""
+        inv = self.invocation(*args)
+        return proc.run(
+            inv.argv,
+            env=inv.env,
+            cwd=self.root,
+            capture=capture,
+            check=check,
+            what=what or f"docker compose {args[0] if args else ''}".strip(),
+        )
+
+    def config(self) -> dict[str, object]:
+        """The rendered configuration (`docker compose config --format json`)."""
+        inv = self.invocation("config", "--format", "json")
+        result = proc.run(
+            inv.argv, env=inv.env, cwd=self.root, capture=True, quiet=True, check=False
+        )
+        if result.returncode != 0:
+            raise OpsError(f"compose configuration is invalid: {result.stderr.strip()}")
+        data = json.loads(result.stdout)
+        if not isinstance(data, dict):
+            raise OpsError("`docker compose config --format json` did not return an object")
+        return data

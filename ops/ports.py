@@ -1,0 +1,59 @@
+"""Pre-flight check of the host ports an environment publishes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import docker
+
+from ops.errors import OpsError
+
+
+def _publishers(engine: docker.DockerClient) -> dict[int, tuple[str, str]]:
+    """Host port → (container name, compose project) for every running container."""
+    found: dict[int, tuple[str, str]] = {}
+    containers: list[Any] = engine.containers.list()
+    for container in containers:
+        project = (container.labels or {}).get("com.docker.compose.project", "")
+        bindings = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+        for entries in bindings.values():
+            for entry in entries or []:
+                if str(entry.get("HostPort", "")).isdigit():
+                    found[int(entry["HostPort"])] = (container.name, project)
+    return found
+
+
+def _free(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_free(
+    engine: docker.DockerClient, address: str, ports: Iterable[int], project: str, source: str
+) -> str:
+    """Each port is free, or already published by this project; else OpsError naming the user."""
+    publishers: dict[int, tuple[str, str]] | None = None
+    conflicts: list[str] = []
+    mine = 0
+    for port in ports:
+        if _free(address, port):
+            continue
+        publishers = publishers if publishers is not None else _publishers(engine)
+        name, owner = publishers.get(port, ("another process", ""))
+        if owner == project:
+            mine += 1
+            continue
+        conflicts.append(f"{address}:{port} is used by {name}")
+    if conflicts:
+        raise OpsError(
+            f"{'; '.join(conflicts)}. Fix: stop it, or choose other `ports:` in {source}"
+        )
+    return "free" if not mine else f"{mine} already published by {project}"

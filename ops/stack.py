@@ -1,0 +1,473 @@
+"""The operations on a whole stack: up, down, status, logs, build, migrate, API keys.
+
+Each is check → plan → act → verify, written as a flat list of steps (ops.steps). Tasks in
+ops/tasks/ only parse arguments and call these functions.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import docker
+
+from ops import certs, compose, config, docker_engine, health, images, paths, ports, secrets
+from ops.compose import Compose
+from ops.errors import OpsError
+from ops.steps import Report, Runner, Step
+
+# Service names are part of the compose contract (docs/architecture.md).
+DATA_SERVICES = ("postgres", "redis")
+MIGRATE_SERVICE = "migrate"
+EDGE_SERVICE = "nginx"
+LISTINGS_IMAGE = "slipway/listings"
+ONE_OFF_SERVICES = (MIGRATE_SERVICE,)
+UP_FLAGS = ("--no-build", "--pull", "never")
+
+
+@dataclass
+class Stack:
+    """One environment's stack on this machine, filled in as `up` progresses."""
+
+    env: config.Environment
+    build: compose.Build
+    secrets: secrets.Secrets | None = None
+    engine: docker.DockerClient | None = None
+    to_build: list[images.BuiltImage] = field(default_factory=list)
+    all_images: list[images.BuiltImage] = field(default_factory=list)
+    # A new server certificate is a new file: nginx's bind mount still shows the old one.
+    certs_changed: bool = False
+
+    @property
+    def tls_dir(self) -> Path:
+        return compose.tls_dir(self.env, paths.repo_root())
+
+    @property
+    def ca_file(self) -> Path:
+        return certs.CertPaths(self.tls_dir).ca_crt
+
+    def compose(self) -> Compose:
+        if self.secrets is None:
+            raise OpsError("internal: secrets not loaded before compose was used")
+        return Compose(self.env, self.secrets, self.build, paths.repo_root())
+
+    def docker(self) -> docker.DockerClient:
+        if self.engine is None:
+            self.engine = docker_engine.client()
+        return self.engine
+
+
+def open_stack(env_name: str, follow_running: bool = True) -> Stack:
+    """Load the environment and its secrets (generating local ones) for a compose command.
+
+    With follow_running, commands on a running stack use the version it runs (from its
+    containers' image tags) rather than the checkout's: `apikey.create` after an edit must
+    neither build nor run an image the stack does not use.
+    """
+    env = config.load(env_name)
+    build = compose.detect_build()
+    if follow_running:
+        running = running_version(docker_engine.client(), env.project_name)
+        if running and running != build.version:
+            print(f"using version {running}, the one {env.project_name} runs", flush=True)
+            build = replace(build, version=running)
+    stack = Stack(env, build)
+    stack.secrets = secrets.load(env)
+    stack.compose().check_files()
+    return stack
+
+
+def running_version(engine: docker.DockerClient, project: str) -> str | None:
+    """Tag of the image the project's listings containers run (None when none runs)."""
+    tags = set()
+    for container in health.project_containers(engine, project):
+        image = str(container.attrs.get("Config", {}).get("Image", ""))
+        name, _, tag = image.rpartition(":")
+        if name.endswith(LISTINGS_IMAGE) and tag:
+            tags.add(tag)
+    return tags.pop() if len(tags) == 1 else None
+
+
+def _services(cfg: dict[str, object]) -> list[str]:
+    services = cfg.get("services")
+    return sorted(services) if isinstance(services, dict) else []
+
+
+def _expected(cfg: dict[str, object]) -> list[str]:
+    """Services that must have a container (a service scaled to 0 has none)."""
+    services = cfg.get("services")
+    if not isinstance(services, dict):
+        return []
+    expected = []
+    for name, service in sorted(services.items()):
+        deploy = service.get("deploy") if isinstance(service, dict) else None
+        replicas = deploy.get("replicas") if isinstance(deploy, dict) else None
+        if replicas is None or int(replicas) > 0:
+            expected.append(name)
+    return expected
+
+
+def _long_running(cfg: dict[str, object]) -> list[str]:
+    return [s for s in _services(cfg) if s not in ONE_OFF_SERVICES]
+
+
+# ---------------------------------------------------------------------------------------- up
+
+
+def up(
+    env_name: str, timeout: float = 240.0, dry_run: bool = False, runner: Runner | None = None
+) -> Report:
+    """Build what is missing, start the stack, wait healthy and ready; print how to reach it."""
+    env = config.load(env_name)
+    stack = Stack(env, compose.detect_build())
+    cfg: dict[str, object] = {}
+
+    def check_docker() -> str:
+        return docker_engine.check()
+
+    def check_config() -> str:
+        preview = secrets.load(env, generate=False) if not env.is_local else None
+        stack.secrets = preview or secrets.Secrets(
+            {n: "placeholder-for-planning" for n in secrets.REQUIRED}, secrets.env_file(env)
+        )
+        stack.compose().check_files()
+        cfg.update(stack.compose().config())
+        return f"{env.source.name}, project {env.project_name}, version {stack.build.version}"
+
+    def plan() -> str:
+        engine = stack.docker()
+        stack.all_images = images.built_images(cfg)
+        stack.to_build = images.plan(engine, stack.all_images)
+        lines = [
+            f"base image {images.BASE_IMAGE}: "
+            + ("present" if images.has_image(engine, images.BASE_IMAGE) else "will be built"),
+            f"certificates in {stack.tls_dir}: {'present' if stack.ca_file.exists() else 'new'}",
+            f"secrets file {secrets.env_file(env)}: "
+            + ("present" if secrets.env_file(env).exists() else "will be generated"),
+            "images to build: " + (", ".join(b.image for b in stack.to_build) or "none"),
+            f"start: {', '.join(_services(cfg))} (migrate runs once, before api)",
+        ]
+        for line in lines:
+            print(f"    plan: {line}", flush=True)
+        return f"{len(stack.to_build)} image(s) to build"
+
+    def check_ports() -> str:
+        wanted = (env.ports.http, env.ports.https)
+        return ports.check_free(stack.docker(), env.bind, wanted, env.project_name, str(env.source))
+
+    def base_image() -> str:
+        return images.ensure_base(stack.docker())
+
+    def make_certs() -> str:
+        paths.ensure_state_dir()
+        result = certs.ensure(stack.tls_dir, env.name, env.domains)
+        stack.certs_changed = result.changed
+        return result.reason
+
+    def make_secrets() -> str:
+        stack.secrets = secrets.load(env)
+        if stack.secrets.generated:
+            return f"generated {', '.join(stack.secrets.generated)} into {stack.secrets.file.name}"
+        return "all present"
+
+    def build_images() -> str:
+        todo = images.plan(stack.docker(), stack.all_images)
+        images.build(stack.compose(), todo, engine=stack.docker())
+        for line in images.size_report(stack.docker(), stack.all_images):
+            print(f"    {line}", flush=True)
+        return f"built {len(todo)}" if todo else "all present, nothing built"
+
+    def start_data() -> str:
+        present = [s for s in DATA_SERVICES if s in _services(cfg)]
+        stack.compose().run("up", "-d", *UP_FLAGS, "--wait", *present, what="starting data")
+        health.check_started(stack.docker(), env.project_name, present)
+        return ", ".join(present)
+
+    def migrate() -> str:
+        return run_migrate_service(stack)
+
+    def start_rest() -> str:
+        rest = [s for s in _long_running(cfg) if s not in DATA_SERVICES]
+        recreate = [EDGE_SERVICE] if stack.certs_changed and EDGE_SERVICE in rest else []
+        others = [s for s in rest if s not in recreate]
+        comp = stack.compose()
+        comp.run("up", "-d", *UP_FLAGS, "--no-deps", "--remove-orphans", *others, what="starting")
+        if recreate:
+            # New certificate files: recreate nginx so its bind mounts show them.
+            comp.run("up", "-d", *UP_FLAGS, "--no-deps", "--force-recreate", *recreate)
+        health.check_started(
+            stack.docker(), env.project_name, [s for s in rest if s in _expected(cfg)]
+        )
+        return ", ".join(rest)
+
+    def wait_healthy() -> str:
+        return health.wait_healthy(
+            stack.docker(), env.project_name, _expected(cfg), timeout=timeout
+        )
+
+    def wait_ready() -> str:
+        return health.wait_ready(f"{env.https_url}/ready", stack.ca_file, timeout=timeout / 2)
+
+    state_hint = (
+        f"inspect with `invoke status --env {env.name}`, stop with `invoke down --env {env.name}`"
+    )
+    steps = [
+        Step("check the Docker engine and compose plugin", check_docker),
+        Step(f"check {env.source.name} and the compose files", check_config),
+        Step(f"check ports {env.ports.http} and {env.ports.https} on {env.bind}", check_ports),
+        Step("plan: base image, certificates, secrets, images", plan),
+        Step("ensure the base image", base_image, impacting=True),
+        Step("ensure the local CA and server certificate", make_certs, impacting=True),
+        Step("ensure the secrets", make_secrets, impacting=True),
+        Step(
+            "build missing images",
+            build_images,
+            impacting=True,
+            on_failure="no container was touched; fix the build and run `invoke up` again",
+        ),
+        Step("start postgres and redis", start_data, impacting=True, on_failure=state_hint),
+        Step(
+            "migrate the schema (one-off migrate container)",
+            migrate,
+            impacting=True,
+            on_failure="the schema is as the failed migration left it (transactional DDL: "
+            "unchanged); api was not started with it",
+        ),
+        Step("start api, worker and nginx", start_rest, impacting=True, on_failure=state_hint),
+        Step(
+            "wait until every service is healthy",
+            wait_healthy,
+            impacting=True,
+            on_failure=state_hint,
+        ),
+        Step(
+            "wait for /ready through nginx (TLS verified)",
+            wait_ready,
+            impacting=True,
+            on_failure=state_hint,
+        ),
+    ]
+    runner = runner or Runner(f"invoke up --env {env.name} ({env.project_name})")
+    report = runner.run(steps, dry_run=dry_run)
+    if dry_run:
+        print("dry run: stopped before the impacting steps, nothing was changed")
+    else:
+        print_access(stack)
+    return report
+
+
+def run_migrate_service(stack: Stack) -> str:
+    """Run the compose `migrate` service to completion; fail with its logs when it fails."""
+    comp = stack.compose()
+    comp.run("up", *UP_FLAGS, "--no-deps", "--no-log-prefix", MIGRATE_SERVICE, what="migrate")
+    engine = stack.docker()
+    containers = [
+        c
+        for c in health.project_containers(engine, stack.env.project_name)
+        if (c.labels or {}).get("com.docker.compose.service") == MIGRATE_SERVICE
+    ]
+    if not containers:
+        raise OpsError(
+            "the migrate container did not start. Fix: check `invoke logs --service migrate`"
+        )
+    container = containers[0]
+    container.reload()
+    code = int(container.attrs.get("State", {}).get("ExitCode", -1))
+    if container.status != "exited" or code != 0:
+        print(health.failure_details(engine, stack.env.project_name), flush=True)
+        raise OpsError(
+            f"migrations failed (migrate exited {code}, status {container.status}); logs above. "
+            "The API was not started on the new schema"
+        )
+    return "schema at head"
+
+
+def print_access(stack: Stack) -> None:
+    """URLs, CA path and the next commands."""
+    env = stack.env
+    ca = stack.ca_file
+    rel_ca = _relative(ca)
+    print()
+    print(f"Slipway {env.name} is up ({env.project_name}, version {stack.build.version}):")
+    print(f"  viewer     {env.https_url}/")
+    print(f"  API        {env.https_url}/api/v1/listings")
+    print(f"  version    {env.https_url}/api/v1/version")
+    print(f"  HTTP       {env.http_url}/ (redirects to HTTPS)")
+    print(f"  CA         {ca}")
+    print(f"  try        curl --cacert {rel_ca} {env.https_url}/ready")
+    print(f"  API key    invoke apikey.create --env {env.name} --name <who>")
+    print(f"  stop       invoke down --env {env.name}   (add --volumes to delete the data)")
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# -------------------------------------------------------------------------------------- down
+
+
+def confirm_destroy(
+    what: str,
+    yes: bool,
+    interactive: bool | None = None,
+    ask: Callable[[str], str] = input,
+) -> None:
+    """Ask before destroying `what`; refuse without --yes when nobody can answer."""
+    if yes:
+        return
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    if not interactive:
+        raise OpsError(
+            f"refusing to delete {what} without confirmation in a non-interactive session. "
+            "Fix: add --yes if you really mean it"
+        )
+    answer = ask(f"This deletes {what}. Type 'yes' to continue: ").strip().lower()
+    if answer != "yes":
+        raise OpsError(f"not confirmed: {what} kept")
+
+
+def down(env_name: str, volumes: bool = False, yes: bool = False) -> None:
+    """Stop and remove the stack's containers (and, with volumes, its data)."""
+    env = config.load(env_name)
+    if volumes:
+        confirm_destroy(f"all data of {env.project_name} (its volumes: PostgreSQL, Redis)", yes)
+    stack = open_stack(env_name)
+    args = ["down", "--remove-orphans"]
+    if volumes:
+        args.append("--volumes")
+    stack.compose().run(*args, what="docker compose down")
+    left = health.project_containers(stack.docker(), env.project_name)
+    if left:
+        raise OpsError(
+            f"{len(left)} container(s) of {env.project_name} still exist: "
+            f"{', '.join(c.name for c in left)}. Fix: `docker rm -f` them"
+        )
+    print(f"{env.project_name} is down" + (" and its volumes are deleted" if volumes else ""))
+
+
+# ------------------------------------------------------------------------ status, logs, build
+
+
+def status(env_name: str) -> bool:
+    """Print services, health, image versions and the URL; True when everything is ready."""
+    env = config.load(env_name)
+    engine = docker_engine.client()
+    current = health.states(engine, env.project_name)
+    print(f"environment {env.name} (project {env.project_name}, {env.source})")
+    if not current:
+        print(f"  not running. Start it with `invoke up --env {env.name}`")
+        return False
+    versions = {}
+    for container in health.project_containers(engine, env.project_name):
+        versions[container.name] = str(container.attrs.get("Config", {}).get("Image", "?"))
+    width = max(len(s.name) for s in current)
+    print(f"  {'container':<{width}}  {'state':<12}  image")
+    for s in current:
+        print(f"  {s.name:<{width}}  {s.label:<12}  {versions.get(s.name, '?')}")
+    ready = all(s.ready for s in current)
+    ca = certs.CertPaths(compose.tls_dir(env, paths.repo_root())).ca_crt
+    print(f"  url: {env.https_url}/  (CA: {ca})")
+    print(f"  overall: {'ready' if ready else 'NOT ready'}")
+    return ready
+
+
+def logs(
+    env_name: str, service: str = "", follow: bool = False, since: str = "", tail: int = 200
+) -> None:
+    """Show (or follow) the logs of one service or of all."""
+    stack = open_stack(env_name)
+    args = ["logs", "--tail", str(tail)]
+    if follow:
+        args.append("--follow")
+    if since:
+        args += ["--since", since]
+    if service:
+        args.append(service)
+    stack.compose().run(*args, what="docker compose logs")
+
+
+def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> Report:
+    """Build the images that are missing for this version (all selected ones with force)."""
+    stack = open_stack(env_name, follow_running=False)
+    todo: list[images.BuiltImage] = []
+
+    def plan() -> str:
+        stack.all_images = images.built_images(stack.compose().config())
+        todo.extend(images.plan(stack.docker(), stack.all_images, force, services))
+        print("    plan: " + (", ".join(b.image for b in todo) or "nothing to build"))
+        return f"{len(todo)} to build"
+
+    def base() -> str:
+        return images.ensure_base(stack.docker())
+
+    def run_build() -> str:
+        images.build(stack.compose(), todo, force=force, engine=stack.docker())
+        for line in images.size_report(stack.docker(), stack.all_images):
+            print(f"    {line}", flush=True)
+        return f"built {len(todo)}" if todo else "nothing to build"
+
+    steps = [
+        Step("check the Docker engine and compose plugin", docker_engine.check),
+        Step("plan the images", plan),
+        Step("ensure the base image", base, impacting=True),
+        Step("build", run_build, impacting=True),
+    ]
+    return Runner(f"invoke build --env {env_name} (version {stack.build.version})").run(steps)
+
+
+# -------------------------------------------------------------------- one-off service commands
+
+
+def migrate(env_name: str) -> None:
+    """Run migrations in a one-off container of the listings image (starts postgres if needed)."""
+    stack = open_stack(env_name)
+    stack.compose().run("run", "--rm", "--pull", "never", MIGRATE_SERVICE, what="migrate")
+
+
+def apikey(env_name: str, action: str, name: str) -> None:
+    """`listings apikey <action> --name <name>` in a one-off container on the stack's network."""
+    if action not in ("create", "revoke"):
+        raise OpsError(f"unknown apikey action {action!r}: use create or revoke")
+    stack = open_stack(env_name)
+    engine = stack.docker()
+    running = {s.service for s in health.states(engine, stack.env.project_name) if s.ready}
+    if "postgres" not in running:
+        raise OpsError(
+            f"postgres of {stack.env.project_name} is not running. "
+            f"Fix: `invoke up --env {env_name}`"
+        )
+    stack.compose().run(
+        "run",
+        "--rm",
+        "--no-deps",
+        "-T",
+        "--pull",
+        "never",
+        "--entrypoint",
+        "listings",
+        MIGRATE_SERVICE,
+        "apikey",
+        action,
+        "--name",
+        name,
+        what=f"listings apikey {action}",
+    )
+
+
+def base_image() -> str:
+    """Make sure debian:bookworm-slim exists (debootstrap when missing)."""
+    return images.ensure_base(docker_engine.client())
+
+
+def local_certs(env_name: str) -> certs.Result:
+    """Create or reuse the local CA and server certificate of an environment."""
+    env = config.load(env_name)
+    if env.tls != "local-ca":
+        raise OpsError(f"{env.source}: tls is {env.tls!r}; certs.local is for tls: local-ca")
+    paths.ensure_state_dir()
+    return certs.ensure(compose.tls_dir(env, paths.repo_root()), env.name, env.domains)

@@ -1,0 +1,168 @@
+"""A flat list of named steps: pre-flight (no impact yet) then impacting, each timed.
+
+Every step is announced in one line as it starts and its duration printed when it ends; a
+summary table closes the run. On failure the runner names the step, the error and the state the
+system was left in, then re-raises. Under GitHub Actions each step is a collapsible group.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+PREFLIGHT = "pre-flight"
+IMPACTING = "impacting"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step. `action` may return a short note ("skipped: present") for the summary."""
+
+    name: str
+    action: Callable[[], str | None]
+    impacting: bool = False
+    # What is true of the system if this step fails midway (printed after the error).
+    on_failure: str = ""
+
+    @property
+    def phase(self) -> str:
+        return IMPACTING if self.impacting else PREFLIGHT
+
+
+@dataclass
+class Outcome:
+    """What happened to one step."""
+
+    step: Step
+    status: str  # ok | failed | not run | planned (dry run)
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """Outcomes of a run, in order."""
+
+    title: str
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(o.seconds for o in self.outcomes)
+
+
+def format_duration(seconds: float) -> str:
+    """0.4s, 12.3s, 2m05s."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def in_github_actions() -> bool:
+    """True when running as a GitHub Actions step (enables ::group:: markers)."""
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+class Runner:
+    """Runs steps in order: pre-flight ones must come before impacting ones."""
+
+    def __init__(
+        self,
+        title: str,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        groups: bool | None = None,
+    ) -> None:
+        self.title = title
+        self.out = out if out is not None else sys.stdout
+        self.clock = clock
+        self.groups = in_github_actions() if groups is None else groups
+
+    def _print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def run(self, steps: Sequence[Step], dry_run: bool = False) -> Report:
+        """Run every step; on the first failure print where and what, then re-raise.
+
+        With dry_run only the pre-flight steps run; impacting ones are listed as planned.
+        """
+        seen_impacting = False
+        for step in steps:
+            if seen_impacting and not step.impacting:
+                raise ValueError(f"pre-flight step {step.name!r} comes after an impacting step")
+            seen_impacting = seen_impacting or step.impacting
+        report = Report(self.title, [Outcome(step, "not run") for step in steps])
+        total = len(steps)
+        self._print(f"==> {self.title}: {total} steps")
+        for index, outcome in enumerate(report.outcomes, start=1):
+            step = outcome.step
+            if dry_run and step.impacting:
+                outcome.status = "planned"
+                continue
+            header = f"[{index}/{total}] {step.phase}: {step.name}"
+            if self.groups:
+                self._print(f"::group::{header}")
+            self._print(f"--> {header}")
+            started = self.clock()
+            try:
+                note = step.action()
+            except (Exception, KeyboardInterrupt) as exc:  # reported here, then re-raised
+                outcome.seconds = self.clock() - started
+                outcome.status = "failed"
+                if self.groups:
+                    self._print("::endgroup::")
+                self._failure(report, outcome, exc)
+                raise
+            outcome.seconds = self.clock() - started
+            outcome.status = "ok"
+            outcome.note = note or ""
+            suffix = f" ({outcome.note})" if outcome.note else ""
+            self._print(f"    done in {format_duration(outcome.seconds)}{suffix}")
+            if self.groups:
+                self._print("::endgroup::")
+        self._summary(report)
+        return report
+
+    def _failure(self, report: Report, failed: Outcome, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        if self.groups:
+            self._print(f"::error title=step failed: {failed.step.name}::{message}")
+        self._print()
+        self._print(f"FAILED at step '{failed.step.name}' after {format_duration(failed.seconds)}")
+        self._print(f"  error: {message}")
+        self._print(f"  state: {state_after(report, failed)}")
+        self._summary(report)
+
+    def _summary(self, report: Report) -> None:
+        width = max([len(o.step.name) for o in report.outcomes] + [4])
+        self._print()
+        self._print(f"{'step':<{width}}  {'phase':<10}  {'result':<7}  {'time':>7}  note")
+        for o in report.outcomes:
+            time_text = format_duration(o.seconds) if o.status in ("ok", "failed") else "-"
+            self._print(
+                f"{o.step.name:<{width}}  {o.step.phase:<10}  {o.status:<7}  {time_text:>7}  "
+                f"{o.note}".rstrip()
+            )
+        self._print(
+            f"{'total':<{width}}  {'':<10}  {'':<7}  {format_duration(report.total_seconds):>7}"
+        )
+
+
+def state_after(report: Report, failed: Outcome) -> str:
+    """One sentence on what the failed run changed."""
+    done = [o.step.name for o in report.outcomes if o.status == "ok" and o.step.impacting]
+    parts: list[str] = []
+    if not failed.step.impacting and not done:
+        parts.append("pre-flight only: nothing was changed")
+    elif done:
+        parts.append(f"completed impacting steps: {', '.join(done)}")
+    else:
+        parts.append("no impacting step had completed")
+    if failed.step.on_failure:
+        parts.append(failed.step.on_failure)
+    return "; ".join(parts)

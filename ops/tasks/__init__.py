@@ -1,0 +1,1 @@
+"""Thin invoke task modules: parse arguments, call ops, turn OpsError into Exit."""

@@ -1,0 +1,83 @@
+"""Whole-stack tasks: up, down, status, logs, build."""
+
+from __future__ import annotations
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from ops import stack
+from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "timeout": "seconds to wait for health and /ready (default 240)",
+        "dry-run": "run the pre-flight checks and print the plan, change nothing",
+    }
+)
+def up(c: Context, env: str = DEFAULT_ENV, timeout: int = 240, dry_run: bool = False) -> None:
+    """Build what is missing, start the stack, wait until healthy and ready over HTTPS."""
+    with exits():
+        stack.up(env, timeout=float(timeout), dry_run=dry_run)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "volumes": "also delete the volumes (PostgreSQL and Redis data): asks first",
+        "yes": "do not ask for confirmation (needed with --volumes when not interactive)",
+    }
+)
+def down(c: Context, env: str = DEFAULT_ENV, volumes: bool = False, yes: bool = False) -> None:
+    """Stop and remove the stack's containers; --volumes also deletes its data."""
+    with exits():
+        stack.down(env, volumes=volumes, yes=yes)
+
+
+@task(help={"env": ENV_HELP})
+def status(c: Context, env: str = DEFAULT_ENV) -> None:
+    """Show services, their health, image versions and the URL (exit 1 when not ready)."""
+    with exits():
+        ready = stack.status(env)
+    if not ready:
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "service": "only this compose service (api, worker, nginx, postgres, redis, migrate)",
+        "follow": "keep streaming new lines",
+        "since": "only lines newer than this (e.g. 10m, 2026-11-25T12:00:00)",
+        "tail": "lines per container to start from (default 200)",
+    }
+)
+def logs(
+    c: Context,
+    env: str = DEFAULT_ENV,
+    service: str = "",
+    follow: bool = False,
+    since: str = "",
+    tail: int = 200,
+) -> None:
+    """Show the logs of the stack or of one service."""
+    with exits():
+        stack.logs(env, service=service, follow=follow, since=since, tail=tail)
+
+
+@task(
+    iterable=["service"],
+    help={
+        "env": ENV_HELP,
+        "service": "build only this compose service's image (repeatable)",
+        "force": "rebuild even when the image for this version exists (no cache)",
+    },
+)
+def build(
+    c: Context, env: str = DEFAULT_ENV, service: list[str] | None = None, force: bool = False
+) -> None:
+    """Build the images missing for this version through docker compose (BuildKit)."""
+    with exits():
+        stack.build(env, services=service or [], force=force)

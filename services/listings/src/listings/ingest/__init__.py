@@ -1,0 +1,1 @@
+"""Feed ingest: validation, the job queue, the batch writer and the worker."""

@@ -1,0 +1,329 @@
+"""The ingest worker: consumes job ids from a Redis stream, writes listings in batches.
+
+Delivery rules: a message is acked only after the job's final commit; a crashed worker's
+message is taken over by another consumer (XAUTOCLAIM) and the job re-runs from zero, which is
+safe because every write is an upsert; failures retry with exponential backoff through a sorted
+set and are dead-lettered after LISTINGS_WORKER_MAX_ATTEMPTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from listings import redis_client
+from listings.db import asyncpg_dsn
+from listings.ingest import writer
+from listings.ingest.batches import Batch, iter_batches
+from listings.ingest.feed import FeedFormatError, feed_format
+from listings.ingest.queue import DEAD_LETTER_MAXLEN, JobMessage, StreamNames
+from listings.logs import request_id_var
+from listings.metrics import INGEST_BATCH_SECONDS, INGEST_JOBS, INGEST_ROWS
+from listings.settings import Settings
+
+log = logging.getLogger("listings.worker")
+MAX_REPORTED_ERRORS = 100
+
+# Moves due retries back into the stream atomically, so two workers never both re-add one.
+_PROMOTE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, member in ipairs(due) do
+  local m = cjson.decode(member)
+  redis.call('XADD', KEYS[2], '*', 'job_id', m['job_id'], 'request_id', m['request_id'])
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived; the current batch is committed and the job goes back to the queue."""
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names = StreamNames.from_settings(settings)
+        self.consumer = settings.consumer_name
+        self.stopping = asyncio.Event()
+        self.heartbeat = Path(settings.worker_heartbeat_file)
+        # Longer than the XREADGROUP block, or every idle read would time out.
+        self.redis: Redis = redis_client.connect(
+            settings.redis_url.get_secret_value(),
+            decode_responses=True,
+            socket_timeout=settings.worker_block_ms / 1000 + 5,
+        )
+        self.pool: asyncpg.Pool | None = None
+
+    def stop(self) -> None:
+        log.info("stop requested: finishing the current batch")
+        self.stopping.set()
+
+    def touch(self) -> None:
+        self.heartbeat.touch()
+
+    async def _pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            self.pool = await asyncpg.create_pool(
+                asyncpg_dsn(self.settings.database_url.get_secret_value()),
+                min_size=0,
+                max_size=2,
+                timeout=self.settings.db_timeout_s,
+            )
+        return self.pool
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(
+                self.names.stream, self.names.group, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        if self.settings.worker_metrics_port:
+            start_http_server(self.settings.worker_metrics_port)
+        log.info("worker starting", extra={"consumer": self.consumer})
+        promote = self.redis.register_script(_PROMOTE_DUE)
+        outage = 0
+        try:
+            while not self.stopping.is_set():
+                self.touch()
+                try:
+                    await self.ensure_group()
+                    await promote(keys=[self.names.retry, self.names.stream], args=[_now_ms()])
+                    item = await self.next_message()
+                    if item is not None:
+                        await self.handle(*item)
+                    outage = 0
+                except (
+                    RedisError,
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
+                    # Redis or PostgreSQL is away: the message (if any) stays pending and will be
+                    # claimed again; wait with backoff instead of crashing the container.
+                    outage += 1
+                    delay = min(30.0, 0.5 * 2**outage)
+                    log.warning("dependency unavailable, retrying in %.1fs: %s", delay, exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+        finally:
+            await self.redis.aclose()
+            if self.pool is not None:
+                await self.pool.close()
+            log.info("worker stopped")
+
+    async def next_message(self) -> tuple[str, JobMessage] | None:
+        claimed: Any = await self.redis.xautoclaim(
+            self.names.stream,
+            self.names.group,
+            self.consumer,
+            min_idle_time=self.settings.worker_claim_idle_ms,
+            start_id="0-0",
+            count=1,
+        )
+        entries: list[tuple[str, dict[str, str] | None]] = claimed[1] if claimed else []
+        if not entries:
+            response: Any = await self.redis.xreadgroup(
+                self.names.group,
+                self.consumer,
+                {self.names.stream: ">"},
+                count=1,
+                block=self.settings.worker_block_ms,
+            )
+            entries = response[0][1] if response else []
+        else:
+            log.info(
+                "took over a pending job from another consumer", extra={"msg_id": entries[0][0]}
+            )
+        for msg_id, fields in entries:
+            if not fields:  # trimmed away while pending: nothing left to do
+                await self.ack(msg_id)
+                continue
+            return msg_id, JobMessage.from_fields(fields)
+        return None
+
+    async def ack(self, msg_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.names.stream, self.names.group, msg_id)
+            # Deleting acked entries keeps the stream (and Redis memory) bounded.
+            pipe.xdel(self.names.stream, msg_id)
+            await pipe.execute()
+
+    async def requeue(self, msg_id: str, message: JobMessage, delay_ms: int) -> None:
+        """Ack this delivery and schedule a fresh one (immediately when delay_ms is 0)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if delay_ms:
+                pipe.zadd(self.names.retry, {json.dumps(message.fields()): _now_ms() + delay_ms})
+            else:
+                pipe.xadd(self.names.stream, message.fields())  # type: ignore[arg-type]
+            pipe.xack(self.names.stream, self.names.group, msg_id)
+            pipe.xdel(self.names.stream, msg_id)
+            await pipe.execute()
+
+    async def handle(self, msg_id: str, message: JobMessage) -> None:
+        token = request_id_var.set(message.request_id or None)
+        try:
+            await self._handle(msg_id, message)
+        finally:
+            request_id_var.reset(token)
+
+    async def _handle(self, msg_id: str, message: JobMessage) -> None:
+        pool = await self._pool()
+        job_id = message.job_id
+        async with pool.acquire() as conn:
+            attempt = await writer.start_job(conn, job_id)
+            if attempt is None:
+                log.info(
+                    "job unknown or already finished, dropping message",
+                    extra={"job_id": str(job_id)},
+                )
+                await self.ack(msg_id)
+                return
+            if attempt > self.settings.worker_max_attempts:
+                await self.dead_letter(conn, msg_id, message, "too many attempts (worker crashes?)")
+                return
+            log.info("job started", extra={"job_id": str(job_id), "attempt": attempt})
+            try:
+                accepted, rejected = await self.process(conn, job_id)
+            except Interrupted:
+                await self.requeue(msg_id, message, 0)
+                log.info("job handed back to the queue on shutdown", extra={"job_id": str(job_id)})
+                return
+            except FeedFormatError as exc:
+                await writer.finish_job(
+                    conn,
+                    job_id,
+                    "failed",
+                    [{"line": 1, "field": None, "message": str(exc)}],
+                    str(exc),
+                )
+                await self.ack(msg_id)
+                INGEST_JOBS.labels(status="failed").inc()
+                log.warning("job failed: feed unusable", extra={"job_id": str(job_id)})
+                return
+            except Exception as exc:
+                await self.retry_or_dead_letter(conn, msg_id, message, attempt, exc)
+                return
+        await self.ack(msg_id)
+        INGEST_JOBS.labels(status="done").inc()
+        log.info(
+            "job done",
+            extra={"job_id": str(job_id), "accepted": accepted, "rejected": rejected},
+        )
+
+    async def retry_or_dead_letter(
+        self,
+        conn: asyncpg.Connection,
+        msg_id: str,
+        message: JobMessage,
+        attempt: int,
+        exc: Exception,
+    ) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        if attempt >= self.settings.worker_max_attempts:
+            await self.dead_letter(conn, msg_id, message, reason)
+            return
+        delay = min(
+            self.settings.worker_retry_max_ms,
+            self.settings.worker_retry_base_ms * 2 ** (attempt - 1),
+        )
+        delay = int(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+        await conn.execute(
+            "UPDATE ingest_jobs SET status = 'queued', last_error = $2, updated_at = now() "
+            "WHERE id = $1",
+            message.job_id,
+            reason[:1000],
+        )
+        await self.requeue(msg_id, message, max(delay, 1))
+        INGEST_JOBS.labels(status="retried").inc()
+        log.warning(
+            "job attempt failed, retrying",
+            extra={
+                "job_id": str(message.job_id),
+                "attempt": attempt,
+                "retry_in_ms": delay,
+                "error": reason,
+            },
+        )
+
+    async def dead_letter(
+        self, conn: asyncpg.Connection, msg_id: str, message: JobMessage, reason: str
+    ) -> None:
+        await self.redis.xadd(
+            self.names.dead,
+            {**message.fields(), "error": reason[:1000], "failed_at": str(_now_ms())},  # type: ignore[dict-item]
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+        await writer.finish_job(conn, message.job_id, "failed", [], reason[:1000])
+        await self.ack(msg_id)
+        INGEST_JOBS.labels(status="dead_lettered").inc()
+        log.error("job dead-lettered", extra={"job_id": str(message.job_id), "error": reason})
+
+    async def process(self, conn: asyncpg.Connection, job_id: UUID) -> tuple[int, int]:
+        loaded = await writer.load_payload(conn, job_id)
+        if loaded is None:
+            raise LookupError(f"payload of job {job_id} is missing")
+        content_type, body = loaded
+        await writer.prepare(conn)
+        batches = iter_batches(
+            body, feed_format(content_type), self.settings.worker_batch_size, MAX_REPORTED_ERRORS
+        )
+        errors: list[dict[str, Any]] = []
+        accepted = rejected = 0
+        # The next batch is validated in a thread while PostgreSQL upserts the current one, so
+        # Python's CPU time and the database's overlap instead of adding up.
+        upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+        try:
+            while (batch := await upcoming) is not None:
+                upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                await self.flush(conn, job_id, batch)
+                accepted += batch.valid
+                rejected += batch.rejected
+                errors.extend(e.as_dict() for e in batch.errors)
+        finally:
+            if not upcoming.done():
+                await asyncio.wait([upcoming])
+            if not upcoming.cancelled():
+                upcoming.exception()  # retrieved: an abandoned parse error is not worth a warning
+        await writer.finish_job(conn, job_id, "done", errors[:MAX_REPORTED_ERRORS])
+        return accepted, rejected
+
+    async def flush(self, conn: asyncpg.Connection, job_id: UUID, batch: Batch) -> None:
+        started = time.perf_counter()
+        await writer.write_batch(conn, job_id, batch.records, batch.valid, batch.rejected)
+        INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
+        INGEST_ROWS.labels(result="accepted").inc(batch.valid)
+        INGEST_ROWS.labels(result="rejected").inc(batch.rejected)
+        self.touch()
+        if self.stopping.is_set():
+            raise Interrupted
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def run_worker(settings: Settings) -> None:
+    asyncio.run(Worker(settings).run())
