@@ -6,7 +6,6 @@ may call invoke, an invoke task never calls nox.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nox
@@ -24,11 +23,13 @@ nox.options.error_on_missing_interpreters = True
 def _shell_scripts() -> list[str]:
     """Every shell script we ship: extensionless files under scripts/ and the image entrypoints."""
     found = []
-    for path in (
-        sorted(ROOT.glob("scripts/*"))
-        + sorted(ROOT.glob("services/*/entrypoint"))
-        + sorted(ROOT.glob("nginx/entrypoint*"))
-    ):
+    candidates = [
+        ROOT / ".ci" / "run",
+        *sorted(ROOT.glob("scripts/*")),
+        *sorted(ROOT.glob("services/*/entrypoint")),
+        *sorted(ROOT.glob("nginx/entrypoint*")),
+    ]
+    for path in candidates:
         if path.is_file() and path.read_text(errors="replace").startswith("#!/usr/bin/env bash"):
             found.append(str(path.relative_to(ROOT)))
     return found
@@ -72,13 +73,15 @@ def tests(session: nox.Session) -> None:
 @nox.session(default=False)
 def scan(session: nox.Session) -> None:
     """Security scans: bandit on our code, pip-audit on the service's locked dependencies."""
-    session.install("bandit", "pip-audit")
-    session.run("bandit", "-q", "-r", "ops", "services/listings/src", "-x", "tests")
+    session.install("-e", ".", "bandit", "pip-audit")
+    # Low-severity findings (subprocess use, asserts, test-data randomness) are reviewed noise;
+    # medium and above fail the scan unless a `# nosec` comment says why the code is safe.
+    session.run("bandit", "-q", "--severity-level", "medium", "-r", "ops", "services/listings/src")
     report = ROOT / "reports" / "pip-audit.json"
     report.parent.mkdir(exist_ok=True)
-    # pip-audit exits 1 both for "vulnerable" and for "could not reach the advisory service":
-    # read its output to tell them apart, and never report an unreachable service as clean.
-    out = session.run(
+    # pip-audit's own exit code cannot tell "clean" from "advisories unreachable" (every
+    # dependency skipped, exit 0): ops.audit reads the report and refuses to call that clean.
+    session.run(
         "pip-audit",
         "--progress-spinner",
         "off",
@@ -91,35 +94,5 @@ def scan(session: nox.Session) -> None:
         "-o",
         str(report),
         success_codes=[0, 1],
-        silent=True,
-        log=False,
     )
-    text = str(out or "")
-    unreachable = any(
-        marker in text
-        for marker in (
-            "ConnectionError",
-            "Max retries",
-            "HTTPSConnectionPool",
-            "Failed to resolve",
-            "could not",
-        )
-    )
-    if unreachable or not report.exists() or report.stat().st_size == 0:
-        session.error(
-            "pip-audit: advisories unreachable, the locked dependencies were NOT checked "
-            f"(output: {text.strip()[-400:]})"
-        )
-    data = json.loads(report.read_text())
-    vulnerable = [d for d in data.get("dependencies", []) if d.get("vulns")]
-    for dep in vulnerable:
-        ids = ", ".join(v["id"] for v in dep["vulns"])
-        session.warn(f"{dep['name']} {dep['version']}: {ids}")
-    if vulnerable:
-        session.error(
-            f"pip-audit: {len(vulnerable)} vulnerable locked dependencies (report: {report})"
-        )
-    session.log(
-        f"pip-audit: {len(data.get('dependencies', []))} locked dependencies checked, "
-        "none vulnerable"
-    )
+    session.run("python", "-m", "ops.audit", str(report))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from listings import __version__
 from listings.settings import Settings, SettingsError, load_settings
 
-DEFAULT_METRICS_DIR = "/tmp/listings-prometheus"  # noqa: S108 - per-container scratch dir
+DEFAULT_METRICS_DIR = "/tmp/listings-prometheus"  # noqa: S108  # nosec B108 - per-container tmpfs
 
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     worker_retry_base_ms: int = Field(default=1000, ge=1)
     worker_retry_max_ms: int = Field(default=300_000, ge=1)
     worker_block_ms: int = Field(default=1000, ge=10)
-    worker_heartbeat_file: str = "/tmp/listings-worker.heartbeat"  # noqa: S108 - per-container tmp
+    worker_heartbeat_file: str = "/tmp/listings-worker.heartbeat"  # noqa: S108  # nosec B108
     worker_heartbeat_max_age_s: int = Field(default=30, ge=1)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
     worker_consumer: str = ""
