@@ -114,7 +114,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield handle
     finally:
         if os.environ.get("SLIPWAY_E2E_KEEP") != "1":
-            handle.invoke("down", f"--env={ENV_NAME}", "--volumes", "--yes", check=False)
+            handle.invoke("down", f"--env={ENV_NAME}", "--volumes", "--yes")
+            left = handle.compose_ps()
+            assert not left, f"`invoke down --volumes --yes` left containers behind: {left}"
 
 
 @pytest.fixture(scope="session")
