@@ -2,7 +2,7 @@
 
 from invoke.collection import Collection
 
-from ops.tasks import apikey, certs, db, images, stack
+from ops.tasks import apikey, bench, certs, db, images, stack
 
 ns = Collection()
 
@@ -18,3 +18,4 @@ ns.add_collection(Collection.from_module(images, name="images"))
 ns.add_collection(Collection.from_module(certs, name="certs"))
 ns.add_collection(Collection.from_module(db, name="db"))
 ns.add_collection(Collection.from_module(apikey, name="apikey"))
+ns.add_collection(Collection.from_module(bench, name="bench"))

@@ -29,7 +29,7 @@ def test_the_committed_local_file_loads_with_the_documented_values(
     assert env.domains == ("localhost",)
     assert env.bind == "127.0.0.1"
     assert (env.ports.http, env.ports.https) == (8080, 8443)
-    assert (env.replicas.api, env.replicas.worker) == (2, 1)
+    assert (env.replicas.api, env.replicas.worker) == (2, 2)
     assert env.project_name == "slipway-local"
     assert env.overlay_name == "local"
     assert env.https_url == "https://localhost:8443"

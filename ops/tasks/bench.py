@@ -1,0 +1,44 @@
+"""Benchmark tasks (not tests: they print numbers and PASS/MISS against the targets)."""
+
+from __future__ import annotations
+
+from invoke.context import Context
+from invoke.tasks import task
+
+from ops import bench
+from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
+
+
+@task(
+    help={
+        "env": ENV_HELP + "; its stack must be up (`invoke up --env <env>`)",
+        "rows": f"listings in the synthetic feed (default {bench.DEFAULT_ROWS:,})",
+        "chunk-rows": f"rows per POST (default {bench.DEFAULT_CHUNK_ROWS:,}, "
+        "lowered to fit the feed size limit)",
+        "workers": "worker containers during the run (default: the environment's "
+        "replicas.worker; restored at the end)",
+        "concurrency": f"uploads in flight at once (default {bench.DEFAULT_CONCURRENCY})",
+        "timeout": "seconds each wait may take: uploads plus jobs, each psql run (default 1800)",
+    }
+)
+def ingest(
+    c: Context,
+    env: str = DEFAULT_ENV,
+    rows: int = bench.DEFAULT_ROWS,
+    chunk_rows: int = 0,
+    workers: int = 0,
+    concurrency: int = bench.DEFAULT_CONCURRENCY,
+    timeout: int = 1800,
+) -> None:
+    """Ingest throughput through nginx/API/worker next to raw COPY+upsert, same rows, same DB."""
+    with exits():
+        bench.run(
+            bench.Options(
+                env_name=env,
+                rows=rows,
+                chunk_rows=chunk_rows,
+                workers=workers,
+                concurrency=concurrency,
+                timeout=float(timeout),
+            )
+        )
