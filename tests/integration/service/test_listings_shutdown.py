@@ -432,6 +432,7 @@ async def test_worker_sigterm_mid_job_acks_its_batch_and_the_rerun_writes_exact_
     # The batch in progress was committed together with the job's counter, then nothing more.
     committed = await stored_rows(engine, "handback")
     after_stop = await job_row(engine, job_id)
+    assert (after_stop["status"], after_stop["attempts"]) == ("queued", 0)
     assert after_stop["accepted"] >= seen
     assert after_stop["accepted"] % BATCH == 0
     assert len(committed) == after_stop["accepted"]
@@ -448,12 +449,41 @@ async def test_worker_sigterm_mid_job_acks_its_batch_and_the_rerun_writes_exact_
     start_worker()
     job = await ingest.wait(job_id, timeout=180)
     assert (job["status"], job["accepted"], job["rejected"]) == ("done", BIG_ROWS, 0), job
-    assert job["attempts"] == 2
+    assert job["attempts"] == 1  # the graceful hand-back did not count as an attempt
     assert await count_rows(engine, "handback") == (BIG_ROWS, BIG_ROWS)
     # The rows committed before SIGTERM were neither duplicated nor rewritten by the re-run.
     final = await stored_rows(engine, "handback")
     assert {k: final[k] for k in committed} == committed
     assert job_id not in [f["job_id"] for _, f in await redis.xrange(names.stream)]
+
+
+async def test_graceful_hand_backs_never_dead_letter_a_healthy_job(
+    ingest: Any,
+    engine: AsyncEngine,
+    settings: Settings,
+    start_worker: Callable[..., Popen[bytes]],
+    empty_listings: None,
+) -> None:
+    """More rolling restarts than max attempts during one long job: it still ends done."""
+    job_id = await ingest.post(feed("rolling", BIG_ROWS))
+    for _ in range(settings.worker_max_attempts + 1):
+        worker = start_worker(worker_batch_size=BATCH)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            row = await job_row(engine, job_id)
+            if row["status"] == "running" and 0 < row["accepted"] < BIG_ROWS:
+                break
+            assert row["status"] != "done", "finished before SIGTERM: make the feed larger"
+            assert time.monotonic() < deadline, f"the job never started: {row}"
+            await asyncio.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        assert await wait_worker_exit(worker) == 0
+        handed_back = await job_row(engine, job_id)
+        assert (handed_back["status"], handed_back["attempts"]) == ("queued", 0), handed_back
+    start_worker()
+    job = await ingest.wait(job_id, timeout=180)
+    assert (job["status"], job["accepted"], job["attempts"]) == ("done", BIG_ROWS, 1), job
+    assert await count_rows(engine, "rolling") == (BIG_ROWS, BIG_ROWS)
 
 
 async def test_an_idle_worker_exits_zero_on_sigterm(

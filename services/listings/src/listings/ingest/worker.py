@@ -207,6 +207,7 @@ class Worker:
             try:
                 accepted, rejected = await self.process(conn, job_id)
             except Interrupted:
+                await writer.hand_back_job(conn, job_id)
                 await self.requeue(msg_id, message, 0)
                 log.info("job handed back to the queue on shutdown", extra={"job_id": str(job_id)})
                 return

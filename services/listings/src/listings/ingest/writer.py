@@ -87,6 +87,19 @@ async def start_job(conn: asyncpg.Connection, job_id: UUID) -> int | None:
     return attempts
 
 
+async def hand_back_job(conn: asyncpg.Connection, job_id: UUID) -> None:
+    """Put a job interrupted by a graceful shutdown back to queued.
+
+    The attempt it started is given back: a worker told to stop is not a failed attempt, so
+    rolling restarts during a long ingest never push a healthy job into the dead-letter stream.
+    """
+    await conn.execute(
+        "UPDATE ingest_jobs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), "
+        "updated_at = now() WHERE id = $1 AND status = 'running'",
+        job_id,
+    )
+
+
 async def load_payload(conn: asyncpg.Connection, job_id: UUID) -> tuple[str, bytes] | None:
     row = await conn.fetchrow(
         "SELECT j.content_type, p.body FROM ingest_jobs j "
