@@ -67,7 +67,8 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """pytest: unit, integration and e2e (select with -- -m unit, etc.). Needs a Docker engine."""
     session.install("-e", ".[dev]")
-    session.run("pytest", *(session.posargs or ["tests"]))
+    # Fast feedback first: unit, then integration, then the whole stack.
+    session.run("pytest", *(session.posargs or ["tests/unit", "tests/integration", "tests/e2e"]))
 
 
 @nox.session(default=False)

@@ -109,12 +109,16 @@ def infra() -> Iterator[Infra]:
     handle.env = _build_env(
         handle.pg_port, handle.redis_port, handle.password, handle.redis_password
     )
-    from ops.images import engine, ensure_base
+    from ops.images import engine, ensure_base, has_image
 
-    ensure_base(engine())
+    docker = engine()
+    ensure_base(docker)
     # A previous session that was killed may have left its project behind: start clean.
     handle.compose("down", "-v", "--remove-orphans", check=False)
-    handle.compose("build", *SERVICES)
+    version = handle.env["SLIPWAY_VERSION"]
+    missing = [s for s in SERVICES if not has_image(docker, f"slipway/{s}:{version}")]
+    if missing:
+        handle.compose("build", *missing)
     handle.compose("up", "-d", "--wait", *SERVICES)
     try:
         yield handle
