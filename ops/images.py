@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-from docker.errors import ImageNotFound
+from docker.errors import DockerException, ImageNotFound
 
 from ops import docker_engine, paths, proc
 from ops.compose import Compose
@@ -43,10 +43,23 @@ def has_image(engine: docker.DockerClient, name: str) -> bool:
     return True
 
 
+def try_pull(engine: docker.DockerClient, name: str) -> str | None:
+    """Pull `name`; None when it worked, else the registry's answer (no registry, offline...)."""
+    try:
+        engine.images.pull(name)
+    except DockerException as exc:
+        return str(exc).splitlines()[0][:200]
+    return None
+
+
 def ensure_base(engine: docker.DockerClient, root: Path | None = None) -> str:
-    """Make sure debian:bookworm-slim exists, building it with debootstrap when missing."""
+    """Make sure debian:bookworm-slim exists: pull it, else build it with debootstrap."""
     if has_image(engine, BASE_IMAGE):
         return f"{BASE_IMAGE} present"
+    pull_error = try_pull(engine, BASE_IMAGE)
+    if pull_error is None:
+        return f"{BASE_IMAGE} pulled"
+    print(f"    cannot pull {BASE_IMAGE} ({pull_error}); building it with debootstrap", flush=True)
     if os.geteuid() != 0:
         raise OpsError(
             f"{BASE_IMAGE} is missing and building it needs root (debootstrap). Fix: run "
