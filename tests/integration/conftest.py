@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "slipway-it"
+# SLIPWAY_IT_PROJECT lets two sessions on one machine run side by side.
+PROJECT = os.environ.get("SLIPWAY_IT_PROJECT", "slipway-it")
 SERVICES = ("postgres", "redis")
 
 
