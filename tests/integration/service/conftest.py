@@ -167,7 +167,8 @@ class Ingest:
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            job: dict[str, Any] = (await self.client.get(f"/api/v1/ingest/{job_id}")).json()
+            response = await self.client.get(f"/api/v1/ingest/{job_id}", headers=self.auth)
+            job: dict[str, Any] = response.json()
             if job["status"] in until:
                 return job
             if time.monotonic() > deadline:

@@ -3,6 +3,7 @@ from typing import Any
 
 import httpx
 import pytest
+from listings.cursor import encode_cursor
 from listings.tables import listings
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -115,6 +116,11 @@ async def test_the_default_page_size_is_20(
         ({"min_price": "cheap"}, "min_price"),
         ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor"),
         ({"cursor": "!!!"}, "cursor"),
+        # Past the bigint/integer columns: a 422, never a database error.
+        ({"min_price": 2**63}, "min_price"),
+        ({"max_price": 10**30}, "max_price"),
+        ({"bedrooms": 2**31}, "bedrooms"),
+        ({"cursor": encode_cursor(2**63)}, "cursor"),
     ],
 )
 async def test_bad_parameters_are_422_naming_the_field(
@@ -125,6 +131,15 @@ async def test_bad_parameters_are_422_naming_the_field(
     body = response.json()
     assert body["error"] == "validation failed"
     assert [d["field"] for d in body["detail"]] == [field]
+
+
+async def test_the_largest_values_are_still_valid_filters(
+    client: httpx.AsyncClient, seeded: list[dict[str, Any]]
+) -> None:
+    params = {"min_price": 0, "max_price": 2**63 - 1, "cursor": encode_cursor(2**63 - 1)}
+    response = await client.get("/api/v1/listings", params=params)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["items"]) == 20
 
 
 async def test_a_listing_can_be_fetched_by_id(

@@ -345,9 +345,8 @@ async def test_after_sigterm_the_api_refuses_connections_while_finishing_in_flig
     body.release()
     response = await post
     assert response.status_code == 202, response.text
-    assert (await ingest.client.get(f"/api/v1/ingest/{response.json()['job_id']}")).json()[
-        "status"
-    ] == "queued"
+    job_url = f"/api/v1/ingest/{response.json()['job_id']}"
+    assert (await ingest.client.get(job_url, headers=ingest.auth)).json()["status"] == "queued"
     assert await api.wait_exit() == 0, api.log()
     api.assert_workers_exited_gracefully()
     assert not await _connect(api.port)

@@ -36,7 +36,11 @@ async def create_key(conn: AsyncConnection, pepper: bytes, name: str) -> str:
     try:
         await conn.execute(api_keys.insert().values(name=name, key_hash=hash_key(pepper, key)))
     except IntegrityError:
-        raise ApiKeyError(f"an API key named {name!r} already exists; pick another name") from None
+        # Only active keys hold their name (a partial unique index): a revoked name is free.
+        raise ApiKeyError(
+            f"an active API key named {name!r} already exists; revoke it first "
+            f"(apikey revoke --name {name}) or pick another name"
+        ) from None
     return key
 
 

@@ -8,6 +8,7 @@ import json
 
 CURSOR_VERSION = 1
 MAX_CURSOR_LENGTH = 200
+MAX_ID = 2**63 - 1  # listings.id is a bigint
 
 
 class InvalidCursorError(ValueError):
@@ -31,6 +32,6 @@ def decode_cursor(cursor: str) -> int:
     if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
         raise InvalidCursorError("cursor is not valid")
     last_id = data.get("id")
-    if type(last_id) is not int or last_id < 1:
+    if type(last_id) is not int or not 1 <= last_id <= MAX_ID:
         raise InvalidCursorError("cursor is not valid")
     return last_id

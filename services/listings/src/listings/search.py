@@ -13,13 +13,17 @@ from listings.tables import listings
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Upper bounds of the columns the filters compare with: a larger value is refused as a client
+# error before it reaches PostgreSQL (where it would be an encoding error, not an empty result).
+MAX_INT8 = 2**63 - 1  # listings.id, listings.price (bigint)
+MAX_INT4 = 2**31 - 1  # listings.bedrooms (integer)
+MAX_BEDROOMS_FILTER = 1000  # the feed refuses more rooms than this anyway
 
-# Search results leave out the agent's contact details; the detail endpoint has them.
-SUMMARY_COLUMNS = [
-    c
-    for c in listings.c
-    if c.name not in {"search", "contact_name", "contact_email", "contact_phone"}
-]
+# The agent's contact details are personal data: never in search results, and in the detail
+# only for callers with an API key.
+CONTACT_FIELDS = frozenset({"contact_name", "contact_email", "contact_phone"})
+SUMMARY_COLUMNS = [c for c in listings.c if c.name not in {"search", *CONTACT_FIELDS}]
+PUBLIC_DETAIL_COLUMNS = [c for c in listings.c if c.name not in {"search", *CONTACT_FIELDS}]
 DETAIL_COLUMNS = [c for c in listings.c if c.name != "search"]
 
 

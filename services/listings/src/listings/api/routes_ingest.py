@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from listings.api.auth import ApiKeyOwner
 from listings.api.errors import ApiError
+from listings.api.feed_check import charset_problem, find_invalid_utf8
 from listings.api.state import AppState, get_state
 from listings.ingest.feed import FeedFormatError, check_feed_head, feed_format
 from listings.ingest.jobs import create_job, fail_unqueued_job, get_job
@@ -46,7 +47,16 @@ async def submit(request: Request, owner: ApiKeyOwner, state: State) -> JSONResp
         fmt = feed_format(content_type)
     except FeedFormatError as exc:
         raise ApiError(415, "unsupported media type", str(exc)) from None
+    if problem := charset_problem(content_type):
+        raise ApiError(415, "unsupported media type", problem)
     body = await _read_limited(request, state.settings.max_feed_bytes)
+    if bad := await find_invalid_utf8(body):
+        raise ApiError(
+            400,
+            "not UTF-8",
+            bad.message,
+            extra={"line": bad.line, "offset": bad.offset},
+        )
     try:
         check_feed_head(body, fmt)
     except FeedFormatError as exc:
@@ -74,7 +84,8 @@ async def submit(request: Request, owner: ApiKeyOwner, state: State) -> JSONResp
 
 
 @router.get("/{job_id}")
-async def status(job_id: uuid.UUID, state: State) -> dict[str, Any]:
+async def status(job_id: uuid.UUID, _owner: ApiKeyOwner, state: State) -> dict[str, Any]:
+    """A job's progress and its first row errors; needs an API key, like submitting."""
     job = await get_job(state.engine, job_id)
     if job is None:
         raise ApiError(404, "not found", f"no ingest job {job_id}")

@@ -4,23 +4,41 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from listings.api.auth import ApiKeyOwner
+from listings.api.auth import ApiKeyOwner, OptionalApiKeyOwner
 from listings.api.errors import ApiError, field_error
 from listings.api.state import AppState, get_state
 from listings.cursor import InvalidCursorError, decode_cursor
 from listings.ingest.feed import COLUMNS, validate_values
-from listings.search import DETAIL_COLUMNS, MAX_LIMIT, SearchFilters, search_listings
+from listings.search import (
+    DETAIL_COLUMNS,
+    MAX_BEDROOMS_FILTER,
+    MAX_INT8,
+    MAX_LIMIT,
+    PUBLIC_DETAIL_COLUMNS,
+    SearchFilters,
+    search_listings,
+)
 from listings.tables import listings
 
 router = APIRouter(prefix="/api/v1/listings", tags=["listings"])
 State = Annotated[AppState, Depends(get_state)]
 Kind = Literal["apartment", "house", "studio", "land", "commercial"]
+ListingId = Annotated[int, Path(ge=1, le=MAX_INT8, description="the listing's id")]
+Price = Annotated[int | None, Query(ge=0, le=MAX_INT8)]
+
+DETAIL_DESCRIPTION = """One listing by id.
+
+The agent's contact details (`contact_name`, `contact_email`, `contact_phone`) are personal
+data: they are returned only to callers sending a valid API key as
+`Authorization: Bearer <key>`, and are omitted from the response otherwise. A key that is sent
+but unknown or revoked is refused with 401 rather than silently treated as anonymous.
+"""
 
 
 @router.get("")
@@ -28,9 +46,9 @@ async def search(
     state: State,
     city: Annotated[str | None, Query(max_length=100)] = None,
     kind: Kind | None = None,
-    min_price: Annotated[int | None, Query(ge=0)] = None,
-    max_price: Annotated[int | None, Query(ge=0)] = None,
-    bedrooms: Annotated[int | None, Query(ge=0, le=1000)] = None,
+    min_price: Price = None,
+    max_price: Price = None,
+    bedrooms: Annotated[int | None, Query(ge=0, le=MAX_BEDROOMS_FILTER)] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -47,11 +65,12 @@ async def search(
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/{listing_id}")
-async def detail(listing_id: int, state: State) -> dict[str, Any]:
+@router.get("/{listing_id}", description=DETAIL_DESCRIPTION)
+async def detail(listing_id: ListingId, owner: OptionalApiKeyOwner, state: State) -> dict[str, Any]:
+    columns = DETAIL_COLUMNS if owner is not None else PUBLIC_DETAIL_COLUMNS
     async with state.engine.connect() as conn:
         row = (
-            (await conn.execute(select(*DETAIL_COLUMNS).where(listings.c.id == listing_id)))
+            (await conn.execute(select(*columns).where(listings.c.id == listing_id)))
             .mappings()
             .first()
         )
@@ -99,7 +118,7 @@ async def create(
 
 @router.put("/{listing_id}")
 async def replace(
-    listing_id: int,
+    listing_id: ListingId,
     _owner: ApiKeyOwner,
     state: State,
     body: Annotated[dict[str, Any], Body()],

@@ -12,7 +12,13 @@ from jinja2 import Environment, FileSystemLoader
 
 from listings.api.state import AppState, get_state
 from listings.cursor import InvalidCursorError, decode_cursor
-from listings.search import DEFAULT_LIMIT, SearchFilters, search_listings
+from listings.search import (
+    DEFAULT_LIMIT,
+    MAX_BEDROOMS_FILTER,
+    MAX_INT8,
+    SearchFilters,
+    search_listings,
+)
 from listings.tables import KINDS
 
 router = APIRouter(include_in_schema=False)
@@ -23,14 +29,18 @@ templates = Environment(
 FORM_FIELDS = ("city", "kind", "min_price", "max_price", "bedrooms", "q")
 
 
-def _number(raw: str, name: str, problems: list[str]) -> int | None:
+def _number(raw: str, name: str, problems: list[str], maximum: int) -> int | None:
     # Empty form fields arrive as "" and mean "no filter", unlike the JSON API.
     if not raw:
         return None
-    if raw.isascii() and raw.isdigit():
-        return int(raw)
-    problems.append(f"{name} must be a whole number")
-    return None
+    if not (raw.isascii() and raw.isdigit()):
+        problems.append(f"{name} must be a whole number")
+        return None
+    # Checked on the text first: int() of a huge digit string is slow or refused outright.
+    if len(raw.lstrip("0")) > len(str(maximum)) or int(raw) > maximum:
+        problems.append(f"{name} must be at most {maximum:,}".replace(",", " "))
+        return None
+    return int(raw)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -51,9 +61,9 @@ async def search_page(
     filters = SearchFilters(
         city=params["city"][:100] or None,
         kind=kind,
-        min_price=_number(params["min_price"], "minimum price", problems),
-        max_price=_number(params["max_price"], "maximum price", problems),
-        bedrooms=_number(params["bedrooms"], "bedrooms", problems),
+        min_price=_number(params["min_price"], "minimum price", problems, MAX_INT8),
+        max_price=_number(params["max_price"], "maximum price", problems, MAX_INT8),
+        bedrooms=_number(params["bedrooms"], "bedrooms", problems, MAX_BEDROOMS_FILTER),
         q=params["q"][:200] or None,
         limit=DEFAULT_LIMIT,
         after_id=after_id,
@@ -68,6 +78,11 @@ async def search_page(
         kept = {k: v for k, v in params.items() if v}
         next_url = "/?" + urlencode({**kept, "cursor": next_cursor})
     html = templates.get_template("search.html").render(
-        params=params, kinds=KINDS, items=items, next_url=next_url, problems=problems
+        params=params,
+        kinds=KINDS,
+        items=items,
+        next_url=next_url,
+        problems=problems,
+        max_bedrooms=MAX_BEDROOMS_FILTER,
     )
     return HTMLResponse(html, status_code=400 if problems else 200)
