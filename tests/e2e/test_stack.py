@@ -33,6 +33,33 @@ def _wait_for_job(client: httpx.Client, job_id: str, key: str, deadline_s: float
         time.sleep(0.5)
 
 
+def _get_json(client: httpx.Client, path: str, params: dict[str, object]) -> dict:
+    """GET a JSON page; a 429 is waited out as its Retry-After says (a bounded number of times)."""
+    for _ in range(20):
+        response = client.get(path, params=params)
+        if response.status_code != 429:
+            assert response.status_code == 200, response.text
+            return response.json()
+        time.sleep(float(response.headers.get("retry-after", "1")))
+    raise AssertionError(f"GET {path} {params} was rate limited 20 times in a row")
+
+
+def _search_all(client: httpx.Client, max_pages: int = 1000, **filters: object) -> list[dict]:
+    """Every listing matching `filters`, following next_cursor 100 at a time."""
+    items: list[dict] = []
+    cursor = None
+    for _ in range(max_pages):
+        params: dict[str, object] = {"limit": 100, **filters}
+        if cursor:
+            params["cursor"] = cursor
+        page = _get_json(client, "/api/v1/listings", params)
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+    raise AssertionError(f"more than {max_pages} pages of listings for {filters}")
+
+
 def test_health_and_ready_answer_through_nginx_with_a_verified_certificate(stack: Stack) -> None:
     with stack.client() as client:
         assert client.get("/health").status_code == 200
@@ -131,23 +158,18 @@ def test_ingest_of_a_ten_thousand_row_feed_makes_every_row_searchable(
         assert job["status"] == "done", job
         assert job["accepted"] == ROWS and job["rejected"] == 0
 
-        seen: set[str] = set()
-        cursor = None
-        pages = 0
-        while True:
-            params = {"limit": 100, "city": "Lyon"}
-            if cursor:
-                params["cursor"] = cursor
-            page = client.get("/api/v1/listings", params=params).json()
-            seen.update(item["source_id"] for item in page["items"] if item["source"] == source)
-            cursor = page["next_cursor"]
-            pages += 1
-            if not cursor or pages > 1000:
-                break
-    lyon = {
-        row["source_id"] for row in feeds.rows(ROWS, source=source, seed=7) if row["city"] == "Lyon"
-    }
-    assert seen == lyon
+        # Every row, city by city: each city's search returns exactly that city's rows.
+        sent = list(feeds.rows(ROWS, source=source, seed=7))
+        found: dict[str, set[str]] = {}
+        for city in feeds.CITIES:
+            mine = [item for item in _search_all(client, city=city) if item["source"] == source]
+            ids = [item["source_id"] for item in mine]
+            assert len(ids) == len(set(ids)), f"{city}: a row is returned twice"
+            assert {item["city"] for item in mine} <= {city}
+            found[city] = set(ids)
+    expected = {city: {r["source_id"] for r in sent if r["city"] == city} for city in feeds.CITIES}
+    assert found == expected
+    assert sum(len(ids) for ids in found.values()) == ROWS
 
     # The request id given at the edge follows the job into the worker's log lines.
     logs = stack.invoke("logs", "--env=e2e", "--service=worker").stdout
@@ -162,8 +184,15 @@ def test_a_feed_with_bad_rows_reports_them_by_line_and_stores_the_good_ones(
     stack: Stack, api_key: str
 ) -> None:
     source = f"e2e-bad-{uuid.uuid4().hex[:8]}"
+    # A word of our own in every description (the title is one of the breakages) lets a
+    # full-text search select exactly this feed's stored rows, good and bad alike.
+    marker = f"marker{uuid.uuid4().hex[:12]}"
     breakages = {3: 0, 5: 1, 8: 2, 9: 3, 12: 4, 15: 5}
-    body = feeds.to_csv(feeds.break_rows(feeds.rows(20, source=source), breakages))
+    sent = [
+        {**row, "description": f"{row['description']} {marker}"}
+        for row in feeds.rows(20, source=source)
+    ]
+    body = feeds.to_csv(feeds.break_rows(sent, breakages))
     with stack.client() as client:
         queued = client.post(
             "/api/v1/ingest",
@@ -179,8 +208,11 @@ def test_a_feed_with_bad_rows_reports_them_by_line_and_stores_the_good_ones(
         # Line numbers are file lines: the header is line 1, data line N is file line N + 1.
         expected = {(n + 1, feeds.BREAKAGES[k][0]) for n, k in breakages.items()}
         assert reported == expected
-        stored = client.get("/api/v1/listings", params={"q": source, "limit": 100})
-        assert stored.status_code == 200
+        stored = _search_all(client, max_pages=5, q=marker)
+    # Data line N is source_id N - 1 (feeds.rows numbers rows from 0).
+    good = {str(i) for i in range(20) if i + 1 not in breakages}
+    assert {item["source"] for item in stored} == {source}
+    assert sorted(item["source_id"] for item in stored) == sorted(good)
 
 
 def test_a_feed_that_is_not_csv_or_ndjson_is_refused_with_a_reason(
