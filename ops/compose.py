@@ -202,6 +202,11 @@ def compose_env(
             "SLIPWAY_RATE_LIMIT": f"{env.nginx.rate_limit}r/s",
             "SLIPWAY_RATE_BURST": str(env.nginx.rate_burst),
             "SLIPWAY_MAX_FEED_SIZE": env.nginx.max_feed_size,
+            "SLIPWAY_VIEWER_RATE_LIMIT": f"{env.nginx.viewer_rate_limit}r/s",
+            "SLIPWAY_VIEWER_RATE_BURST": str(env.nginx.viewer_rate_burst),
+            "SLIPWAY_READY_RATE_LIMIT": f"{env.nginx.ready_rate_limit}r/s",
+            "SLIPWAY_READY_RATE_BURST": str(env.nginx.ready_rate_burst),
+            "SLIPWAY_INGEST_CONNECTIONS": str(env.nginx.ingest_connections),
             "LISTINGS_MAX_FEED_BYTES": str(env.nginx.max_feed_bytes),
         }
     )

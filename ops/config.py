@@ -56,6 +56,11 @@ class Nginx:
     rate_limit: int = 50
     rate_burst: int = 100
     max_feed_size: str = "64m"
+    viewer_rate_limit: int = 10
+    viewer_rate_burst: int = 20
+    ready_rate_limit: int = 5
+    ready_rate_burst: int = 10
+    ingest_connections: int = 4
 
     @property
     def max_feed_bytes(self) -> int:
@@ -212,14 +217,16 @@ def parse(data: object, path: Path, name: str) -> Environment:
         ),
     )
 
-    nginx_data = reader.section(top, "nginx", {"rate_limit", "rate_burst", "max_feed_size"})
+    rates = ("rate_limit", "viewer_rate_limit", "ready_rate_limit", "ingest_connections")
+    bursts = ("rate_burst", "viewer_rate_burst", "ready_rate_burst")
+    nginx_data = reader.section(top, "nginx", {*rates, *bursts, "max_feed_size"})
+    knobs: dict[str, int] = {}
+    for key in (*rates, *bursts):
+        default = getattr(Nginx, key)
+        minimum = 0 if key in bursts else 1
+        knobs[key] = reader.integer(nginx_data, f"nginx.{key}", key, default, minimum=minimum)
     nginx = Nginx(
-        rate_limit=reader.integer(
-            nginx_data, "nginx.rate_limit", "rate_limit", Nginx.rate_limit, minimum=1
-        ),
-        rate_burst=reader.integer(
-            nginx_data, "nginx.rate_burst", "rate_burst", Nginx.rate_burst, minimum=0
-        ),
+        **knobs,
         max_feed_size=reader.size(nginx_data, "nginx.max_feed_size", "max_feed_size"),
     )
     return Environment(

@@ -83,6 +83,11 @@ def test_env_carries_config_build_facts_and_secrets(
         "SLIPWAY_RATE_BURST": "100",
         "SLIPWAY_MAX_FEED_SIZE": "64m",
         "LISTINGS_MAX_FEED_BYTES": str(64 * 1024 * 1024),
+        "SLIPWAY_VIEWER_RATE_LIMIT": "10r/s",
+        "SLIPWAY_VIEWER_RATE_BURST": "20",
+        "SLIPWAY_READY_RATE_LIMIT": "5r/s",
+        "SLIPWAY_READY_RATE_BURST": "10",
+        "SLIPWAY_INGEST_CONNECTIONS": "4",
         **SECRETS,
     }
     assert {k: env[k] for k in expected} == expected

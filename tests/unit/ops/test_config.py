@@ -132,6 +132,9 @@ def test_name_must_match_the_file(write_env: WriteEnv) -> None:
         ("domains: [localhost]", "domains: [bad_name!]", "domains[0]"),
         ("max_feed_size: 64m", "max_feed_size: lots", "nginx.max_feed_size"),
         ("rate_limit: 50", "rate_limit: 0", "nginx.rate_limit"),
+        ("rate_burst: 100", "rate_burst: 100, ingest_connections: 0", "nginx.ingest_connections"),
+        ("rate_burst: 100", "rate_burst: 100, viewer_rate_burst: -1", "nginx.viewer_rate_burst"),
+        ("rate_burst: 100", "rate_burst: 100, ready_rate_limit: fast", "nginx.ready_rate_limit"),
     ],
 )
 def test_invalid_values_are_named(write_env: WriteEnv, old: str, new: str, field: str) -> None:
@@ -176,3 +179,18 @@ def test_an_unknown_service_mode_lists_the_valid_ones(write_env: WriteEnv) -> No
     write_env("e2e", "name: e2e\ntarget: local\nlistings_env: dev\n")
     with pytest.raises(OpsError, match="use one of: local, test, staging, production"):
         config.load("e2e")
+
+
+def test_edge_knobs_are_read_from_the_nginx_section(write_env: WriteEnv) -> None:
+    write_env(
+        "local",
+        LOCAL_YAML.replace(
+            "rate_burst: 100",
+            "rate_burst: 100, viewer_rate_limit: 3, viewer_rate_burst: 0, "
+            "ready_rate_limit: 2, ready_rate_burst: 1, ingest_connections: 9",
+        ),
+    )
+    nginx = config.load("local").nginx
+    assert (nginx.viewer_rate_limit, nginx.viewer_rate_burst) == (3, 0)
+    assert (nginx.ready_rate_limit, nginx.ready_rate_burst) == (2, 1)
+    assert nginx.ingest_connections == 9
