@@ -130,11 +130,51 @@ async def test_an_oversized_feed_is_413_json(
     assert response.json()["error"] == "payload too large"
 
 
-async def test_ingest_needs_a_key_and_unknown_jobs_are_404(client: httpx.AsyncClient) -> None:
+async def test_ingest_needs_a_key_and_unknown_jobs_are_404(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
     response = await client.post(
         "/api/v1/ingest", content=b"a,b\n", headers={"Content-Type": "text/csv"}
     )
     assert response.status_code == 401
-    missing = await client.get("/api/v1/ingest/00000000-0000-0000-0000-000000000000")
-    assert missing.status_code == 404
-    assert (await client.get("/api/v1/ingest/not-a-uuid")).status_code == 422
+    unknown = "/api/v1/ingest/00000000-0000-0000-0000-000000000000"
+    assert (await client.get(unknown)).status_code == 401  # job status needs a key too
+    assert (await client.get(unknown, headers=auth)).status_code == 404
+    assert (await client.get("/api/v1/ingest/not-a-uuid", headers=auth)).status_code == 422
+
+
+async def test_rows_the_database_refuses_are_reported_and_the_others_stored(
+    ingest: Any,
+    engine: AsyncEngine,
+    start_worker: Callable[..., Popen[bytes]],
+    empty_listings: None,
+) -> None:
+    """A date in year 1 with a positive offset is valid ISO 8601, but is before year 1 in UTC:
+    the database driver cannot store it. It used to fail the whole batch on every attempt, and
+    the job was dead-lettered with no row stored."""
+    start_worker(worker_batch_size=100)
+    good = rows(250, source="refused")
+    lines = [json.dumps(row) for row in good]
+    lines[57] = json.dumps({**good[57], "listed_at": "0001-01-01T00:00:00+01:00"})
+    lines[180] = json.dumps({**good[180], "listed_at": "0001-01-01T00:30:00+02:00"})
+    # A lone surrogate (the JSON escape \ud800) is caught by validation, naming the field.
+    lines[201] = json.dumps({**good[201], "title": "Flat \ud800"})  # written as an escape
+    job = await ingest.wait(
+        await ingest.post("\n".join(lines).encode(), content_type="application/x-ndjson")
+    )
+    assert (job["status"], job["accepted"], job["rejected"], job["attempts"]) == (
+        "done",
+        247,
+        3,
+        1,
+    ), job
+    assert job["errors"] == [
+        {"line": 58, "field": None, "message": "could not be stored: date value out of range"},
+        {"line": 181, "field": None, "message": "could not be stored: date value out of range"},
+        {"line": 202, "field": "title", "message": "is not valid text"},
+    ]
+    assert set(await stored(engine, "refused")) == {f"L{i}" for i in range(250)} - {
+        "L57",
+        "L180",
+        "L201",
+    }

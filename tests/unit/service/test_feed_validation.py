@@ -237,3 +237,31 @@ def test_batches_fold_repeated_listings_and_cap_errors() -> None:
     # the last row of a repeated listing wins
     prices = {r[COLUMNS.index("source_id")]: r[COLUMNS.index("price")] for r in batches[0].records}
     assert prices == {"0": 103, "1": 101, "2": 102}
+
+
+@pytest.mark.parametrize("field", ["title", "city", "description", "contact_name"])
+def test_text_with_a_lone_surrogate_is_a_row_error_naming_the_field(field: str) -> None:
+    # json.loads turns the escape "\ud800" into a lone surrogate: valid JSON, but no UTF-8 text,
+    # so the database write would fail for the whole batch.
+    line = json.dumps({**GOOD, field: "Flat \ud800 near the sea"})
+    assert "\\ud800" in line
+    [(number, record, errors)] = list(parse_feed(line.encode(), "ndjson"))
+    assert record is None
+    assert [e.as_dict() for e in errors] == [
+        {"line": number, "field": field, "message": "is not valid text"}
+    ]
+
+
+def test_non_ascii_text_is_still_valid() -> None:
+    record, errors = check(title="Château près de l'église 🏰", city="Saint-Étienne")
+    assert errors == [] and record is not None
+
+
+def test_batches_keep_the_feed_line_of_each_record() -> None:
+    rows = ["a,1,T,house,100,Lyon,1", "a,2,T,boat,1,Lyon,1", "a,1,T,house,101,Lyon,1"]
+    rows += ["a,3,T,house,102,Lyon,1"]
+    body = (HEADER + "\n".join(rows) + "\n").encode()
+    [batch] = list(iter_batches(body, "csv", batch_size=10, max_errors=10))
+    ids = [r[COLUMNS.index("source_id")] for r in batch.records]
+    # a repeated listing keeps its last row, and that row's line
+    assert dict(zip(ids, batch.lines, strict=True)) == {"1": 4, "3": 5}

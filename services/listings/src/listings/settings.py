@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=5000, ge=1)
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_claim_idle_ms: int = Field(default=60_000, ge=100)
+    # asyncpg command_timeout of the worker's connections: a hung statement fails the attempt.
+    worker_db_timeout_s: float = Field(default=300.0, gt=0)
     worker_retry_base_ms: int = Field(default=1000, ge=1)
     worker_retry_max_ms: int = Field(default=300_000, ge=1)
     worker_block_ms: int = Field(default=1000, ge=10)

@@ -18,6 +18,7 @@ from listings.ingest.feed import (
 @dataclass
 class Batch:
     records: list[Record] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # feed line of each record, same order
     valid: int = 0  # feed rows accepted; more than len(records) when a listing repeats
     rejected: int = 0
     errors: list[RowError] = field(default_factory=list)
@@ -28,9 +29,9 @@ def iter_batches(body: bytes, fmt: FeedFormat, batch_size: int, max_errors: int)
     reported = 0
     # Keyed by (source, source_id): a listing repeated inside one batch keeps its last row,
     # since one INSERT ... ON CONFLICT cannot touch the same row twice.
-    unique: dict[tuple[object, object], Record] = {}
+    unique: dict[tuple[object, object], tuple[int, Record]] = {}
     batch = Batch()
-    for _line, record, row_errors in parse_feed(body, fmt):
+    for line, record, row_errors in parse_feed(body, fmt):
         if record is None:
             batch.rejected += 1
             if reported < max_errors:
@@ -38,12 +39,17 @@ def iter_batches(body: bytes, fmt: FeedFormat, batch_size: int, max_errors: int)
                 batch.errors.extend(kept)
                 reported += len(kept)
             continue
-        unique[(record[SOURCE_INDEX], record[SOURCE_ID_INDEX])] = record
+        unique[(record[SOURCE_INDEX], record[SOURCE_ID_INDEX])] = (line, record)
         batch.valid += 1
         if batch.valid >= batch_size:
-            batch.records = list(unique.values())
+            _fill(batch, unique)
             yield batch
             unique, batch = {}, Batch()
     if batch.valid or batch.rejected:
-        batch.records = list(unique.values())
+        _fill(batch, unique)
         yield batch
+
+
+def _fill(batch: Batch, unique: dict[tuple[object, object], tuple[int, Record]]) -> None:
+    batch.lines = [line for line, _ in unique.values()]
+    batch.records = [record for _, record in unique.values()]

@@ -62,6 +62,13 @@ def _text(max_len: int) -> Converter:
             raise ValueError(f"must be at most {max_len} characters")
         if "\x00" in text:
             raise ValueError("must not contain NUL characters")
+        # A JSON escape can smuggle in a lone surrogate ("\ud800"), which no database column can
+        # store. isascii() is O(1) on CPython, so only non-ASCII text pays for the check.
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("is not valid text") from None
         return text
 
     return convert

@@ -4,6 +4,12 @@ Delivery rules: a message is acked only after the job's final commit; a crashed 
 message is taken over by another consumer (XAUTOCLAIM) and the job re-runs from zero, which is
 safe because every write is an upsert; failures retry with exponential backoff through a sorted
 set and are dead-lettered after LISTINGS_WORKER_MAX_ATTEMPTS.
+
+A live worker keeps its claim: while it works on a job it resets the message's idle time
+(XCLAIM ... JUSTID, only while the message is still its own) every third of
+LISTINGS_WORKER_CLAIM_IDLE_MS, so a long job is never taken over from a healthy worker. Should a
+takeover happen anyway (a stalled process), the attempt number fences the job row: the old run's
+writes match nothing, it logs "superseded" and drops the job without acking or writing.
 """
 
 from __future__ import annotations
@@ -48,9 +54,73 @@ end
 return #due
 """
 
+# Resets the idle time of a pending message, but only while this consumer still owns it:
+# a plain XCLAIM would steal the message back from a worker that took it over.
+_RENEW_CLAIM = """
+local entry = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if entry[1] == nil or entry[1][2] ~= ARGV[2] then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
 
 class Interrupted(Exception):
     """SIGTERM arrived; the current batch is committed and the job goes back to the queue."""
+
+
+class Claim:
+    """This worker's hold on one pending message, renewed in the background while a job runs."""
+
+    def __init__(self, worker: Worker, msg_id: str) -> None:
+        self.worker = worker
+        self.msg_id = msg_id
+        self.lost = False  # another consumer owns the message now
+        self.interval = worker.settings.worker_claim_idle_ms / 3000
+        self.renewed = time.monotonic()
+        self.task: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+
+    async def renew(self) -> None:
+        names = self.worker.names
+        owned = await self.worker.renew_script(
+            keys=[names.stream], args=[names.group, self.worker.consumer, self.msg_id]
+        )
+        self.renewed = time.monotonic()
+        if not owned:
+            self.lost = True
+
+    async def renew_if_due(self) -> None:
+        """After a batch commit: renew only when a sixth of the idle time has gone by."""
+        if time.monotonic() - self.renewed >= self.interval / 2:
+            await self.renew()
+        if self.lost:
+            raise writer.Superseded(self.msg_id)
+
+    async def _keep(self) -> None:
+        # Stopped through `closed`, never cancelled: a Redis command cut off halfway can leave
+        # the client hanging.
+        while not self.lost:
+            delay = max(0.0, self.renewed + self.interval - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closed.wait(), timeout=delay)
+                return
+            try:
+                await self.renew()
+            except Exception as exc:
+                # Redis away: nobody can claim the message either. Never fatal to the job.
+                log.warning("could not renew the job's claim: %s: %s", type(exc).__name__, exc)
+                self.renewed = time.monotonic()
+
+    async def __aenter__(self) -> Claim:
+        self.task = asyncio.create_task(self._keep())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.closed.set()
+        if self.task is not None:
+            await self.task
 
 
 class Worker:
@@ -67,6 +137,7 @@ class Worker:
             socket_timeout=settings.worker_block_ms / 1000 + 5,
         )
         self.pool: asyncpg.Pool | None = None
+        self.renew_script = self.redis.register_script(_RENEW_CLAIM)
 
     def stop(self) -> None:
         log.info("stop requested: finishing the current batch")
@@ -82,6 +153,8 @@ class Worker:
                 min_size=0,
                 max_size=2,
                 timeout=self.settings.db_timeout_s,
+                # A hung statement fails the attempt instead of holding the worker forever.
+                command_timeout=self.settings.worker_db_timeout_s,
             )
         return self.pool
 
@@ -124,7 +197,12 @@ class Worker:
                     # claimed again; wait with backoff instead of crashing the container.
                     outage += 1
                     delay = min(30.0, 0.5 * 2**outage)
-                    log.warning("dependency unavailable, retrying in %.1fs: %s", delay, exc)
+                    log.warning(
+                        "dependency unavailable, retrying in %.1fs: %s: %s",
+                        delay,
+                        type(exc).__name__,  # a timeout's message is empty
+                        exc,
+                    )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), timeout=delay)
         finally:
@@ -191,7 +269,7 @@ class Worker:
     async def _handle(self, msg_id: str, message: JobMessage) -> None:
         pool = await self._pool()
         job_id = message.job_id
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, Claim(self, msg_id) as claim:
             attempt = await writer.start_job(conn, job_id)
             if attempt is None:
                 log.info(
@@ -200,31 +278,50 @@ class Worker:
                 )
                 await self.ack(msg_id)
                 return
-            if attempt > self.settings.worker_max_attempts:
-                await self.dead_letter(conn, msg_id, message, "too many attempts (worker crashes?)")
-                return
-            log.info("job started", extra={"job_id": str(job_id), "attempt": attempt})
             try:
-                accepted, rejected = await self.process(conn, job_id)
-            except Interrupted:
-                await writer.hand_back_job(conn, job_id)
-                await self.requeue(msg_id, message, 0)
-                log.info("job handed back to the queue on shutdown", extra={"job_id": str(job_id)})
-                return
-            except FeedFormatError as exc:
-                await writer.finish_job(
-                    conn,
-                    job_id,
-                    "failed",
-                    [{"line": 1, "field": None, "message": str(exc)}],
-                    str(exc),
+                if attempt > self.settings.worker_max_attempts:
+                    await self.dead_letter(
+                        conn, msg_id, message, attempt, "too many attempts (worker crashes?)"
+                    )
+                    return
+                log.info("job started", extra={"job_id": str(job_id), "attempt": attempt})
+                try:
+                    accepted, rejected = await self.process(conn, job_id, attempt, claim)
+                except Interrupted:
+                    if not await writer.hand_back_job(conn, job_id, attempt):
+                        raise writer.Superseded(str(job_id)) from None
+                    await self.requeue(msg_id, message, 0)
+                    log.info(
+                        "job handed back to the queue on shutdown", extra={"job_id": str(job_id)}
+                    )
+                    return
+                except FeedFormatError as exc:
+                    if not await writer.finish_job(
+                        conn,
+                        job_id,
+                        attempt,
+                        "failed",
+                        [{"line": 1, "field": None, "message": str(exc)}],
+                        str(exc),
+                    ):
+                        raise writer.Superseded(str(job_id)) from None
+                    await self.ack(msg_id)
+                    INGEST_JOBS.labels(status="failed").inc()
+                    log.warning("job failed: feed unusable", extra={"job_id": str(job_id)})
+                    return
+                except writer.Superseded:
+                    raise
+                except Exception as exc:
+                    await self.retry_or_dead_letter(conn, msg_id, message, attempt, exc)
+                    return
+            except writer.Superseded:
+                # Another worker took the message over and runs the job now: its row, its
+                # message. Leave both alone (no ack, no write).
+                INGEST_JOBS.labels(status="superseded").inc()
+                log.warning(
+                    "job superseded: another worker took it over, stopping it here",
+                    extra={"job_id": str(job_id), "attempt": attempt},
                 )
-                await self.ack(msg_id)
-                INGEST_JOBS.labels(status="failed").inc()
-                log.warning("job failed: feed unusable", extra={"job_id": str(job_id)})
-                return
-            except Exception as exc:
-                await self.retry_or_dead_letter(conn, msg_id, message, attempt, exc)
                 return
         await self.ack(msg_id)
         INGEST_JOBS.labels(status="done").inc()
@@ -243,19 +340,15 @@ class Worker:
     ) -> None:
         reason = f"{type(exc).__name__}: {exc}"
         if attempt >= self.settings.worker_max_attempts:
-            await self.dead_letter(conn, msg_id, message, reason)
+            await self.dead_letter(conn, msg_id, message, attempt, reason)
             return
         delay = min(
             self.settings.worker_retry_max_ms,
             self.settings.worker_retry_base_ms * 2 ** (attempt - 1),
         )
         delay = int(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
-        await conn.execute(
-            "UPDATE ingest_jobs SET status = 'queued', last_error = $2, updated_at = now() "
-            "WHERE id = $1",
-            message.job_id,
-            reason[:1000],
-        )
+        if not await writer.requeue_job(conn, message.job_id, attempt, reason[:1000]):
+            raise writer.Superseded(str(message.job_id))
         await self.requeue(msg_id, message, max(delay, 1))
         INGEST_JOBS.labels(status="retried").inc()
         log.warning(
@@ -269,20 +362,29 @@ class Worker:
         )
 
     async def dead_letter(
-        self, conn: asyncpg.Connection, msg_id: str, message: JobMessage, reason: str
+        self,
+        conn: asyncpg.Connection,
+        msg_id: str,
+        message: JobMessage,
+        attempt: int,
+        reason: str,
     ) -> None:
+        # The job row first: a superseded run must not put a running job in the dead letters.
+        if not await writer.finish_job(conn, message.job_id, attempt, "failed", [], reason[:1000]):
+            raise writer.Superseded(str(message.job_id))
         await self.redis.xadd(
             self.names.dead,
             {**message.fields(), "error": reason[:1000], "failed_at": str(_now_ms())},  # type: ignore[dict-item]
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,
         )
-        await writer.finish_job(conn, message.job_id, "failed", [], reason[:1000])
         await self.ack(msg_id)
         INGEST_JOBS.labels(status="dead_lettered").inc()
         log.error("job dead-lettered", extra={"job_id": str(message.job_id), "error": reason})
 
-    async def process(self, conn: asyncpg.Connection, job_id: UUID) -> tuple[int, int]:
+    async def process(
+        self, conn: asyncpg.Connection, job_id: UUID, attempt: int, claim: Claim
+    ) -> tuple[int, int]:
         loaded = await writer.load_payload(conn, job_id)
         if loaded is None:
             raise LookupError(f"payload of job {job_id} is missing")
@@ -299,27 +401,45 @@ class Worker:
         try:
             while (batch := await upcoming) is not None:
                 upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
-                await self.flush(conn, job_id, batch)
-                accepted += batch.valid
-                rejected += batch.rejected
-                errors.extend(e.as_dict() for e in batch.errors)
+                refused = await self.flush(conn, job_id, attempt, batch)
+                await claim.renew_if_due()
+                accepted += batch.valid - len(refused)
+                rejected += batch.rejected + len(refused)
+                batch_errors: list[dict[str, Any]] = [e.as_dict() for e in batch.errors]
+                if refused:
+                    batch_errors += [
+                        {"line": r.line, "field": None, "message": r.reason} for r in refused
+                    ]
+                    batch_errors.sort(key=lambda e: int(e["line"]))
+                errors.extend(batch_errors)
+                if self.stopping.is_set():
+                    raise Interrupted
         finally:
             if not upcoming.done():
                 await asyncio.wait([upcoming])
             if not upcoming.cancelled():
                 upcoming.exception()  # retrieved: an abandoned parse error is not worth a warning
-        await writer.finish_job(conn, job_id, "done", errors[:MAX_REPORTED_ERRORS])
+        if not await writer.finish_job(conn, job_id, attempt, "done", errors[:MAX_REPORTED_ERRORS]):
+            raise writer.Superseded(str(job_id))
         return accepted, rejected
 
-    async def flush(self, conn: asyncpg.Connection, job_id: UUID, batch: Batch) -> None:
+    async def flush(
+        self, conn: asyncpg.Connection, job_id: UUID, attempt: int, batch: Batch
+    ) -> list[writer.Refused]:
         started = time.perf_counter()
-        await writer.write_batch(conn, job_id, batch.records, batch.valid, batch.rejected)
+        refused = await writer.write_batch(
+            conn, job_id, attempt, batch.records, batch.lines, batch.valid, batch.rejected
+        )
         INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
-        INGEST_ROWS.labels(result="accepted").inc(batch.valid)
-        INGEST_ROWS.labels(result="rejected").inc(batch.rejected)
+        INGEST_ROWS.labels(result="accepted").inc(batch.valid - len(refused))
+        INGEST_ROWS.labels(result="rejected").inc(batch.rejected + len(refused))
+        if refused:
+            log.warning(
+                "rows refused by the database",
+                extra={"job_id": str(job_id), "lines": [r.line for r in refused][:20]},
+            )
         self.touch()
-        if self.stopping.is_set():
-            raise Interrupted
+        return refused
 
 
 def _now_ms() -> int:
