@@ -52,7 +52,7 @@ def upsert_sql(table: str, staging: str) -> str:
     old = ", ".join(f"{table}.{c}" for c in _UPDATABLE)
     new = ", ".join(f"EXCLUDED.{c}" for c in _UPDATABLE)
     return (
-        f"INSERT INTO {table} ({_COLS}) SELECT {_COLS} FROM {staging} "  # noqa: S608
+        f"INSERT INTO {table} ({_COLS}) SELECT {_COLS} FROM {staging} "  # noqa: S608  # nosec B608
         f"ON CONFLICT (source, source_id) DO UPDATE SET {updates}, updated_at = now() "
         f"WHERE ({old}) IS DISTINCT FROM ({new})"
     )
@@ -258,7 +258,7 @@ class Bench:
 
     def count_bench_rows(self) -> int:
         out = self.psql(
-            ["SELECT count(*) FROM listings WHERE source = " + _quote(BENCH_SOURCE)],  # noqa: S608
+            ["SELECT count(*) FROM listings WHERE source = " + _quote(BENCH_SOURCE)],  # noqa: S608  # nosec B608
             what="count benchmark rows",
         )
         numbers = re.findall(r"^\s*(\d+)\s*$", out, re.MULTILINE)
@@ -462,7 +462,7 @@ class Bench:
         setup = [
             f"DROP TABLE IF EXISTS {SCRATCH_TABLE}, {STAGING_TABLE}",
             f"CREATE TABLE {SCRATCH_TABLE} (LIKE listings INCLUDING ALL)",
-            f"CREATE UNLOGGED TABLE {STAGING_TABLE} AS "  # noqa: S608 - constants only
+            f"CREATE UNLOGGED TABLE {STAGING_TABLE} AS "  # noqa: S608 - constants only  # nosec B608
             f"SELECT {_COLS} FROM listings WITH NO DATA",
         ]
         notes = []
@@ -484,7 +484,7 @@ class Bench:
 
     def delete_bench_rows(self) -> None:
         self.psql(
-            ["DELETE FROM listings WHERE source = " + _quote(BENCH_SOURCE)],  # noqa: S608
+            ["DELETE FROM listings WHERE source = " + _quote(BENCH_SOURCE)],  # noqa: S608  # nosec B608
             what="delete benchmark rows",
         )
 
@@ -512,7 +512,7 @@ class Bench:
             attempt(
                 f"{len(self.state.job_ids)} benchmark job(s) deleted",
                 lambda: self.psql(
-                    [f"DELETE FROM ingest_jobs WHERE id IN ({ids})"],  # noqa: S608
+                    [f"DELETE FROM ingest_jobs WHERE id IN ({ids})"],  # noqa: S608  # nosec B608
                     what="delete jobs",
                 ),
             )

@@ -42,12 +42,12 @@ _NEW = ", ".join(f"EXCLUDED.{c}" for c in _UPDATABLE)
 # overlapping listings lock their rows in one order, so they wait for each other instead of
 # deadlocking.
 UPSERT = (
-    f"INSERT INTO listings ({_COLS}) SELECT {_COLS} FROM {STAGING_TABLE} "  # noqa: S608
+    f"INSERT INTO listings ({_COLS}) SELECT {_COLS} FROM {STAGING_TABLE} "  # noqa: S608  # nosec B608
     "ORDER BY source, source_id "
     f"ON CONFLICT (source, source_id) DO UPDATE SET {_SET}, updated_at = now() "
     f"WHERE ({_OLD}) IS DISTINCT FROM ({_NEW})"
 )
-CLEAR_STAGING = f"DELETE FROM {STAGING_TABLE}"  # noqa: S608 - constant name
+CLEAR_STAGING = f"DELETE FROM {STAGING_TABLE}"  # noqa: S608 - constant name  # nosec B608
 # Errors caused by the rows themselves: writing the same rows again fails the same way. asyncpg
 # raises UnicodeEncodeError / OverflowError (ValueError, ArithmeticError) while encoding a value
 # for COPY; PostgreSQL raises data exceptions (22xxx) and integrity violations (23xxx).
