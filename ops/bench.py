@@ -348,22 +348,8 @@ class Bench:
 
     def create_key(self) -> str:
         self.state.key_name = f"bench-{int(time.time())}-{secrets.token_hex(3)}"
-        result = self.stack.compose().run(
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "--pull",
-            "never",
-            "--entrypoint",
-            "listings",
-            stack.MIGRATE_SERVICE,
-            "apikey",
-            "create",
-            "--name",
-            self.state.key_name,
-            capture=True,
-            what="listings apikey create",
+        result = stack.run_listings(
+            self.stack, "apikey", "create", "--name", self.state.key_name, capture=True
         )
         lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
         if not lines:

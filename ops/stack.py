@@ -6,6 +6,7 @@ ops/tasks/ only parse arguments and call these functions.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -441,7 +442,14 @@ def apikey(env_name: str, action: str, name: str) -> None:
             f"postgres of {stack.env.project_name} is not running. "
             f"Fix: `invoke up --env {env_name}`"
         )
-    stack.compose().run(
+    run_listings(stack, "apikey", action, "--name", name)
+
+
+def run_listings(
+    stack: Stack, *args: str, capture: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`listings <args>` in a one-off container of the stack's listings image and network."""
+    return stack.compose().run(
         "run",
         "--rm",
         "--no-deps",
@@ -451,11 +459,9 @@ def apikey(env_name: str, action: str, name: str) -> None:
         "--entrypoint",
         "listings",
         MIGRATE_SERVICE,
-        "apikey",
-        action,
-        "--name",
-        name,
-        what=f"listings apikey {action}",
+        *args,
+        capture=capture,
+        what=f"listings {' '.join(args[:2])}",
     )
 
 
