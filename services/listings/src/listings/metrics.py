@@ -42,6 +42,10 @@ INGEST_JOBS = Counter("listings_ingest_jobs_total", "Ingest jobs by outcome", ["
 INGEST_ROWS = Counter(
     "listings_ingest_rows_total", "Feed rows by result (accepted|rejected)", ["result"]
 )
+INGEST_RECONCILED = Counter(
+    "listings_ingest_reconciled_jobs_total",
+    "Queued jobs found missing from the stream and queued again by the reconciler",
+)
 INGEST_BATCH_SECONDS = Histogram(
     "listings_ingest_batch_duration_seconds",
     "Time to COPY and upsert one batch",

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     worker_heartbeat_max_age_s: int = Field(default=30, ge=1)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
     worker_consumer: str = ""
+    # The reconciler (one worker at a time): re-queues jobs left `queued` without a message in
+    # the stream for longer than reconcile_after_s, and deletes finished jobs after retention.
+    worker_reconcile_interval_s: float = Field(default=60.0, gt=0)
+    worker_reconcile_after_s: float = Field(default=300.0, gt=0)
+    job_retention_days: int = Field(default=30, ge=1)
     stream_prefix: str = "listings"
 
     @property

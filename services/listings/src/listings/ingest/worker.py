@@ -36,6 +36,7 @@ from listings.ingest import writer
 from listings.ingest.batches import Batch, iter_batches
 from listings.ingest.feed import FeedFormatError, feed_format
 from listings.ingest.queue import DEAD_LETTER_MAXLEN, JobMessage, StreamNames
+from listings.ingest.reconcile import Reconciler
 from listings.logs import request_id_var
 from listings.metrics import INGEST_BATCH_SECONDS, INGEST_JOBS, INGEST_ROWS
 from listings.settings import Settings
@@ -138,6 +139,8 @@ class Worker:
         )
         self.pool: asyncpg.Pool | None = None
         self.renew_script = self.redis.register_script(_RENEW_CLAIM)
+        self.reconciler = Reconciler(settings, self.redis, self.names)
+        self.next_reconcile = 0.0  # monotonic time of the next reconcile attempt
 
     def stop(self) -> None:
         log.info("stop requested: finishing the current batch")
@@ -182,6 +185,7 @@ class Worker:
                 try:
                     await self.ensure_group()
                     await promote(keys=[self.names.retry, self.names.stream], args=[_now_ms()])
+                    await self.maybe_reconcile()
                     item = await self.next_message()
                     if item is not None:
                         await self.handle(*item)
@@ -211,7 +215,20 @@ class Worker:
                 await self.pool.close()
             log.info("worker stopped")
 
-    async def next_message(self) -> tuple[str, JobMessage] | None:
+    async def maybe_reconcile(self) -> None:
+        """Every LISTINGS_WORKER_RECONCILE_INTERVAL_S, unless another worker is at it."""
+        now = time.monotonic()
+        if now < self.next_reconcile:
+            return
+        self.next_reconcile = now + self.settings.worker_reconcile_interval_s
+        try:
+            await self.reconciler.run(await self._pool())
+        except Exception as exc:
+            # Never fatal: jobs go on; the next interval tries again.
+            log.warning("reconcile failed: %s: %s", type(exc).__name__, exc)
+
+    async def next_message(self) -> tuple[str, JobMessage, bool] | None:
+        """The next message, and whether it was taken over from another consumer."""
         claimed: Any = await self.redis.xautoclaim(
             self.names.stream,
             self.names.group,
@@ -221,6 +238,7 @@ class Worker:
             count=1,
         )
         entries: list[tuple[str, dict[str, str] | None]] = claimed[1] if claimed else []
+        takeover = bool(entries)
         if not entries:
             response: Any = await self.redis.xreadgroup(
                 self.names.group,
@@ -238,7 +256,7 @@ class Worker:
             if not fields:  # trimmed away while pending: nothing left to do
                 await self.ack(msg_id)
                 continue
-            return msg_id, JobMessage.from_fields(fields)
+            return msg_id, JobMessage.from_fields(fields), takeover
         return None
 
     async def ack(self, msg_id: str) -> None:
@@ -259,21 +277,22 @@ class Worker:
             pipe.xdel(self.names.stream, msg_id)
             await pipe.execute()
 
-    async def handle(self, msg_id: str, message: JobMessage) -> None:
+    async def handle(self, msg_id: str, message: JobMessage, takeover: bool = False) -> None:
         token = request_id_var.set(message.request_id or None)
         try:
-            await self._handle(msg_id, message)
+            await self._handle(msg_id, message, takeover)
         finally:
             request_id_var.reset(token)
 
-    async def _handle(self, msg_id: str, message: JobMessage) -> None:
+    async def _handle(self, msg_id: str, message: JobMessage, takeover: bool) -> None:
         pool = await self._pool()
         job_id = message.job_id
         async with pool.acquire() as conn, Claim(self, msg_id) as claim:
-            attempt = await writer.start_job(conn, job_id)
+            attempt = await writer.start_job(conn, job_id, takeover=takeover)
             if attempt is None:
+                # A duplicate message (its job runs or ran under another one) or a deleted job.
                 log.info(
-                    "job unknown or already finished, dropping message",
+                    "job unknown, already running or finished, dropping message",
                     extra={"job_id": str(job_id)},
                 )
                 await self.ack(msg_id)
@@ -322,6 +341,16 @@ class Worker:
                     "job superseded: another worker took it over, stopping it here",
                     extra={"job_id": str(job_id), "attempt": attempt},
                 )
+                if not claim.lost:
+                    await claim.renew()
+                if not claim.lost:
+                    # The message is still ours: the job was restarted through another
+                    # message (a duplicate), which owns it now. Ours is redundant.
+                    await self.ack(msg_id)
+                    log.warning(
+                        "job superseded through another message, dropping this duplicate",
+                        extra={"job_id": str(job_id)},
+                    )
                 return
         await self.ack(msg_id)
         INGEST_JOBS.labels(status="done").inc()

@@ -151,10 +151,16 @@ def _reason(exc: BaseException) -> str:
     return f"could not be stored ({type(exc).__name__})"
 
 
-async def start_job(conn: asyncpg.Connection, job_id: UUID) -> int | None:
+async def start_job(conn: asyncpg.Connection, job_id: UUID, takeover: bool = True) -> int | None:
     """Mark the job running and reset its counters (a re-run starts from zero).
 
-    Returns the attempt number, or None when the job is unknown or already finished. The attempt
+    A first delivery of a message (takeover False) starts only a queued job: a job already
+    running belongs to another message (a duplicate from the reconciler or an API that stalled
+    before XADD), so the duplicate is dropped instead of restarting it. A message taken over from
+    a dead or stalled consumer (takeover True) restarts a running job too.
+
+    Returns the attempt number, or None when the job is unknown, already finished, or (first
+    delivery) already running. The attempt
     number fences the run: every later write for it applies only while the job is still running
     with this attempt number (a later start_job increments it; a hand-back by the current owner
     sets the job queued), so a run that another worker took over can no longer change the job.
@@ -162,8 +168,9 @@ async def start_job(conn: asyncpg.Connection, job_id: UUID) -> int | None:
     attempts: int | None = await conn.fetchval(
         "UPDATE ingest_jobs SET status = 'running', attempts = attempts + 1, accepted = 0, "
         "rejected = 0, errors = '[]', last_error = NULL, started_at = now(), updated_at = now() "
-        "WHERE id = $1 AND status IN ('queued', 'running') RETURNING attempts",
+        "WHERE id = $1 AND status = ANY($2::text[]) RETURNING attempts",
         job_id,
+        ["queued", "running"] if takeover else ["queued"],
     )
     return attempts
 
