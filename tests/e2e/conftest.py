@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,16 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from free_port import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_NAME = "e2e"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -104,7 +97,7 @@ def _write_environment(directory: Path, http_port: int, https_port: int) -> None
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env_dir = tmp_path_factory.mktemp("environments")
-    http_port, https_port = _free_port(), _free_port()
+    http_port, https_port = free_port(), free_port()
     _write_environment(env_dir, http_port, https_port)
     env = dict(os.environ, SLIPWAY_ENVIRONMENTS_DIR=str(env_dir))
     handle = Stack(

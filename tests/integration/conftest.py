@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from free_port import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # SLIPWAY_IT_PROJECT lets two sessions on one machine run side by side.
 PROJECT = os.environ.get("SLIPWAY_IT_PROJECT", "slipway-it")
 SERVICES = ("postgres", "redis")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -102,8 +95,8 @@ def _build_env(pg_port: int, redis_port: int, password: str, redis_password: str
 def infra() -> Iterator[Infra]:
     handle = Infra(
         env={},
-        pg_port=_free_port(),
-        redis_port=_free_port(),
+        pg_port=free_port(),
+        redis_port=free_port(),
         password=secrets.token_urlsafe(24),
         redis_password=secrets.token_urlsafe(24),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from listings import apikeys, migrate
 from listings.api.app import create_app
 from listings.db import create_engine
 from listings.settings import Settings, load_settings
+from service_helpers import settings_env
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,19 +51,6 @@ def settings(infra: Any, migrated: str, tmp_path_factory: pytest.TempPathFactory
         worker_metrics_port=0,
         worker_heartbeat_file=str(tmp_path_factory.mktemp("worker") / "heartbeat"),
     )
-
-
-def settings_env(settings: Settings, **overrides: object) -> dict[str, str]:
-    """The settings as LISTINGS_* variables, for a subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTINGS_")}
-    values = settings.model_dump()
-    for name in ("database_url", "redis_url", "api_key_pepper"):
-        values[name] = getattr(settings, name).get_secret_value()
-    values.update(overrides)
-    for name, value in values.items():
-        if value is not None:
-            env[f"LISTINGS_{name.upper()}"] = str(value)
-    return env
 
 
 @pytest.fixture(scope="session")

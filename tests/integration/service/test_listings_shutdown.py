@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,9 +35,11 @@ from typing import Any
 
 import httpx
 import pytest
+from free_port import free_port
 from listings.ingest.queue import StreamNames
 from listings.settings import Settings
 from redis.asyncio import Redis
+from service_helpers import job_row, settings_env
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -50,26 +51,6 @@ API_WORKERS = 2
 GRACEFUL_TIMEOUT_S = 120
 WAIT_S = 60.0  # generous deadline for each wait on this noisy machine (never an assertion)
 IN_FLIGHT = re.compile(r"^listings_http_requests_in_flight(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _settings_env(settings: Settings, **overrides: object) -> dict[str, str]:
-    """The session's settings as LISTINGS_* variables (same as conftest.settings_env)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTINGS_")}
-    values = settings.model_dump()
-    for name in ("database_url", "redis_url", "api_key_pepper"):
-        values[name] = getattr(settings, name).get_secret_value()
-    values.update(overrides)
-    for name, value in values.items():
-        if value is not None:
-            env[f"LISTINGS_{name.upper()}"] = str(value)
-    return env
 
 
 def _json_lines(raw: str) -> list[dict[str, Any]]:
@@ -164,8 +145,8 @@ def start_api(settings: Settings, tmp_path: Path) -> Iterator[Callable[[], Any]]
     started: list[Api] = []
 
     async def start() -> Api:
-        port = _free_port()
-        env = _settings_env(
+        port = free_port()
+        env = settings_env(
             settings, web_concurrency=API_WORKERS, graceful_timeout=GRACEFUL_TIMEOUT_S
         )
         env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{port}"
@@ -356,21 +337,6 @@ async def test_after_sigterm_the_api_refuses_connections_while_finishing_in_flig
 
 BIG_ROWS = 40_000
 BATCH = 200
-
-
-async def job_row(engine: AsyncEngine, job_id: str) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        row = (
-            (
-                await conn.execute(
-                    text("SELECT status, accepted, attempts FROM ingest_jobs WHERE id = :id"),
-                    {"id": job_id},
-                )
-            )
-            .mappings()
-            .one()
-        )
-    return dict(row)
 
 
 async def stored_rows(engine: AsyncEngine, source: str) -> dict[str, tuple[Any, ...]]:

@@ -11,6 +11,7 @@ import pytest
 from listings.ingest.queue import StreamNames
 from listings.settings import Settings
 from redis.asyncio import Redis
+from service_helpers import job_row
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,21 +27,6 @@ def big_feed(source: str) -> bytes:
         for i in range(ROWS)
     ]
     return ("\n".join(lines) + "\n").encode()
-
-
-async def job_row(engine: AsyncEngine, job_id: str) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        row = (
-            (
-                await conn.execute(
-                    text("SELECT status, accepted, attempts FROM ingest_jobs WHERE id = :id"),
-                    {"id": job_id},
-                )
-            )
-            .mappings()
-            .one()
-        )
-    return dict(row)
 
 
 async def count(engine: AsyncEngine, source: str) -> int:
