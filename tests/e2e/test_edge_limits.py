@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import ssl
 import time
@@ -276,4 +277,21 @@ def test_docker_waits_longer_than_the_api_drains_before_killing_it(stack: Stack)
         stop_timeout = container.attrs["Config"].get("StopTimeout") or 10
         assert stop_timeout >= graceful + 10, (
             f"{container.name}: SIGKILL after {stop_timeout}s races a {graceful}s drain"
+        )
+
+
+def test_docker_waits_longer_than_nginx_proxies_an_upload_before_killing_it(stack: Stack) -> None:
+    template = (ROOT / "nginx" / "templates" / "10-slipway.conf.template").read_text()
+    longest = max(int(s) for s in re.findall(r"proxy_(?:read|send)_timeout (\d+)s;", template))
+    client = docker.from_env()
+    edges = client.containers.list(
+        filters={
+            "label": ["com.docker.compose.project=slipway-e2e", "com.docker.compose.service=nginx"]
+        }
+    )
+    assert edges
+    for container in edges:
+        stop_timeout = container.attrs["Config"].get("StopTimeout") or 10
+        assert stop_timeout > longest, (
+            f"{container.name}: SIGKILL after {stop_timeout}s cuts a {longest}s proxied upload"
         )
