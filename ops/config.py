@@ -1,8 +1,9 @@
 """Environment files: environments/<name>.yaml loaded into typed, validated dataclasses.
 
-Every error names the file, the field and the fix. Only what the `local` target needs exists
-today; `hosts`, `registry` and ACME settings join as new sections and new `target`/`tls` values
-without changing how the existing ones are read.
+Every error names the file, the field and the fix. `target: local` runs the stack on this
+machine's engine; `target: ssh` deploys it to `hosts` (docs/architecture.md, "Deploys to hosts").
+Sections a target does not use are either refused (`hosts` on local) or ignored (`deploy` on
+local), never silently misread.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
-from ops import paths
+from ops import certs, paths
 from ops.errors import OpsError
 
-TARGETS = ("local",)
-TLS_MODES = ("local-ca",)
+TARGETS = ("local", "ssh")
+TLS_MODES = ("local-ca", "acme")
 # LISTINGS_ENV values the service accepts (its settings differ per mode, see docs/architecture.md).
 LISTINGS_ENVS = ("local", "test", "staging", "production")
 
@@ -31,6 +33,27 @@ _HOSTNAME_RE = re.compile(
 )
 _SIZE_RE = re.compile(r"^([1-9][0-9]*)([kmg]?)$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Services whose containers get `resources:` limits (compose deploy.resources.limits).
+RESOURCE_SERVICES = ("api", "worker", "postgres", "redis", "nginx")
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+DEFAULT_REMOTE_ROOT = "/srv/slipway"
+# Default bind of a host: it serves the world on 80/443 (a workstation keeps to loopback).
+_ALL_INTERFACES = "0.0.0.0"  # noqa: S104  # nosec B104
+# Docker refuses smaller memory limits ("Minimum memory limit allowed is 6MB") and CPU limits
+# below one hundredth of a CPU.
+_MIN_MEMORY = 6 * 1024**2
+_MIN_CPUS = 0.01
+# Login names as useradd accepts them; never starting with '-', so never read as an ssh option.
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+# user@host[:port], host possibly an IPv6 address in brackets.
+_SSH_RE = re.compile(r"^(?:(?P<user>[^@]*)@)?(?P<host>\[[^\]]*\]|[^:@\[\]]*)(?::(?P<port>.*))?$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+# remote_dir goes into commands run by the remote shell: only characters that need no quoting.
+_REMOTE_DIR_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+_REGISTRY_PATH_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+# Top-level domains that never resolve publicly (RFC 2606, 6761, 6762; ICANN's .internal):
+# Let's Encrypt cannot validate names under them.
+_PRIVATE_TLDS = ("localhost", "test", "example", "invalid", "local", "internal")
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,104 @@ class Nginx:
 
 
 @dataclass(frozen=True)
+class Host:
+    """One machine a `target: ssh` environment deploys to, reached with the ssh client."""
+
+    user: str
+    address: str  # DNS name or IP address (IPv6 without brackets)
+    port: int = 22
+    identity: Path | None = None  # private key (ssh -i); None: the ssh client's defaults
+    known_hosts: Path = Path("known_hosts")  # UserKnownHostsFile; parse() makes it absolute
+
+    @property
+    def destination(self) -> str:
+        """user@host, as the ssh client takes it (the port goes to -p)."""
+        return f"{self.user}@{self.address}"
+
+    @property
+    def label(self) -> str:
+        """user@host:port, for messages (IPv6 in brackets)."""
+        return f"{self.user}@{_url_host(self.address)}:{self.port}"
+
+    @property
+    def ssh_url(self) -> str:
+        """ssh://user@host:port, e.g. for DOCKER_HOST (IPv6 in brackets)."""
+        return f"ssh://{self.label}"
+
+
+@dataclass(frozen=True)
+class Acme:
+    """ACME account for `tls: acme`: contact e-mail and the CA's directory URL."""
+
+    email: str
+    directory: str = LETSENCRYPT_DIRECTORY
+
+    @property
+    def is_letsencrypt(self) -> bool:
+        """True for Let's Encrypt (production or staging), which only issues for public names."""
+        host = urlsplit(self.directory).hostname or ""
+        return host == "letsencrypt.org" or host.endswith(".letsencrypt.org")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one service's containers; None means no limit."""
+
+    cpus: float | None = None
+    memory: str | None = None  # size as written, lowercase: 512m, 1g
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_size(self.memory)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-service limits (compose `deploy.resources.limits`); default: no limits."""
+
+    api: Limits = field(default_factory=Limits)
+    worker: Limits = field(default_factory=Limits)
+    postgres: Limits = field(default_factory=Limits)
+    redis: Limits = field(default_factory=Limits)
+    nginx: Limits = field(default_factory=Limits)
+
+    def compose_env(self) -> dict[str, str]:
+        """SLIPWAY_<SERVICE>_CPUS and SLIPWAY_<SERVICE>_MEMORY (bytes) for every service.
+
+        "0" stands for "no limit": compose 2.40 accepts `cpus: "0"` and `memory: "0"` in
+        deploy.resources.limits and drops both from the resolved model (`docker compose config`
+        shows `limits: {}`), so the container runs unlimited. An empty value is refused by
+        compose for both (invalid size, ParseFloat), and -1 is refused for memory, so "0" is
+        the only unlimited value valid for both.
+        """
+        result: dict[str, str] = {}
+        for service in RESOURCE_SERVICES:
+            limits: Limits = getattr(self, service)
+            prefix = f"SLIPWAY_{service.upper()}"
+            result[f"{prefix}_CPUS"] = "0" if limits.cpus is None else f"{limits.cpus:g}"
+            memory = limits.memory_bytes
+            result[f"{prefix}_MEMORY"] = "0" if memory is None else str(memory)
+        return result
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """How a deploy to hosts proceeds (docs/architecture.md); `target: local` ignores it."""
+
+    batch: int = 1
+    remote_dir: str = ""  # empty: /srv/slipway/<name>, filled in by Environment
+    lock_wait: int = 300
+    lock_ttl: int = 900
+    health_timeout: int = 120
+    min_free_disk: str = "2g"
+    keep_releases: int = 5
+
+    @property
+    def min_free_disk_bytes(self) -> int:
+        return parse_size(self.min_free_disk)
+
+
+@dataclass(frozen=True)
 class Environment:
     """One deployment environment, as described by environments/<name>.yaml."""
 
@@ -84,6 +205,18 @@ class Environment:
     project: str = ""
     overlay: str = ""
     listings_env: str = "local"
+    hosts: tuple[Host, ...] = ()
+    acme: Acme | None = None
+    public_url: str = ""  # normalized: https://host[:port], port omitted when 443
+    ca_file: Path | None = None  # absolute
+    registry: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    deploy: Deploy = field(default_factory=Deploy)
+
+    def __post_init__(self) -> None:
+        if not self.deploy.remote_dir:
+            remote_dir = f"{DEFAULT_REMOTE_ROOT}/{self.name}"
+            object.__setattr__(self, "deploy", replace(self.deploy, remote_dir=remote_dir))
 
     @property
     def project_name(self) -> str:
@@ -101,15 +234,48 @@ class Environment:
         return self.target == "local"
 
     @property
+    def is_ssh(self) -> bool:
+        """True when the stack is deployed to `hosts` over SSH."""
+        return self.target == "ssh"
+
+    @property
     def primary_domain(self) -> str:
         """The first domain: the one URLs are printed and checked with."""
         return self.domains[0]
 
     @property
+    def public_host(self) -> str:
+        """Host clients connect to for HTTPS: public_url's, else the primary domain."""
+        if self.public_url:
+            return urlsplit(self.public_url).hostname or self.primary_domain
+        return self.primary_domain
+
+    @property
+    def public_port(self) -> int:
+        """Port clients connect to for HTTPS: public_url's, else ports.https."""
+        if self.public_url:
+            return urlsplit(self.public_url).port or 443
+        return self.ports.https
+
+    @property
     def https_url(self) -> str:
-        """Public HTTPS base URL (port omitted when it is 443)."""
-        port = "" if self.ports.https == 443 else f":{self.ports.https}"
-        return f"https://{_url_host(self.primary_domain)}{port}"
+        """Public HTTPS base URL: public_url, else from the primary domain and ports.https."""
+        if self.public_url:
+            return self.public_url
+        return _https_url(self.primary_domain, self.ports.https)
+
+    @property
+    def verify(self) -> Path | bool:
+        """What verifies the certificate at https_url (httpx/ssl): a CA file, or True (system).
+
+        ca_file when set; for tls: local-ca the environment's own CA (.slipway/<name>/ca.crt,
+        written by ops.certs); otherwise the system's CAs.
+        """
+        if self.ca_file is not None:
+            return self.ca_file
+        if self.tls == "local-ca":
+            return certs.CertPaths(paths.env_state_dir(self.name)).ca_crt
+        return True
 
     @property
     def http_url(self) -> str:
@@ -120,6 +286,11 @@ class Environment:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _https_url(host: str, port: int) -> str:
+    suffix = "" if port == 443 else f":{port}"
+    return f"https://{_url_host(host)}{suffix}"
 
 
 def parse_size(text: str) -> int:
@@ -178,15 +349,23 @@ def parse(data: object, path: Path, name: str) -> Environment:
             "project",
             "overlay",
             "listings_env",
+            "hosts",
+            "acme",
+            "public_url",
+            "ca_file",
+            "registry",
+            "resources",
+            "deploy",
         },
     )
     declared = reader.string(top, "name")
     if declared != name:
         reader.fail("name", f"is {declared!r} but the file is {name}.yaml", f"set name: {name}")
     target = reader.choice(top, "target", TARGETS)
+    local = target == "local"
     tls = reader.choice(top, "tls", TLS_MODES, default="local-ca")
     domains = reader.domains(top, "domains")
-    bind = reader.address(top, "bind", default="127.0.0.1")
+    bind = reader.address(top, "bind", default="127.0.0.1" if local else _ALL_INTERFACES)
     project = reader.string(top, "project", default="")
     if project and not _PROJECT_RE.match(project):
         reader.fail(
@@ -198,13 +377,13 @@ def parse(data: object, path: Path, name: str) -> Environment:
     if overlay and not _PROJECT_RE.match(overlay):
         reader.fail("overlay", f"{overlay!r} is not a file stem", "name a compose/<overlay>.yaml")
 
-    default_mode = name if name in LISTINGS_ENVS else ("local" if target == "local" else None)
-    listings_env = reader.choice(top, "listings_env", LISTINGS_ENVS, default=default_mode)
+    listings_env = _listings_env(reader, top, name, target)
 
     ports_data = reader.section(top, "ports", {"http", "https"})
+    default_ports = Ports() if local else Ports(http=80, https=443)
     ports = Ports(
-        http=reader.port(ports_data, "ports.http", "http", Ports.http),
-        https=reader.port(ports_data, "ports.https", "https", Ports.https),
+        http=reader.port(ports_data, "ports.http", "http", default_ports.http),
+        https=reader.port(ports_data, "ports.https", "https", default_ports.https),
     )
     if ports.http == ports.https:
         reader.fail("ports", f"http and https are both {ports.http}", "give them different ports")
@@ -227,8 +406,13 @@ def parse(data: object, path: Path, name: str) -> Environment:
         knobs[key] = reader.integer(nginx_data, f"nginx.{key}", key, default, minimum=minimum)
     nginx = Nginx(
         **knobs,
-        max_feed_size=reader.size(nginx_data, "nginx.max_feed_size", "max_feed_size"),
+        max_feed_size=reader.size(
+            nginx_data, "nginx.max_feed_size", "max_feed_size", Nginx.max_feed_size
+        ),
     )
+    ca_file = None
+    if top.get("ca_file") is not None:
+        ca_file = reader.local_path(reader.string(top, "ca_file"), "ca_file")
     return Environment(
         name=name,
         source=path,
@@ -242,7 +426,287 @@ def parse(data: object, path: Path, name: str) -> Environment:
         project=project,
         overlay=overlay,
         listings_env=listings_env,
+        hosts=_hosts(reader, top, name, target),
+        acme=_acme(reader, top, target, tls, domains),
+        public_url=_public_url(reader, top, tls, domains),
+        ca_file=ca_file,
+        registry=_registry(reader, top),
+        resources=_resources(reader, top),
+        deploy=_deploy(reader, top, name),
     )
+
+
+def _listings_env(reader: _Reader, top: Mapping[str, Any], name: str, target: str) -> str:
+    if "listings_env" in top or name in LISTINGS_ENVS:
+        default = name if name in LISTINGS_ENVS else None
+        return reader.choice(top, "listings_env", LISTINGS_ENVS, default=default)
+    if target == "local":
+        return "local"
+    reader.fail(
+        "listings_env",
+        f"is missing: the name {name!r} is not a service mode ({', '.join(LISTINGS_ENVS)}), "
+        f"and a target: {target} environment must say which one it runs",
+        "add e.g. 'listings_env: staging' (a rehearsal of production) or "
+        "'listings_env: production'",
+    )
+    raise AssertionError  # unreachable: fail() raises
+
+
+def _hosts(reader: _Reader, top: Mapping[str, Any], name: str, target: str) -> tuple[Host, ...]:
+    value = top.get("hosts")
+    if target == "local":
+        if value is not None:
+            reader.fail(
+                "hosts",
+                "is set but target is local (the stack runs on this machine)",
+                "remove hosts, or set target: ssh to deploy to them",
+            )
+        return ()
+    example = "hosts: [{ssh: deploy@203.0.113.10}]"
+    if not isinstance(value, list) or not value:
+        reader.fail(
+            "hosts",
+            f"must be a non-empty list for target: {target}, got {_kind(value)}",
+            f"list the machines to deploy to, e.g. {example}",
+        )
+        raise AssertionError  # unreachable: fail() raises
+    hosts: list[Host] = []
+    for index, item in enumerate(value):
+        where = f"hosts[{index}]"
+        data = reader.mapping(item, where)
+        reader.check_keys(data, where, required={"ssh"}, optional={"identity", "known_hosts"})
+        user, address, port = _ssh_destination(reader, data, f"{where}.ssh")
+        identity = None
+        if data.get("identity") is not None:
+            text = reader.string(data, "identity", where=f"{where}.identity")
+            identity = reader.local_path(text, f"{where}.identity")
+        known_hosts = paths.env_state_dir(name) / "known_hosts"
+        if data.get("known_hosts") is not None:
+            text = reader.string(data, "known_hosts", where=f"{where}.known_hosts")
+            known_hosts = reader.local_path(text, f"{where}.known_hosts")
+        host = Host(user, address, port, identity, known_hosts)
+        for earlier in hosts:
+            if (earlier.address, earlier.port) == (address, port):
+                reader.fail(
+                    f"{where}.ssh",
+                    f"names {host.label}, already listed as {earlier.label}",
+                    "list each host once",
+                )
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _ssh_destination(reader: _Reader, data: Mapping[str, Any], where: str) -> tuple[str, str, int]:
+    text = reader.string(data, "ssh", where=where).strip()
+    expected = "user@host[:port], e.g. deploy@203.0.113.10:22 or deploy@[2001:db8::10]:22"
+    match = _SSH_RE.match(text)
+    if not match:
+        reader.fail(where, f"{text!r} is not {expected}", f"write {expected}")
+        raise AssertionError  # unreachable: fail() raises
+    user, host, port_text = match.group("user"), match.group("host"), match.group("port")
+    if not user:
+        reader.fail(
+            where, f"{text!r} names no login user", f"write {expected} (the user comes first)"
+        )
+    if not _USER_RE.match(user):
+        reader.fail(
+            where,
+            f"user {user!r} is not a login name",
+            "use letters, digits, '_', '.', '-', not starting with '-' or a digit",
+        )
+    if host.startswith("["):
+        try:
+            address = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            reader.fail(where, f"{host} is not an IPv6 address", f"write {expected}")
+            raise AssertionError from None  # unreachable: fail() raises
+    elif port_text is not None and ":" in port_text:
+        reader.fail(where, f"{text!r}: an IPv6 address needs brackets", f"write {expected}")
+        raise AssertionError  # unreachable: fail() raises
+    else:
+        address = host.lower()
+        numeric = bool(re.fullmatch(r"[0-9.]+", address))
+        if not _HOSTNAME_RE.match(address) or (numeric and not _is_ip(address)):
+            reader.fail(where, f"{host!r} is not a host name or IP address", f"write {expected}")
+    port = 22
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            reader.fail(
+                where,
+                f"port {port_text!r} is not a port number between 1 and 65535",
+                f"write {expected}",
+            )
+        port = int(port_text)
+    return user, address, port
+
+
+def _acme(
+    reader: _Reader,
+    top: Mapping[str, Any],
+    target: str,
+    tls: str,
+    domains: tuple[str, ...],
+) -> Acme | None:
+    present = top.get("acme") is not None
+    if tls != "acme":
+        if present:
+            reader.fail(
+                "acme", f"is set but tls is {tls}", "set tls: acme, or remove the acme section"
+            )
+        return None
+    if target != "ssh":
+        reader.fail(
+            "tls",
+            f"is acme but target is {target}: an ACME CA must reach the host over the internet",
+            "use tls: local-ca for target: local, or deploy with target: ssh",
+        )
+    if not present:
+        reader.fail(
+            "acme",
+            "is missing (tls is acme)",
+            "add e.g. 'acme: {email: ops@example.org}' (see docs/environments.md)",
+        )
+    data = reader.section(top, "acme", {"email", "directory"})
+    email = reader.string(data, "email", where="acme.email").strip()
+    if not _EMAIL_RE.match(email):
+        reader.fail(
+            "acme.email",
+            f"{email!r} is not an e-mail address",
+            "write the address the ACME CA may contact, e.g. ops@example.org",
+        )
+    directory = reader.string(
+        data, "directory", default=LETSENCRYPT_DIRECTORY, where="acme.directory"
+    )
+    reader.https_url(directory, "acme.directory", allow_path=True)
+    acme = Acme(email=email, directory=directory.strip())
+    if acme.is_letsencrypt:
+        for index, domain in enumerate(domains):
+            problem = _not_public(domain)
+            if problem:
+                reader.fail(
+                    f"domains[{index}]",
+                    f"{domain!r} {problem}; Let's Encrypt only issues certificates for public "
+                    "DNS names",
+                    "list the public names the hosts answer for, or use tls: local-ca",
+                )
+    return acme
+
+
+def _not_public(domain: str) -> str:
+    """Why Let's Encrypt cannot validate `domain` ("" when it can try)."""
+    try:
+        ipaddress.ip_address(domain)
+    except ValueError:
+        pass
+    else:
+        return "is an IP address"
+    if "." not in domain:
+        return "has no dot"
+    if domain.rsplit(".", 1)[1] in _PRIVATE_TLDS:
+        return "is under a top-level domain that never resolves publicly"
+    return ""
+
+
+def _public_url(reader: _Reader, top: Mapping[str, Any], tls: str, domains: tuple[str, ...]) -> str:
+    if top.get("public_url") is None:
+        return ""
+    text = reader.string(top, "public_url")
+    host, port = reader.https_url(text, "public_url", allow_path=False)
+    # nginx's certificate covers the domains (a local CA adds localhost and the loopback IPs):
+    # any other host would fail verification on every check through public_url.
+    covered = certs.wanted_names(domains) if tls == "local-ca" else list(domains)
+    if host not in covered:
+        reader.fail(
+            "public_url",
+            f"names host {host!r}, which the tls: {tls} certificate does not cover "
+            f"({', '.join(covered)})",
+            f"add {host} to domains, or use one of those names in public_url",
+        )
+    return _https_url(host, port)
+
+
+def _registry(reader: _Reader, top: Mapping[str, Any]) -> str | None:
+    text = reader.string(top, "registry", default="none").strip().rstrip("/")
+    if text == "none":
+        return None
+    expected = "none, or host[:port][/namespace], e.g. registry.example.org/slipway"
+    host_port, _, namespace = text.partition("/")
+    host, _, port = host_port.partition(":")
+    problem = ""
+    if "://" in text:
+        problem = "has a scheme"
+    elif not _HOSTNAME_RE.match(host.lower()) or (port and not _valid_port(port)):
+        problem = f"has no valid host[:port] ({host_port!r})"
+    elif "." not in host and not port and host != "localhost":
+        # Docker reads a first component without '.', ':' or 'localhost' as a Docker Hub
+        # namespace: the images would go to docker.io.
+        problem = "does not look like a registry host to Docker"
+    elif namespace and not all(_REGISTRY_PATH_RE.match(part) for part in namespace.split("/")):
+        problem = f"has an invalid namespace {namespace!r}"
+    if problem:
+        reader.fail(
+            "registry",
+            f"{text!r} {problem}",
+            f"write {expected} (docker.io/<user> for Docker Hub)",
+        )
+    return text
+
+
+def _valid_port(text: str) -> bool:
+    return text.isdigit() and 1 <= int(text) <= 65535
+
+
+def _resources(reader: _Reader, top: Mapping[str, Any]) -> Resources:
+    data = reader.section(top, "resources", set(RESOURCE_SERVICES))
+    result: dict[str, Limits] = {}
+    for service in RESOURCE_SERVICES:
+        where = f"resources.{service}"
+        limits = reader.section(data, service, {"cpus", "memory"}, where=where)
+        cpus = None
+        if limits.get("cpus") is not None:
+            cpus = reader.cpus(limits["cpus"], f"{where}.cpus")
+        memory = None
+        if limits.get("memory") is not None:
+            memory = reader.size(limits, f"{where}.memory", "memory", "")
+            if parse_size(memory) < _MIN_MEMORY:
+                reader.fail(
+                    f"{where}.memory",
+                    f"is {memory}, below Docker's minimum of 6m",
+                    "write at least 6m (e.g. 256m)",
+                )
+        result[service] = Limits(cpus=cpus, memory=memory)
+    return Resources(**result)
+
+
+def _deploy(reader: _Reader, top: Mapping[str, Any], name: str) -> Deploy:
+    keys = {
+        "batch",
+        "remote_dir",
+        "lock_wait",
+        "lock_ttl",
+        "health_timeout",
+        "min_free_disk",
+        "keep_releases",
+    }
+    data = reader.section(top, "deploy", keys)
+    minimums = {"batch": 1, "lock_wait": 0, "lock_ttl": 30, "health_timeout": 5, "keep_releases": 2}
+    numbers = {
+        key: reader.integer(data, f"deploy.{key}", key, getattr(Deploy, key), minimum=minimum)
+        for key, minimum in minimums.items()
+    }
+    remote_dir = reader.string(
+        data, "remote_dir", default=f"{DEFAULT_REMOTE_ROOT}/{name}", where="deploy.remote_dir"
+    ).rstrip("/")
+    parts = remote_dir.split("/")
+    if not _REMOTE_DIR_RE.match(remote_dir) or ".." in parts or "." in parts:
+        reader.fail(
+            "deploy.remote_dir",
+            f"{remote_dir or '/'!r} is not an absolute directory below /",
+            "write e.g. /srv/slipway/<name>, with letters, digits, '.', '_', '-' and '/' only "
+            "(it goes into commands on the host)",
+        )
+    min_free_disk = reader.size(data, "deploy.min_free_disk", "min_free_disk", Deploy.min_free_disk)
+    return Deploy(remote_dir=remote_dir, min_free_disk=min_free_disk, **numbers)
 
 
 class _Reader:
@@ -277,22 +741,28 @@ class _Reader:
             where = f"{prefix}.{key}" if prefix else key
             self.fail(where, "is missing", f"add '{key}:' (see docs/environments.md)")
 
-    def section(self, top: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+    def section(
+        self, top: Mapping[str, Any], key: str, allowed: set[str], where: str = ""
+    ) -> Mapping[str, Any]:
+        where = where or key
         if key not in top or top[key] is None:
             return {}
-        data = self.mapping(top[key], key)
-        self.check_keys(data, key, set(), allowed)
+        data = self.mapping(top[key], where)
+        self.check_keys(data, where, set(), allowed)
         return data
 
-    def string(self, data: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    def string(
+        self, data: Mapping[str, Any], key: str, default: str | None = None, where: str = ""
+    ) -> str:
+        where = where or key
         if key not in data:
             if default is None:
-                self.fail(key, "is missing", f"add '{key}:' (see docs/environments.md)")
+                self.fail(where, "is missing", f"add '{key}:' (see docs/environments.md)")
                 raise AssertionError  # unreachable: fail() raises
             return default
         value = data[key]
         if not isinstance(value, str):
-            self.fail(key, f"must be a string, got {_kind(value)} {value!r}", "write a string")
+            self.fail(where, f"must be a string, got {_kind(value)} {value!r}", "write a string")
             raise AssertionError  # unreachable: fail() raises
         return value
 
@@ -335,14 +805,63 @@ class _Reader:
         expected = "a port number between 1 and 65535"
         return self.integer(data, where, key, default, 1, 65535, expected)
 
-    def size(self, data: Mapping[str, Any], where: str, key: str) -> str:
-        value = data.get(key, Nginx.max_feed_size)
+    def size(self, data: Mapping[str, Any], where: str, key: str, default: str) -> str:
+        value = data.get(key, default)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return str(value)
         if isinstance(value, str) and _SIZE_RE.match(value.strip().lower()):
             return value.strip().lower()
         self.fail(where, f"must be a size like 512k, 50m or 1g, got {value!r}", "write e.g. 50m")
         raise AssertionError  # unreachable: fail() raises
+
+    def cpus(self, value: object, where: str) -> float:
+        expected = f"a number of CPUs >= {_MIN_CPUS}, e.g. 0.5 or 2"
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            self.fail(
+                where, f"must be {expected}, got {_kind(value)} {value!r}", f"write {expected}"
+            )
+            raise AssertionError  # unreachable: fail() raises
+        if not value >= _MIN_CPUS or value == float("inf"):
+            self.fail(where, f"must be {expected}, got {value}", f"write {expected}")
+        return float(value)
+
+    def local_path(self, text: str, where: str) -> Path:
+        """A file on this machine: `~` expanded, relative to the repository root."""
+        try:
+            path = Path(text.strip()).expanduser()
+        except RuntimeError as exc:
+            self.fail(where, f"{text!r} cannot be expanded ({exc})", "write an existing user's ~")
+            raise AssertionError from None  # unreachable: fail() raises
+        if not text.strip():
+            self.fail(where, "is empty", "write a file path, or remove the field")
+        if not path.is_absolute():
+            path = paths.repo_root() / path
+        if path.is_dir():
+            self.fail(where, f"{path} is a directory", "name the file inside it")
+        return path
+
+    def https_url(self, text: str, where: str, allow_path: bool) -> tuple[str, int]:
+        """(host, port) of an https:// URL; without a path unless allowed."""
+        shape = "https://host[:port]" + ("/path" if allow_path else "")
+        try:
+            url = urlsplit(text.strip())
+            host, port = url.hostname or "", url.port or 443
+        except ValueError as exc:
+            self.fail(where, f"{text!r} is not a URL ({exc})", f"write {shape}")
+            raise AssertionError from None  # unreachable: fail() raises
+        problem = ""
+        if url.scheme != "https":
+            problem = f"must use https, not {url.scheme or 'no scheme'}"
+        elif not host or url.username is not None or url.password is not None:
+            problem = "must name a host (and no user or password)"
+        elif not _HOSTNAME_RE.match(host) and not _is_ip(host):
+            problem = f"has an invalid host {host!r}"
+        elif url.query or url.fragment or (not allow_path and url.path not in ("", "/")):
+            problem = "must have no " + ("query" if allow_path else "path, query")
+            problem += " or fragment"
+        if problem:
+            self.fail(where, f"{text!r} {problem}", f"write {shape}")
+        return host, port
 
     def address(self, data: Mapping[str, Any], key: str, default: str) -> str:
         value = self.string(data, key, default)
@@ -365,6 +884,14 @@ class _Reader:
         return tuple(result)
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _kind(value: object) -> str:
     names = {
         dict: "a mapping",
@@ -372,6 +899,7 @@ def _kind(value: object) -> str:
         str: "a string",
         bool: "a boolean",
         int: "an integer",
+        float: "a number",
     }
     if value is None:
         return "nothing"

@@ -1,8 +1,9 @@
 """Secrets of an environment: `.env.<name>` (dotenv) merged under the process environment.
 
 For environments on this machine (`target: local`) missing secrets are generated into the file
-on first use; elsewhere a missing secret stops the operation before anything is touched. Values
-are never printed: only names appear in messages.
+on first use; for hosts (`target: ssh`) they never are: a missing or unfit secret stops the
+operation before anything is touched, every offending one named at once. Values are never
+printed: only names appear in messages.
 """
 
 from __future__ import annotations
@@ -14,15 +15,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# The service's own rule for staging/production secrets (it refuses to start with them), applied
+# before a deploy so it fails in pre-flight instead of on the host. The predicate is private in
+# listings.settings; importing it keeps one rule rather than a copy that drifts.
+from listings.settings import MIN_PASSWORD_LENGTH, MIN_PEPPER_LENGTH, STRICT_ENVIRONMENTS
+from listings.settings import _looks_like_placeholder as looks_like_placeholder
+
 from ops import paths
 from ops.config import Environment
 from ops.errors import OpsError
 
 REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER")
+# compose/compose.yaml puts these into LISTINGS_DATABASE_URL and LISTINGS_REDIS_URL unescaped.
+URL_PASSWORDS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
+GENERATE_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 _LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 # Values shipped in .env.example: never acceptable as real secrets.
 _PLACEHOLDER_RE = re.compile(r"^(change-?me|<.*>|x+|placeholder)$", re.IGNORECASE)
+# RFC 3986 unreserved characters: safe in the userinfo of a URL without percent-encoding.
+_URL_SAFE_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 @dataclass(frozen=True)
@@ -98,26 +110,73 @@ def load(
     """Secrets of `env`: the file merged under the process environment, checked for completeness.
 
     `generate` defaults to True for local targets: missing secrets are written to the file.
+    Secrets of any other target are never generated (see `require`).
     """
     environ = os.environ if environ is None else environ
     path = env_file(env) if path is None else path
     generate = env.is_local if generate is None else generate
+    if generate and not env.is_local:
+        raise OpsError(
+            f"internal: secrets of environment {env.name!r} (target: {env.target}) are never "
+            "generated; call secrets.require()"
+        )
     generated: tuple[str, ...] = ()
     if generate:
         still_missing = tuple(n for n in REQUIRED if not environ.get(n))
         generated = generate_missing(path, still_missing)
     values = {**read_file(path), **{k: environ[k] for k in REQUIRED if environ.get(k)}}
-    missing = [name for name in REQUIRED if not values.get(name)]
-    if missing:
+    found = problems(env, values)
+    if found:
+        listed = "".join(f"\n  - {problem}" for problem in found)
         raise OpsError(
-            f"missing secret(s) for environment {env.name!r}: {', '.join(missing)}. "
+            f"secrets of environment {env.name!r} are missing or unfit:{listed}\n"
             f"Fix: set them in {path} (see .env.example) or export them in the process "
-            "environment (CI secrets)"
-        )
-    placeholders = [n for n in REQUIRED if _PLACEHOLDER_RE.match(values[n])]
-    if placeholders and not env.is_local:
-        raise OpsError(
-            f"placeholder secret(s) for environment {env.name!r}: {', '.join(placeholders)}. "
-            f"Fix: put real secrets in {path} instead of the example values"
+            f"environment (CI secrets), which wins over the file; generate each value with "
+            f"`{GENERATE_HINT}`"
         )
     return Secrets(values={n: values[n] for n in REQUIRED}, file=path, generated=generated)
+
+
+def require(
+    env: Environment, environ: Mapping[str, str] | None = None, path: Path | None = None
+) -> Secrets:
+    """Secrets for a deploy to hosts, never generated; OpsError naming every unusable one.
+
+    Values come from `.env.<name>` overridden by the process environment. The error lists every
+    missing, placeholder or too short secret and says where to set them.
+    """
+    return load(env, environ, path, generate=False)
+
+
+def problems(env: Environment, values: Mapping[str, str]) -> list[str]:
+    """One line per required secret that `env` cannot use (empty when all are fine).
+
+    Missing: always. Example values (`change-me`) and passwords that would break the URLs they
+    go into: outside local targets. Short values and the service's placeholder words: whenever
+    the service runs in staging or production mode, which would refuse them at start.
+    """
+    found: list[str] = []
+    strict = env.listings_env in STRICT_ENVIRONMENTS
+    for name in REQUIRED:
+        value = values.get(name, "")
+        minimum = MIN_PASSWORD_LENGTH if name in URL_PASSWORDS else MIN_PEPPER_LENGTH
+        if not value:
+            found.append(f"{name} is missing")
+        elif not env.is_local and _PLACEHOLDER_RE.match(value):
+            found.append(f"{name} is the placeholder from .env.example")
+        elif not env.is_local and name in URL_PASSWORDS and not _URL_SAFE_RE.match(value):
+            found.append(
+                f"{name} has characters that break the connection URL it goes into "
+                "(use letters, digits, '-', '_', '.', '~')"
+            )
+        elif strict and len(value) < minimum:
+            found.append(
+                f"{name} is shorter than {minimum} characters "
+                f"(listings_env {env.listings_env} refuses it)"
+            )
+        elif strict and looks_like_placeholder(value):
+            found.append(
+                f"{name} looks like a placeholder or development value "
+                f"(listings_env {env.listings_env} refuses it)"
+            )
+    return found

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ops_testdata import LOCAL_YAML
 
-from ops import config
+from ops import config, paths
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit
@@ -33,6 +33,9 @@ def test_the_committed_local_file_loads_with_the_documented_values(
     assert env.project_name == "slipway-local"
     assert env.overlay_name == "local"
     assert env.https_url == "https://localhost:8443"
+    assert env.hosts == ()
+    assert env.verify == paths.REPO_ROOT / ".slipway" / "local" / "ca.crt"
+    assert env.resources.compose_env()["SLIPWAY_API_MEMORY"] == "0"
 
 
 def test_defaults_derive_project_and_overlay_from_the_name(write_env: WriteEnv) -> None:
@@ -114,7 +117,7 @@ def test_missing_required_field_is_named(write_env: WriteEnv) -> None:
 
 def test_unsupported_target_lists_the_supported_ones(write_env: WriteEnv) -> None:
     write_env("local", LOCAL_YAML.replace("target: local", "target: kubernetes"))
-    with pytest.raises(OpsError, match=r"field 'target' is 'kubernetes'.*use one of: local"):
+    with pytest.raises(OpsError, match=r"field 'target' is 'kubernetes'.*use one of: local, ssh"):
         config.load("local")
 
 
