@@ -2,7 +2,8 @@
 
 from invoke.collection import Collection
 
-from ops.tasks import apikey, bench, certs, db, images, stack
+from ops.tasks import apikey, bench, certs, db, images, lock, sandbox, stack
+from ops.tasks import deploy as deploys
 
 ns = Collection()
 
@@ -13,9 +14,17 @@ ns.add_task(stack.status)
 ns.add_task(stack.logs)
 ns.add_task(stack.build)
 
+# Hosts over SSH: deploy, roll back, inspect.
+ns.add_task(deploys.deploy)
+ns.add_task(deploys.rollback)
+ns.add_task(deploys.releases)
+ns.add_task(deploys.version)
+ns.add_collection(Collection.from_module(lock, name="lock"))
+
 # Parts of it, one at a time.
 ns.add_collection(Collection.from_module(images, name="images"))
 ns.add_collection(Collection.from_module(certs, name="certs"))
 ns.add_collection(Collection.from_module(db, name="db"))
 ns.add_collection(Collection.from_module(apikey, name="apikey"))
 ns.add_collection(Collection.from_module(bench, name="bench"))
+ns.add_collection(Collection.from_module(sandbox, name="sandbox"))

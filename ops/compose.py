@@ -12,7 +12,7 @@ import os
 import re
 import subprocess  # nosec B404: fixed git argv only
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops import paths, proc
@@ -23,6 +23,15 @@ from ops.secrets import Secrets
 # Inputs of the images: a dirty tree only changes the version when one of these changed.
 BUILD_INPUTS = ("services", "nginx", "compose")
 
+# Infrastructure images are tagged by the content of their build context, not by the release
+# version: a release that does not change them neither rebuilds, ships nor restarts them (a
+# deploy must not restart PostgreSQL because the API changed). compose variable -> context.
+CONTENT_TAGGED = {
+    "SLIPWAY_POSTGRES_TAG": "services/postgres",
+    "SLIPWAY_REDIS_TAG": "services/redis",
+    "SLIPWAY_NGINX_TAG": "nginx",
+}
+
 
 @dataclass(frozen=True)
 class Build:
@@ -31,6 +40,8 @@ class Build:
     version: str
     git_sha: str
     ca_bundle: Path
+    # compose variable (CONTENT_TAGGED) -> tag of that infrastructure image
+    image_tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,41 @@ def detect_version(root: Path, environ: Mapping[str, str]) -> tuple[str, str]:
         else:
             digest = _dirty_digest(root)
             version = f"{described}-dirty.{digest}" if digest else described
-    return _tag_safe(version), sha or "unknown"
+    return tag_safe(version), sha or "unknown"
 
 
-def _tag_safe(version: str) -> str:
+def content_tag(root: Path, context: str) -> str:
+    """`c.<12 hex>`: digest of the files of a build context (tracked and untracked, not ignored).
+
+    Same files, same tag, whatever the commit: the image is built once and reused by every
+    release that does not change it. Outside git every file under the directory counts.
+    """
+    listed = _git(["ls-files", "-z", "-co", "--exclude-standard", "--", context], root)
+    directory = root / context
+    if listed is None:
+        names = sorted(str(p.relative_to(root)) for p in directory.rglob("*") if p.is_file())
+    else:
+        names = sorted(n for n in listed.split("\0") if n)
+    digest = hashlib.sha256()
+    for name in names:
+        path = root / name
+        if not path.is_file():  # deleted in the work tree but still in the index
+            continue
+        digest.update(name.encode() + b"\0")
+        digest.update(oct(path.stat().st_mode & 0o111).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"c.{digest.hexdigest()[:12]}"
+
+
+def content_tags(root: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """Tags of the infrastructure images; an exported SLIPWAY_<NAME>_TAG wins."""
+    return {
+        var: tag_safe(environ.get(var) or content_tag(root, context))
+        for var, context in CONTENT_TAGGED.items()
+    }
+
+
+def tag_safe(version: str) -> str:
     """Docker tags allow [A-Za-z0-9_.-], at most 128 characters, not starting with . or -."""
     tag = re.sub(r"[^A-Za-z0-9_.-]", "-", version)[:128].lstrip(".-")
     return tag or "dev"
@@ -155,7 +197,12 @@ def detect_build(environ: Mapping[str, str] | None = None) -> Build:
     root = paths.repo_root()
     version, sha = detect_version(root, environ)
     pip_cert = None if environ.get("PIP_CERT") else pip_config_cert()
-    return Build(version, sha, find_ca_bundle(environ, paths.state_dir(), pip_cert))
+    return Build(
+        version,
+        sha,
+        find_ca_bundle(environ, paths.state_dir(), pip_cert),
+        content_tags(root, environ),
+    )
 
 
 # ---------------------------------------------------------------------------- argv and env
@@ -164,7 +211,8 @@ def detect_build(environ: Mapping[str, str] | None = None) -> Build:
 def compose_files(env: Environment, root: Path) -> list[Path]:
     """compose/compose.yaml plus the environment's overlay."""
     base = root / "compose" / "compose.yaml"
-    overlay = root / "compose" / f"{env.overlay_name}.yaml"
+    name = env.overlay or ("remote" if env.target == "ssh" else env.overlay_name)
+    overlay = root / "compose" / f"{name}.yaml"
     return [base, overlay]
 
 
@@ -190,6 +238,7 @@ def compose_env(
             "SLIPWAY_ENV_NAME": env.name,
             "SLIPWAY_VERSION": build.version,
             "SLIPWAY_GIT_SHA": build.git_sha,
+            **build.image_tags,
             "SLIPWAY_BUILD_CA": str(build.ca_bundle),
             "SLIPWAY_BIND": env.bind,
             "SLIPWAY_HTTP_PORT": str(env.ports.http),
@@ -210,9 +259,26 @@ def compose_env(
             "LISTINGS_MAX_FEED_BYTES": str(env.nginx.max_feed_bytes),
         }
     )
+    result.update(env.resources.compose_env())
+    if env.target == "ssh":
+        # compose/remote.yaml's variables; `invoke deploy` writes the real release id.
+        result.update(
+            {
+                "SLIPWAY_REMOTE_DIR": env.deploy.remote_dir,
+                "SLIPWAY_TLS_VOLUME": f"{env.project_name}-tls",
+                "SLIPWAY_RELEASE": result.get("SLIPWAY_RELEASE") or "unreleased",
+                "SLIPWAY_PUBLIC_HTTPS_PORT": str(_url_port(env.https_url)),
+            }
+        )
     result.pop("COMPOSE_PROJECT_NAME", None)
     result.pop("COMPOSE_FILE", None)
     return result
+
+
+def _url_port(url: str) -> int:
+    tail = url.split("://", 1)[-1].split("/", 1)[0]
+    host_port = tail.rsplit("]", 1)[-1]
+    return int(host_port.rsplit(":", 1)[1]) if ":" in host_port else 443
 
 
 def compose_argv(env: Environment, secrets: Secrets, root: Path, args: Sequence[str]) -> list[str]:

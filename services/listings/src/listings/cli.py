@@ -87,9 +87,12 @@ def _check_settings(settings: Settings, _: argparse.Namespace) -> int:
 def _healthcheck(settings: Settings, args: argparse.Namespace) -> int:
     from listings import healthcheck
 
-    ok, message = (
-        healthcheck.check_api() if args.target == "api" else healthcheck.check_worker(settings)
-    )
+    if args.target == "api":
+        ok, message = healthcheck.check_api()
+    elif args.target == "ready":
+        ok, message = healthcheck.check_ready()
+    else:
+        ok, message = healthcheck.check_worker(settings)
     print(message)
     return 0 if ok else 1
 
@@ -108,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--name", required=True, help="who or what the key is for")
     sub.add_parser("check-settings", help="validate the LISTINGS_* settings and exit")
     health = sub.add_parser("healthcheck", help="container health check")
-    health.add_argument("target", choices=["api", "worker"], help="which process to check")
+    health.add_argument(
+        "target",
+        choices=["api", "ready", "worker"],
+        help="api: /health answers; ready: /ready (dependencies, schema); worker: heartbeat",
+    )
     return parser
 
 

@@ -1,23 +1,41 @@
-"""`listings healthcheck api|worker`: the container HEALTHCHECK, exit 0 healthy, 1 not."""
+"""`listings healthcheck api|ready|worker`: exit 0 healthy, 1 not.
+
+`api` and `worker` are the container HEALTHCHECKs. `ready` asks the local API's /ready (database,
+Redis, schema at head): the rolling deploy's gate before a new replica takes traffic.
+"""
 
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 from listings.settings import Settings
 
 API_HEALTH_URL = "http://127.0.0.1:8000/health"
+API_READY_URL = "http://127.0.0.1:8000/ready"
+
+
+def _get(url: str, timeout: float) -> tuple[bool, str]:
+    path = url.rsplit(":8000", 1)[-1]
+    try:
+        # Constant http:// URLs on loopback, never user input.
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  # nosec B310
+            return response.status == 200, f"{path} answered {response.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read(500).decode(errors="replace")
+        return False, f"{path} answered {exc.code}: {body}"
+    except OSError as exc:
+        return False, f"{path} unreachable: {exc}"
 
 
 def check_api(timeout: float = 3.0) -> tuple[bool, str]:
-    try:
-        # A constant http:// URL on loopback, never user input.
-        with urllib.request.urlopen(API_HEALTH_URL, timeout=timeout) as response:  # nosec B310
-            return response.status == 200, f"/health answered {response.status}"
-    except OSError as exc:
-        return False, f"/health unreachable: {exc}"
+    return _get(API_HEALTH_URL, timeout)
+
+
+def check_ready(timeout: float = 5.0) -> tuple[bool, str]:
+    return _get(API_READY_URL, timeout)
 
 
 def check_worker(settings: Settings) -> tuple[bool, str]:

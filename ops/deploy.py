@@ -1,0 +1,798 @@
+"""`invoke deploy` and `invoke rollback` for `target: ssh` environments (one host, Compose).
+
+A flat list of timed steps, pre-flight first (nothing on the host changes), then impacting ones
+under the host's deploy lock. A failure during or after the rolling update restores the previous
+release with the same procedure and says so; a failure before it (shipping, migration) leaves
+the running release untouched. The layout on the host is in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import io
+import ssl
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import httpx
+import yaml
+
+from ops import certs, compose, config, docker_engine, images, locks, paths, secrets, steps
+from ops.compose import Build, Compose
+from ops.errors import OpsError
+from ops.releases import Release, ReleaseStore, iso, new_id, utc_now
+from ops.remote import Remote, quote
+from ops.rollout import RemoteCompose, Rollout, RolloutError
+
+LISTINGS_IMAGE = "slipway/listings"
+INFRA_IMAGES = {
+    "SLIPWAY_POSTGRES_TAG": "slipway/postgres",
+    "SLIPWAY_REDIS_TAG": "slipway/redis",
+    "SLIPWAY_NGINX_TAG": "slipway/nginx",
+}
+DATA_SERVICES = ("postgres", "redis")
+SMOKE_TIMEOUT = 60.0
+SERVICE_WAIT = 180.0
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+def image_refs(build: Build) -> list[str]:
+    """Every image a release runs: listings at the release version, infra at content tags."""
+    refs = [f"{LISTINGS_IMAGE}:{build.version}"]
+    for var, name in INFRA_IMAGES.items():
+        refs.append(f"{name}:{build.image_tags.get(var, build.version)}")
+    return refs
+
+
+def render_compose(base_text: str) -> str:
+    """compose.yaml for a host: no build sections, no build secrets (images are shipped)."""
+    data = yaml.safe_load(base_text)
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+        raise OpsError("compose/compose.yaml has no services")
+    for service in data["services"].values():
+        if isinstance(service, dict):
+            service.pop("build", None)
+    data.pop("secrets", None)
+    header = (
+        "# Rendered by `invoke deploy` from compose/compose.yaml for this release: build\n"
+        "# sections removed (images are shipped, never built on the host).\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def release_env(
+    env: config.Environment, build: Build, release_id: str, secret_names: set[str]
+) -> dict[str, str]:
+    """Every non-secret variable the compose files need on the host."""
+    values = compose.compose_env(
+        env, secrets.Secrets({}, secrets.env_file(env)), build, paths.repo_root(), {}
+    )
+    for name in secret_names:
+        values.pop(name, None)
+    values.pop("SLIPWAY_TLS_DIR", None)
+    values.update(
+        {
+            "SLIPWAY_RELEASE": release_id,
+            "SLIPWAY_BUILD_CA": "/dev/null",
+            "SLIPWAY_REMOTE_DIR": env.deploy.remote_dir,
+            "SLIPWAY_TLS_VOLUME": tls_volume(env),
+            "SLIPWAY_PUBLIC_HTTPS_PORT": str(public_https_port(env)),
+        }
+    )
+    return values
+
+
+def dotenv(values: dict[str, str]) -> str:
+    """KEY='value' lines (single quotes: compose takes the value literally)."""
+    lines = []
+    for key in sorted(values):
+        value = values[key]
+        if "'" in value or "\n" in value:
+            raise OpsError(f"value of {key} contains a quote or newline, which .env cannot hold")
+        lines.append(f"{key}='{value}'\n")
+    return "".join(lines)
+
+
+def tls_volume(env: config.Environment) -> str:
+    return f"{env.project_name}-tls"
+
+
+def public_https_port(env: config.Environment) -> int:
+    return httpx.URL(env.https_url).port or 443
+
+
+def tls_tarball(cert: bytes, key: bytes) -> bytes:
+    """tls.crt and tls.key as a tar stream, owned by nginx (uid 101), key private."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data, mode in (("tls.crt", cert, 0o644), ("tls.key", key, 0o600)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.uid = info.gid = 101
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def parse_size_kib(text: str) -> int:
+    return int(text.strip().split()[-1]) if text.strip() else 0
+
+
+# ------------------------------------------------------------------------------ the operation
+
+
+@dataclass
+class Deployment:
+    """State shared by the steps of one deploy or rollback."""
+
+    env: config.Environment
+    build: Build
+    kind: str = "deploy"
+    secrets: secrets.Secrets | None = None
+    remote: Remote | None = None
+    lock: locks.DeployLock | None = None
+    store: ReleaseStore | None = None
+    release: Release | None = None
+    previous: Release | None = None
+    engine: docker.DockerClient | None = None
+    to_ship: list[str] = field(default_factory=list)
+    first_deploy: bool = False
+    started: float = field(default_factory=time.monotonic)
+    switched: bool = False  # the rolling update began: a failure now needs a rollback
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def host(self) -> config.Host:
+        return self.env.hosts[0]
+
+    @property
+    def root(self) -> str:
+        return self.env.deploy.remote_dir.rstrip("/")
+
+    def sh(self) -> Remote:
+        if self.remote is None:
+            self.remote = Remote(self.host)
+        return self.remote
+
+    def docker(self) -> docker.DockerClient:
+        if self.engine is None:
+            self.engine = docker_engine.client()
+        return self.engine
+
+    def rcompose(self, release_id: str) -> RemoteCompose:
+        return RemoteCompose(self.sh(), self.env.project_name, self.root, release_id)
+
+    def releases(self) -> ReleaseStore:
+        if self.store is None:
+            self.store = ReleaseStore(self.sh(), self.root)
+        return self.store
+
+    def refresh_lock(self) -> None:
+        if self.lock is not None and self.lock.held is not None:
+            self.lock.refresh()
+
+    # ------------------------------------------------------------------ pre-flight
+
+    def check_config(self) -> str:
+        if self.env.target != "ssh":
+            raise OpsError(
+                f"environment {self.env.name!r} has target: {self.env.target}; `invoke deploy` "
+                "is for hosts reached over SSH (target: ssh). Fix: use `invoke up` for local"
+            )
+        if len(self.env.hosts) != 1:
+            raise OpsError(
+                f"{self.env.source}: {len(self.env.hosts)} hosts; deploys with Compose support "
+                "exactly one host (several hosts need Docker Swarm, not built yet). Fix: list "
+                "one host under `hosts:`"
+            )
+        if self.env.registry:
+            raise OpsError(
+                f"{self.env.source}: field 'registry' is {self.env.registry!r}, but shipping "
+                "through a registry is not built yet. Fix: `registry: none` (images go over SSH)"
+            )
+        self.secrets = secrets.require(self.env)
+        return f"{self.env.source.name}: {self.host.label}, version {self.build.version}"
+
+    def check_images(self) -> str:
+        engine = self.docker()
+        refs = image_refs(self.build)
+        missing = [r for r in refs if not images.has_image(engine, r)]
+        if not missing:
+            return "all present locally"
+        checkout = compose.detect_build()
+        if checkout.version != self.build.version:
+            raise OpsError(
+                f"images missing for version {self.build.version}: {', '.join(missing)}. Fix: "
+                f"build them from that commit (`git checkout {self.build.version} && invoke "
+                "build`) or load them (`invoke images.load`)"
+            )
+        assert self.secrets is not None
+        comp = Compose(self.env, self.secrets, self.build, paths.repo_root())
+        built = images.built_images(comp.config())
+        todo = images.plan(engine, built)
+        print(f"    building {', '.join(b.image for b in todo)}", flush=True)
+        images.ensure_base(engine)
+        images.build(comp, todo, engine=engine)
+        return f"built {len(todo)}"
+
+    def check_host(self) -> str:
+        remote = self.sh()
+        info = remote.run(
+            "docker version -f '{{.Server.Version}}' && docker compose version --short",
+            what="docker and compose versions",
+        ).stdout.split()
+        if len(info) < 2:
+            raise OpsError(
+                f"{self.host.label}: docker or the compose v2 plugin is missing or not usable "
+                "by this user. Fix: install Docker Engine with the compose plugin and add the "
+                "user to the docker group"
+            )
+        remote.run(
+            f"mkdir -p {quote(self.root)} && test -w {quote(self.root)}",
+            what=f"create {self.root}",
+        )
+        free_kib = parse_size_kib(
+            remote.run(
+                f"df -Pk {quote(self.root)} | awk 'NR==2 {{print $4}}'", what="free disk"
+            ).stdout
+        )
+        want = self.env.deploy.min_free_disk_bytes // 1024
+        if free_kib < want:
+            raise OpsError(
+                f"{self.host.label}: only {free_kib // 1024} MiB free under {self.root}, below "
+                f"deploy.min_free_disk ({want // 1024} MiB). Fix: free space (old images: "
+                "`docker image prune`) or lower min_free_disk"
+            )
+        return f"docker {info[0]}, compose {info[1]}, {free_kib // 1024} MiB free"
+
+    def plan(self) -> str:
+        store = self.releases()
+        current = store.current_id()
+        self.previous = store.get(current) if current else None
+        self.first_deploy = self.previous is None
+        engine = self.docker()
+        self.to_ship = []
+        for ref in image_refs(self.build):
+            local_id = engine.images.get(ref).id
+            remote_id = (
+                self.sh()
+                .run(f"docker image inspect -f '{{{{.Id}}}}' {quote(ref)} 2>/dev/null", check=False)
+                .stdout.strip()
+            )
+            if remote_id != local_id:
+                self.to_ship.append(ref)
+        release_id = new_id(self.build.version)
+        self.release = Release(
+            id=release_id,
+            version=self.build.version,
+            git_sha=self.build.git_sha,
+            images={r: engine.images.get(r).id for r in image_refs(self.build)},
+            who=locks.default_owner(),
+            kind=self.kind,
+            started=iso(utc_now()),
+            previous=self.previous.id if self.previous else "",
+        )
+        for line in (
+            f"host {self.host.label}, {self.root}",
+            "current release: " + (self.previous.id if self.previous else "none (first deploy)"),
+            f"new release: {release_id}",
+            "images to ship: " + (", ".join(self.to_ship) or "none (the host has them)"),
+            f"API: {self.env.replicas.api} replica(s), {self.env.deploy.batch} at a time; "
+            f"workers: {self.env.replicas.worker}",
+            f"then smoke checks through {self.env.https_url}",
+        ):
+            print(f"    plan: {line}", flush=True)
+        return f"{len(self.to_ship)} image(s) to ship"
+
+    # ------------------------------------------------------------------ impacting
+
+    def take_lock(self) -> str:
+        self.lock = locks.DeployLock(self.sh(), self.root, self.env.deploy.lock_ttl)
+        held = self.lock.acquire(
+            self.build.version, wait=float(self.env.deploy.lock_wait), operation=self.kind
+        )
+        return f"held by {held.owner}"
+
+    def ship(self) -> str:
+        shipped = []
+        for ref in self.to_ship:
+            self.refresh_lock()
+            image = self.docker().images.get(ref)
+            existing = (
+                self.sh()
+                .run(
+                    f"docker image inspect -f '{{{{.Id}}}}' {quote(image.id)} 2>/dev/null",
+                    check=False,
+                )
+                .stdout.strip()
+            )
+            if existing == image.id:  # same content under another tag: just tag it
+                self.sh().run(f"docker tag {quote(image.id)} {quote(ref)}", what=f"tag {ref}")
+                shipped.append(f"{ref} (tagged)")
+                continue
+            began = time.monotonic()
+            size = int(image.attrs.get("Size", 0))
+            self.sh().stream_into("docker load -q", _save_chunks(image), what=f"ship {ref}")
+            took = time.monotonic() - began
+            print(f"    {ref}: {size / 1e6:.0f} MB in {took:.1f}s", flush=True)
+            shipped.append(ref)
+        return ", ".join(shipped) or "nothing to ship"
+
+    def write_release(self) -> str:
+        assert self.release is not None and self.secrets is not None
+        remote = self.sh()
+        store = self.releases()
+        compose_dir = paths.compose_dir()
+        values = release_env(self.env, self.build, self.release.id, set(self.secrets.values))
+        store.write_files(
+            self.release.id,
+            {
+                "compose.yaml": render_compose((compose_dir / "compose.yaml").read_text()),
+                "remote.yaml": (compose_dir / "remote.yaml").read_text(),
+                "release.env": dotenv(values),
+            },
+        )
+        store.record(self.release)
+        secret_values = {k: v for k, v in self.secrets.values.items() if k in secrets.REQUIRED}
+        remote.put_text(f"{self.root}/secrets.env", dotenv(secret_values), mode=0o600)
+        note = self.install_certificates()
+        store.audit(
+            {"event": f"{self.kind} started", "release": self.release.id, "who": self.release.who}
+        )
+        return f"releases/{self.release.id}; {note}"
+
+    def install_certificates(self) -> str:
+        if self.env.tls != "local-ca":
+            raise OpsError(f"tls: {self.env.tls} is not supported by deploys yet (use local-ca)")
+        paths.ensure_state_dir()
+        directory = paths.env_state_dir(self.env.name)
+        names = [*self.env.domains]
+        result = certs.ensure(directory, self.env.name, names)
+        cert = (directory / "tls.crt").read_bytes()
+        key = (directory / "tls.key").read_bytes()
+        volume = tls_volume(self.env)
+        nginx_ref = (
+            f"{INFRA_IMAGES['SLIPWAY_NGINX_TAG']}:{self.build.image_tags['SLIPWAY_NGINX_TAG']}"
+        )
+        script = (
+            f"docker volume create {quote(volume)} >/dev/null && "
+            f"docker run --rm -i --network none --user 0 --entrypoint sh "
+            f"-v {quote(volume)}:/tls {quote(nginx_ref)} -c "
+            + quote(
+                "set -e; cd /tls; tar -x --same-owner -p -f -; chown 101:101 tls.crt tls.key; "
+                "chmod 644 tls.crt; chmod 600 tls.key; sha256sum tls.crt | cut -c1-12"
+            )
+        )
+        digest = self.sh().stream_into(
+            script, [tls_tarball(cert, key)], what="install the certificate"
+        )
+        if result.changed:  # nginx reads certificates at (re)load
+            Rollout(self.rcompose(self.release_id()), 1, 1, 1).reload_nginx()
+        return f"certificate {result.reason} ({digest.stdout.strip()})"
+
+    def release_id(self) -> str:
+        assert self.release is not None
+        return self.release.id
+
+    def start_data(self) -> str:
+        rc = self.rcompose(self.release_id())
+        rc.run("up", "-d", "--no-deps", *DATA_SERVICES, what="start postgres and redis")
+        self.wait_healthy(DATA_SERVICES)
+        return "postgres, redis healthy"
+
+    def wait_healthy(self, services: tuple[str, ...], timeout: float = SERVICE_WAIT) -> None:
+        rollout = Rollout(self.rcompose(self.release_id()), 1, 1, 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {}
+            for service in services:
+                for c in rollout.containers(service):
+                    health = (
+                        self.sh()
+                        .run(
+                            "docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}"
+                            "{{else}}{{.State.Status}}{{end}}' " + quote(c.name),
+                            check=False,
+                        )
+                        .stdout.strip()
+                    )
+                    states[c.name] = health
+            bad = {n: s for n, s in states.items() if s not in ("healthy", "running")}
+            if states and not bad:
+                return
+            if time.monotonic() > deadline:
+                detail = "\n".join(rollout.diagnose(n) for n in bad) if bad else ""
+                what = bad or "no containers"
+                raise RolloutError(
+                    f"{', '.join(services)} not healthy after {timeout:.0f}s: {what}", detail
+                )
+            time.sleep(1.0)
+
+    def migrate(self) -> str:
+        self.refresh_lock()
+        rc = self.rcompose(self.release_id())
+        try:
+            out = rc.run("run", "--rm", "--no-deps", "-T", "migrate", what="migrate", timeout=900)
+        except OpsError as exc:
+            raise OpsError(
+                f"migration failed: {exc}. The schema is as it was (each migration runs in a "
+                "transaction) and the running release was not touched"
+            ) from exc
+        last = [line for line in out.splitlines() if line.strip()][-1:]
+        return last[0][-120:] if last else "schema at head"
+
+    def roll_api(self) -> str:
+        self.refresh_lock()
+        self.switched = True
+        rollout = Rollout(
+            self.rcompose(self.release_id()),
+            self.env.replicas.api,
+            self.env.deploy.batch,
+            float(self.env.deploy.health_timeout),
+        )
+        return rollout.run()
+
+    def roll_workers(self) -> str:
+        self.refresh_lock()
+        rc = self.rcompose(self.release_id())
+        rc.run(
+            "up",
+            "-d",
+            "--no-deps",
+            "--scale",
+            f"worker={self.env.replicas.worker}",
+            "worker",
+            what="replace workers",
+        )
+        if self.env.replicas.worker:
+            self.wait_healthy(("worker",), timeout=float(self.env.deploy.health_timeout))
+        return f"{self.env.replicas.worker} worker(s)"
+
+    def start_nginx(self) -> str:
+        rc = self.rcompose(self.release_id())
+        rc.run("up", "-d", "--no-deps", "nginx", what="start or update nginx")
+        self.wait_healthy(("nginx",), timeout=60.0)
+        return "nginx healthy"
+
+    def smoke(self) -> str:
+        assert self.release is not None
+        return smoke_check(self.env, self.release.version)
+
+    def record(self) -> str:
+        assert self.release is not None
+        store = self.releases()
+        self.release.outcome = "succeeded"
+        self.release.finished = iso(utc_now())
+        self.release.seconds = round(time.monotonic() - self.started, 1)
+        store.record(self.release)
+        store.set_current(self.release.id)
+        store.audit(
+            {
+                "event": f"{self.kind} succeeded",
+                "release": self.release.id,
+                "version": self.release.version,
+                "who": self.release.who,
+                "seconds": self.release.seconds,
+            }
+        )
+        protect = [self.release.id] + ([self.previous.id] if self.previous else [])
+        pruned = store.prune(self.env.deploy.keep_releases, protect)
+        self.prune_images()
+        return f"current = {self.release.id}" + (f"; pruned {len(pruned)}" if pruned else "")
+
+    def prune_images(self) -> None:
+        """Remove listings images no kept release uses (running ones are refused by docker)."""
+        kept = {ref for r in self.releases().history() for ref in r.images}
+        out = (
+            self.sh()
+            .run(
+                f"docker images {LISTINGS_IMAGE} --format '{{{{.Repository}}}}:{{{{.Tag}}}}'",
+                check=False,
+            )
+            .stdout.split()
+        )
+        unused = [ref for ref in out if ref not in kept]
+        if unused:
+            self.sh().run(
+                "docker image rm " + " ".join(quote(r) for r in unused) + " >/dev/null 2>&1; true",
+                check=False,
+            )
+
+    # ------------------------------------------------------------------ failure
+
+    def roll_back_automatically(self, error: BaseException) -> str:
+        """Put the previous release back after a failure during or after the switch."""
+        assert self.release is not None
+        store = self.releases()
+        if isinstance(error, RolloutError) and error.details:
+            print(error.details, flush=True)
+        if self.previous is None:
+            self.release.outcome = "failed"
+            store.record(self.release)
+            store.audit({"event": f"{self.kind} failed", "release": self.release.id})
+            return "no previous release to roll back to (first deploy): fix and deploy again"
+        print(f"\n==> automatic rollback to {self.previous.id}", flush=True)
+        back = Deployment(self.env, self.build, kind="rollback", secrets=self.secrets)
+        back.remote, back.lock, back.store = self.remote, self.lock, self.store
+        back.release, back.previous = self.previous, None
+        runner = steps.Runner(f"automatic rollback of {self.env.name} to {self.previous.id}")
+        runner.run(
+            [
+                steps.Step("API replicas back to the previous release", back.roll_api, True),
+                steps.Step("workers back", back.roll_workers, True),
+                steps.Step("nginx", back.start_nginx, True),
+                steps.Step(
+                    "smoke checks of the previous release",
+                    lambda: smoke_check(self.env, self.previous.version if self.previous else ""),
+                    True,
+                ),
+            ]
+        )
+        self.release.outcome = "rolled back"
+        self.release.finished = iso(utc_now())
+        self.release.note = str(error)[:500]
+        store.record(self.release)
+        store.set_current(self.previous.id)
+        store.audit(
+            {
+                "event": f"{self.kind} failed, rolled back",
+                "release": self.release.id,
+                "restored": self.previous.id,
+            }
+        )
+        return f"rolled back to {self.previous.id}"
+
+    def unlock(self) -> None:
+        if self.lock is not None and self.lock.held is not None:
+            try:
+                self.lock.release()
+            except OpsError as exc:
+                print(f"    WARNING: could not release the deploy lock: {exc}", flush=True)
+        if self.remote is not None:
+            self.remote.close()
+
+
+def _save_chunks(image: object) -> Iterator[bytes]:
+    save = getattr(image, "save")  # noqa: B009 - docker's Image.save, chunked tar stream
+    yield from save(chunk_size=1024 * 1024, named=True)
+
+
+def smoke_check(env: config.Environment, version: str, timeout: float = SMOKE_TIMEOUT) -> str:
+    """/ready answers 200 and /api/v1/version reports `version`, through the public URL."""
+    base = env.https_url
+    deadline = time.monotonic() + timeout
+    problem = ""
+    with httpx.Client(verify=_verify(env), timeout=10.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                ready = client.get(f"{base}/ready")
+                seen = client.get(f"{base}/api/v1/version")
+                reported = seen.json().get("version") if seen.status_code == 200 else None
+                if ready.status_code == 200 and reported == version:
+                    return f"{base}: ready, version {version}"
+                problem = f"/ready {ready.status_code}, version {reported!r} (want {version!r})"
+            except (httpx.HTTPError, ValueError) as exc:
+                problem = str(exc)
+            time.sleep(1.0)
+    raise OpsError(f"smoke check through {base} failed: {problem}")
+
+
+def _verify(env: config.Environment) -> ssl.SSLContext | bool:
+    """An SSL context trusting the environment's CA file, or True for the system CAs."""
+    verify = env.verify
+    if isinstance(verify, Path):
+        if not verify.is_file():
+            raise OpsError(
+                f"CA file {verify} to verify {env.https_url} is missing. Fix: set `ca_file:` in "
+                f"{env.source}, or run the deploy from the machine that holds .slipway/{env.name}/"
+            )
+        return ssl.create_default_context(cafile=str(verify))
+    return True
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> steps.Report | None:
+    """Pre-flight, lock, ship, migrate, roll the API, workers, nginx, smoke, record, unlock."""
+    env = config.load(env_name)
+    build = compose.detect_build()
+    if version:
+        build = Build(compose.tag_safe(version), build.git_sha, build.ca_bundle, build.image_tags)
+    d = Deployment(env, build)
+    title = f"invoke deploy --env={env.name} (version {build.version})"
+    preflight = [
+        steps.Step("check configuration and secrets", d.check_config),
+        steps.Step("check the images (build them if missing)", d.check_images),
+        steps.Step("check the host (SSH, docker, compose, disk)", d.check_host),
+        steps.Step("plan", d.plan),
+    ]
+    impacting = [
+        steps.Step("take the deploy lock", d.take_lock, True, "no lock was taken"),
+        steps.Step("ship images", d.ship, True, "the running release is untouched"),
+        steps.Step("write the release files", d.write_release, True, "running release untouched"),
+        steps.Step("start postgres and redis", d.start_data, True),
+        steps.Step(
+            "migrate the schema (new image)", d.migrate, True, "the running release is untouched"
+        ),
+        steps.Step("rolling update of the API", d.roll_api, True),
+        steps.Step("replace the workers", d.roll_workers, True),
+        steps.Step("nginx", d.start_nginx, True),
+        steps.Step("smoke checks through the public URL", d.smoke, True),
+        steps.Step("record the release", d.record, True),
+    ]
+    runner = steps.Runner(title)
+    try:
+        return runner.run(preflight + impacting, dry_run=dry_run)
+    except (OpsError, KeyboardInterrupt) as exc:
+        if d.switched and d.release is not None:
+            try:
+                outcome = d.roll_back_automatically(exc)
+            except (OpsError, KeyboardInterrupt) as again:
+                raise OpsError(
+                    f"deploy failed ({exc}) and the automatic rollback failed too ({again}). "
+                    "State: mixed; run `invoke rollback --env=" + env.name + "` and check "
+                    "`invoke status`"
+                ) from again
+            raise OpsError(f"deploy failed: {exc}. {outcome}") from exc
+        if isinstance(exc, RolloutError) and exc.details:
+            print(exc.details, flush=True)
+        raise
+    finally:
+        d.unlock()
+
+
+def _checked_rollback_target(d: Deployment, to: str | None) -> str:
+    store = d.releases()
+    current = store.current_id()
+    known = store.history()
+    if to:
+        target = store.get(to)
+    else:
+        good = [r for r in known if r.outcome == "succeeded" and r.id != current]
+        older = [r for r in good if current is None or r.id < current]
+        if not older:
+            raise OpsError(
+                f"no earlier successful release to roll back to on {d.host.label} "
+                f"(current: {current or 'none'}). Fix: `invoke releases --env={d.env.name}` "
+                "lists them; pass one with --to"
+            )
+        target = older[-1]
+    if target.id == current:
+        raise OpsError(f"{target.id} is already the current release: nothing to roll back")
+    missing = []
+    for ref, image_id in target.images.items():
+        seen = (
+            d.sh()
+            .run(
+                f"docker image inspect -f '{{{{.Id}}}}' {quote(image_id)} 2>/dev/null", check=False
+            )
+            .stdout.strip()
+        )
+        if seen != image_id:
+            missing.append(ref)
+    if missing:
+        raise OpsError(
+            f"images of {target.id} are no longer on the host: {', '.join(missing)}. Fix: deploy "
+            f"that version instead (`invoke deploy --env={d.env.name} --version={target.version}`)"
+        )
+    d.previous = store.get(current) if current else None
+    d.release = target
+    print(f"    plan: current {current or 'none'} -> {target.id} (version {target.version})")
+    print("    plan: uses the recorded compose files and the images already on the host")
+    return f"to {target.id}"
+
+
+def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> steps.Report:
+    """Put a recorded release back (the previous successful one by default): no build, no
+    registry, the same rolling procedure as a deploy."""
+    env = config.load(env_name)
+    d = Deployment(env, compose.detect_build(), kind="rollback")
+
+    def plan() -> str:
+        return _checked_rollback_target(d, to)
+
+    def take_lock() -> str:
+        assert d.release is not None
+        d.lock = locks.DeployLock(d.sh(), d.root, env.deploy.lock_ttl)
+        held = d.lock.acquire(
+            d.release.version, wait=float(env.deploy.lock_wait), operation="rollback"
+        )
+        d.releases().audit(
+            {"event": "rollback started", "release": d.release.id, "who": held.owner}
+        )
+        return f"held by {held.owner}"
+
+    def smoke() -> str:
+        assert d.release is not None
+        return smoke_check(env, d.release.version)
+
+    def record() -> str:
+        assert d.release is not None
+        store = d.releases()
+        store.set_current(d.release.id)
+        store.audit(
+            {
+                "event": "rollback succeeded",
+                "release": d.release.id,
+                "from": d.previous.id if d.previous else "",
+                "who": locks.default_owner(),
+                "seconds": round(time.monotonic() - d.started, 1),
+            }
+        )
+        return f"current = {d.release.id}"
+
+    runner = steps.Runner(f"invoke rollback --env={env.name}")
+    try:
+        return runner.run(
+            [
+                steps.Step("check configuration and secrets", d.check_config),
+                steps.Step("check the host (SSH, docker, compose, disk)", d.check_host),
+                steps.Step("choose the release and check its images", plan),
+                steps.Step("take the deploy lock", take_lock, True, "no lock was taken"),
+                steps.Step("rolling update of the API", d.roll_api, True),
+                steps.Step("replace the workers", d.roll_workers, True),
+                steps.Step("nginx", d.start_nginx, True),
+                steps.Step("smoke checks through the public URL", smoke, True),
+                steps.Step("record the current release", record, True),
+            ],
+            dry_run=dry_run,
+        )
+    except RolloutError as exc:
+        if exc.details:
+            print(exc.details, flush=True)
+        raise
+    finally:
+        d.unlock()
+
+
+def list_releases(env_name: str) -> list[str]:
+    """One line per release on the host, newest last, the current one marked."""
+    env = config.load(env_name)
+    d = Deployment(env, compose.detect_build())
+    try:
+        store = d.releases()
+        current = store.current_id()
+        lines = [f"{'':2}{'release':<40} {'outcome':<12} {'when':<26} {'secs':>6}  who"]
+        for r in store.history():
+            mark = "* " if r.id == current else "  "
+            lines.append(
+                f"{mark}{r.id:<40} {r.outcome:<12} {r.started:<26} {r.seconds:>6.1f}  {r.who}"
+            )
+        if len(lines) == 1:
+            lines.append(f"  no releases on {d.host.label} yet")
+        return lines
+    finally:
+        d.unlock()
+
+
+def lock_status(env_name: str) -> str:
+    env = config.load(env_name)
+    d = Deployment(env, compose.detect_build())
+    try:
+        lock = locks.DeployLock(d.sh(), d.root, env.deploy.lock_ttl)
+        holder, now = lock.status()
+        return f"{d.host.label}: " + (holder.describe(now) if holder else "not locked")
+    finally:
+        d.unlock()
+
+
+def lock_release(env_name: str) -> str:
+    env = config.load(env_name)
+    d = Deployment(env, compose.detect_build())
+    try:
+        lock = locks.DeployLock(d.sh(), d.root, env.deploy.lock_ttl)
+        holder = lock.force_release()
+        if holder is None:
+            return f"{d.host.label}: not locked, nothing to release"
+        d.releases().audit({"event": "lock released by hand", "holder": holder.owner})
+        return f"{d.host.label}: released the lock of {holder.owner} ({holder.version})"
+    finally:
+        d.unlock()

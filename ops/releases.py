@@ -1,0 +1,147 @@
+"""Release records on a host: <remote_dir>/releases/<id>/ with the exact compose files, the
+non-secret variables and release.json; `current` is a symlink replaced atomically; audit.log
+holds one JSON line per deploy or rollback event.
+
+A release directory is complete before `current` points at it, so a rollback never finds half a
+release. Ids sort by time: `<UTC yyyymmddThhmmssZ>-<version>`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from ops.errors import OpsError
+from ops.remote import Remote, quote
+
+SEPARATOR = "----slipway-release----"
+
+
+@dataclass
+class Release:
+    """One release as recorded on the host."""
+
+    id: str
+    version: str
+    git_sha: str = ""
+    images: dict[str, str] = field(default_factory=dict)  # image name:tag -> image id
+    who: str = ""
+    kind: str = "deploy"  # deploy | rollback
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
+    outcome: str = "in progress"  # in progress | succeeded | failed | rolled back
+    previous: str = ""  # the release that was current before this one
+    note: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Release:
+        data = json.loads(text)
+        if not isinstance(data, dict) or "id" not in data:
+            raise ValueError("not a release record")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id(version: str, now: dt.datetime | None = None) -> str:
+    """`20261130T101500Z-<version>`."""
+    stamp = (now or utc_now()).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{version}"
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+class ReleaseStore:
+    """The releases of one environment on one host."""
+
+    def __init__(self, remote: Remote, remote_dir: str) -> None:
+        self.remote = remote
+        self.root = remote_dir.rstrip("/")
+
+    def path(self, release_id: str, name: str = "") -> str:
+        base = f"{self.root}/releases/{release_id}"
+        return f"{base}/{name}" if name else base
+
+    # ------------------------------------------------------------------ reading
+
+    def current_id(self) -> str | None:
+        out = self.remote.run(
+            f"readlink {quote(self.root + '/current')} || true", what="read current release"
+        ).stdout.strip()
+        return out.rsplit("/", 1)[-1] if out else None
+
+    def history(self) -> list[Release]:
+        """Every recorded release, oldest first; unreadable records are skipped."""
+        script = (
+            f"cd {quote(self.root + '/releases')} 2>/dev/null || exit 0; "
+            f'for f in */release.json; do [ -f "$f" ] || continue; cat "$f"; '
+            f"echo; echo {SEPARATOR}; done"
+        )
+        text = self.remote.run(script, what="list releases").stdout
+        found = []
+        for chunk in text.split(SEPARATOR):
+            if chunk.strip():
+                try:
+                    found.append(Release.from_json(chunk))
+                except (ValueError, TypeError):
+                    continue
+        return sorted(found, key=lambda r: r.id)
+
+    def get(self, release_id: str) -> Release:
+        text = self.remote.read_text(self.path(release_id, "release.json"))
+        if text is None:
+            known = ", ".join(r.id for r in self.history()) or "none"
+            raise OpsError(
+                f"no release {release_id!r} on {self.remote.host.label}. Known releases: {known}"
+            )
+        return Release.from_json(text)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_files(self, release_id: str, files: Mapping[str, str]) -> None:
+        """The release's compose files and variables (each written atomically)."""
+        for name, text in files.items():
+            self.remote.put_text(self.path(release_id, name), text, mode=0o644)
+
+    def record(self, release: Release) -> None:
+        self.remote.put_text(self.path(release.id, "release.json"), release.to_json())
+
+    def set_current(self, release_id: str) -> None:
+        """Point `current` at the release: a new symlink renamed over the old one."""
+        target = f"releases/{release_id}"
+        tmp = f"{self.root}/current.tmp"
+        self.remote.run(
+            f"cd {quote(self.root)} && ln -sfn {quote(target)} {quote(tmp)} && "
+            f"mv -Tf {quote(tmp)} {quote(self.root + '/current')}",
+            what="switch the current release",
+        )
+
+    def audit(self, event: Mapping[str, object]) -> None:
+        """Append one JSON line to audit.log (O_APPEND: lines from two writers never mix)."""
+        line = json.dumps({"at": iso(utc_now()), **event}, sort_keys=True)
+        self.remote.run(
+            f"mkdir -p {quote(self.root)} && cat >> {quote(self.root + '/audit.log')}",
+            stdin=line + "\n",
+            what="append to the audit log",
+        )
+
+    def prune(self, keep: int, protect: Sequence[str]) -> list[str]:
+        """Delete the oldest release records beyond `keep`, never those in `protect`."""
+        releases = self.history()
+        removable = [r.id for r in releases if r.id not in protect]
+        excess = len(releases) - keep
+        doomed = removable[: max(0, excess)]
+        for release_id in doomed:
+            self.remote.run(f"rm -rf {quote(self.path(release_id))}", what="prune release")
+        return doomed

@@ -1,0 +1,215 @@
+"""SSH to a deploy host: run commands, write files atomically, stream data into a command.
+
+Built on fabric (paramiko). Host keys are checked against the environment's known_hosts file:
+a host seen for the first time is recorded with a warning (like OpenSSH's accept-new), a host
+whose key changed is refused. Nothing here knows about deploys; ops/deploy.py composes it.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from fabric import Connection
+from invoke.exceptions import UnexpectedExit
+
+from ops.config import Host
+from ops.errors import OpsError
+
+CONNECT_TIMEOUT = 15.0
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a remote command printed and returned."""
+
+    command: str
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+    """Accept a host key never seen before, write it to known_hosts and say so."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        keys = client.get_host_keys()
+        keys.add(hostname, key.get_name(), key)
+        keys.save(str(self.known_hosts))
+        self.known_hosts.chmod(0o600)
+        print(
+            f"    WARNING: first connection to {hostname}: its {key.get_name()} key "
+            f"{key.fingerprint} was recorded in {self.known_hosts}. Verify it with the host's "
+            "administrator; a later change of this key is refused.",
+            flush=True,
+        )
+
+
+class Remote:
+    """One SSH connection to one host, opened lazily and reused."""
+
+    def __init__(self, host: Host, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.host = host
+        self.connect_timeout = connect_timeout
+        self._conn: Connection | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def _connection(self) -> Connection:
+        if self._conn is not None:
+            return self._conn
+        connect_kwargs: dict[str, Any] = {"allow_agent": True, "look_for_keys": True}
+        if self.host.identity is not None:
+            if not self.host.identity.is_file():
+                raise OpsError(
+                    f"SSH identity {self.host.identity} of {self.host.label} does not exist. "
+                    "Fix: create the key or correct `identity:` in the environment file"
+                )
+            connect_kwargs.update(
+                key_filename=str(self.host.identity), look_for_keys=False, allow_agent=False
+            )
+        conn = Connection(
+            host=self.host.address,
+            user=self.host.user,
+            port=self.host.port,
+            connect_timeout=self.connect_timeout,
+            connect_kwargs=connect_kwargs,
+        )
+        # Fabric's client trusts any key (AutoAddPolicy) and reads ~/.ssh/known_hosts: use a
+        # client that knows only the environment's known_hosts file.
+        client = paramiko.SSHClient()
+        known = self.host.known_hosts
+        if known.is_file():
+            client.load_host_keys(str(known))
+        client.set_missing_host_key_policy(_RecordNewHostKey(known))
+        conn.client = client
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise OpsError(
+                f"host key of {self.host.label} does not match {known}: refusing to connect "
+                "(the host was reinstalled, or someone is in the middle). Fix: verify the new "
+                f"key with the host's administrator, then remove the old line from {known}"
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            raise OpsError(
+                f"SSH authentication to {self.host.label} failed: {exc}. Fix: check `ssh:` user "
+                "and `identity:` in the environment file, and that the key is authorized"
+            ) from exc
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
+            raise OpsError(
+                f"cannot reach {self.host.label} over SSH: {exc}. Fix: check the address and "
+                "port in `hosts:`, the network, and that sshd runs there"
+            ) from exc
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ commands
+
+    def run(
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        what: str = "",
+    ) -> Result:
+        """Run a shell command on the host; raise OpsError naming it when check and it fails."""
+        conn = self._connection()
+        try:
+            res = conn.run(
+                command,
+                hide=True,
+                warn=True,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                timeout=timeout,
+            )
+        except UnexpectedExit as exc:  # only without warn=True; kept for safety
+            res = exc.result
+        except Exception as exc:
+            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+        result = Result(command, int(res.exited), str(res.stdout), str(res.stderr))
+        if check and not result.ok:
+            detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
+            raise OpsError(
+                f"{what or command!r} failed on {self.host.label} (exit {result.code}): {detail}"
+            )
+        return result
+
+    def put_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        """Write a file atomically: a temporary file in the same directory, then rename."""
+        directory = str(Path(path).parent)
+        tmp = f"{path}.tmp.{id(text):x}"
+        script = (
+            f"set -e; umask 077; mkdir -p {shlex.quote(directory)}; "
+            f"cat > {shlex.quote(tmp)}; chmod {mode:o} {shlex.quote(tmp)}; "
+            f"mv -f {shlex.quote(tmp)} {shlex.quote(path)}"
+        )
+        self.run(script, stdin=text, what=f"write {path}")
+
+    def read_text(self, path: str) -> str | None:
+        """A file's content, None when it does not exist."""
+        result = self.run(f"cat {shlex.quote(path)} 2>/dev/null", check=False)
+        return result.stdout if result.ok else None
+
+    def stream_into(self, command: str, chunks: Iterable[bytes], what: str = "") -> Result:
+        """Run `command` with `chunks` as its standard input (e.g. `docker load`), fast.
+
+        Uses a raw channel: fabric's input loop reads a kilobyte at a time with sleeps, far too
+        slow for image tarballs.
+        """
+        conn = self._connection()
+        transport = conn.client.get_transport()
+        if transport is None:
+            raise OpsError(f"SSH connection to {self.host.label} is closed")
+        channel = transport.open_session()
+        try:
+            channel.exec_command(command)
+            for chunk in chunks:
+                channel.sendall(chunk)
+            channel.shutdown_write()
+            stdout = channel.makefile("rb").read().decode(errors="replace")
+            stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
+            code = channel.recv_exit_status()
+        except (OSError, paramiko.SSHException) as exc:
+            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+        finally:
+            channel.close()
+        result = Result(command, code, stdout, stderr)
+        if not result.ok:
+            raise OpsError(
+                f"{what or command!r} failed on {self.host.label} (exit {code}): "
+                f"{(stderr.strip() or stdout.strip())[-2000:]}"
+            )
+        return result
+
+
+def quote(value: str) -> str:
+    """Shell-quote one word for a remote command line."""
+    return shlex.quote(value)

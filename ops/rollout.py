@@ -1,0 +1,278 @@
+"""Rolling replacement of the API replicas behind nginx, with compose on the host.
+
+For each batch: `compose up --no-recreate --scale api=<n+batch>` starts new replicas of the
+target release next to the old ones; each must answer /ready from inside its container; nginx's
+upstream file gains them and nginx reloads (graceful); the old batch leaves the upstream, nginx
+reloads again, its old workers finish their requests, then `docker stop` lets gunicorn drain the
+old replicas. Containers carry the label org.slipway.release, so a rollout knows which replicas
+belong to another release whatever happened before (including a half-finished rollout).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ops.errors import OpsError
+from ops.remote import Remote, quote
+
+RELEASE_LABEL = "org.slipway.release"
+API_PORT = 8000
+PROBE_INTERVAL = 1.0
+NGINX_DRAIN_TIMEOUT = 60.0
+# docker stop's grace before SIGKILL: gunicorn's graceful timeout (30 s) plus margin, as in
+# compose.yaml's stop_grace_period for api.
+API_STOP_TIMEOUT = 45
+
+
+class RolloutError(OpsError):
+    """A replica did not become ready; `details` holds its logs and health output."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    state: str
+    release: str
+
+
+class RemoteCompose:
+    """`docker compose` for one release of one environment, run on the host."""
+
+    def __init__(self, remote: Remote, project: str, remote_dir: str, release_id: str) -> None:
+        self.remote = remote
+        self.project = project
+        self.root = remote_dir.rstrip("/")
+        self.release_id = release_id
+
+    def command(self, *args: str) -> str:
+        rel = f"releases/{self.release_id}"
+        words = [
+            "docker",
+            "compose",
+            "-p",
+            self.project,
+            "--env-file",
+            "secrets.env",
+            "--env-file",
+            f"{rel}/release.env",
+            "-f",
+            f"{rel}/compose.yaml",
+            "-f",
+            f"{rel}/remote.yaml",
+            *args,
+        ]
+        return f"cd {quote(self.root)} && " + " ".join(quote(w) for w in words)
+
+    def run(self, *args: str, what: str = "", timeout: float | None = None) -> str:
+        result = self.remote.run(
+            self.command(*args) + " 2>&1", what=what or f"compose {args[0]}", timeout=timeout
+        )
+        return result.stdout
+
+
+class Rollout:
+    """Replace the API replicas with those of `compose.release_id`, `batch` at a time."""
+
+    def __init__(
+        self,
+        compose: RemoteCompose,
+        replicas: int,
+        batch: int,
+        health_timeout: float,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.compose = compose
+        self.remote = compose.remote
+        self.replicas = replicas
+        self.batch = max(1, batch)
+        self.health_timeout = health_timeout
+        self.log = log
+        self.upstream_path = f"{compose.root}/nginx/upstream.conf"
+
+    # ------------------------------------------------------------------ facts on the host
+
+    def containers(self, service: str = "api") -> list[Container]:
+        fmt = '{{.Names}}\t{{.State}}\t{{.Label "' + RELEASE_LABEL + '"}}'
+        out = self.remote.run(
+            "docker ps -a "
+            f"--filter label=com.docker.compose.project={quote(self.compose.project)} "
+            f"--filter label=com.docker.compose.service={quote(service)} "
+            f"--format {quote(fmt)}",
+            what=f"list {service} containers",
+        ).stdout
+        found = []
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                found.append(Container(*parts))
+        return sorted(found, key=lambda c: c.name)
+
+    def nginx_container(self) -> str | None:
+        running = [c for c in self.containers("nginx") if c.state == "running"]
+        return running[0].name if running else None
+
+    # ------------------------------------------------------------------ nginx
+
+    @staticmethod
+    def upstream_text(names: Sequence[str]) -> str:
+        lines = [
+            "# Written by the rolling deploy (ops/rollout.py): the API replicas nginx proxies to.\n"
+        ]
+        lines += [f"server {n}:{API_PORT} max_fails=1 fail_timeout=10s;\n" for n in sorted(names)]
+        return "".join(lines)
+
+    def set_upstream(self, names: Sequence[str]) -> None:
+        """Write the upstream file, then reload nginx gracefully (when it runs)."""
+        if not names:
+            raise OpsError("refusing to write an nginx upstream without any API replica")
+        self.remote.put_text(self.upstream_path, self.upstream_text(names), mode=0o644)
+        nginx = self.reload_nginx()
+        if nginx is not None:
+            self.wait_nginx_drained(nginx)
+
+    def reload_nginx(self) -> str | None:
+        """`nginx -t` then a graceful reload; returns the container (None when not running)."""
+        nginx = self.nginx_container()
+        if nginx is None:
+            return None
+        self.remote.run(
+            f"docker exec {quote(nginx)} nginx -t -q && docker exec {quote(nginx)} nginx -s reload",
+            what="check and reload nginx",
+        )
+        return nginx
+
+    def wait_nginx_drained(self, nginx: str) -> None:
+        """Wait until nginx workers of the previous configuration have finished their requests."""
+        script = f"docker exec {quote(nginx)} sh -c " + quote(
+            "grep -l 'shutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"
+        )
+        deadline = time.monotonic() + NGINX_DRAIN_TIMEOUT
+        while time.monotonic() < deadline:
+            out = self.remote.run(script, check=False).stdout.strip()
+            if out in ("", "0"):
+                return
+            time.sleep(0.5)
+        self.log(f"    nginx workers still draining after {NGINX_DRAIN_TIMEOUT:.0f}s; going on")
+
+    def current_upstream(self) -> list[str]:
+        text = self.remote.read_text(self.upstream_path) or ""
+        names = []
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "server":
+                names.append(words[1].rsplit(":", 1)[0])
+        return names
+
+    # ------------------------------------------------------------------ replicas
+
+    def wait_ready(self, names: Sequence[str]) -> None:
+        """Each container answers /ready from inside (same command as the deploy gate)."""
+        deadline = time.monotonic() + self.health_timeout
+        pending = list(names)
+        last: dict[str, str] = {}
+        while pending:
+            for name in list(pending):
+                state = self.remote.run(
+                    f"docker inspect -f '{{{{.State.Status}}}}' {quote(name)}", check=False
+                ).stdout.strip()
+                if state in ("exited", "dead"):
+                    raise RolloutError(
+                        f"new replica {name} exited while starting", self.diagnose(name)
+                    )
+                probe = self.remote.run(
+                    f"docker exec {quote(name)} listings healthcheck ready", check=False
+                )
+                last[name] = (probe.stdout.strip() or probe.stderr.strip())[-300:]
+                if probe.ok:
+                    pending.remove(name)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                detail = "\n".join(self.diagnose(n) for n in pending)
+                why = "; ".join(f"{n}: {last.get(n, '?')}" for n in pending)
+                raise RolloutError(
+                    f"new replica(s) not ready after {self.health_timeout:.0f}s ({why})", detail
+                )
+            time.sleep(PROBE_INTERVAL)
+
+    def diagnose(self, name: str) -> str:
+        """The failing container's last log lines and health output, for the operator."""
+        logs = self.remote.run(f"docker logs --tail 60 {quote(name)} 2>&1", check=False).stdout
+        health = self.remote.run(
+            f"docker inspect -f '{{{{json .State}}}}' {quote(name)}", check=False
+        ).stdout
+        return f"--- logs of {name} (last 60 lines) ---\n{logs}\n--- state ---\n{health}"
+
+    def remove(self, names: Sequence[str], graceful: bool = True) -> None:
+        if not names:
+            return
+        quoted = " ".join(quote(n) for n in names)
+        if graceful:
+            self.remote.run(
+                f"docker stop -t {API_STOP_TIMEOUT} {quoted} >/dev/null", what="stop replicas"
+            )
+        self.remote.run(f"docker rm -f {quoted} >/dev/null", what="remove replicas")
+
+    def scale_up(self, count: int) -> list[str]:
+        """Start replicas of the target release until `count` api containers exist."""
+        before = {c.name for c in self.containers()}
+        self.compose.run(
+            "up",
+            "-d",
+            "--no-deps",
+            "--no-recreate",
+            "--scale",
+            f"api={count}",
+            "api",
+            what="start new API replicas",
+        )
+        return sorted(c.name for c in self.containers() if c.name not in before)
+
+    # ------------------------------------------------------------------ the rollout
+
+    def run(self) -> str:
+        target = self.compose.release_id
+        everything = self.containers()
+        # Dead containers of any release are clutter that would count towards --scale.
+        self.remove([c.name for c in everything if c.state != "running"], graceful=False)
+        running = [c for c in everything if c.state == "running"]
+        old = [c.name for c in running if c.release != target]
+        new = [c.name for c in running if c.release == target]
+        serving = [n for n in self.current_upstream() if n in {c.name for c in running}]
+        replaced = 0
+        while old or len(new) != self.replicas:
+            room = self.replicas - len(new)
+            if room > 0:
+                started = self.scale_up(len(old) + len(new) + min(self.batch, room))
+                self.log(f"    started {', '.join(started) or 'nothing'}; waiting for /ready")
+                try:
+                    self.wait_ready(started)
+                except RolloutError:
+                    self.remove(started, graceful=False)
+                    raise
+                new += started
+                serving = sorted({*serving, *started})
+                self.set_upstream(serving)
+            leaving = old[: self.batch] if old else []
+            if not leaving and len(new) > self.replicas:
+                leaving = new[self.replicas :]
+                new = new[: self.replicas]
+            if leaving:
+                serving = [n for n in serving if n not in leaving] or sorted(new)
+                self.set_upstream(serving)
+                self.remove(leaving)
+                old = [n for n in old if n not in leaving]
+                replaced += len(leaving)
+                self.log(f"    drained and stopped {', '.join(leaving)}")
+            elif room <= 0:
+                break
+        # Replicas of the target release that were running but not yet in nginx.
+        if sorted(serving) != sorted(new):
+            self.set_upstream(sorted(new))
+        return f"{len(new)} replica(s) of {target} serving, {replaced} replaced"

@@ -1,0 +1,163 @@
+"""Steady read traffic against an environment, recording every answer: the proof that a deploy,
+a rollback or a killed replica cost no request.
+
+A few threads each send GETs at a fixed pace (search, a listing's page, the viewer, the
+version) through the public URL, over kept-alive connections and new ones. Every failure (a
+non-2xx answer or a connection error) is kept with its time; every /api/v1/version answer is
+kept so a test can check that the version switched exactly once. Bounded in rate and duration:
+test traffic goes to loopback only, never elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+# (path, share of requests): mostly API reads, a little viewer, the version endpoint often
+# enough to see the switch.
+MIX: tuple[tuple[str, int], ...] = (
+    ("/api/v1/listings?limit=5", 4),
+    ("/api/v1/listings?city=Lyon&limit=5", 2),
+    ("/api/v1/version", 3),
+    ("/?city=Paris", 1),
+)
+MAX_RATE = 60.0
+MAX_SECONDS = 900.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    at: float
+    path: str
+    problem: str
+
+
+@dataclass
+class Tally:
+    """What the traffic saw."""
+
+    requests: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    versions: list[tuple[float, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def version_changes(self) -> list[str]:
+        """The sequence of distinct versions seen, in order (v1, v2 = one switch)."""
+        ordered = sorted(self.versions)
+        seen: list[str] = []
+        for _, version in ordered:
+            if not seen or seen[-1] != version:
+                seen.append(version)
+        return seen
+
+    def summary(self) -> str:
+        rate = ""
+        if self.versions:
+            span = max(t for t, _ in self.versions) - min(t for t, _ in self.versions)
+            rate = f" over {span:.0f}s" if span else ""
+        return (
+            f"{self.requests} requests{rate}, {len(self.failures)} failed, versions seen: "
+            + " -> ".join(self.version_changes())
+        )
+
+
+class Traffic:
+    """Background readers; use as a context manager around the operation under test."""
+
+    def __init__(
+        self,
+        base_url: str,
+        verify: str | bool,
+        rate: float = 24.0,
+        threads: int = 4,
+        mix: Sequence[tuple[str, int]] = MIX,
+        max_seconds: float = MAX_SECONDS,
+    ) -> None:
+        if rate <= 0 or rate > MAX_RATE:
+            raise ValueError(f"rate must be in (0, {MAX_RATE}] requests/s")
+        if not base_url.startswith(("https://localhost", "https://127.0.0.1", "http://127.0.0.1")):
+            raise ValueError("test traffic goes to loopback only")
+        self.base_url = base_url.rstrip("/")
+        self.verify = verify
+        self.threads = threads
+        self.interval = threads / rate
+        self.paths = [p for p, share in mix for _ in range(share)]
+        self.max_seconds = max_seconds
+        self.tally = Tally()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self.started = 0.0
+        self.stopped = 0.0
+
+    def __enter__(self) -> Traffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        for index in range(self.threads):
+            worker = threading.Thread(target=self._run, args=(index,), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def stop(self) -> Tally:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+        self.stopped = time.monotonic()
+        return self.tally
+
+    @property
+    def rate(self) -> float:
+        seconds = (self.stopped or time.monotonic()) - self.started
+        return self.tally.requests / seconds if seconds > 0 else 0.0
+
+    def _run(self, index: int) -> None:
+        # Half the threads keep connections alive (like browsers), half open one per request
+        # (like scripts): a deploy must not break either.
+        keep_alive = index % 2 == 0
+        client = httpx.Client(verify=self.verify, timeout=15.0) if keep_alive else None
+        position = index
+        deadline = self.started + self.max_seconds
+        next_at = time.monotonic() + index * self.interval / self.threads
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                delay = next_at - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                next_at += self.interval
+                path = self.paths[position % len(self.paths)]
+                position += 1
+                self._one(client, path)
+        finally:
+            if client is not None:
+                client.close()
+
+    def _one(self, client: httpx.Client | None, path: str) -> None:
+        at = time.monotonic()
+        problem = ""
+        version = None
+        try:
+            if client is not None:
+                response = client.get(self.base_url + path)
+            else:
+                response = httpx.get(self.base_url + path, verify=self.verify, timeout=15.0)
+            if not 200 <= response.status_code < 300:
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+            elif path == "/api/v1/version":
+                version = str(response.json().get("version"))
+        except (httpx.HTTPError, ValueError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        with self.tally.lock:
+            self.tally.requests += 1
+            if problem:
+                self.tally.failures.append(Failure(at - self.started, path, problem))
+            if version is not None:
+                self.tally.versions.append((at - self.started, version))
