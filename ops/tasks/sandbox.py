@@ -1,0 +1,57 @@
+"""Sandbox tasks: disposable deploy hosts on this machine (containers with dockerd and sshd)."""
+
+from __future__ import annotations
+
+from invoke.context import Context
+from invoke.tasks import task
+
+from ops import sandbox
+from ops.tasks._common import exits
+
+NAME_HELP = (
+    "sandbox name, also the environment it writes: environments/<name>.yaml "
+    f"(default: {sandbox.DEFAULT_NAME})"
+)
+
+
+# No short flags: -h would be --hosts, not --help.
+@task(
+    auto_shortflags=False,
+    help={
+        "name": NAME_HELP,
+        "hosts": f"number of hosts, 1 to {sandbox.MAX_HOSTS} (default 1)",
+        "listings-env": "the service's mode in the environment file "
+        "(default: staging, or the name when it is staging or production)",
+        "timeout": "seconds to wait for the hosts' dockerd and sshd (default 120)",
+        "dry-run": "run the pre-flight checks and print the plan, change nothing",
+    },
+)
+def up(
+    c: Context,
+    name: str = sandbox.DEFAULT_NAME,
+    hosts: int = 1,
+    listings_env: str = "",
+    timeout: int = 120,
+    dry_run: bool = False,
+) -> None:
+    """Start (or reuse) sandbox hosts and write the environment that deploys to them."""
+    with exits():
+        sandbox.up(
+            name,
+            hosts=hosts,
+            listings_env=listings_env,
+            timeout=float(timeout),
+            dry_run=dry_run,
+        )
+
+
+@task(
+    help={
+        "name": NAME_HELP,
+        "yes": "do not ask for confirmation (needed when not interactive)",
+    }
+)
+def down(c: Context, name: str = sandbox.DEFAULT_NAME, yes: bool = False) -> None:
+    """Remove a sandbox: its hosts with their engines, its environment, secrets and key."""
+    with exits():
+        sandbox.down(name, yes=yes)
