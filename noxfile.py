@@ -72,6 +72,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def loadtest(session: nox.Session) -> None:
+    """Load test an environment: -- --env=<name> --profile=<smoke|baseline|stress>; SLO gate."""
+    session.install("-e", ".[dev]")  # the dev extra includes locust
+    session.run("python", "-m", "ops.loadtest", *session.posargs)
+
+
+@nox.session(default=False)
 def scan(session: nox.Session) -> None:
     """Security scans: bandit on our code, pip-audit on the service's locked dependencies."""
     session.install("-e", ".", "bandit", "pip-audit")
