@@ -7,7 +7,6 @@ whose key changed is refused. Nothing here knows about deploys; ops/deploy.py co
 
 from __future__ import annotations
 
-import io
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -141,33 +140,37 @@ class Remote:
         what: str = "",
     ) -> Result:
         """Run a shell command on the host; raise OpsError naming it when check and it fails."""
+        if stdin is not None:
+            # fabric feeds stdin a kilobyte at a time and is slow to signal its end: use a raw
+            # channel, which sends the data at once and then EOF.
+            result = self._exec_raw(command, [stdin.encode()], what, timeout)
+            if check and not result.ok:
+                raise self._failed(result, what)
+            return result
         conn = self._connection()
         try:
-            res = conn.run(
-                command,
-                hide=True,
-                warn=True,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
-                timeout=timeout,
-            )
+            res = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
         except UnexpectedExit as exc:  # only without warn=True; kept for safety
             res = exc.result
         except Exception as exc:
             raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
         result = Result(command, int(res.exited), str(res.stdout), str(res.stderr))
         if check and not result.ok:
-            detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
-            raise OpsError(
-                f"{what or command!r} failed on {self.host.label} (exit {result.code}): {detail}"
-            )
+            raise self._failed(result, what)
         return result
+
+    def _failed(self, result: Result, what: str) -> OpsError:
+        detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
+        return OpsError(
+            f"{what or result.command!r} failed on {self.host.label} (exit {result.code}): {detail}"
+        )
 
     def put_text(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a file atomically: a temporary file in the same directory, then rename."""
         directory = str(Path(path).parent)
         tmp = f"{path}.tmp.{id(text):x}"
         script = (
-            f"set -e; umask 077; mkdir -p {shlex.quote(directory)}; "
+            f"set -e; mkdir -p -m 755 {shlex.quote(directory)}; umask 077; "
             f"cat > {shlex.quote(tmp)}; chmod {mode:o} {shlex.quote(tmp)}; "
             f"mv -f {shlex.quote(tmp)} {shlex.quote(path)}"
         )
@@ -179,16 +182,23 @@ class Remote:
         return result.stdout if result.ok else None
 
     def stream_into(self, command: str, chunks: Iterable[bytes], what: str = "") -> Result:
-        """Run `command` with `chunks` as its standard input (e.g. `docker load`), fast.
+        """Run `command` with `chunks` as its standard input (e.g. `docker load`), fast."""
+        result = self._exec_raw(command, chunks, what, None)
+        if not result.ok:
+            raise self._failed(result, what)
+        return result
 
-        Uses a raw channel: fabric's input loop reads a kilobyte at a time with sleeps, far too
-        slow for image tarballs.
-        """
+    def _exec_raw(
+        self, command: str, chunks: Iterable[bytes], what: str, timeout: float | None
+    ) -> Result:
+        """Run `command` on a raw channel with `chunks` as stdin, then EOF."""
         conn = self._connection()
         transport = conn.client.get_transport()
         if transport is None:
             raise OpsError(f"SSH connection to {self.host.label} is closed")
         channel = transport.open_session()
+        if timeout is not None:
+            channel.settimeout(timeout)
         try:
             channel.exec_command(command)
             for chunk in chunks:
@@ -201,13 +211,7 @@ class Remote:
             raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
         finally:
             channel.close()
-        result = Result(command, code, stdout, stderr)
-        if not result.ok:
-            raise OpsError(
-                f"{what or command!r} failed on {self.host.label} (exit {code}): "
-                f"{(stderr.strip() or stdout.strip())[-2000:]}"
-            )
-        return result
+        return Result(command, code, stdout, stderr)
 
 
 def quote(value: str) -> str:
