@@ -134,6 +134,7 @@ class Deployment:
     env: config.Environment
     build: Build
     kind: str = "deploy"
+    explicit_version: bool = False  # --version given: never build, only use existing images
     secrets: secrets.Secrets | None = None
     remote: Remote | None = None
     lock: locks.DeployLock | None = None
@@ -206,12 +207,12 @@ class Deployment:
         missing = [r for r in refs if not images.has_image(engine, r)]
         if not missing:
             return "all present locally"
-        checkout = compose.detect_build()
-        if checkout.version != self.build.version:
+        if self.explicit_version:
+            # CI deploys exactly what it built and tested: never a quiet rebuild here.
             raise OpsError(
                 f"images missing for version {self.build.version}: {', '.join(missing)}. Fix: "
-                f"build them from that commit (`git checkout {self.build.version} && invoke "
-                "build`) or load them (`invoke images.load`)"
+                "load the images that were built for it (`invoke images.load --input=...`), or "
+                "build them from that commit (`invoke build` with SLIPWAY_VERSION set)"
             )
         assert self.secrets is not None
         comp = Compose(self.env, self.secrets, self.build, paths.repo_root())
@@ -388,28 +389,21 @@ class Deployment:
         return "postgres, redis healthy"
 
     def wait_healthy(self, services: tuple[str, ...], timeout: float = SERVICE_WAIT) -> None:
+        """Every container of `services` passes its healthcheck (run now, not at Docker's pace)."""
         rollout = Rollout(self.rcompose(self.release_id()), 1, 1, 1)
         deadline = time.monotonic() + timeout
         while True:
-            states = {}
-            for service in services:
-                for c in rollout.containers(service):
-                    health = (
-                        self.sh()
-                        .run(
-                            "docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}"
-                            "{{else}}{{.State.Status}}{{end}}' " + quote(c.name),
-                            check=False,
-                        )
-                        .stdout.strip()
-                    )
-                    states[c.name] = health
-            bad = {n: s for n, s in states.items() if s not in ("healthy", "running")}
-            if states and not bad:
+            bad = {}
+            names = [c.name for service in services for c in rollout.containers(service)]
+            for name in names:
+                ok, why = rollout.probe(name)
+                if not ok:
+                    bad[name] = why
+            if names and not bad:
                 return
             if time.monotonic() > deadline:
-                detail = "\n".join(rollout.diagnose(n) for n in bad) if bad else ""
-                what = bad or "no containers"
+                detail = "\n".join(rollout.diagnose(n) for n in bad)
+                what = "; ".join(f"{n}: {w}" for n, w in bad.items()) or "no containers"
                 raise RolloutError(
                     f"{', '.join(services)} not healthy after {timeout:.0f}s: {what}", detail
                 )
@@ -606,7 +600,7 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
     build = compose.detect_build()
     if version:
         build = Build(compose.tag_safe(version), build.git_sha, build.ca_bundle, build.image_tags)
-    d = Deployment(env, build)
+    d = Deployment(env, build, explicit_version=bool(version))
     title = f"invoke deploy --env={env.name} (version {build.version})"
     preflight = [
         steps.Step("check configuration and secrets", d.check_config),

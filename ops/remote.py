@@ -7,6 +7,8 @@ whose key changed is refused. Nothing here knows about deploys; ops/deploy.py co
 
 from __future__ import annotations
 
+import io
+import os
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +23,10 @@ from ops.config import Host
 from ops.errors import OpsError
 
 CONNECT_TIMEOUT = 15.0
+# CI passes the deploy key and the pinned host keys as secrets in these variables; they win
+# over the environment file's `identity` and `known_hosts`.
+KEY_VARIABLE = "SLIPWAY_SSH_KEY"
+KNOWN_HOSTS_VARIABLE = "SLIPWAY_SSH_KNOWN_HOSTS"
 CHUNK = 1024 * 1024
 
 
@@ -58,6 +64,30 @@ class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
         )
 
 
+class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
+        raise OpsError(
+            f"host key of {hostname} ({key.get_name()} {key.fingerprint}) is not in "
+            f"{KNOWN_HOSTS_VARIABLE}. Fix: add the host's line (ssh-keyscan output, verified) to "
+            "that secret"
+        )
+
+
+def _private_key(text: str) -> paramiko.PKey:
+    """A private key from its text (the SLIPWAY_SSH_KEY secret); never printed."""
+    text = text.strip() + "\n"
+    problems = []
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return kind.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError) as exc:
+            problems.append(f"{kind.__name__}: {type(exc).__name__}")
+    raise OpsError(
+        f"{KEY_VARIABLE} does not hold a usable unencrypted private key ({'; '.join(problems)}). "
+        "Fix: put the whole OpenSSH private key text in that secret"
+    )
+
+
 class Remote:
     """One SSH connection to one host, opened lazily and reused."""
 
@@ -72,7 +102,12 @@ class Remote:
         if self._conn is not None:
             return self._conn
         connect_kwargs: dict[str, Any] = {"allow_agent": True, "look_for_keys": True}
-        if self.host.identity is not None:
+        key_text = os.environ.get(KEY_VARIABLE, "")
+        if key_text:
+            connect_kwargs.update(
+                pkey=_private_key(key_text), look_for_keys=False, allow_agent=False
+            )
+        elif self.host.identity is not None:
             if not self.host.identity.is_file():
                 raise OpsError(
                     f"SSH identity {self.host.identity} of {self.host.label} does not exist. "
@@ -92,9 +127,22 @@ class Remote:
         # client that knows only the environment's known_hosts file.
         client = paramiko.SSHClient()
         known = self.host.known_hosts
-        if known.is_file():
-            client.load_host_keys(str(known))
-        client.set_missing_host_key_policy(_RecordNewHostKey(known))
+        pinned = os.environ.get(KNOWN_HOSTS_VARIABLE, "")
+        if pinned:
+            # CI: only the keys given in the variable; an unknown host is refused, never added.
+            keys = client.get_host_keys()
+            for number, line in enumerate(pinned.splitlines(), start=1):
+                if line.strip() and not line.lstrip().startswith("#"):
+                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+                    if entry is None:
+                        raise OpsError(f"{KNOWN_HOSTS_VARIABLE} line {number} is not a host key")
+                    for name in entry.hostnames:
+                        keys.add(name, entry.key.get_name(), entry.key)
+            client.set_missing_host_key_policy(_RefuseUnknownHost())
+        else:
+            if known.is_file():
+                client.load_host_keys(str(known))
+            client.set_missing_host_key_policy(_RecordNewHostKey(known))
         conn.client = client
         try:
             conn.open()

@@ -30,3 +30,9 @@ def head_revision() -> str:
     if head is None:
         raise RuntimeError("no migrations found in the package")
     return head
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision this release ships: a database at another one is newer than the code."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused"))
+    return frozenset(rev.revision for rev in script.walk_revisions())

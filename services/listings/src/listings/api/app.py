@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis=redis,
         names=StreamNames.from_settings(settings),
         head_revision=migrate.head_revision(),
+        known_revisions=migrate.known_revisions(),
     )
 
     @asynccontextmanager

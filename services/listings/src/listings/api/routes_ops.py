@@ -50,17 +50,28 @@ async def _redis(state: AppState) -> str:
 
 @router.get("/ready", include_in_schema=False)
 async def ready(state: State) -> JSONResponse:
-    """200 only when PostgreSQL and Redis answer and the schema is at the migration head."""
+    """200 only when PostgreSQL and Redis answer and the schema is at this release's head.
+
+    A schema newer than this release (a revision it does not know) also counts as ready: after a
+    rollback the previous release runs on the schema the newer one migrated to, which the
+    expand/contract rule keeps compatible (docs/runbook.md). An older schema is not ready.
+    """
     (pg_ok, revision), (_, redis_result) = await asyncio.gather(
         _probe(_schema_revision(state)), _probe(_redis(state))
     )
     checks = {"postgres": "ok" if pg_ok else revision, "redis": redis_result}
+    notes: dict[str, str] = {}
     if not pg_ok:
         checks["schema"] = "unknown: postgres is unavailable"
-    elif revision != state.head_revision:
-        checks["schema"] = f"at {revision}, expected {state.head_revision}: run `listings migrate`"
-    else:
+    elif revision == state.head_revision:
         checks["schema"] = "ok"
+    elif revision != "none" and state.known_revisions and revision not in state.known_revisions:
+        checks["schema"] = "ok"
+        notes["schema"] = (
+            f"at {revision}, newer than this release's {state.head_revision} (expand/contract)"
+        )
+    else:
+        checks["schema"] = f"at {revision}, expected {state.head_revision}: run `listings migrate`"
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
         body = {
@@ -70,7 +81,10 @@ async def ready(state: State) -> JSONResponse:
             "failing": failing,
         }
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ok", "detail": checks})
+    body_ok: dict[str, object] = {"status": "ok", "detail": checks}
+    if notes:
+        body_ok["notes"] = notes
+    return JSONResponse(body_ok)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -19,6 +19,9 @@ class AppState:
     redis: Redis
     names: StreamNames
     head_revision: str
+    # Revisions of this release's migrations; a database at an unknown one was migrated by a
+    # newer release (expand/contract keeps this one working on it: rollbacks rely on that).
+    known_revisions: frozenset[str] = frozenset()
 
 
 def get_state(request: Request) -> AppState:
