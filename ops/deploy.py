@@ -8,11 +8,13 @@ the running release untouched. The layout on the host is in docs/architecture.md
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import ssl
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +100,15 @@ def dotenv(values: dict[str, str]) -> str:
     return "".join(lines)
 
 
+def release_digest(
+    files: Mapping[str, str], image_ids: Mapping[str, str], secret_values: Mapping[str, str]
+) -> str:
+    """What a release runs, as one digest (secrets enter only as their own digests)."""
+    hashed = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in secret_values.items()}
+    blob = json.dumps([dict(files), dict(image_ids), hashed], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def tls_volume(env: config.Environment) -> str:
     return f"{env.project_name}-tls"
 
@@ -144,6 +155,7 @@ class Deployment:
     engine: docker.DockerClient | None = None
     to_ship: list[str] = field(default_factory=list)
     first_deploy: bool = False
+    unchanged: bool = False  # the current release already runs exactly this
     started: float = field(default_factory=time.monotonic)
     switched: bool = False  # the rolling update began: a failure now needs a rollback
 
@@ -269,8 +281,25 @@ class Deployment:
             )
             if remote_id != local_id:
                 self.to_ship.append(ref)
+        assert self.secrets is not None
+        digest = release_digest(
+            self.release_files("-"),
+            {r: engine.images.get(r).id for r in image_refs(self.build)},
+            self.secrets.values,
+        )
+        previous = self.previous
+        if previous and previous.outcome == "succeeded" and previous.digest == digest:
+            self.unchanged = True
+            self.release = previous
+            print(
+                f"    plan: nothing changed since the current release {previous.id} (same "
+                "images, configuration and secrets): check it and leave it running",
+                flush=True,
+            )
+            return "unchanged"
         release_id = new_id(self.build.version)
         self.release = Release(
+            digest=digest,
             id=release_id,
             version=self.build.version,
             git_sha=self.build.git_sha,
@@ -326,21 +355,24 @@ class Deployment:
             shipped.append(ref)
         return ", ".join(shipped) or "nothing to ship"
 
+    def release_files(self, release_id: str) -> dict[str, str]:
+        """The files of a release directory: exactly what compose runs on the host."""
+        assert self.secrets is not None
+        compose_dir = paths.compose_dir()
+        values = release_env(self.env, self.build, release_id, set(self.secrets.values))
+        return {
+            "compose.yaml": render_compose((compose_dir / "compose.yaml").read_text()),
+            "remote.yaml": (compose_dir / "remote.yaml").read_text(),
+            "release.env": dotenv(values),
+        }
+
     def write_release(self) -> str:
         assert self.release is not None and self.secrets is not None
         remote = self.sh()
         store = self.releases()
-        compose_dir = paths.compose_dir()
-        values = release_env(self.env, self.build, self.release.id, set(self.secrets.values))
-        store.write_files(
-            self.release.id,
-            {
-                "compose.yaml": render_compose((compose_dir / "compose.yaml").read_text()),
-                "remote.yaml": (compose_dir / "remote.yaml").read_text(),
-                "release.env": dotenv(values),
-            },
-        )
-        store.record(self.release)
+        if not self.unchanged:
+            store.write_files(self.release.id, self.release_files(self.release.id))
+            store.record(self.release)
         secret_values = {k: v for k, v in self.secrets.values.items() if k in secrets.REQUIRED}
         remote.put_text(f"{self.root}/secrets.env", dotenv(secret_values), mode=0o600)
         note = self.install_certificates()
@@ -462,6 +494,15 @@ class Deployment:
     def record(self) -> str:
         assert self.release is not None
         store = self.releases()
+        if self.unchanged:
+            store.audit(
+                {
+                    "event": f"{self.kind}: nothing changed",
+                    "release": self.release.id,
+                    "who": locks.default_owner(),
+                }
+            )
+            return f"current = {self.release.id} (unchanged)"
         self.release.outcome = "succeeded"
         self.release.finished = iso(utc_now())
         self.release.seconds = round(time.monotonic() - self.started, 1)

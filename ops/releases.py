@@ -35,6 +35,9 @@ class Release:
     outcome: str = "in progress"  # in progress | succeeded | failed | rolled back
     previous: str = ""  # the release that was current before this one
     note: str = ""
+    # sha256 of what the release runs: files, variables, image ids, a digest of the secrets.
+    # A deploy whose digest equals the current release's changes nothing.
+    digest: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -1,11 +1,12 @@
-"""Rolling replacement of the API replicas behind nginx, with compose on the host.
+"""Replacement of the API replicas behind nginx, with compose on the host.
 
-For each batch: `compose up --no-recreate --scale api=<n+batch>` starts new replicas of the
-target release next to the old ones; each must answer /ready from inside its container; nginx's
-upstream file gains them and nginx reloads (graceful); the old batch leaves the upstream, nginx
-reloads again, its old workers finish their requests, then `docker stop` lets gunicorn drain the
-old replicas. Containers carry the label org.slipway.release, so a rollout knows which replicas
-belong to another release whatever happened before (including a half-finished rollout).
+`compose up --no-recreate --scale api=<n+batch>` starts new replicas of the target release next
+to the old ones, `batch` at a time; each must answer /ready from inside its container. Then one
+rewrite of nginx's upstream file and one graceful reload move all new requests to the new
+replicas at once (clients never see versions alternate); nginx's old workers finish their
+requests; then `docker stop` lets gunicorn drain the old replicas, `batch` at a time. Containers
+carry the label org.slipway.release, so a rollout knows
+which replicas belong to another release whatever happened before (a half-finished rollout too).
 """
 
 from __future__ import annotations
@@ -265,6 +266,7 @@ class Rollout:
     # ------------------------------------------------------------------ the rollout
 
     def run(self) -> str:
+        """Start the target release's replicas, switch nginx to them at once, drain the rest."""
         target = self.compose.release_id
         everything = self.containers()
         # Dead containers of any release are clutter that would count towards --scale.
@@ -273,34 +275,27 @@ class Rollout:
         old = [c.name for c in running if c.release != target]
         new = [c.name for c in running if c.release == target]
         serving = [n for n in self.current_upstream() if n in {c.name for c in running}]
-        replaced = 0
-        while old or len(new) != self.replicas:
-            room = self.replicas - len(new)
-            if room > 0:
-                started = self.scale_up(len(old) + len(new) + min(self.batch, room))
-                self.log(f"    started {', '.join(started) or 'nothing'}; waiting for /ready")
-                try:
-                    self.wait_ready(started)
-                except RolloutError:
-                    self.remove(started, graceful=False)
-                    raise
-                new += started
-                serving = sorted({*serving, *started})
-                self.set_upstream(serving)
-            leaving = old[: self.batch] if old else []
-            if not leaving and len(new) > self.replicas:
-                leaving = new[self.replicas :]
-                new = new[: self.replicas]
-            if leaving:
-                serving = [n for n in serving if n not in leaving] or sorted(new)
-                self.set_upstream(serving)
-                self.remove(leaving)
-                old = [n for n in old if n not in leaving]
-                replaced += len(leaving)
-                self.log(f"    drained and stopped {', '.join(leaving)}")
-            elif room <= 0:
-                break
-        # Replicas of the target release that were running but not yet in nginx.
+        # 1. New replicas next to the old ones, `batch` at a time; none takes traffic yet.
+        while len(new) < self.replicas:
+            count = min(self.batch, self.replicas - len(new))
+            started = self.scale_up(len(old) + len(new) + count)
+            self.log(f"    started {', '.join(started) or 'nothing'}; waiting for /ready")
+            try:
+                self.wait_ready(started)
+            except RolloutError:
+                self.remove(started, graceful=False)
+                raise
+            new += started
+        extra, new = new[self.replicas :], new[: self.replicas]
+        # 2. One reload moves every new request to the new release: clients never see the
+        #    versions alternate. Requests in flight on the old replicas finish there.
         if sorted(serving) != sorted(new):
-            self.set_upstream(sorted(new))
-        return f"{len(new)} replica(s) of {target} serving, {replaced} replaced"
+            self.set_upstream(new)
+            self.log(f"    nginx now sends traffic to {', '.join(sorted(new))}")
+        # 3. Old replicas leave, `batch` at a time: gunicorn finishes their requests first.
+        leaving = [n for n in [*old, *extra] if n not in new]
+        for index in range(0, len(leaving), self.batch):
+            chunk = leaving[index : index + self.batch]
+            self.remove(chunk)
+            self.log(f"    drained and stopped {', '.join(chunk)}")
+        return f"{len(new)} replica(s) of {target} serving, {len(leaving)} stopped"

@@ -59,9 +59,12 @@ class Tally:
         if self.versions:
             span = max(t for t, _ in self.versions) - min(t for t, _ in self.versions)
             rate = f" over {span:.0f}s" if span else ""
+        changes = self.version_changes()
+        shown = " -> ".join(changes[:6]) + (
+            f" ... ({len(changes)} in all)" if len(changes) > 6 else ""
+        )
         return (
-            f"{self.requests} requests{rate}, {len(self.failures)} failed, versions seen: "
-            + " -> ".join(self.version_changes())
+            f"{self.requests} requests{rate}, {len(self.failures)} failed, versions seen: {shown}"
         )
 
 

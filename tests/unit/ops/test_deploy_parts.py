@@ -157,3 +157,13 @@ def test_release_records_round_trip_and_ignore_unknown_fields() -> None:
     assert back == release
     with pytest.raises(ValueError):
         releases.Release.from_json("[]")
+
+
+def test_the_release_digest_follows_files_images_and_secrets_but_holds_no_secret() -> None:
+    files, ids, keys = {"compose.yaml": "a"}, {"x:1": "sha256:1"}, {"POSTGRES_PASSWORD": "s3cr3t"}
+    same = deploy.release_digest(dict(files), dict(ids), dict(keys))
+    assert same == deploy.release_digest(files, ids, keys)
+    assert deploy.release_digest({"compose.yaml": "b"}, ids, keys) != same
+    assert deploy.release_digest(files, {"x:1": "sha256:2"}, keys) != same
+    assert deploy.release_digest(files, ids, {"POSTGRES_PASSWORD": "rotated"}) != same
+    assert "s3cr3t" not in same

@@ -1,0 +1,391 @@
+"""Deploys to real hosts over real SSH: two sandbox hosts (staging and production), each a
+container with its own sshd and Docker engine, driven by `invoke deploy / rollback / releases`.
+
+Tests run in file order and build on each other: v1 first deploy, v2 under load, rollback under
+load, a release that never gets ready, a failing migration, two deploys at once, a stale lock,
+a killed replica, and last production (which nothing before may have touched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from ops import config
+from ops.traffic import Traffic
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = secrets.token_hex(3)
+STAGING = f"e2e-stg-{TAG}"
+PRODUCTION = f"e2e-prd-{TAG}"
+V1, V2 = f"e2e-{TAG}-v1", f"e2e-{TAG}-v2"
+BROKEN, BAD_MIGRATION = f"e2e-{TAG}-never-ready", f"e2e-{TAG}-bad-migration"
+LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation
+
+
+@dataclass
+class Host:
+    name: str
+    env: dict[str, str]
+    envdir: Path
+
+    @property
+    def environment(self) -> config.Environment:
+        os.environ["SLIPWAY_ENVIRONMENTS_DIR"] = str(self.envdir)
+        try:
+            return config.load(self.name)
+        finally:
+            del os.environ["SLIPWAY_ENVIRONMENTS_DIR"]
+
+    @property
+    def url(self) -> str:
+        return self.environment.https_url
+
+    @property
+    def verify(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(ROOT / ".slipway" / self.name / "ca.crt"))
+
+    @property
+    def container(self) -> str:
+        return f"slipway-sandbox-{self.name}-1"
+
+    def invoke(
+        self, *args: str, check: bool = True, version: str = ""
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        if version:
+            env["SLIPWAY_VERSION"] = version
+        result = subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}\n--- stdout\n"
+                f"{result.stdout[-8000:]}\n--- stderr\n{result.stderr[-4000:]}"
+            )
+        return result
+
+    def popen(self, *args: str, version: str = "") -> subprocess.Popen[str]:
+        env = dict(self.env)
+        if version:
+            env["SLIPWAY_VERSION"] = version
+        return subprocess.Popen(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def on_host(self, command: str, check: bool = True) -> str:
+        """A shell command inside the sandbox host (as root: it is our container)."""
+        result = subprocess.run(
+            ["docker", "exec", self.container, "sh", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{command}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def version(self) -> str:
+        with httpx.Client(verify=self.verify, timeout=10) as client:
+            return str(client.get(f"{self.url}/api/v1/version").json()["version"])
+
+    def psql(self, sql: str) -> str:
+        project = f"slipway-{self.name}"
+        return self.on_host(
+            f'docker exec {project}-postgres-1 psql -d listings -tA -c "{sql}"'
+        ).strip()
+
+    def api_containers(self) -> list[str]:
+        out = self.on_host(
+            f"docker ps --filter label=com.docker.compose.project=slipway-{self.name} "
+            "--filter label=com.docker.compose.service=api --format '{{.Names}}'"
+        )
+        return sorted(out.split())
+
+    def traffic(self) -> Traffic:
+        return Traffic(self.url, self.verify, rate=LOAD_RATE)
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[dict[str, Host]]:
+    envdir = Path(tempfile.mkdtemp(prefix="slipway-deploy-envs-"))
+    env = {**os.environ, "SLIPWAY_ENVIRONMENTS_DIR": str(envdir)}
+    env.pop("SLIPWAY_VERSION", None)
+    made = {name: Host(name, env, envdir) for name in (STAGING, PRODUCTION)}
+    try:
+        for name, mode in ((STAGING, "staging"), (PRODUCTION, "production")):
+            made[name].invoke("sandbox.up", f"--name={name}", f"--listings-env={mode}")
+            path = envdir / f"{name}.yaml"
+            data = yaml.safe_load(path.read_text())
+            # Short waits so the failure cases fail fast; everything else is the default.
+            data["deploy"].update({"health_timeout": 25, "lock_wait": 5})
+            path.write_text(
+                "# Written by `invoke sandbox.up`, then edited by tests/e2e/test_deploy.py\n"
+                + yaml.safe_dump(data, sort_keys=False)
+            )
+        yield made
+    finally:
+        if os.environ.get("SLIPWAY_E2E_KEEP") != "1":
+            for host in made.values():
+                host.invoke("sandbox.down", f"--name={host.name}", "--yes", check=False)
+            shutil.rmtree(envdir, ignore_errors=True)
+            shutil.rmtree(ROOT / ".slipway" / STAGING, ignore_errors=True)
+            shutil.rmtree(ROOT / ".slipway" / PRODUCTION, ignore_errors=True)
+            subprocess.run(
+                f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep ':e2e-{TAG}-' "
+                "| xargs -r docker rmi -f",
+                shell=True,
+                check=False,
+                capture_output=True,
+            )
+
+
+@pytest.fixture(scope="module")
+def staging(hosts: dict[str, Host]) -> Host:
+    return hosts[STAGING]
+
+
+def _assert_clean(tally_summary: str, failures: list[object], seen: list[str]) -> None:
+    assert failures == [], f"{tally_summary[:600]}: {failures[:5]}"
+    assert seen, "no /api/v1/version answer recorded"
+
+
+def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) -> None:
+    assert staging.on_host("docker ps -aq") == ""
+    result = staging.invoke("deploy", f"--env={STAGING}", version=V1)
+    assert "record the release" in result.stdout
+    assert staging.version() == V1
+    releases = staging.invoke("releases", f"--env={STAGING}").stdout
+    current = [line for line in releases.splitlines() if line.startswith("* ")]
+    assert len(current) == 1 and V1 in current[0] and "succeeded" in current[0]
+    # Everything a first deploy creates: volumes, schema, the certificate in its volume.
+    volumes = staging.on_host("docker volume ls -q").split()
+    assert f"slipway-{STAGING}_postgres-data" in volumes
+    assert f"slipway-{STAGING}-tls" in volumes
+    assert staging.psql("SELECT count(*) FROM alembic_version") == "1"
+    assert len(staging.api_containers()) == 2
+
+
+def test_deploying_twice_changes_nothing(staging: Host) -> None:
+    before = staging.api_containers()
+    staging.invoke("deploy", f"--env={STAGING}", version=V1)
+    assert staging.api_containers() == before
+    plan = staging.invoke("deploy", f"--env={STAGING}", "--dry-run", version=V1).stdout
+    assert "nothing changed since the current release" in plan
+
+
+def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) -> None:
+    with staging.traffic() as traffic:
+        time.sleep(3)
+        staging.invoke("deploy", f"--env={STAGING}", version=V2)
+        time.sleep(3)
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    assert tally.version_changes() == [V1, V2], tally.summary()[:600]
+    assert traffic.rate >= 20, tally.summary()[:600]
+
+
+def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> None:
+    # No build, no registry: the local images of v1 are gone, the host still has them.
+    subprocess.run(["docker", "rmi", f"slipway/listings:{V1}"], check=True, capture_output=True)
+    with staging.traffic() as traffic:
+        time.sleep(3)
+        result = staging.invoke("rollback", f"--env={STAGING}")
+        time.sleep(3)
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    assert tally.version_changes() == [V2, V1], tally.summary()[:600]
+    assert "build" not in result.stdout.lower().replace("rebuild", "")
+    current = [
+        line
+        for line in staging.invoke("releases", f"--env={STAGING}").stdout.splitlines()
+        if line.startswith("* ")
+    ]
+    assert V1 in current[0]
+
+
+def _derived_image(base: str, tag: str, entrypoint: list[str], files: dict[str, str]) -> None:
+    """An image made from `base` with another entrypoint and extra files (docker commit)."""
+    name = f"slipway-derive-{tag}"
+    subprocess.run(["docker", "create", "--name", name, base], check=True, capture_output=True)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            for target, text in files.items():
+                local = Path(scratch) / Path(target).name
+                local.write_text(text)
+                subprocess.run(
+                    ["docker", "cp", str(local), f"{name}:{target}"],
+                    check=True,
+                    capture_output=True,
+                )
+        subprocess.run(
+            [
+                "docker",
+                "commit",
+                "--change",
+                f"ENTRYPOINT {json.dumps(entrypoint)}",
+                name,
+                f"slipway/listings:{tag}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def test_a_release_that_never_gets_ready_rolls_back_with_no_failed_request(
+    staging: Host,
+) -> None:
+    # Its API replicas start and hang without ever serving; migrate and worker behave.
+    hang = 'if [ "$0" = api ]; then exec sleep 3600; fi; exec listings "$0" "$@"'
+    _derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
+    before = staging.api_containers()
+    with staging.traffic() as traffic:
+        time.sleep(2)
+        result = staging.invoke("deploy", f"--env={STAGING}", f"--version={BROKEN}", check=False)
+        time.sleep(2)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "not ready after 25s" in out
+    assert "--- logs of" in out  # the failing container's logs are printed
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    assert tally.version_changes() == [V1], tally.summary()[:600]
+    assert staging.api_containers() == before
+    assert staging.version() == V1
+
+
+def test_a_failing_migration_aborts_before_traffic_moves(staging: Host) -> None:
+    migration = (
+        '"""Fails after creating a table: the transaction must leave nothing behind."""\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        'revision = "0900_broken"\ndown_revision = "0002_api_key_names"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade():\n"
+        '    op.create_table("should_not_exist", sa.Column("id", sa.Integer, primary_key=True))\n'
+        '    op.execute("SELECT 1 / 0")\n\n\n'
+        "def downgrade():\n"
+        '    op.drop_table("should_not_exist")\n'
+    )
+    versions = "/opt/venv/lib/python3.11/site-packages/listings/migrations/versions"
+    _derived_image(
+        f"slipway/listings:{V2}",
+        BAD_MIGRATION,
+        ["listings"],
+        {f"{versions}/0900_broken.py": migration},
+    )
+    revision = staging.psql("SELECT version_num FROM alembic_version")
+    before = staging.api_containers()
+    count = staging.psql("SELECT count(*) FROM listings")
+    result = staging.invoke("deploy", f"--env={STAGING}", f"--version={BAD_MIGRATION}", check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "migration failed" in out and "running release was not touched" in out
+    assert re.search(r"rolling update of the API\s+impacting\s+not run", out)
+    assert staging.psql("SELECT version_num FROM alembic_version") == revision
+    assert staging.psql("SELECT to_regclass('should_not_exist') IS NULL") == "t"
+    assert staging.psql("SELECT count(*) FROM listings") == count
+    assert staging.api_containers() == before
+    assert staging.version() == V1
+
+
+def test_a_second_deploy_fails_naming_the_holder_while_the_first_runs(staging: Host) -> None:
+    first = staging.popen("deploy", f"--env={STAGING}", version=V2)
+    try:
+        deadline = time.monotonic() + 120
+        while "lock" not in staging.on_host(f"ls /srv/slipway/{STAGING}", check=False):
+            assert first.poll() is None, first.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the first deploy never took the lock"
+            time.sleep(0.2)
+        second = staging.invoke("deploy", f"--env={STAGING}", version=V2, check=False)
+        out = second.stdout + second.stderr
+        assert second.returncode != 0
+        assert "is locked: deploy of " + V2 + " by " in out
+        assert "invoke lock.release" in out
+    finally:
+        output = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, output[-3000:]
+    assert staging.version() == V2
+
+
+def test_a_stale_lock_of_a_killed_deploy_is_taken_over(staging: Host) -> None:
+    stale = {
+        "owner": "ghost@gone pid 1",
+        "token": "deadbeef",
+        "version": "v0",
+        "started": 1000,
+        "refreshed": 1000,
+        "ttl": 60,
+        "operation": "deploy",
+    }
+    lock_dir = f"/srv/slipway/{STAGING}/lock"
+    staging.on_host(
+        f"mkdir {lock_dir} && echo '{json.dumps(stale)}' > {lock_dir}/info.json "
+        f"&& chown -R deploy {lock_dir}"
+    )
+    status = staging.invoke("lock.status", f"--env={STAGING}").stdout
+    assert "ghost@gone" in status and "STALE" in status
+    result = staging.invoke("deploy", f"--env={STAGING}", version=V1)
+    assert "taking over a stale deploy lock" in result.stdout
+    assert staging.version() == V1
+    assert "not locked" in staging.invoke("lock.status", f"--env={STAGING}").stdout
+
+
+def test_killing_an_api_replica_under_load_fails_no_request(staging: Host) -> None:
+    victim = staging.api_containers()[0]
+    restarts = staging.on_host(f"docker inspect -f '{{{{.RestartCount}}}}' {victim}").strip()
+    with staging.traffic() as traffic:
+        time.sleep(3)
+        staging.on_host(f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {victim})")
+        time.sleep(12)
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    deadline = time.monotonic() + 90
+    while True:
+        state = staging.on_host(
+            f"docker inspect -f '{{{{.RestartCount}}}} {{{{.State.Status}}}}' {victim}"
+        ).split()
+        if int(state[0]) > int(restarts) and state[1] == "running":
+            break
+        assert time.monotonic() < deadline, f"{victim} did not come back: {state}"
+        time.sleep(1)
+
+
+def test_production_is_a_separate_host_that_staging_never_touched(hosts: dict[str, Host]) -> None:
+    production, staging = hosts[PRODUCTION], hosts[STAGING]
+    assert production.on_host("docker ps -aq") == ""
+    assert production.on_host("docker images -q") == ""
+    assert production.on_host("ls -A /srv/slipway") == ""
+    staging_releases = staging.invoke("releases", f"--env={STAGING}").stdout
+    production.invoke("deploy", f"--env={PRODUCTION}", version=V1)
+    assert production.version() == V1
+    assert staging.invoke("releases", f"--env={STAGING}").stdout == staging_releases
+    assert staging.version() == V1
