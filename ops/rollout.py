@@ -5,8 +5,8 @@ to the old ones, `batch` at a time; each must answer /ready from inside its cont
 rewrite of nginx's upstream file and one graceful reload move all new requests to the new
 replicas at once (clients never see versions alternate); nginx's old workers finish their
 requests; then `docker stop` lets gunicorn drain the old replicas, `batch` at a time. Containers
-carry the label org.slipway.release, so a rollout knows
-which replicas belong to another release whatever happened before (a half-finished rollout too).
+carry the label org.slipway.release, so a rollout knows which replicas belong to another release
+whatever happened before (a half-finished rollout too).
 """
 
 from __future__ import annotations
@@ -96,8 +96,13 @@ class Rollout:
         self.replicas = replicas
         self.batch = max(1, batch)
         self.health_timeout = health_timeout
-        self.log = log
+        self._log = log
+        self._began = time.monotonic()
         self.upstream_path = f"{compose.root}/nginx/upstream.conf"
+
+    def log(self, message: str) -> None:
+        """Progress lines carry the seconds since the rollout began."""
+        self._log(f"{message} [+{time.monotonic() - self._began:.1f}s]")
 
     # ------------------------------------------------------------------ facts on the host
 
@@ -154,7 +159,7 @@ class Rollout:
     def wait_nginx_drained(self, nginx: str) -> None:
         """Wait until nginx workers of the previous configuration have finished their requests."""
         script = f"docker exec {quote(nginx)} sh -c " + quote(
-            "grep -l 'shutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"
+            "grep -l '[s]hutting down' /proc/[0-9]*/cmdline 2>/dev/null | wc -l"
         )
         deadline = time.monotonic() + NGINX_DRAIN_TIMEOUT
         while time.monotonic() < deadline:
@@ -268,6 +273,7 @@ class Rollout:
     def run(self) -> str:
         """Start the target release's replicas, switch nginx to them at once, drain the rest."""
         target = self.compose.release_id
+        self._began = time.monotonic()
         everything = self.containers()
         # Dead containers of any release are clutter that would count towards --scale.
         self.remove([c.name for c in everything if c.state != "running"], graceful=False)
@@ -291,7 +297,7 @@ class Rollout:
         #    versions alternate. Requests in flight on the old replicas finish there.
         if sorted(serving) != sorted(new):
             self.set_upstream(new)
-            self.log(f"    nginx now sends traffic to {', '.join(sorted(new))}")
+            self.log(f"    nginx now sends traffic to {', '.join(sorted(new))}; old workers done")
         # 3. Old replicas leave, `batch` at a time: gunicorn finishes their requests first.
         leaving = [n for n in [*old, *extra] if n not in new]
         for index in range(0, len(leaving), self.batch):
