@@ -10,6 +10,7 @@ test traffic goes to loopback only, never elsewhere.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -74,7 +75,7 @@ class Traffic:
     def __init__(
         self,
         base_url: str,
-        verify: str | bool,
+        verify: str | bool | ssl.SSLContext,
         rate: float = 24.0,
         threads: int = 4,
         mix: Sequence[tuple[str, int]] = MIX,

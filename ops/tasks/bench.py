@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import bench
+from ops import bench, bench_deploy
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 
@@ -42,3 +42,10 @@ def ingest(
                 timeout=float(timeout),
             )
         )
+
+
+@task(help={"keep": "keep the benchmark's sandbox afterwards (remove it with sandbox.down)"})
+def deploy(c: Context, keep: bool = False) -> None:
+    """Deploy and rollback durations and failed requests under traffic, in a sandbox."""
+    with exits():
+        bench_deploy.run(keep=keep)

@@ -1,0 +1,133 @@
+"""`invoke bench.deploy`: deploy and rollback durations under steady read traffic.
+
+Runs in a sandbox of its own (never an existing environment): deploys v1, then warms up v2 (so
+its images are on the host, as for a rollback and for "images already present"), then measures a
+deploy of v2 and a rollback to v1, each under traffic, with the commands a user types. Prints
+the durations, the requests and failures seen, and PASS/MISS against the targets.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import ssl
+import subprocess  # nosec B404: fixed argv of our own tasks
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops import config, paths
+from ops.errors import OpsError
+from ops.traffic import Traffic
+
+DEPLOY_TARGET_S = 60.0
+ROLLBACK_TARGET_S = 20.0
+RATE = 24.0
+
+
+@dataclass(frozen=True)
+class Measured:
+    what: str
+    seconds: float
+    requests: int
+    failures: int
+    rate: float
+    versions: str
+
+    def line(self, target: float) -> str:
+        verdict = "PASS" if self.seconds < target and self.failures == 0 else "MISS"
+        return (
+            f"{self.what:<9} {self.seconds:>7.1f}s (target < {target:.0f}s)  "
+            f"{self.requests:>6} requests at {self.rate:>5.1f}/s, {self.failures} failed  "
+            f"versions {self.versions}  {verdict}"
+        )
+
+
+def _invoke(env: dict[str, str], *args: str) -> None:
+    started = time.monotonic()
+    result = subprocess.run(  # noqa: S603  # nosec B603: our own tasks, fixed argv
+        [sys.executable, "-m", "invoke", *args],
+        cwd=paths.repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise OpsError(
+            f"`invoke {' '.join(args)}` failed after {time.monotonic() - started:.0f}s:\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+        )
+
+
+def _measured(what: str, env: dict[str, str], args: Sequence[str], url: str, ca: Path) -> Measured:
+    traffic = Traffic(url, ssl.create_default_context(cafile=str(ca)), rate=RATE)
+    with traffic:
+        time.sleep(2)
+        began = time.monotonic()
+        _invoke(env, *args)
+        seconds = time.monotonic() - began
+        time.sleep(2)
+    tally = traffic.tally
+    return Measured(
+        what,
+        seconds,
+        tally.requests,
+        len(tally.failures),
+        traffic.rate,
+        " -> ".join(tally.version_changes()),
+    )
+
+
+def run(keep: bool = False) -> list[str]:
+    """Set up a sandbox, measure deploy and rollback, print and return the report lines."""
+    name = f"bench-{secrets.token_hex(3)}"
+    envdir = Path(tempfile.mkdtemp(prefix="slipway-bench-envs-"))
+    base = {**os.environ, "SLIPWAY_ENVIRONMENTS_DIR": str(envdir)}
+    base.pop("SLIPWAY_VERSION", None)
+    v1, v2 = f"{name}-v1", f"{name}-v2"
+    lines: list[str] = []
+    try:
+        print(f"==> sandbox {name}, versions {v1} and {v2}", flush=True)
+        _invoke(base, "sandbox.up", f"--name={name}")
+        for version in (v1, v2, v1):  # v1 live, v2's images on the host too, back on v1
+            print(f"    setup: deploy {version}", flush=True)
+            _invoke({**base, "SLIPWAY_VERSION": version}, "deploy", f"--env={name}")
+        os.environ["SLIPWAY_ENVIRONMENTS_DIR"] = str(envdir)
+        try:
+            env = config.load(name)
+        finally:
+            del os.environ["SLIPWAY_ENVIRONMENTS_DIR"]
+        ca = Path(env.verify) if not isinstance(env.verify, bool) else Path("/nonexistent")
+        print("==> measuring under traffic", flush=True)
+        deployed = _measured(
+            "deploy",
+            {**base, "SLIPWAY_VERSION": v2},
+            ["deploy", f"--env={name}"],
+            env.https_url,
+            ca,
+        )
+        rolled = _measured("rollback", base, ["rollback", f"--env={name}"], env.https_url, ca)
+        lines = [
+            f"bench.deploy: {env.replicas.api} API replicas, images already on the host, "
+            f"{RATE:.0f} req/s of mixed reads through nginx over HTTPS",
+            deployed.line(DEPLOY_TARGET_S),
+            rolled.line(ROLLBACK_TARGET_S),
+        ]
+        for line in lines:
+            print(line, flush=True)
+        return lines
+    finally:
+        if not keep:
+            _invoke(base, "sandbox.down", f"--name={name}", "--yes")
+            shutil.rmtree(envdir, ignore_errors=True)
+            shutil.rmtree(paths.env_state_dir(name), ignore_errors=True)
+            subprocess.run(  # noqa: S603  # nosec B603
+                ["docker", "rmi", f"slipway/listings:{v1}", f"slipway/listings:{v2}"],  # noqa: S607
+                capture_output=True,
+                check=False,
+            )
