@@ -19,6 +19,7 @@ ns.add_task(deploys.deploy)
 ns.add_task(deploys.rollback)
 ns.add_task(deploys.releases)
 ns.add_task(deploys.version)
+ns.add_task(deploys.maintenance)
 ns.add_collection(Collection.from_module(lock, name="lock"))
 
 # Parts of it, one at a time.

@@ -604,7 +604,7 @@ def smoke_check(env: config.Environment, version: str, timeout: float = SMOKE_TI
     base = env.https_url
     deadline = time.monotonic() + timeout
     problem = ""
-    with httpx.Client(verify=_verify(env), timeout=10.0) as client:
+    with httpx.Client(verify=verify_context(env), timeout=10.0) as client:
         while time.monotonic() < deadline:
             try:
                 ready = client.get(f"{base}/ready")
@@ -619,7 +619,7 @@ def smoke_check(env: config.Environment, version: str, timeout: float = SMOKE_TI
     raise OpsError(f"smoke check through {base} failed: {problem}")
 
 
-def _verify(env: config.Environment) -> ssl.SSLContext | bool:
+def verify_context(env: config.Environment) -> ssl.SSLContext | bool:
     """An SSL context trusting the environment's CA file, or True for the system CAs."""
     verify = env.verify
     if isinstance(verify, Path):

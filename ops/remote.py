@@ -213,6 +213,16 @@ class Remote:
             f"{what or result.command!r} failed on {self.host.label} (exit {result.code}): {detail}"
         )
 
+    def stream(self, command: str, what: str = "") -> None:
+        """Run a command, its output streamed here as it comes (logs --follow)."""
+        conn = self._connection()
+        try:
+            res = conn.run(command, hide=False, warn=True, in_stream=False)
+        except Exception as exc:
+            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+        if res.exited != 0:
+            raise OpsError(f"{what or command!r} failed on {self.host.label} (exit {res.exited})")
+
     def put_text(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a file atomically: a temporary file in the same directory, then rename."""
         directory = str(Path(path).parent)

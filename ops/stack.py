@@ -14,7 +14,18 @@ from pathlib import Path
 
 import docker
 
-from ops import certs, compose, config, docker_engine, health, images, paths, ports, secrets
+from ops import (
+    certs,
+    compose,
+    config,
+    docker_engine,
+    health,
+    hostops,
+    images,
+    paths,
+    ports,
+    secrets,
+)
 from ops.compose import Compose
 from ops.errors import OpsError
 from ops.steps import Report, Runner, Step
@@ -357,6 +368,8 @@ def down(env_name: str, volumes: bool = False, yes: bool = False) -> None:
 def status(env_name: str) -> bool:
     """Print services, health, image versions and the URL; True when everything is ready."""
     env = config.load(env_name)
+    if env.target == "ssh":
+        return hostops.status(env)
     engine = docker_engine.client()
     current = health.states(engine, env.project_name)
     print(f"environment {env.name} (project {env.project_name}, {env.source})")
@@ -381,6 +394,10 @@ def logs(
     env_name: str, service: str = "", follow: bool = False, since: str = "", tail: int = 200
 ) -> None:
     """Show (or follow) the logs of one service or of all."""
+    env = config.load(env_name)
+    if env.target == "ssh":
+        hostops.logs(env, service=service, follow=follow, since=since, tail=tail)
+        return
     stack = open_stack(env_name)
     args = ["logs", "--tail", str(tail)]
     if follow:
@@ -426,6 +443,10 @@ def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> R
 
 def migrate(env_name: str) -> None:
     """Run migrations in a one-off container of the listings image (starts postgres if needed)."""
+    env = config.load(env_name)
+    if env.target == "ssh":
+        print(hostops.migrate(env).rstrip())
+        return
     stack = open_stack(env_name)
     stack.compose().run("run", "--rm", "--pull", "never", MIGRATE_SERVICE, what="migrate")
 
@@ -434,6 +455,10 @@ def apikey(env_name: str, action: str, name: str) -> None:
     """`listings apikey <action> --name <name>` in a one-off container on the stack's network."""
     if action not in ("create", "revoke"):
         raise OpsError(f"unknown apikey action {action!r}: use create or revoke")
+    env = config.load(env_name)
+    if env.target == "ssh":
+        print(hostops.apikey(env, action, name).rstrip())
+        return
     stack = open_stack(env_name)
     engine = stack.docker()
     running = {s.service for s in health.states(engine, stack.env.project_name) if s.ready}

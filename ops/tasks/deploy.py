@@ -5,8 +5,9 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import compose
+from ops import compose, config, hostops
 from ops import deploy as deploys
+from ops.errors import OpsError
 from ops.tasks._common import exits
 
 ENV_HELP = "environment name: environments/<env>.yaml with target: ssh"
@@ -55,3 +56,15 @@ def version(c: Context, output: str = "") -> None:
         if output:
             with open(output, "a", encoding="utf-8") as handle:
                 handle.write(f"version={build.version}\ngit_sha={build.git_sha}\n")
+
+
+@task(
+    positional=["state"],
+    help={"env": ENV_HELP, "state": "on (nginx answers 503 with Retry-After) or off"},
+)
+def maintenance(c: Context, state: str, env: str) -> None:
+    """Turn maintenance mode on or off: nginx answers 503 with Retry-After to every request."""
+    with exits():
+        if state not in ("on", "off"):
+            raise OpsError(f"maintenance state must be `on` or `off`, not {state!r}")
+        print(hostops.maintenance(config.load(env), state == "on"))

@@ -193,6 +193,45 @@ def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) 
     assert len(staging.api_containers()) == 2
 
 
+def test_operating_commands_work_on_the_host(staging: Host) -> None:
+    status = staging.invoke("status", f"--env={STAGING}").stdout
+    assert f"version {V1}, succeeded" in status and "overall: ready" in status
+    assert "lock: free" in status and "maintenance: off" in status
+    assert "database schema at" in staging.invoke("db.migrate", f"--env={STAGING}").stdout
+    created = staging.invoke("apikey.create", f"--env={STAGING}", "--name=e2e-ops").stdout
+    key = next(w for w in created.split() if w.startswith("slw_"))
+    listing = {
+        "source": "e2e",
+        "source_id": "ops-1",
+        "title": "Deployed flat",
+        "kind": "apartment",
+        "price": 1000,
+        "city": "Lyon",
+    }
+    with httpx.Client(verify=staging.verify, timeout=10) as client:
+        url = f"{staging.url}/api/v1/listings"
+        assert client.post(url, json=listing).status_code == 401
+        made = client.post(url, json=listing, headers={"Authorization": f"Bearer {key}"})
+        assert made.status_code == 201, made.text
+        logs = staging.invoke("logs", f"--env={STAGING}", "--service=api", "--tail=50").stdout
+        assert '"route": "/api/v1/listings"' in logs
+        staging.invoke("maintenance", f"--env={STAGING}", "on")
+        try:
+            api = client.get(url)
+            page = client.get(f"{staging.url}/")
+            assert api.status_code == 503 and api.json()["error"] == "maintenance"
+            assert api.headers["retry-after"] == "120"
+            assert page.status_code == 503 and "maintenance" in page.text
+            assert page.headers["content-type"].startswith("text/html")
+            assert (
+                "maintenance: ON"
+                in staging.invoke("status", f"--env={STAGING}", check=False).stdout
+            )
+        finally:
+            staging.invoke("maintenance", f"--env={STAGING}", "off")
+        assert client.get(url).status_code == 200
+
+
 def test_deploying_twice_changes_nothing(staging: Host) -> None:
     before = staging.api_containers()
     staging.invoke("deploy", f"--env={STAGING}", version=V1)

@@ -1,0 +1,152 @@
+"""Operating commands on a `target: ssh` environment's host, through its current release:
+status, logs, migrations, API keys, maintenance mode. The local stack has its own versions in
+ops/stack.py; the tasks pick one by the environment's target.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from ops import config, locks
+from ops.deploy import verify_context
+from ops.errors import OpsError
+from ops.releases import ReleaseStore
+from ops.remote import Remote, quote
+from ops.rollout import RemoteCompose
+
+MAINTENANCE_FILE = "nginx/maintenance"
+
+
+class Host:
+    """The host of one environment, with its current release."""
+
+    def __init__(self, env: config.Environment) -> None:
+        if env.target != "ssh":
+            raise OpsError(f"environment {env.name!r} is not on a host (target: {env.target})")
+        self.env = env
+        self.remote = Remote(env.hosts[0])
+        self.root = env.deploy.remote_dir.rstrip("/")
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remote.close()
+
+    def current(self) -> str:
+        release = ReleaseStore(self.remote, self.root).current_id()
+        if release is None:
+            raise OpsError(
+                f"nothing is deployed to {self.remote.host.label} yet. Fix: "
+                f"`invoke deploy --env={self.env.name}`"
+            )
+        return release
+
+    def compose(self) -> RemoteCompose:
+        return RemoteCompose(self.remote, self.env.project_name, self.root, self.current())
+
+
+def status(env: config.Environment) -> bool:
+    """Release, containers and their health, lock, and /ready through the public URL."""
+    with Host(env) as host:
+        store = ReleaseStore(host.remote, host.root)
+        current = store.current_id()
+        release = store.get(current) if current else None
+        print(f"environment {env.name}: {host.remote.host.label}, {host.root}")
+        if release is None:
+            print("  release: none (never deployed)")
+        else:
+            print(f"  release: {release.id} (version {release.version}, {release.outcome})")
+        fmt = '{{.Names}}\t{{.Status}}\t{{.Image}}\t{{.Label "org.slipway.release"}}'
+        out = host.remote.run(
+            f"docker ps -a --filter label=com.docker.compose.project={quote(env.project_name)} "
+            f"--format {quote(fmt)}",
+            what="list containers",
+        ).stdout
+        rows = sorted(line.split("\t") for line in out.splitlines() if line.strip())
+        healthy = True
+        for row in rows:
+            name, state, image, label = [*row, "", "", "", ""][:4]
+            # One-off containers (migrate) are expected to have exited.
+            bad = "(unhealthy)" in state or not state.startswith("Up")
+            if bad and "-migrate-" not in name:
+                healthy = False
+            mark = "" if not label or label == current else "  (other release!)"
+            print(f"  {name:<40} {state:<32} {image}{mark}")
+        holder, now = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl).status()
+        print("  lock: " + (holder.describe(now) if holder else "free"))
+        maintenance = host.remote.run(
+            f"test -e {quote(host.root + '/' + MAINTENANCE_FILE)}", check=False
+        ).ok
+        print(f"  maintenance: {'ON' if maintenance else 'off'}")
+    try:
+        with httpx.Client(verify=verify_context(env), timeout=10) as client:
+            ready = client.get(f"{env.https_url}/ready")
+        print(f"  {env.https_url}/ready: {ready.status_code}")
+        healthy = healthy and ready.status_code == 200
+    except httpx.HTTPError as exc:
+        print(f"  {env.https_url}/ready: unreachable ({exc})")
+        healthy = False
+    print(f"  overall: {'ready' if healthy else 'NOT ready'}")
+    return healthy
+
+
+def logs(
+    env: config.Environment,
+    service: str = "",
+    follow: bool = False,
+    since: str = "",
+    tail: int = 200,
+) -> None:
+    """`docker compose logs` of the current release on the host, streamed here."""
+    with Host(env) as host:
+        args = ["logs", "--no-color", "--tail", str(tail)]
+        if follow:
+            args.append("--follow")
+        if since:
+            args += ["--since", since]
+        if service:
+            args.append(service)
+        host.remote.stream(host.compose().command(*args), what="compose logs")
+
+
+def migrate(env: config.Environment) -> str:
+    """`alembic upgrade head` in a one-off container of the current release."""
+    with Host(env) as host:
+        return host.compose().run("run", "--rm", "--no-deps", "-T", "migrate", what="migrate")
+
+
+def apikey(env: config.Environment, action: str, name: str) -> str:
+    """`listings apikey <action> --name <name>` in a one-off container on the host."""
+    if action not in ("create", "revoke"):
+        raise OpsError(f"unknown apikey action {action!r}: use create or revoke")
+    with Host(env) as host:
+        return host.compose().run(
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "migrate",
+            "apikey",
+            action,
+            "--name",
+            name,
+            what=f"apikey {action}",
+        )
+
+
+def maintenance(env: config.Environment, on: bool) -> str:
+    """Turn maintenance mode on (nginx answers 503 with Retry-After) or off. No reload needed:
+    nginx checks the flag file on every request."""
+    with Host(env) as host:
+        path = f"{host.root}/{MAINTENANCE_FILE}"
+        if on:
+            host.remote.put_text(path, json.dumps({"by": locks.default_owner()}) + "\n")
+        else:
+            host.remote.run(f"rm -f {quote(path)}", what="leave maintenance mode")
+        ReleaseStore(host.remote, host.root).audit(
+            {"event": f"maintenance {'on' if on else 'off'}", "who": locks.default_owner()}
+        )
+    return f"maintenance mode {'ON: every request gets 503' if on else 'off'} on {env.name}"
