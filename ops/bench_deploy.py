@@ -35,6 +35,7 @@ class Measured:
     seconds: float
     requests: int
     failures: int
+    retried: int
     rate: float
     versions: str
 
@@ -42,7 +43,8 @@ class Measured:
         verdict = "PASS" if self.seconds < target and self.failures == 0 else "MISS"
         return (
             f"{self.what:<9} {self.seconds:>7.1f}s (target < {target:.0f}s)  "
-            f"{self.requests:>6} requests at {self.rate:>5.1f}/s, {self.failures} failed  "
+            f"{self.requests:>6} requests at {self.rate:>5.1f}/s, {self.failures} failed "
+            f"({self.retried} re-sent after a keep-alive close)  "
             f"versions {self.versions}  {verdict}"
         )
 
@@ -78,6 +80,7 @@ def _measured(what: str, env: dict[str, str], args: Sequence[str], url: str, ca:
         seconds,
         tally.requests,
         len(tally.failures),
+        tally.retried,
         traffic.rate,
         " -> ".join(tally.version_changes()),
     )

@@ -42,6 +42,8 @@ class Tally:
     """What the traffic saw."""
 
     requests: int = 0
+    # GETs re-sent once because the server closed an idle keep-alive connection as they left
+    retried: int = 0
     failures: list[Failure] = field(default_factory=list)
     versions: list[tuple[float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -144,15 +146,30 @@ class Traffic:
             if client is not None:
                 client.close()
 
+    def _get(self, client: httpx.Client | None, url: str) -> tuple[httpx.Response, bool]:
+        """GET `url`; (response, retried).
+
+        A kept-alive HTTP/1.1 connection can be closed by the server (an nginx reload closes
+        its idle ones) just as the client sends on it. For an idempotent request the client may
+        then retry it on a new connection (RFC 9112, 9.3.1), as browsers do; this client does so
+        once and counts it. Connections opened per request never meet this race.
+        """
+        if client is None:
+            return httpx.get(url, verify=self.verify, timeout=15.0), False
+        try:
+            return client.get(url), False
+        except httpx.RemoteProtocolError as exc:
+            if "without sending a response" not in str(exc):
+                raise
+            return client.get(url), True
+
     def _one(self, client: httpx.Client | None, path: str) -> None:
         at = time.monotonic()
         problem = ""
         version = None
+        retried = False
         try:
-            if client is not None:
-                response = client.get(self.base_url + path)
-            else:
-                response = httpx.get(self.base_url + path, verify=self.verify, timeout=15.0)
+            response, retried = self._get(client, self.base_url + path)
             if not 200 <= response.status_code < 300:
                 problem = f"HTTP {response.status_code}: {response.text[:200]}"
             elif path == "/api/v1/version":
@@ -161,6 +178,7 @@ class Traffic:
             problem = f"{type(exc).__name__}: {exc}"
         with self.tally.lock:
             self.tally.requests += 1
+            self.tally.retried += int(retried)
             if problem:
                 self.tally.failures.append(Failure(at - self.started, path, problem))
             if version is not None:
