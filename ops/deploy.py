@@ -158,6 +158,8 @@ class Deployment:
     unchanged: bool = False  # the current release already runs exactly this
     started: float = field(default_factory=time.monotonic)
     switched: bool = False  # the rolling update began: a failure now needs a rollback
+    heartbeat: locks.Heartbeat | None = None
+    maintenance: bool = False  # maintenance mode is on: public smoke checks answer 503
 
     # ------------------------------------------------------------------ helpers
 
@@ -188,8 +190,9 @@ class Deployment:
         return self.store
 
     def refresh_lock(self) -> None:
-        if self.lock is not None and self.lock.held is not None:
-            self.lock.refresh()
+        """Stop before changing anything more if the lock is no longer ours."""
+        if self.heartbeat is not None:
+            self.heartbeat.check()
 
     # ------------------------------------------------------------------ pre-flight
 
@@ -209,6 +212,11 @@ class Deployment:
             raise OpsError(
                 f"{self.env.source}: field 'registry' is {self.env.registry!r}, but shipping "
                 "through a registry is not built yet. Fix: `registry: none` (images go over SSH)"
+            )
+        if self.env.tls != "local-ca":
+            raise OpsError(
+                f"{self.env.source}: field 'tls' is {self.env.tls!r}, but deploys support only "
+                "local-ca so far (ACME with certbot is not built yet). Fix: tls: local-ca"
             )
         self.secrets = secrets.require(self.env)
         return f"{self.env.source.name}: {self.host.label}, version {self.build.version}"
@@ -270,8 +278,19 @@ class Deployment:
         current = store.current_id()
         self.previous = store.get(current) if current else None
         self.first_deploy = self.previous is None
+        self.unchanged = False
         engine = self.docker()
         self.to_ship = []
+        self.maintenance = (
+            self.sh().run(f"test -e {quote(self.root + '/nginx/maintenance')}", check=False).ok
+        )
+        if self.maintenance:
+            print(
+                "    plan: WARNING maintenance mode is on: the public smoke checks are skipped "
+                "(new replicas still pass /ready from inside before any switch)",
+                flush=True,
+            )
+        ids = {}
         for ref in image_refs(self.build):
             local_id = engine.images.get(ref).id
             remote_id = (
@@ -279,14 +298,17 @@ class Deployment:
                 .run(f"docker image inspect -f '{{{{.Id}}}}' {quote(ref)} 2>/dev/null", check=False)
                 .stdout.strip()
             )
-            if remote_id != local_id:
+            # Infrastructure tags name their build inputs: a host that has the tag runs the
+            # same thing even if this machine built it again (another id). Shipping it would
+            # restart PostgreSQL, Redis or nginx for nothing.
+            content_tagged = not ref.startswith(f"{LISTINGS_IMAGE}:")
+            if remote_id and (remote_id == local_id or content_tagged):
+                ids[ref] = remote_id
+            else:
+                ids[ref] = local_id
                 self.to_ship.append(ref)
         assert self.secrets is not None
-        digest = release_digest(
-            self.release_files("-"),
-            {r: engine.images.get(r).id for r in image_refs(self.build)},
-            self.secrets.values,
-        )
+        digest = release_digest(self.release_files("-"), ids, self.secrets.values)
         previous = self.previous
         if previous and previous.outcome == "succeeded" and previous.digest == digest:
             self.unchanged = True
@@ -303,7 +325,7 @@ class Deployment:
             id=release_id,
             version=self.build.version,
             git_sha=self.build.git_sha,
-            images={r: engine.images.get(r).id for r in image_refs(self.build)},
+            images=ids,
             who=locks.default_owner(),
             kind=self.kind,
             started=iso(utc_now()),
@@ -328,6 +350,12 @@ class Deployment:
         held = self.lock.acquire(
             self.build.version, wait=float(self.env.deploy.lock_wait), operation=self.kind
         )
+        self.heartbeat = locks.Heartbeat(self.lock).start()
+        planned = self.previous.id if self.previous else None
+        if self.releases().current_id() != planned:
+            # Another deploy finished while this one waited: plan again from what runs now.
+            print("    the current release changed while waiting for the lock: planning again")
+            self.plan()
         return f"held by {held.owner}"
 
     def ship(self) -> str:
@@ -349,7 +377,7 @@ class Deployment:
                 continue
             began = time.monotonic()
             size = int(image.attrs.get("Size", 0))
-            self.sh().stream_into("docker load -q", _save_chunks(image), what=f"ship {ref}")
+            self.sh().stream_into("docker load -q", _save_chunks(image, ref), what=f"ship {ref}")
             took = time.monotonic() - began
             print(f"    {ref}: {size / 1e6:.0f} MB in {took:.1f}s", flush=True)
             shipped.append(ref)
@@ -399,16 +427,22 @@ class Deployment:
             f"docker run --rm -i --network none --user 0 --entrypoint sh "
             f"-v {quote(volume)}:/tls {quote(nginx_ref)} -c "
             + quote(
-                "set -e; cd /tls; tar -x --same-owner -p -f -; chown 101:101 tls.crt tls.key; "
-                "chmod 644 tls.crt; chmod 600 tls.key; sha256sum tls.crt | cut -c1-12"
+                "set -e; cd /tls; before=$(cat tls.crt tls.key 2>/dev/null | sha256sum); "
+                "tar -x --same-owner -p -f -; chown 101:101 tls.crt tls.key; "
+                "chmod 644 tls.crt; chmod 600 tls.key; after=$(cat tls.crt tls.key | sha256sum); "
+                'if [ "$before" = "$after" ]; then echo same; else echo changed; fi'
             )
         )
-        digest = self.sh().stream_into(
+        volume_state = self.sh().stream_into(
             script, [tls_tarball(cert, key)], what="install the certificate"
         )
-        if result.changed:  # nginx reads certificates at (re)load
+        changed = volume_state.stdout.strip() == "changed"
+        # nginx reads certificates when it (re)loads: whichever machine deployed last, the
+        # volume's content is what it must serve.
+        if changed:
             Rollout(self.rcompose(self.release_id()), 1, 1, 1).reload_nginx()
-        return f"certificate {result.reason} ({digest.stdout.strip()})"
+        state = "installed" if changed else "unchanged on the host"
+        return f"certificate {result.reason}; {state}"
 
     def release_id(self) -> str:
         assert self.release is not None
@@ -463,7 +497,15 @@ class Deployment:
             self.env.deploy.batch,
             float(self.env.deploy.health_timeout),
         )
-        return rollout.run()
+        assert self.release is not None
+        version = self.release.version
+
+        def through_nginx() -> None:
+            # Before the old replicas go: a failure here switches nginx straight back.
+            if not self.maintenance:
+                smoke_check(self.env, version, timeout=30.0)
+
+        return rollout.run(verify=through_nginx)
 
     def roll_workers(self) -> str:
         self.refresh_lock()
@@ -489,6 +531,8 @@ class Deployment:
 
     def smoke(self) -> str:
         assert self.release is not None
+        if self.maintenance:
+            return "skipped: maintenance mode is on (nginx answers 503)"
         return smoke_check(self.env, self.release.version)
 
     def record(self) -> str:
@@ -517,9 +561,14 @@ class Deployment:
                 "seconds": self.release.seconds,
             }
         )
+        self.switched = False  # recorded: from here on nothing rolls the release back
         protect = [self.release.id] + ([self.previous.id] if self.previous else [])
-        pruned = store.prune(self.env.deploy.keep_releases, protect)
-        self.prune_images()
+        try:
+            pruned = store.prune(self.env.deploy.keep_releases, protect)
+            self.prune_images()
+        except OpsError as exc:
+            print(f"    WARNING: pruning old releases failed (the deploy stands): {exc}")
+            pruned = []
         return f"current = {self.release.id}" + (f"; pruned {len(pruned)}" if pruned else "")
 
     def prune_images(self) -> None:
@@ -548,6 +597,18 @@ class Deployment:
         store = self.releases()
         if isinstance(error, RolloutError) and error.details:
             print(error.details, flush=True)
+        if self.previous is not None and self.previous.id == self.release.id:
+            store.audit(
+                {
+                    "event": f"{self.kind} of the unchanged release failed",
+                    "release": self.release.id,
+                    "error": str(error)[:300],
+                }
+            )
+            return (
+                f"the release {self.release.id} was already current (nothing changed): left as "
+                "it is; check `invoke status`"
+            )
         if self.previous is None:
             self.release.outcome = "failed"
             store.record(self.release)
@@ -585,6 +646,8 @@ class Deployment:
         return f"rolled back to {self.previous.id}"
 
     def unlock(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.lock is not None and self.lock.held is not None:
             try:
                 self.lock.release()
@@ -594,9 +657,10 @@ class Deployment:
             self.remote.close()
 
 
-def _save_chunks(image: object) -> Iterator[bytes]:
+def _save_chunks(image: object, ref: str) -> Iterator[bytes]:
     save = getattr(image, "save")  # noqa: B009 - docker's Image.save, chunked tar stream
-    yield from save(chunk_size=1024 * 1024, named=True)
+    # named=ref: the tar names this tag (named=True would name the image's first tag).
+    yield from save(chunk_size=1024 * 1024, named=ref)
 
 
 def smoke_check(env: config.Environment, version: str, timeout: float = SMOKE_TIMEOUT) -> str:
@@ -666,19 +730,22 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
     runner = steps.Runner(title)
     try:
         return runner.run(preflight + impacting, dry_run=dry_run)
-    except (OpsError, KeyboardInterrupt) as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if d.switched and d.release is not None:
             try:
                 outcome = d.roll_back_automatically(exc)
-            except (OpsError, KeyboardInterrupt) as again:
+            except (Exception, KeyboardInterrupt) as again:
+                back = f" --to={d.previous.id}" if d.previous else ""
                 raise OpsError(
                     f"deploy failed ({exc}) and the automatic rollback failed too ({again}). "
-                    "State: mixed; run `invoke rollback --env=" + env.name + "` and check "
-                    "`invoke status`"
+                    f"State: mixed. Fix: `invoke rollback --env={env.name}{back}`, then "
+                    f"`invoke status --env={env.name}`"
                 ) from again
             raise OpsError(f"deploy failed: {exc}. {outcome}") from exc
         if isinstance(exc, RolloutError) and exc.details:
             print(exc.details, flush=True)
+        if not isinstance(exc, (OpsError, KeyboardInterrupt)):
+            raise OpsError(f"deploy failed: {type(exc).__name__}: {exc}") from exc
         raise
     finally:
         d.unlock()
@@ -701,7 +768,7 @@ def _checked_rollback_target(d: Deployment, to: str | None) -> str:
             )
         target = older[-1]
     if target.id == current:
-        raise OpsError(f"{target.id} is already the current release: nothing to roll back")
+        print(f"    plan: {target.id} is the current release: putting it back in place (repair)")
     missing = []
     for ref, image_id in target.images.items():
         seen = (
@@ -718,6 +785,10 @@ def _checked_rollback_target(d: Deployment, to: str | None) -> str:
             f"images of {target.id} are no longer on the host: {', '.join(missing)}. Fix: deploy "
             f"that version instead (`invoke deploy --env={d.env.name} --version={target.version}`)"
         )
+    # Compose runs images by tag; a rebuilt version may have moved the tag since: point every
+    # tag back at the image this release recorded.
+    for ref, image_id in target.images.items():
+        d.sh().run(f"docker tag {quote(image_id)} {quote(ref)}", what=f"tag {ref}")
     d.previous = store.get(current) if current else None
     d.release = target
     print(f"    plan: current {current or 'none'} -> {target.id} (version {target.version})")
@@ -740,6 +811,11 @@ def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> ste
         held = d.lock.acquire(
             d.release.version, wait=float(env.deploy.lock_wait), operation="rollback"
         )
+        d.heartbeat = locks.Heartbeat(d.lock).start()
+        planned = d.previous.id if d.previous else None
+        if d.releases().current_id() != planned:
+            print("    the current release changed while waiting for the lock: choosing again")
+            _checked_rollback_target(d, to)
         d.releases().audit(
             {"event": "rollback started", "release": d.release.id, "who": held.owner}
         )

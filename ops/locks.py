@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class DeployLock:
         self.info_path = f"{self.dir}/info.json"
         self.ttl = ttl
         self.held: LockInfo | None = None
+        self.last_digest = ""
 
     # ------------------------------------------------------------------ reading
 
@@ -93,20 +95,30 @@ class DeployLock:
         return int(self.remote.run("date +%s", what="read the host's clock").stdout.strip())
 
     def status(self) -> tuple[LockInfo | None, int]:
-        """(holder or None, host time)."""
+        """(holder or None, host time). Also keeps the digest of info.json in `last_digest`."""
+        info_path = quote(self.info_path)
         script = (
             f"date +%s; if [ -d {quote(self.dir)} ]; then echo held; "
-            f"stat -c %Y {quote(self.dir)}; cat {quote(self.info_path)} 2>/dev/null; fi"
+            f"stat -c %Y {quote(self.dir)}; "
+            f"{{ cat {info_path} 2>/dev/null || true; }} | sha256sum | cut -c1-64; "
+            f"cat {info_path} 2>/dev/null; fi"
         )
         lines = self.remote.run(script, what="read the deploy lock").stdout.splitlines()
         now = int(lines[0])
         if len(lines) < 2 or lines[1] != "held":
+            self.last_digest = ""
             return None, now
         made = int(lines[2]) if len(lines) > 2 else now
-        info = parse_info("\n".join(lines[3:]), made)
-        if info.ttl == 0:  # died between mkdir and writing info.json: judge by the dir's age
+        self.last_digest = lines[3] if len(lines) > 3 else ""
+        info = parse_info("\n".join(lines[4:]), made)
+        if info.ttl == 0:  # died before writing info.json (or wrote garbage): judge by age
             info = LockInfo(info.owner, info.token, info.version, made, made, self.ttl)
         return info, now
+
+    def _guarded(self, script: str) -> str:
+        """`script` under flock on a guard file: check-then-change steps never interleave."""
+        guard = f"{self.dir.rsplit('/', 1)[0]}/.lock-guard"
+        return f"flock -w 20 {quote(guard)} sh -c {quote(script)}"
 
     # ------------------------------------------------------------------ taking
 
@@ -120,19 +132,17 @@ class DeployLock:
         out = self.remote.run(script, stdin=payload, what="take the deploy lock").stdout
         return out.strip().endswith("taken")
 
-    def _break_stale(self, stale: LockInfo) -> None:
-        """Rename the stale lock away (atomic: only one contender succeeds), then remove it."""
+    def _break_stale(self, digest: str) -> None:
+        """Rename the stale lock away, but only if info.json is still exactly what was judged
+        stale (a holder that refreshed in between keeps its lock), then remove it."""
         grave = f"{self.dir}.stale.{secrets.token_hex(4)}"
         info = quote(self.info_path)
-        if stale.token:  # still the lock we judged stale, not one taken since
-            same = f"grep -qF {quote(stale.token)} {info} 2>/dev/null"
-        else:  # its owner died before writing info.json
-            same = f"! [ -s {info} ]"
         script = (
-            f"if {same}; then mv -T {quote(self.dir)} {quote(grave)} 2>/dev/null "
+            f"now=$({{ cat {info} 2>/dev/null || true; }} | sha256sum | cut -c1-64); "
+            f'if [ "$now" = {quote(digest)} ]; then mv -T {quote(self.dir)} {quote(grave)} '
             f"&& rm -rf {quote(grave)}; fi; true"
         )
-        self.remote.run(script, what="remove the stale deploy lock")
+        self.remote.run(self._guarded(script), what="remove the stale deploy lock")
 
     def acquire(
         self,
@@ -146,6 +156,7 @@ class DeployLock:
         """Take the lock, waiting up to `wait` seconds for a live holder; break a stale one."""
         deadline = time.monotonic() + wait
         announced = False
+        broken: set[str] = set()
         while True:
             now = self.remote_now()
             mine = LockInfo(
@@ -164,12 +175,24 @@ class DeployLock:
             if holder is None:
                 continue  # released between our two commands: try again at once
             if holder.expires() <= now:
-                log(
-                    f"    WARNING: taking over a stale deploy lock on {self.remote.host.label}: "
-                    f"{holder.describe(now)} (not refreshed for {now - holder.refreshed}s, "
-                    f"ttl {holder.ttl}s): its deploy was killed or lost its connection"
-                )
-                self._break_stale(holder)
+                if self.last_digest in broken:
+                    # Already tried to remove this very lock: it cannot be removed from here.
+                    if time.monotonic() >= deadline:
+                        raise OpsError(
+                            f"a stale deploy lock on {self.remote.host.label} could not be "
+                            f"removed ({holder.describe(now)}). Fix: check {self.dir} on the "
+                            "host (owner, permissions), then `invoke lock.release --env=<env>`"
+                        )
+                    sleep(POLL_SECONDS)
+                else:
+                    log(
+                        f"    WARNING: taking over a stale deploy lock on "
+                        f"{self.remote.host.label}: {holder.describe(now)} (not refreshed for "
+                        f"{now - holder.refreshed}s, ttl {holder.ttl}s): its deploy was killed "
+                        "or lost its connection"
+                    )
+                    broken.add(self.last_digest)
+                    self._break_stale(self.last_digest)
                 continue
             if time.monotonic() >= deadline:
                 raise OpsError(
@@ -188,10 +211,11 @@ class DeployLock:
             raise OpsError("refresh of a deploy lock that is not held")
         now = self.remote_now()
         updated = LockInfo(**{**self.held.__dict__, "refreshed": now})
-        script = (
-            f"grep -qF {quote(self.held.token)} {quote(self.info_path)} 2>/dev/null || "
-            f"{{ echo lost; exit 0; }}; cat > {quote(self.info_path)}.tmp && "
-            f"mv -f {quote(self.info_path)}.tmp {quote(self.info_path)} && echo ok"
+        tmp = f"{self.info_path}.{self.held.token}.tmp"
+        script = f"cat > {quote(tmp)}; " + self._guarded(
+            f"grep -qF {quote(self.held.token)} {quote(self.info_path)} 2>/dev/null "
+            f"&& mv -f {quote(tmp)} {quote(self.info_path)} && echo ok "
+            f"|| {{ rm -f {quote(tmp)}; echo lost; }}"
         )
         out = self.remote.run(script, stdin=json.dumps(updated.__dict__), what="refresh lock")
         if out.stdout.strip() != "ok":
@@ -205,7 +229,7 @@ class DeployLock:
         """Remove the lock if it is still ours; True when removed."""
         if self.held is None:
             return False
-        script = (
+        script = self._guarded(
             f"grep -qF {quote(self.held.token)} {quote(self.info_path)} 2>/dev/null && "
             f"rm -rf {quote(self.dir)} && echo released || echo not-ours"
         )
@@ -219,3 +243,43 @@ class DeployLock:
         if holder is not None:
             self.remote.run(f"rm -rf {quote(self.dir)}", what="remove the deploy lock")
         return holder
+
+
+class Heartbeat:
+    """Refreshes a held lock every ttl/3 on its own SSH connection, so a long step (a slow
+    image transfer, a long migration) never lets the lock look stale. `lost` says why it
+    stopped if the lock was taken over or the host became unreachable."""
+
+    def __init__(self, lock: DeployLock) -> None:
+        self.main = lock
+        self.interval = max(5.0, lock.ttl / 3)
+        self.lost = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lock-heartbeat")
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        remote = Remote(self.main.remote.host)
+        mirror = DeployLock(remote, self.main.dir.rsplit("/", 1)[0], self.main.ttl)
+        mirror.held = self.main.held
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    mirror.refresh()
+                except OpsError as exc:
+                    self.lost = str(exc)
+                    return
+        finally:
+            remote.close()
+
+    def check(self) -> None:
+        """Raise when the lock is no longer ours: nothing more may change on the host."""
+        if self.lost:
+            raise OpsError(f"the deploy lock was lost: {self.lost}")

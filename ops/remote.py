@@ -67,9 +67,10 @@ class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
 class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
         raise OpsError(
-            f"host key of {hostname} ({key.get_name()} {key.fingerprint}) is not in "
-            f"{KNOWN_HOSTS_VARIABLE}. Fix: add the host's line (ssh-keyscan output, verified) to "
-            "that secret"
+            f"host key of {hostname} ({key.get_name()} {key.fingerprint}) is unknown and "
+            "unknown hosts are refused here (pinned keys, or CI). Fix: add the host's verified "
+            f"`ssh-keyscan` line to {KNOWN_HOSTS_VARIABLE} (CI) or to the environment's "
+            "known_hosts file"
         )
 
 
@@ -142,7 +143,11 @@ class Remote:
         else:
             if known.is_file():
                 client.load_host_keys(str(known))
-            client.set_missing_host_key_policy(_RecordNewHostKey(known))
+            if os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS"):
+                # A fresh CI runner knows no host: trusting a first key there trusts any key.
+                client.set_missing_host_key_policy(_RefuseUnknownHost())
+            else:
+                client.set_missing_host_key_policy(_RecordNewHostKey(known))
         conn.client = client
         try:
             conn.open()
@@ -162,6 +167,10 @@ class Remote:
                 f"cannot reach {self.host.label} over SSH: {exc}. Fix: check the address and "
                 "port in `hosts:`, the network, and that sshd runs there"
             ) from exc
+        transport = conn.client.get_transport()
+        if transport is not None:
+            # Keeps a quiet connection (a long migration) from being dropped by NAT or firewalls.
+            transport.set_keepalive(30)
         self._conn = conn
         return conn
 

@@ -111,6 +111,7 @@ class Rollout:
         out = self.remote.run(
             "docker ps -a "
             f"--filter label=com.docker.compose.project={quote(self.compose.project)} "
+            "--filter label=com.docker.compose.oneoff=False "
             f"--filter label=com.docker.compose.service={quote(service)} "
             f"--format {quote(fmt)}",
             what=f"list {service} containers",
@@ -270,7 +271,7 @@ class Rollout:
 
     # ------------------------------------------------------------------ the rollout
 
-    def run(self) -> str:
+    def run(self, verify: Callable[[], None] | None = None) -> str:
         """Start the target release's replicas, switch nginx to them at once, drain the rest."""
         target = self.compose.release_id
         self._began = time.monotonic()
@@ -285,6 +286,11 @@ class Rollout:
         while len(new) < self.replicas:
             count = min(self.batch, self.replicas - len(new))
             started = self.scale_up(len(old) + len(new) + count)
+            if not started:
+                raise RolloutError(
+                    f"compose started no new API replica (asked for {count} more); see its "
+                    "output above"
+                )
             self.log(f"    started {', '.join(started) or 'nothing'}; waiting for /ready")
             try:
                 self.wait_ready(started)
@@ -298,6 +304,14 @@ class Rollout:
         if sorted(serving) != sorted(new):
             self.set_upstream(new)
             self.log(f"    nginx now sends traffic to {', '.join(sorted(new))}; old workers done")
+            if verify is not None:
+                try:
+                    verify()
+                except OpsError as exc:
+                    if serving:  # the old replicas still run: one reload puts them back
+                        self.set_upstream(serving)
+                        self.log("    check through nginx failed: traffic switched back")
+                    raise RolloutError(f"after the switch: {exc}") from exc
         # 3. Old replicas leave, `batch` at a time: gunicorn finishes their requests first.
         leaving = [n for n in [*old, *extra] if n not in new]
         for index in range(0, len(leaving), self.batch):

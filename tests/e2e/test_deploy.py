@@ -37,6 +37,7 @@ STAGING = f"e2e-stg-{TAG}"
 PRODUCTION = f"e2e-prd-{TAG}"
 V1, V2 = f"e2e-{TAG}-v1", f"e2e-{TAG}-v2"
 BROKEN, BAD_MIGRATION = f"e2e-{TAG}-never-ready", f"e2e-{TAG}-bad-migration"
+WRONG = f"e2e-{TAG}-wrong-version"
 LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation
 
 
@@ -121,6 +122,13 @@ class Host:
         return self.on_host(
             f'docker exec {project}-postgres-1 psql -d listings -tA -c "{sql}"'
         ).strip()
+
+    def all_containers(self) -> str:
+        """Name, id and start time of every container on the host (anything recreated shows)."""
+        return self.on_host(
+            "docker ps -aq | xargs -r docker inspect -f '{{.Name}} {{.Id}} {{.State.StartedAt}}'"
+            " | sort"
+        )
 
     def api_containers(self) -> list[str]:
         out = self.on_host(
@@ -233,9 +241,11 @@ def test_operating_commands_work_on_the_host(staging: Host) -> None:
 
 
 def test_deploying_twice_changes_nothing(staging: Host) -> None:
-    before = staging.api_containers()
+    before = staging.all_containers()
+    releases = staging.invoke("releases", f"--env={STAGING}").stdout
     staging.invoke("deploy", f"--env={STAGING}", version=V1)
-    assert staging.api_containers() == before
+    assert staging.all_containers() == before  # same ids: nothing recreated, data services too
+    assert staging.invoke("releases", f"--env={STAGING}").stdout == releases
     plan = staging.invoke("deploy", f"--env={STAGING}", "--dry-run", version=V1).stdout
     assert "nothing changed since the current release" in plan
 
@@ -322,6 +332,28 @@ def test_a_release_that_never_gets_ready_rolls_back_with_no_failed_request(
     assert staging.version() == V1
 
 
+def test_a_release_failing_its_check_through_nginx_is_switched_back(staging: Host) -> None:
+    # Its replicas are ready, but it reports another version than the one deployed: the check
+    # through nginx right after the switch fails and nginx goes back to the old replicas.
+    _derived_image(f"slipway/listings:{V2}", WRONG, ["listings"], {})
+    before = staging.api_containers()
+    with staging.traffic() as traffic:
+        time.sleep(2)
+        result = staging.invoke("deploy", f"--env={STAGING}", f"--version={WRONG}", check=False)
+        time.sleep(2)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "traffic switched back" in out and "rolled back to" in out
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    assert tally.version_changes()[-1] == V1, tally.summary()[:600]
+    assert staging.api_containers() == before
+    history = staging.invoke("releases", f"--env={STAGING}").stdout
+    assert any(WRONG in line and "rolled back" in line for line in history.splitlines())
+    current = [line for line in history.splitlines() if line.startswith("* ")]
+    assert V1 in current[0]
+
+
 def test_a_failing_migration_aborts_before_traffic_moves(staging: Host) -> None:
     migration = (
         '"""Fails after creating a table: the transaction must leave nothing behind."""\n'
@@ -398,15 +430,9 @@ def test_a_stale_lock_of_a_killed_deploy_is_taken_over(staging: Host) -> None:
     assert "not locked" in staging.invoke("lock.status", f"--env={STAGING}").stdout
 
 
-def test_killing_an_api_replica_under_load_fails_no_request(staging: Host) -> None:
-    victim = staging.api_containers()[0]
+def _kill_and_wait_back(staging: Host, victim: str) -> None:
     restarts = staging.on_host(f"docker inspect -f '{{{{.RestartCount}}}}' {victim}").strip()
-    with staging.traffic() as traffic:
-        time.sleep(3)
-        staging.on_host(f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {victim})")
-        time.sleep(12)
-    tally = traffic.tally
-    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    staging.on_host(f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {victim})")
     deadline = time.monotonic() + 90
     while True:
         state = staging.on_host(
@@ -416,6 +442,27 @@ def test_killing_an_api_replica_under_load_fails_no_request(staging: Host) -> No
             break
         assert time.monotonic() < deadline, f"{victim} did not come back: {state}"
         time.sleep(1)
+    # Up is not ready: wait until it answers again (a new address, which nginx must pick up).
+    ready = f"docker exec {victim} listings healthcheck ready >/dev/null && echo READY"
+    while "READY" not in staging.on_host(ready, check=False):
+        assert time.monotonic() < deadline, f"{victim} never became ready again"
+        time.sleep(1)
+
+
+def test_killing_api_replicas_one_after_the_other_under_load_fails_no_request(
+    staging: Host,
+) -> None:
+    """The second kill proves nginx sends traffic to the first replica again after its restart
+    (Docker gives it a new address; nginx's upstream watcher reloads)."""
+    first, second = staging.api_containers()[:2]
+    with staging.traffic() as traffic:
+        time.sleep(3)
+        _kill_and_wait_back(staging, first)
+        time.sleep(8)  # > NGINX_RESOLVE_INTERVAL: the watcher has seen the new address
+        staging.on_host(f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {second})")
+        time.sleep(5)
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
 
 
 def test_production_is_a_separate_host_that_staging_never_touched(hosts: dict[str, Host]) -> None:

@@ -1,0 +1,155 @@
+"""The deploy lock's shell protocol, run for real by bash in a scratch directory (the same
+commands the deploy sends over SSH)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ops import locks
+from ops.errors import OpsError
+from ops.remote import Result
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass(frozen=True)
+class _Host:
+    label: str = "deploy@scratch:22"
+
+
+class LocalShell:
+    """Stands in for ops.remote.Remote: runs each command with bash on this machine."""
+
+    def __init__(self) -> None:
+        self.host = _Host()
+        self.commands: list[str] = []
+
+    def run(
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        what: str = "",
+    ) -> Result:
+        self.commands.append(command)
+        done = subprocess.run(
+            ["bash", "-c", command],
+            input=stdin or "",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        result = Result(command, done.returncode, done.stdout, done.stderr)
+        if check and not result.ok:
+            raise OpsError(f"{what}: {done.stderr}")
+        return result
+
+
+def _lock(tmp_path: Path, ttl: int = 60) -> tuple[locks.DeployLock, LocalShell]:
+    shell = LocalShell()
+    return locks.DeployLock(shell, str(tmp_path / "env"), ttl), shell  # type: ignore[arg-type]
+
+
+def test_a_lock_is_taken_released_and_names_its_owner(tmp_path: Path) -> None:
+    lock, _ = _lock(tmp_path)
+    held = lock.acquire("v1", wait=0, owner="alice@laptop")
+    holder, now = lock.status()
+    assert holder is not None and holder.owner == "alice@laptop" and holder.version == "v1"
+    assert "expires in" in holder.describe(now)
+    assert held.token and lock.release()
+    assert lock.status()[0] is None
+
+
+def test_a_second_deploy_fails_naming_the_holder_after_waiting(tmp_path: Path) -> None:
+    first, _ = _lock(tmp_path)
+    first.acquire("v1", wait=0, owner="ci:run-7")
+    second, _ = _lock(tmp_path)
+    naps: list[float] = []
+    with pytest.raises(OpsError, match=r"is locked: deploy of v1 by ci:run-7.*lock\.release"):
+        second.acquire("v2", wait=0.01, sleep=naps.append, log=lambda _: None)
+    assert first.status()[0] is not None  # untouched by the loser
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path: Path) -> None:
+    lock_dir = tmp_path / "env" / "lock"
+    lock_dir.mkdir(parents=True)
+    stale = {
+        "owner": "ghost",
+        "token": "t0",
+        "version": "v0",
+        "started": 1,
+        "refreshed": 1,
+        "ttl": 5,
+    }
+    (lock_dir / "info.json").write_text(json.dumps(stale))
+    lock, _ = _lock(tmp_path)
+    warnings: list[str] = []
+    held = lock.acquire("v1", wait=0, owner="me", log=warnings.append)
+    assert held.owner == "me"
+    assert any("taking over a stale deploy lock" in w and "ghost" in w for w in warnings)
+
+
+def test_a_stale_lock_with_an_unreadable_info_file_is_taken_over_too(tmp_path: Path) -> None:
+    lock_dir = tmp_path / "env" / "lock"
+    lock_dir.mkdir(parents=True)
+    (lock_dir / "info.json").write_text("{half written")
+    subprocess.run(["touch", "-d", "2020-01-01", str(lock_dir)], check=True)
+    lock, _ = _lock(tmp_path)
+    assert lock.acquire("v1", wait=0, owner="me", log=lambda _: None).owner == "me"
+
+
+def test_a_lock_refreshed_since_it_was_judged_stale_is_not_broken(tmp_path: Path) -> None:
+    old = locks.LockInfo("slow deploy", "tok", "v1", started=1, refreshed=1, ttl=5)
+    lock_dir = tmp_path / "env" / "lock"
+    lock_dir.mkdir(parents=True)
+    (lock_dir / "info.json").write_text(json.dumps(old.__dict__))
+    other, _ = _lock(tmp_path)
+    judged, now = other.status()
+    assert judged is not None and judged.expires() <= now  # looks stale...
+    digest = other.last_digest
+    holder, _ = _lock(tmp_path, ttl=5)
+    holder.held = old
+    holder.refresh()  # ...but its deploy was alive and refreshed in between
+    other._break_stale(digest)
+    current, _ = holder.status()
+    assert current is not None and current.owner == "slow deploy"
+
+
+def test_a_stale_lock_that_cannot_be_removed_fails_instead_of_spinning(tmp_path: Path) -> None:
+    lock_dir = tmp_path / "env" / "lock"
+    lock_dir.mkdir(parents=True)
+    stale = {
+        "owner": "ghost",
+        "token": "t0",
+        "version": "v0",
+        "started": 1,
+        "refreshed": 1,
+        "ttl": 5,
+    }
+    (lock_dir / "info.json").write_text(json.dumps(stale))
+    lock, shell = _lock(tmp_path)
+    lock._break_stale = lambda digest: None  # type: ignore[method-assign]  # e.g. permissions
+    naps: list[float] = []
+    with pytest.raises(OpsError, match="could not be removed"):
+        lock.acquire("v1", wait=0.05, sleep=naps.append, log=lambda _: None)
+    assert len(shell.commands) < 200
+
+
+def test_refresh_fails_once_the_lock_was_taken_over(tmp_path: Path) -> None:
+    mine, _ = _lock(tmp_path)
+    mine.acquire("v1", wait=0, owner="me")
+    theirs, _ = _lock(tmp_path)
+    theirs.force_release()
+    theirs.acquire("v2", wait=0, owner="them")
+    with pytest.raises(OpsError, match="taken over"):
+        mine.refresh()
+    assert not mine.release()  # never removes someone else's lock
+    assert theirs.status()[0] is not None
