@@ -304,7 +304,8 @@ class Rollout:
         if sorted(serving) != sorted(new):
             self.set_upstream(new)
             self.log(f"    nginx now sends traffic to {', '.join(sorted(new))}; old workers done")
-            if verify is not None:
+            # nginx does not run yet on a first deploy: the deploy's own smoke step checks later.
+            if verify is not None and self.nginx_container() is not None:
                 try:
                     verify()
                 except OpsError as exc:
