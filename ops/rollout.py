@@ -134,7 +134,7 @@ class Rollout:
         lines = [
             "# Written by the rolling deploy (ops/rollout.py): the API replicas nginx proxies to.\n"
         ]
-        lines += [f"server {n}:{API_PORT} max_fails=1 fail_timeout=10s;\n" for n in sorted(names)]
+        lines += [f"server {n}:{API_PORT} max_fails=1 fail_timeout=3s;\n" for n in sorted(names)]
         return "".join(lines)
 
     def set_upstream(self, names: Sequence[str]) -> None:

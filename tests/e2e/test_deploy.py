@@ -458,7 +458,24 @@ def test_killing_api_replicas_one_after_the_other_under_load_fails_no_request(
     with staging.traffic() as traffic:
         time.sleep(3)
         _kill_and_wait_back(staging, first)
-        time.sleep(8)  # > NGINX_RESOLVE_INTERVAL: the watcher has seen the new address
+        address = staging.on_host(
+            f"docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}"
+            f"{{{{end}}}}' {first}"
+        ).strip()
+        nginx = f"slipway-{STAGING}-nginx-1"
+        back_at = staging.on_host("date -u +%Y-%m-%dT%H:%M:%S").strip()
+        deadline = time.monotonic() + 60
+        # nginx sends the restarted replica requests again (at its new address, if it got one),
+        # and they succeed: only then is the other one killed.
+        served = '"status":200,"body_bytes_sent"'
+        while not any(
+            f'"upstream_addr":"{address}:8000"' in line and served in line
+            for line in staging.on_host(
+                f"docker logs --since {back_at} {nginx} 2>&1", check=False
+            ).splitlines()
+        ):
+            assert time.monotonic() < deadline, f"nginx never used {first} at {address} again"
+            time.sleep(1)
         staging.on_host(f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {second})")
         time.sleep(5)
     tally = traffic.tally

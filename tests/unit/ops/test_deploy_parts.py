@@ -74,8 +74,8 @@ def test_the_upstream_file_lists_each_replica_once_sorted() -> None:
     text = Rollout.upstream_text(["p-api-3", "p-api-1"])
     servers = [line for line in text.splitlines() if line.startswith("server")]
     assert servers == [
-        "server p-api-1:8000 max_fails=1 fail_timeout=10s;",
-        "server p-api-3:8000 max_fails=1 fail_timeout=10s;",
+        "server p-api-1:8000 max_fails=1 fail_timeout=3s;",
+        "server p-api-3:8000 max_fails=1 fail_timeout=3s;",
     ]
 
 
