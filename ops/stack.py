@@ -128,11 +128,21 @@ def _long_running(cfg: dict[str, object]) -> list[str]:
 # ---------------------------------------------------------------------------------------- up
 
 
+def _local_only(env: config.Environment, task: str, instead: str) -> None:
+    if env.target != "local":
+        raise OpsError(
+            f"`invoke {task}` drives this machine's Docker engine, but {env.name} runs on "
+            f"{env.hosts[0].label if env.hosts else 'a host'} (target: {env.target}). "
+            f"Fix: use `{instead}` for that environment"
+        )
+
+
 def up(
     env_name: str, timeout: float = 240.0, dry_run: bool = False, runner: Runner | None = None
 ) -> Report:
     """Build what is missing, start the stack, wait healthy and ready; print how to reach it."""
     env = config.load(env_name)
+    _local_only(env, "up", f"invoke deploy --env={env.name}")
     stack = Stack(env, compose.detect_build())
     cfg: dict[str, object] = {}
 
@@ -346,6 +356,7 @@ def confirm_destroy(
 def down(env_name: str, volumes: bool = False, yes: bool = False) -> None:
     """Stop and remove the stack's containers (and, with volumes, its data)."""
     env = config.load(env_name)
+    _local_only(env, "down", f"invoke maintenance --env={env.name} on")
     if volumes:
         confirm_destroy(f"all data of {env.project_name} (its volumes: PostgreSQL, Redis)", yes)
     stack = open_stack(env_name)

@@ -167,3 +167,16 @@ def test_the_release_digest_follows_files_images_and_secrets_but_holds_no_secret
     assert deploy.release_digest(files, {"x:1": "sha256:2"}, keys) != same
     assert deploy.release_digest(files, ids, {"POSTGRES_PASSWORD": "rotated"}) != same
     assert "s3cr3t" not in same
+
+
+def test_up_and_down_refuse_an_environment_on_a_host(envdir: Path) -> None:
+    from ops import stack
+
+    (envdir / "staging.yaml").write_text(
+        "name: staging\ntarget: ssh\nhosts:\n  - ssh: deploy@203.0.113.10\n"
+        "domains: [staging.example.org]\n"
+    )
+    with pytest.raises(OpsError, match=r"runs on deploy@203\.0\.113\.10:22.*invoke deploy"):
+        stack.up("staging")
+    with pytest.raises(OpsError, match="invoke maintenance"):
+        stack.down("staging", volumes=True, yes=True)
