@@ -154,6 +154,7 @@ def hosts() -> Iterator[dict[str, Host]]:
             data = yaml.safe_load(path.read_text())
             # Short waits so the failure cases fail fast; everything else is the default.
             data["deploy"].update({"health_timeout": 25, "lock_wait": 5})
+            data["resources"] = {"api": {"cpus": 1.0, "memory": "512m"}}
             path.write_text(
                 "# Written by `invoke sandbox.up`, then edited by tests/e2e/test_deploy.py\n"
                 + yaml.safe_dump(data, sort_keys=False)
@@ -199,6 +200,12 @@ def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) 
     assert f"slipway-{STAGING}-tls" in volumes
     assert staging.psql("SELECT count(*) FROM alembic_version") == "1"
     assert len(staging.api_containers()) == 2
+    # The environment's resource limits reach the containers; unlimited services stay so.
+    limits = staging.on_host(
+        f"docker inspect -f '{{{{.HostConfig.Memory}}}} {{{{.HostConfig.NanoCpus}}}}' "
+        f"{staging.api_containers()[0]} slipway-{STAGING}-worker-1"
+    ).split()
+    assert limits == [str(512 * 1024 * 1024), "1000000000", "0", "0"]
 
 
 def test_operating_commands_work_on_the_host(staging: Host) -> None:
