@@ -412,3 +412,12 @@ def test_a_wrong_line_in_any_command_block_of_a_doc_is_reported(tmp_path: Path) 
     assert sorted(refused) == [8, 14, 18], refused
     assert "No idea what '--nmae' is" in str(refused[8])
     assert "no nox session 'tsets'" in str(refused[14])
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    """pytest imports test modules by basename (no packages): two files of one name in different
+    test directories make the whole run fail at collection."""
+    names: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
