@@ -8,11 +8,14 @@ the running release untouched. The layout on the host is in docs/architecture.md
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import signal
 import ssl
 import tarfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -259,19 +262,26 @@ class Deployment:
             f"mkdir -p {quote(self.root)} && test -w {quote(self.root)}",
             what=f"create {self.root}",
         )
-        free_kib = parse_size_kib(
-            remote.run(
-                f"df -Pk {quote(self.root)} | awk 'NR==2 {{print $4}}'", what="free disk"
-            ).stdout
-        )
+        # Images land in Docker's data root, releases under remote_dir: both need room.
+        docker_root = remote.run(
+            "docker info -f '{{.DockerRootDir}}'", what="docker data root"
+        ).stdout.strip()
         want = self.env.deploy.min_free_disk_bytes // 1024
-        if free_kib < want:
-            raise OpsError(
-                f"{self.host.label}: only {free_kib // 1024} MiB free under {self.root}, below "
-                f"deploy.min_free_disk ({want // 1024} MiB). Fix: free space (old images: "
-                "`docker image prune`) or lower min_free_disk"
+        free = {}
+        for where in dict.fromkeys([self.root, docker_root or self.root]):
+            free[where] = parse_size_kib(
+                remote.run(
+                    f"df -Pk {quote(where)} | awk 'NR==2 {{print $4}}'", what=f"free disk {where}"
+                ).stdout
             )
-        return f"docker {info[0]}, compose {info[1]}, {free_kib // 1024} MiB free"
+            if free[where] < want:
+                raise OpsError(
+                    f"{self.host.label}: only {free[where] // 1024} MiB free under {where}, "
+                    f"below deploy.min_free_disk ({want // 1024} MiB). Fix: free space (old "
+                    "images: `docker image prune`) or lower min_free_disk"
+                )
+        room = ", ".join(f"{kib // 1024} MiB free in {where}" for where, kib in free.items())
+        return f"docker {info[0]}, compose {info[1]}, {room}"
 
     def plan(self) -> str:
         store = self.releases()
@@ -729,7 +739,8 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
     ]
     runner = steps.Runner(title)
     try:
-        return runner.run(preflight + impacting, dry_run=dry_run)
+        with _terminate_as_interrupt():
+            return runner.run(preflight + impacting, dry_run=dry_run)
     except (Exception, KeyboardInterrupt) as exc:
         if d.switched and d.release is not None:
             try:
@@ -749,6 +760,25 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
         raise
     finally:
         d.unlock()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (CI cancelling a job, `kill`) takes the same path as Ctrl-C: roll back what was
+    switched, release the lock, say where things stand. Only SIGKILL skips that (the lock then
+    goes stale after lock_ttl and the next deploy takes it over)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _checked_rollback_target(d: Deployment, to: str | None) -> str:
@@ -842,20 +872,21 @@ def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> ste
 
     runner = steps.Runner(f"invoke rollback --env={env.name}")
     try:
-        return runner.run(
-            [
-                steps.Step("check configuration and secrets", d.check_config),
-                steps.Step("check the host (SSH, docker, compose, disk)", d.check_host),
-                steps.Step("choose the release and check its images", plan),
-                steps.Step("take the deploy lock", take_lock, True, "no lock was taken"),
-                steps.Step("rolling update of the API", d.roll_api, True),
-                steps.Step("replace the workers", d.roll_workers, True),
-                steps.Step("nginx", d.start_nginx, True),
-                steps.Step("smoke checks through the public URL", smoke, True),
-                steps.Step("record the current release", record, True),
-            ],
-            dry_run=dry_run,
-        )
+        with _terminate_as_interrupt():
+            return runner.run(
+                [
+                    steps.Step("check configuration and secrets", d.check_config),
+                    steps.Step("check the host (SSH, docker, compose, disk)", d.check_host),
+                    steps.Step("choose the release and check its images", plan),
+                    steps.Step("take the deploy lock", take_lock, True, "no lock was taken"),
+                    steps.Step("rolling update of the API", d.roll_api, True),
+                    steps.Step("replace the workers", d.roll_workers, True),
+                    steps.Step("nginx", d.start_nginx, True),
+                    steps.Step("smoke checks through the public URL", smoke, True),
+                    steps.Step("record the current release", record, True),
+                ],
+                dry_run=dry_run,
+            )
     except RolloutError as exc:
         if exc.details:
             print(exc.details, flush=True)

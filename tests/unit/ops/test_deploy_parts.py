@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,14 @@ def test_up_and_down_refuse_an_environment_on_a_host(envdir: Path) -> None:
         stack.up("staging")
     with pytest.raises(OpsError, match="invoke maintenance"):
         stack.down("staging", volumes=True, yes=True)
+
+
+def test_sigterm_during_a_deploy_takes_the_ctrl_c_path() -> None:
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="signal 15"), deploy._terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+    assert signal.getsignal(signal.SIGTERM) is before
