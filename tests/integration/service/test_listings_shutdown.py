@@ -273,10 +273,14 @@ async def test_an_in_flight_ingest_completes_when_the_api_gets_sigterm(
 
 
 async def _connect(port: int) -> bool:
-    """True when a TCP connection to the API port is accepted, False when it is refused."""
+    """True when a TCP connection to the API port is accepted, False when it is refused.
+
+    A reset during the handshake is a refusal too: the connection was queued on a listener that
+    closed before accepting it (the race the SIGTERM test provokes on purpose).
+    """
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return False
     writer.close()
     return True
