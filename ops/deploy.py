@@ -411,8 +411,12 @@ class Deployment:
         if not self.unchanged:
             store.write_files(self.release.id, self.release_files(self.release.id))
             store.record(self.release)
+        # Each release keeps the secrets it was deployed with: a rollback, or the release still
+        # running after a failed deploy, never runs with another release's secrets.
         secret_values = {k: v for k, v in self.secrets.values.items() if k in secrets.REQUIRED}
-        remote.put_text(f"{self.root}/secrets.env", dotenv(secret_values), mode=0o600)
+        remote.put_text(
+            store.path(self.release.id, "secrets.env"), dotenv(secret_values), mode=0o600
+        )
         note = self.install_certificates()
         store.audit(
             {"event": f"{self.kind} started", "release": self.release.id, "who": self.release.who}

@@ -62,7 +62,7 @@ class RemoteCompose:
             "-p",
             self.project,
             "--env-file",
-            "secrets.env",
+            f"{rel}/secrets.env",
             "--env-file",
             f"{rel}/release.env",
             "-f",

@@ -189,7 +189,21 @@ def _assert_clean(tally_summary: str, failures: list[object], seen: list[str]) -
 def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) -> None:
     assert staging.on_host("docker ps -aq") == ""
     result = staging.invoke("deploy", f"--env={STAGING}", version=V1)
-    assert "record the release" in result.stdout
+    assert "current = " in result.stdout
+    # Secrets: only in the release's own 0600 file, never in output, records or the audit log.
+    values = [
+        line.split("=", 1)[1].strip("'\"")
+        for line in (ROOT / f".env.{STAGING}").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    ]
+    root = f"/srv/slipway/{STAGING}"
+    assert staging.on_host(f"stat -c %a {root}/releases/*/secrets.env").split() == ["600"]
+    public = staging.on_host(
+        f"cat {root}/audit.log {root}/releases/*/release.env {root}/releases/*/release.json"
+    )
+    for value in values:
+        assert len(value) >= 16
+        assert value not in result.stdout + result.stderr + public
     assert staging.version() == V1
     releases = staging.invoke("releases", f"--env={STAGING}").stdout
     current = [line for line in releases.splitlines() if line.startswith("* ")]
