@@ -39,6 +39,7 @@ V1, V2 = f"e2e-{TAG}-v1", f"e2e-{TAG}-v2"
 BROKEN, BAD_MIGRATION = f"e2e-{TAG}-never-ready", f"e2e-{TAG}-bad-migration"
 WRONG = f"e2e-{TAG}-wrong-version"
 LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation
+KEYS: dict[str, str] = {}  # API keys made by one test for the next ones
 
 
 @dataclass
@@ -229,6 +230,7 @@ def test_operating_commands_work_on_the_host(staging: Host) -> None:
     assert "database schema at" in staging.invoke("db.migrate", f"--env={STAGING}").stdout
     created = staging.invoke("apikey.create", f"--env={STAGING}", "--name=e2e-ops").stdout
     key = next(w for w in created.split() if w.startswith("slw_"))
+    KEYS["ops"] = key
     listing = {
         "source": "e2e",
         "source_id": "ops-1",
@@ -259,6 +261,30 @@ def test_operating_commands_work_on_the_host(staging: Host) -> None:
         finally:
             staging.invoke("maintenance", f"--env={STAGING}", "off")
         assert client.get(url).status_code == 200
+
+
+def test_the_smoke_load_test_gates_a_host_environment(staging: Host, tmp_path: Path) -> None:
+    """What deploy.yml runs after the staging deploy: `nox -s loadtest` runs ops.loadtest."""
+    env = {**staging.env, "SLIPWAY_LOADTEST_API_KEY": KEYS["ops"]}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ops.loadtest",
+            f"--env={STAGING}",
+            "--profile=smoke",
+            "--run-time=12s",
+            f"--reports={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert f"against {STAGING} ({staging.url})" in result.stdout
+    assert list(tmp_path.glob("*.html")), "no HTML report written"
 
 
 def test_deploying_twice_changes_nothing(staging: Host) -> None:
