@@ -265,9 +265,9 @@ def compose_env(
         result.update(
             {
                 "SLIPWAY_REMOTE_DIR": env.deploy.remote_dir,
-                "SLIPWAY_TLS_VOLUME": f"{env.project_name}-tls",
+                "SLIPWAY_TLS_VOLUME": tls_volume(env),
                 "SLIPWAY_RELEASE": result.get("SLIPWAY_RELEASE") or "unreleased",
-                "SLIPWAY_PUBLIC_HTTPS_PORT": str(_url_port(env.https_url)),
+                "SLIPWAY_PUBLIC_HTTPS_PORT": str(env.public_port),
             }
         )
     result.pop("COMPOSE_PROJECT_NAME", None)
@@ -275,10 +275,9 @@ def compose_env(
     return result
 
 
-def _url_port(url: str) -> int:
-    tail = url.split("://", 1)[-1].split("/", 1)[0]
-    host_port = tail.rsplit("]", 1)[-1]
-    return int(host_port.rsplit(":", 1)[1]) if ":" in host_port else 443
+def tls_volume(env: Environment) -> str:
+    """Docker volume holding a host environment's certificate and key (nginx reads it)."""
+    return f"{env.project_name}-tls"
 
 
 def compose_argv(env: Environment, secrets: Secrets, root: Path, args: Sequence[str]) -> list[str]:

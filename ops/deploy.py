@@ -25,7 +25,7 @@ import docker
 import httpx
 import yaml
 
-from ops import certs, compose, config, docker_engine, images, locks, paths, secrets, steps
+from ops import certs, compose, config, docker_engine, health, images, locks, paths, secrets, steps
 from ops.compose import Build, Compose
 from ops.errors import OpsError
 from ops.releases import Release, ReleaseStore, iso, new_id, utc_now
@@ -84,9 +84,6 @@ def release_env(
         {
             "SLIPWAY_RELEASE": release_id,
             "SLIPWAY_BUILD_CA": "/dev/null",
-            "SLIPWAY_REMOTE_DIR": env.deploy.remote_dir,
-            "SLIPWAY_TLS_VOLUME": tls_volume(env),
-            "SLIPWAY_PUBLIC_HTTPS_PORT": str(public_https_port(env)),
         }
     )
     return values
@@ -110,14 +107,6 @@ def release_digest(
     hashed = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in secret_values.items()}
     blob = json.dumps([dict(files), dict(image_ids), hashed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def tls_volume(env: config.Environment) -> str:
-    return f"{env.project_name}-tls"
-
-
-def public_https_port(env: config.Environment) -> int:
-    return httpx.URL(env.https_url).port or 443
 
 
 def tls_tarball(cert: bytes, key: bytes) -> bytes:
@@ -432,7 +421,7 @@ class Deployment:
         result = certs.ensure(directory, self.env.name, names)
         cert = (directory / "tls.crt").read_bytes()
         key = (directory / "tls.key").read_bytes()
-        volume = tls_volume(self.env)
+        volume = compose.tls_volume(self.env)
         nginx_ref = (
             f"{INFRA_IMAGES['SLIPWAY_NGINX_TAG']}:{self.build.image_tags['SLIPWAY_NGINX_TAG']}"
         )
@@ -706,7 +695,7 @@ def verify_context(env: config.Environment) -> ssl.SSLContext | bool:
                 f"CA file {verify} to verify {env.https_url} is missing. Fix: set `ca_file:` in "
                 f"{env.source}, or run the deploy from the machine that holds .slipway/{env.name}/"
             )
-        return ssl.create_default_context(cafile=str(verify))
+        return health.tls_context(verify)
     return True
 
 
@@ -895,50 +884,5 @@ def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> ste
         if exc.details:
             print(exc.details, flush=True)
         raise
-    finally:
-        d.unlock()
-
-
-def list_releases(env_name: str) -> list[str]:
-    """One line per release on the host, newest last, the current one marked."""
-    env = config.load(env_name)
-    d = Deployment(env, compose.detect_build())
-    try:
-        store = d.releases()
-        current = store.current_id()
-        lines = [f"{'':2}{'release':<40} {'outcome':<12} {'when':<26} {'secs':>6}  who"]
-        for r in store.history():
-            mark = "* " if r.id == current else "  "
-            lines.append(
-                f"{mark}{r.id:<40} {r.outcome:<12} {r.started:<26} {r.seconds:>6.1f}  {r.who}"
-            )
-        if len(lines) == 1:
-            lines.append(f"  no releases on {d.host.label} yet")
-        return lines
-    finally:
-        d.unlock()
-
-
-def lock_status(env_name: str) -> str:
-    env = config.load(env_name)
-    d = Deployment(env, compose.detect_build())
-    try:
-        lock = locks.DeployLock(d.sh(), d.root, env.deploy.lock_ttl)
-        holder, now = lock.status()
-        return f"{d.host.label}: " + (holder.describe(now) if holder else "not locked")
-    finally:
-        d.unlock()
-
-
-def lock_release(env_name: str) -> str:
-    env = config.load(env_name)
-    d = Deployment(env, compose.detect_build())
-    try:
-        lock = locks.DeployLock(d.sh(), d.root, env.deploy.lock_ttl)
-        holder = lock.force_release()
-        if holder is None:
-            return f"{d.host.label}: not locked, nothing to release"
-        d.releases().audit({"event": "lock released by hand", "holder": holder.owner})
-        return f"{d.host.label}: released the lock of {holder.owner} ({holder.version})"
     finally:
         d.unlock()

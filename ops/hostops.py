@@ -48,6 +48,40 @@ class Host:
         return RemoteCompose(self.remote, self.env.project_name, self.root, self.current())
 
 
+def list_releases(env: config.Environment) -> list[str]:
+    """One line per release on the host, newest last, the current one marked."""
+    with Host(env) as host:
+        store = ReleaseStore(host.remote, host.root)
+        current = store.current_id()
+        lines = [f"{'':2}{'release':<40} {'outcome':<12} {'when':<26} {'secs':>6}  who"]
+        for r in store.history():
+            mark = "* " if r.id == current else "  "
+            lines.append(
+                f"{mark}{r.id:<40} {r.outcome:<12} {r.started:<26} {r.seconds:>6.1f}  {r.who}"
+            )
+        if len(lines) == 1:
+            lines.append(f"  no releases on {host.remote.host.label} yet")
+        return lines
+
+
+def lock_status(env: config.Environment) -> str:
+    with Host(env) as host:
+        holder, now = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl).status()
+        return f"{host.remote.host.label}: " + (holder.describe(now) if holder else "not locked")
+
+
+def lock_release(env: config.Environment) -> str:
+    """Remove whatever deploy lock is there (after the operator confirmed), audited."""
+    with Host(env) as host:
+        holder = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl).force_release()
+        if holder is None:
+            return f"{host.remote.host.label}: not locked, nothing to release"
+        ReleaseStore(host.remote, host.root).audit(
+            {"event": "lock released by hand", "holder": holder.owner}
+        )
+        return f"{host.remote.host.label}: released the lock of {holder.owner} ({holder.version})"
+
+
 def status(env: config.Environment) -> bool:
     """Release, containers and their health, lock, and /ready through the public URL."""
     with Host(env) as host:

@@ -43,7 +43,7 @@ def rollback(c: Context, env: str, to: str = "", dry_run: bool = False) -> None:
 def releases(c: Context, env: str) -> None:
     """List the releases recorded on the host, the current one marked with *."""
     with exits():
-        for line in deploys.list_releases(env):
+        for line in hostops.list_releases(config.load(env)):
             print(line)
 
 

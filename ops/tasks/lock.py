@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import deploy as deploys
+from ops import config, hostops
 from ops.stack import confirm_destroy
 from ops.tasks._common import exits
 
@@ -16,13 +16,13 @@ ENV_HELP = "environment name: environments/<env>.yaml with target: ssh"
 def status(c: Context, env: str) -> None:
     """Show who holds the deploy lock, since when, and when it expires."""
     with exits():
-        print(deploys.lock_status(env))
+        print(hostops.lock_status(config.load(env)))
 
 
 @task(help={"env": ENV_HELP, "yes": "do not ask for confirmation"})
 def release(c: Context, env: str, yes: bool = False) -> None:
     """Remove the deploy lock by hand (only when its deploy is dead): asks first."""
     with exits():
-        print(deploys.lock_status(env))
+        print(hostops.lock_status(config.load(env)))
         confirm_destroy(f"the deploy lock of {env} (a deploy still running would lose it)", yes)
-        print(deploys.lock_release(env))
+        print(hostops.lock_release(config.load(env)))
