@@ -6,6 +6,7 @@ checkout) so tests can assert exactly what would run.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -30,7 +31,10 @@ CONTENT_TAGGED = {
     "SLIPWAY_POSTGRES_TAG": "services/postgres",
     "SLIPWAY_REDIS_TAG": "services/redis",
     "SLIPWAY_NGINX_TAG": "nginx",
+    "SLIPWAY_CERTBOT_TAG": "services/certbot",
 }
+# Compose profile of the services only `tls: acme` environments run (certbot).
+ACME_PROFILE = "acme"
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,7 @@ def compose_env(
         }
     )
     result.update(env.resources.compose_env())
+    result.update(acme_env(env))
     if env.target == "ssh":
         # compose/remote.yaml's variables; `invoke deploy` writes the real release id.
         result.update(
@@ -273,6 +278,30 @@ def compose_env(
     result.pop("COMPOSE_PROJECT_NAME", None)
     result.pop("COMPOSE_FILE", None)
     return result
+
+
+def acme_env(env: Environment) -> dict[str, str]:
+    """Variables of nginx's sites mode and the certbot service (all empty unless tls: acme)."""
+    if env.tls != "acme" or env.acme is None:
+        return {"SLIPWAY_TLS_SITES": "", "COMPOSE_PROFILES": ""}
+    server_ca = ""
+    if env.acme.server_ca is not None:
+        try:
+            server_ca = base64.b64encode(env.acme.server_ca.read_bytes()).decode()
+        except OSError as exc:
+            raise OpsError(
+                f"{env.source}: acme.server_ca {env.acme.server_ca} cannot be read "
+                f"({exc.strerror}). Fix: point it at the PEM bundle that verifies "
+                f"{env.acme.directory}, or remove it to use the system CAs"
+            ) from exc
+    return {
+        "COMPOSE_PROFILES": ACME_PROFILE,
+        "SLIPWAY_TLS_SITES": " ".join(env.domains),
+        "SLIPWAY_ACME_EMAIL": env.acme.email,
+        "SLIPWAY_ACME_DIRECTORY": env.acme.directory,
+        "SLIPWAY_ACME_SERVER_CA_B64": server_ca,
+        "SLIPWAY_ACME_RENEW_BEFORE_DAYS": str(env.acme.renew_before_days),
+    }
 
 
 def tls_volume(env: Environment) -> str:
@@ -298,6 +327,9 @@ class Compose:
     secrets: Secrets
     build: Build
     root: Path
+    # Compose profiles to enable over the environment's own (e.g. ACME_PROFILE for builds of
+    # every image a release may run).
+    profiles: tuple[str, ...] = ()
 
     @classmethod
     def for_env(cls, env: Environment, secrets: Secrets, build: Build | None = None) -> Compose:
@@ -306,10 +338,11 @@ class Compose:
 
     def invocation(self, *args: str) -> Invocation:
         """The argv and env of `docker compose ... <args>` (pure)."""
-        return Invocation(
-            compose_argv(self.env, self.secrets, self.root, args),
-            compose_env(self.env, self.secrets, self.build, self.root, os.environ),
-        )
+        env = compose_env(self.env, self.secrets, self.build, self.root, os.environ)
+        if self.profiles:
+            active = [p for p in env.get("COMPOSE_PROFILES", "").split(",") if p]
+            env["COMPOSE_PROFILES"] = ",".join(dict.fromkeys([*active, *self.profiles]))
+        return Invocation(compose_argv(self.env, self.secrets, self.root, args), env)
 
     def check_files(self) -> None:
         """Fail with a clear message when a compose file is missing."""

@@ -34,7 +34,8 @@ _HOSTNAME_RE = re.compile(
 _SIZE_RE = re.compile(r"^([1-9][0-9]*)([kmg]?)$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # Services whose containers get `resources:` limits (compose deploy.resources.limits).
-RESOURCE_SERVICES = ("api", "worker", "postgres", "redis", "nginx")
+RESOURCE_SERVICES = ("api", "worker", "postgres", "redis", "nginx", "certbot")
+MAX_RENEW_BEFORE_DAYS = 89
 LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 DEFAULT_REMOTE_ROOT = "/srv/slipway"
 # Default bind of a host: it serves the world on 80/443 (a workstation keeps to loopback).
@@ -47,6 +48,7 @@ _MIN_CPUS = 0.01
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 # user@host[:port], host possibly an IPv6 address in brackets.
 _SSH_RE = re.compile(r"^(?:(?P<user>[^@]*)@)?(?P<host>\[[^\]]*\]|[^:@\[\]]*)(?::(?P<port>.*))?$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 # remote_dir goes into commands run by the remote shell: only characters that need no quoting.
 _REMOTE_DIR_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
@@ -123,6 +125,8 @@ class Acme:
 
     email: str
     directory: str = LETSENCRYPT_DIRECTORY
+    server_ca: Path | None = None  # absolute; verifies the directory's own HTTPS (private CAs)
+    renew_before_days: int = 30
 
     @property
     def is_letsencrypt(self) -> bool:
@@ -152,6 +156,7 @@ class Resources:
     postgres: Limits = field(default_factory=Limits)
     redis: Limits = field(default_factory=Limits)
     nginx: Limits = field(default_factory=Limits)
+    certbot: Limits = field(default_factory=Limits)
 
     def compose_env(self) -> dict[str, str]:
         """SLIPWAY_<SERVICE>_CPUS and SLIPWAY_<SERVICE>_MEMORY (bytes) for every service.
@@ -209,6 +214,7 @@ class Environment:
     acme: Acme | None = None
     public_url: str = ""  # normalized: https://host[:port], port omitted when 443
     ca_file: Path | None = None  # absolute
+    connect_to: str = ""  # host:port clients on this machine connect to for public_url
     registry: str | None = None
     resources: Resources = field(default_factory=Resources)
     deploy: Deploy = field(default_factory=Deploy)
@@ -353,6 +359,7 @@ def parse(data: object, path: Path, name: str) -> Environment:
             "acme",
             "public_url",
             "ca_file",
+            "connect_to",
             "registry",
             "resources",
             "deploy",
@@ -430,6 +437,7 @@ def parse(data: object, path: Path, name: str) -> Environment:
         acme=_acme(reader, top, target, tls, domains),
         public_url=_public_url(reader, top, tls, domains),
         ca_file=ca_file,
+        connect_to=_connect_to(reader, top),
         registry=_registry(reader, top),
         resources=_resources(reader, top),
         deploy=_deploy(reader, top, name),
@@ -566,7 +574,7 @@ def _acme(
             "is missing (tls is acme)",
             "add e.g. 'acme: {email: ops@example.org}' (see docs/environments.md)",
         )
-    data = reader.section(top, "acme", {"email", "directory"})
+    data = reader.section(top, "acme", {"email", "directory", "server_ca", "renew_before_days"})
     email = reader.string(data, "email", where="acme.email").strip()
     if not _EMAIL_RE.match(email):
         reader.fail(
@@ -578,7 +586,26 @@ def _acme(
         data, "directory", default=LETSENCRYPT_DIRECTORY, where="acme.directory"
     )
     reader.https_url(directory, "acme.directory", allow_path=True)
-    acme = Acme(email=email, directory=directory.strip())
+    server_ca = None
+    if data.get("server_ca") is not None:
+        server_ca = reader.local_path(
+            reader.string(data, "server_ca", where="acme.server_ca"), "acme.server_ca"
+        )
+    renew_before = reader.integer(
+        data,
+        "acme.renew_before_days",
+        "renew_before_days",
+        Acme.renew_before_days,
+        minimum=1,
+        maximum=MAX_RENEW_BEFORE_DAYS,
+        expected=f"whole days from 1 to {MAX_RENEW_BEFORE_DAYS} (certificates last 90)",
+    )
+    acme = Acme(
+        email=email,
+        directory=directory.strip(),
+        server_ca=server_ca,
+        renew_before_days=renew_before,
+    )
     if acme.is_letsencrypt:
         for index, domain in enumerate(domains):
             problem = _not_public(domain)
@@ -590,6 +617,28 @@ def _acme(
                     "list the public names the hosts answer for, or use tls: local-ca",
                 )
     return acme
+
+
+def _connect_to(reader: _Reader, top: Mapping[str, Any]) -> str:
+    if top.get("connect_to") is None:
+        return ""
+    text = reader.string(top, "connect_to").strip()
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    valid = bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+    if valid and not _HOST_RE.match(host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            valid = False
+    if not valid:
+        reader.fail(
+            "connect_to",
+            f"{text!r} is not host:port",
+            "write the address and port clients on this machine reach public_url at, "
+            "e.g. 127.0.0.1:8443 (the URL's name is still used for SNI and the certificate)",
+        )
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 def _not_public(domain: str) -> str:

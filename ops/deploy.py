@@ -38,6 +38,12 @@ INFRA_IMAGES = {
     "SLIPWAY_REDIS_TAG": "slipway/redis",
     "SLIPWAY_NGINX_TAG": "slipway/nginx",
 }
+# Only environments with tls: acme run certbot (compose profile acme).
+ACME_IMAGES = {"SLIPWAY_CERTBOT_TAG": "slipway/certbot"}
+ACME_SERVICE = "certbot"
+# `slipway-acme prepare` runs as root to give the volumes to nginx's uid: only these capabilities.
+PREPARE_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+ACME_TIMEOUT = 600.0
 DATA_SERVICES = ("postgres", "redis")
 SMOKE_TIMEOUT = 60.0
 SERVICE_WAIT = 180.0
@@ -46,10 +52,11 @@ SERVICE_WAIT = 180.0
 # ------------------------------------------------------------------------------ pure parts
 
 
-def image_refs(build: Build) -> list[str]:
-    """Every image a release runs: listings at the release version, infra at content tags."""
+def image_refs(build: Build, acme: bool = False) -> list[str]:
+    """Every image a release runs: listings at the release version, infra at content tags
+    (certbot too with `acme`)."""
     refs = [f"{LISTINGS_IMAGE}:{build.version}"]
-    for var, name in INFRA_IMAGES.items():
+    for var, name in {**INFRA_IMAGES, **(ACME_IMAGES if acme else {})}.items():
         refs.append(f"{name}:{build.image_tags.get(var, build.version)}")
     return refs
 
@@ -152,12 +159,17 @@ class Deployment:
     switched: bool = False  # the rolling update began: a failure now needs a rollback
     heartbeat: locks.Heartbeat | None = None
     maintenance: bool = False  # maintenance mode is on: public smoke checks answer 503
+    acme_deferred: bool = False  # tls: acme and nginx not running yet: certificates after it
 
     # ------------------------------------------------------------------ helpers
 
     @property
     def host(self) -> config.Host:
         return self.env.hosts[0]
+
+    @property
+    def acme(self) -> bool:
+        return self.env.tls == "acme"
 
     @property
     def root(self) -> str:
@@ -205,17 +217,12 @@ class Deployment:
                 f"{self.env.source}: field 'registry' is {self.env.registry!r}, but shipping "
                 "through a registry is not built yet. Fix: `registry: none` (images go over SSH)"
             )
-        if self.env.tls != "local-ca":
-            raise OpsError(
-                f"{self.env.source}: field 'tls' is {self.env.tls!r}, but deploys support only "
-                "local-ca so far (ACME with certbot is not built yet). Fix: tls: local-ca"
-            )
         self.secrets = secrets.require(self.env)
         return f"{self.env.source.name}: {self.host.label}, version {self.build.version}"
 
     def check_images(self) -> str:
         engine = self.docker()
-        refs = image_refs(self.build)
+        refs = image_refs(self.build, self.acme)
         missing = [r for r in refs if not images.has_image(engine, r)]
         if not missing:
             return "all present locally"
@@ -290,7 +297,7 @@ class Deployment:
                 flush=True,
             )
         ids = {}
-        for ref in image_refs(self.build):
+        for ref in image_refs(self.build, self.acme):
             local_id = engine.images.get(ref).id
             remote_id = (
                 self.sh()
@@ -413,8 +420,8 @@ class Deployment:
         return f"releases/{self.release.id}; {note}"
 
     def install_certificates(self) -> str:
-        if self.env.tls != "local-ca":
-            raise OpsError(f"tls: {self.env.tls} is not supported by deploys yet (use local-ca)")
+        if self.acme:
+            return self.prepare_acme()
         paths.ensure_state_dir()
         directory = paths.env_state_dir(self.env.name)
         names = [*self.env.domains]
@@ -450,6 +457,53 @@ class Deployment:
     def release_id(self) -> str:
         assert self.release is not None
         return self.release.id
+
+    # ------------------------------------------------------------------ ACME (tls: acme)
+
+    def prepare_acme(self) -> str:
+        """The tls volume owned by nginx's uid, a placeholder for domains still without one."""
+        volume = compose.tls_volume(self.env)
+        self.sh().run(f"docker volume create {quote(volume)} >/dev/null", what="tls volume")
+        caps = [word for cap in PREPARE_CAPS for word in ("--cap-add", cap)]
+        out = self.rcompose(self.release_id()).run(
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--user",
+            "0",
+            *caps,
+            ACME_SERVICE,
+            "prepare",
+            what="prepare the ACME volumes",
+        )
+        return "ACME: " + _acme_message(out, "prepared")
+
+    def nginx_running(self) -> bool:
+        return Rollout(self.rcompose(self.release_id()), 1, 1, 1).nginx_container() is not None
+
+    def certificates_before_switch(self) -> str:
+        """With nginx already serving: certificates before any check through it."""
+        if not self.acme:
+            return "skipped: tls local-ca (installed with the release files)"
+        if not self.nginx_running():
+            self.acme_deferred = True
+            return "deferred: nginx is not running yet (first deploy); after it starts"
+        return self.obtain_certificates()
+
+    def certificates_after_nginx(self) -> str:
+        """First deploy: certificates once nginx answers HTTP-01; then the renewal service."""
+        if not self.acme:
+            return "skipped: tls local-ca"
+        done = self.obtain_certificates() if self.acme_deferred else "obtained before the switch"
+        self.rcompose(self.release_id()).run(
+            "up", "-d", "--no-deps", ACME_SERVICE, what="start the renewal service"
+        )
+        return f"{done}; renewal service running"
+
+    def obtain_certificates(self, force: bool = False) -> str:
+        self.refresh_lock()
+        return ensure_certificates(self.rcompose(self.release_id()), force=force)
 
     def start_data(self) -> str:
         rc = self.rcompose(self.release_id())
@@ -660,6 +714,41 @@ class Deployment:
             self.remote.close()
 
 
+def ensure_certificates(rc: RemoteCompose, force: bool = False) -> str:
+    """`slipway-acme ensure` in a one-off certbot container; nginx reloaded when one changed."""
+    args = ["run", "--rm", "--no-deps", "-T", ACME_SERVICE, "ensure"]
+    try:
+        out = rc.run(*args, *(["--force"] if force else []), what="ACME", timeout=ACME_TIMEOUT)
+    except OpsError as exc:
+        raise OpsError(
+            f"the ACME CA did not issue every certificate: {exc}. nginx keeps serving the "
+            "previous certificates (a placeholder for a new domain). Fix: check that each domain "
+            "resolves to this host and that port 80 reaches nginx, then run the command again"
+        ) from exc
+    for line in out.splitlines():
+        if line.strip():
+            print(f"    {_acme_message(line, line)}", flush=True)
+    summary = _acme_message(out, "done", prefix="ensure done: ")
+    if "changed none" not in summary:
+        Rollout(rc, 1, 1, 1).reload_nginx()
+        summary += "; nginx reloaded"
+    return summary
+
+
+def _acme_message(output: str, default: str, prefix: str = "") -> str:
+    """The message of the last JSON log line of slipway-acme (starting with `prefix`)."""
+    found = default
+    for line in output.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        message = data.get("message", "") if isinstance(data, dict) else ""
+        if isinstance(message, str) and message.startswith(prefix):
+            found = message
+    return found
+
+
 def _save_chunks(image: object, ref: str) -> Iterator[bytes]:
     save = getattr(image, "save")  # noqa: B009 - docker's Image.save, chunked tar stream
     # named=ref: the tar names this tag (named=True would name the image's first tag).
@@ -674,8 +763,8 @@ def smoke_check(env: config.Environment, version: str, timeout: float = SMOKE_TI
     with httpx.Client(verify=verify_context(env), timeout=10.0) as client:
         while time.monotonic() < deadline:
             try:
-                ready = client.get(f"{base}/ready")
-                seen = client.get(f"{base}/api/v1/version")
+                ready = health.public_get(client, base, "/ready", env.connect_to)
+                seen = health.public_get(client, base, "/api/v1/version", env.connect_to)
                 reported = seen.json().get("version") if seen.status_code == 200 else None
                 if ready.status_code == 200 and reported == version:
                     return f"{base}: ready, version {version}"
@@ -724,9 +813,18 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
         steps.Step(
             "migrate the schema (new image)", d.migrate, True, "the running release is untouched"
         ),
+        steps.Step(
+            "TLS certificates from the ACME CA (nginx running)",
+            d.certificates_before_switch,
+            True,
+            "the running release is untouched; the previous certificates stay in place",
+        ),
         steps.Step("rolling update of the API", d.roll_api, True),
         steps.Step("replace the workers", d.roll_workers, True),
         steps.Step("nginx", d.start_nginx, True),
+        steps.Step(
+            "TLS certificates (first deploy) and renewals", d.certificates_after_nginx, True
+        ),
         steps.Step("smoke checks through the public URL", d.smoke, True),
         steps.Step("record the release", d.record, True),
     ]

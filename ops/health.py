@@ -184,6 +184,24 @@ def check_started(engine: docker.DockerClient, project: str, services: Iterable[
     )
 
 
+def public_get(
+    client: httpx.Client, base_url: str, path: str, connect_to: str = ""
+) -> httpx.Response:
+    """GET base_url + path; with `connect_to` (host:port, an environment's `connect_to`) the
+    connection goes there while the URL's name is kept for SNI, the Host header and the
+    certificate check, like `curl --connect-to`."""
+    url = httpx.URL(base_url.rstrip("/") + path)
+    if not connect_to:
+        return client.get(url)
+    host, _, port = connect_to.rpartition(":")
+    target = url.copy_with(host=host.strip("[]"), port=int(port))
+    return client.get(
+        target,
+        headers={"Host": url.netloc.decode("ascii")},
+        extensions={"sni_hostname": url.host},
+    )
+
+
 def tls_context(ca_file: Path) -> ssl.SSLContext:
     """A client context trusting only the environment's CA."""
     return ssl.create_default_context(cafile=str(ca_file))

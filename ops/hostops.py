@@ -9,8 +9,8 @@ import json
 
 import httpx
 
-from ops import config, locks
-from ops.deploy import verify_context
+from ops import config, health, locks
+from ops.deploy import ACME_SERVICE, ensure_certificates, verify_context
 from ops.errors import OpsError
 from ops.releases import ReleaseStore
 from ops.remote import Remote, quote
@@ -117,7 +117,7 @@ def status(env: config.Environment) -> bool:
         print(f"  maintenance: {'ON' if maintenance else 'off'}")
     try:
         with httpx.Client(verify=verify_context(env), timeout=10) as client:
-            ready = client.get(f"{env.https_url}/ready")
+            ready = health.public_get(client, env.https_url, "/ready", env.connect_to)
         print(f"  {env.https_url}/ready: {ready.status_code}")
         healthy = healthy and ready.status_code == 200
     except httpx.HTTPError as exc:
@@ -184,3 +184,38 @@ def maintenance(env: config.Environment, on: bool) -> str:
             {"event": f"maintenance {'on' if on else 'off'}", "who": locks.default_owner()}
         )
     return f"maintenance mode {'ON: every request gets 503' if on else 'off'} on {env.name}"
+
+
+def _require_acme(env: config.Environment) -> None:
+    if env.tls != "acme":
+        raise OpsError(
+            f"{env.source}: tls is {env.tls}, not acme: its certificate comes with each deploy "
+            f"(`invoke deploy --env={env.name}` renews it when fewer than 30 days are left)"
+        )
+
+
+def certs_renew(env: config.Environment, force: bool = False) -> str:
+    """`slipway-acme ensure [--force]` on the host under the deploy lock; nginx reloads when a
+    certificate changed (gracefully: open connections finish)."""
+    _require_acme(env)
+    with Host(env) as host:
+        current = host.current()
+        lock = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl)
+        lock.acquire(current, wait=float(env.deploy.lock_wait), operation="certs.renew")
+        try:
+            result = ensure_certificates(host.compose(), force=force)
+        finally:
+            lock.release()
+        ReleaseStore(host.remote, host.root).audit(
+            {"event": "certificates renewed" + (" (forced)" if force else ""), "result": result}
+        )
+        return result
+
+
+def certs_status(env: config.Environment) -> str:
+    """Per domain: from the CA or a placeholder, expiry and days left (`slipway-acme status`)."""
+    _require_acme(env)
+    with Host(env) as host:
+        return host.compose().run(
+            "run", "--rm", "--no-deps", "-T", ACME_SERVICE, "status", what="certificate status"
+        )

@@ -55,7 +55,7 @@ INGEST = f"POST {INGEST_PATH}"
 INGEST_STATUS = f"GET {INGEST_STATUS_PATH}"
 AGGREGATED = "Aggregated"
 
-# nginx limit_req zones per client IP (nginx/templates/10-slipway.conf.template).
+# nginx limit_req zones per client IP (nginx/templates/00-http.conf.template).
 ZONE_API = "/api"
 ZONE_VIEWER = "viewer /"
 
@@ -632,6 +632,13 @@ def run(options: Options, environ: Mapping[str, str] | None = None) -> Outcome:
 
     api_key = environ.get(API_KEY_VAR, "")
     users = enabled_users(api_key)
+    if environment.connect_to and not options.host:
+        raise OpsError(
+            f"{environment.source}: connect_to is set ({environment.connect_to}): "
+            f"{environment.https_url} does not resolve from here, and locust connects by name. "
+            "Fix: make the name resolve to that address on this machine (e.g. /etc/hosts), "
+            "then pass --host=" + environment.https_url
+        )
     host = (options.host or environment.https_url).rstrip("/")
     ca = ca_file(environment) if host.startswith("https://") else ""
     if ca and not Path(ca).is_file():

@@ -6,17 +6,28 @@ ports 22, 80 and 443 are published on 127.0.0.1 at ports the engine picks: askin
 leaves no gap between "found free" and "bound" for concurrent test stacks to fall into.
 `up` writes what a deploy to the hosts needs: environments/<name>.yaml (target: ssh), .env.<name>
 with generated secrets, and under .slipway/sandbox-<name>/ the login key and known_hosts.
+
+With `--tls=acme` it also runs the sandbox's ACME test server: a container <name>-acme of
+slipway/sandbox-acme (Debian's pebble) on the same network, validating HTTP-01 for real against
+host 1 (the sandbox's domains resolve to host 1 inside it). Its HTTPS certificate names its
+address on the network, known only once it runs: `up` makes it with ops.certs (CA
+acme-server-ca.pem, kept) and puts it into the waiting container, then fetches pebble's issuing
+root (new at every pebble start) into acme-roots.pem, the environment's ca_file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
+import json
 import os
 import re
 import shutil
+import ssl
 import tarfile
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +35,12 @@ from typing import Any
 
 import docker
 import paramiko
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from docker.errors import APIError, DockerException, NotFound
 
-from ops import compose, config, docker_engine, images, paths, proc, secrets
+from ops import certs, compose, config, docker_engine, images, paths, proc, secrets
 from ops.errors import OpsError
 from ops.stack import confirm_destroy
 from ops.steps import Report, Runner, Step
@@ -45,6 +57,30 @@ BUILD_PROJECT = "slipway-sandbox"
 BUILD_SERVICE = "sandbox-host"
 # What the image is built from: its tag is a digest of these, so an edit means a new image.
 BUILD_INPUTS = ("services/sandbox-host", BUILD_FILE)
+# The ACME test server of `--tls=acme` (services/sandbox-acme): an image with a tag of its own,
+# so editing it never changes the hosts' tag (and the reverse).
+ACME_IMAGE = "slipway/sandbox-acme"
+ACME_SERVICE = "sandbox-acme"
+ACME_BUILD_INPUTS = ("services/sandbox-acme", BUILD_FILE)
+# compose/sandbox.yaml's variable holding each service's tag.
+TAG_VARIABLES = {BUILD_SERVICE: "SLIPWAY_SANDBOX_TAG", ACME_SERVICE: "SLIPWAY_SANDBOX_ACME_TAG"}
+# Role of a sandbox container that is not a host; hosts have none.
+ROLE_LABEL = "org.slipway.sandbox.role"
+ACME_ROLE = "acme"
+ACME_PORTS = {"directory": 14000, "management": 15000}
+# Where the image's entrypoint waits for cert.pem and key.pem (then `ready`), and the uid of its
+# user `pebble` (services/sandbox-acme/Dockerfile), which must be able to read them.
+ACME_TLS_DIR = "/etc/pebble/tls"
+ACME_UID = 10014
+# Deterministic pebble: no random validation delay, no rejected nonces, no authorization reused
+# at random (every order validates); validation stays real (never PEBBLE_VA_ALWAYS_VALID).
+ACME_ENVIRONMENT = {
+    "PEBBLE_VA_NOSLEEP": "1",
+    "PEBBLE_WFE_NONCEREJECT": "0",
+    "PEBBLE_AUTHZREUSE": "0",
+}
+TLS_MODES = ("local-ca", "acme")
+DEFAULT_TLS = "local-ca"
 DEFAULT_NAME = "sandbox"
 MAX_HOSTS = 8
 LOOPBACK = "127.0.0.1"
@@ -72,6 +108,31 @@ class HostPorts:
     ssh: int
     http: int
     https: int
+
+
+@dataclass(frozen=True)
+class AcmeServer:
+    """The running ACME test server: its address on the network and its loopback ports."""
+
+    container: str
+    address: str  # on the network slipway-sandbox, where the hosts reach it
+    directory_port: int  # 127.0.0.1:<this> -> its 14000
+    management_port: int  # 127.0.0.1:<this> -> its 15000
+
+    @property
+    def directory(self) -> str:
+        """The directory URL as the hosts (certbot) use it: pebble's address on the network."""
+        return f"https://{_url_host(self.address)}:{ACME_PORTS['directory']}/dir"
+
+    @property
+    def local_directory(self) -> str:
+        """The same directory through the loopback port published on this machine."""
+        return f"https://{LOOPBACK}:{self.directory_port}/dir"
+
+    @property
+    def local_roots(self) -> str:
+        """pebble's issuing root, from the management port published on this machine."""
+        return f"https://{LOOPBACK}:{self.management_port}/roots/0"
 
 
 @dataclass(frozen=True)
@@ -127,6 +188,21 @@ class SandboxFiles:
         # The rule of secrets.env_file: .env.<name> at the repository root.
         return self.root / f".env.{self.name}"
 
+    @property
+    def acme_server_dir(self) -> Path:
+        """ops.certs material of pebble's HTTPS: ca.crt, ca.key (0600), tls.crt, tls.key."""
+        return self.key_dir / "acme-server"
+
+    @property
+    def acme_server_ca(self) -> Path:
+        """The CA that verifies pebble's own HTTPS (the environment's acme.server_ca)."""
+        return self.key_dir / "acme-server-ca.pem"
+
+    @property
+    def acme_roots(self) -> Path:
+        """pebble's issuing root: verifies the certificates it issues (the env's ca_file)."""
+        return self.key_dir / "acme-roots.pem"
+
     def relative(self, path: Path) -> str:
         """`path` as the environment file writes it: relative to the repository root."""
         return str(path.relative_to(self.root))
@@ -155,6 +231,41 @@ def container_name(name: str, index: int) -> str:
 def hostname(name: str, index: int) -> str:
     """<name>-<n>."""
     return f"{name}-{index}"
+
+
+def check_tls(tls: str) -> None:
+    """local-ca (certificates from the environment's own CA) or acme (from the sandbox's pebble)."""
+    if tls not in TLS_MODES:
+        raise OpsError(
+            f"--tls {tls!r} is not a sandbox TLS mode. Fix: use one of {', '.join(TLS_MODES)}"
+        )
+
+
+def acme_container_name(name: str) -> str:
+    """<name>-acme: the sandbox's ACME test server."""
+    return f"{name}-acme"
+
+
+def acme_domains(name: str) -> tuple[str, str]:
+    """The domains of a --tls=acme sandbox: app.<name>.test and www.<name>.test (RFC 2606)."""
+    return (f"app.{name}.test", f"www.{name}.test")
+
+
+def acme_email(name: str) -> str:
+    """The ACME account's contact."""
+    return f"ops@{name}.test"
+
+
+def is_acme(container: Any) -> bool:
+    """True for the sandbox's ACME server container (not a host)."""
+    return (container.labels or {}).get(ROLE_LABEL) == ACME_ROLE
+
+
+def _url_host(address: str) -> str:
+    try:
+        return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+    except ValueError:
+        return address
 
 
 def listings_env_for(name: str, requested: str = "") -> str:
@@ -194,11 +305,12 @@ def plan_hosts(count: int, existing: Sequence[Existing]) -> HostPlan:
     return HostPlan(tuple(keep), create, tuple(remove))
 
 
-def published_ports(container: str, attrs: Mapping[str, Any]) -> HostPorts:
-    """The loopback ports the engine published for 22, 80 and 443 (from `docker inspect`)."""
+def _loopback_ports(
+    container: str, attrs: Mapping[str, Any], wanted: Mapping[str, int]
+) -> dict[str, int]:
     bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
     found: dict[str, int] = {}
-    for role, port in HOST_PORTS.items():
+    for role, port in wanted.items():
         for entry in bindings.get(f"{port}/tcp") or []:
             if entry.get("HostIp") == LOOPBACK and str(entry.get("HostPort", "")).isdigit():
                 found[role] = int(entry["HostPort"])
@@ -208,7 +320,110 @@ def published_ports(container: str, attrs: Mapping[str, Any]) -> HostPorts:
                 f"{container} does not publish port {port} on {LOOPBACK}. "
                 f"Fix: `invoke sandbox.down` and `invoke sandbox.up` again"
             )
-    return HostPorts(**found)
+    return found
+
+
+def published_ports(container: str, attrs: Mapping[str, Any]) -> HostPorts:
+    """The loopback ports the engine published for 22, 80 and 443 (from `docker inspect`)."""
+    return HostPorts(**_loopback_ports(container, attrs, HOST_PORTS))
+
+
+def network_address(container: str, attrs: Mapping[str, Any]) -> str:
+    """The container's IP address on the network slipway-sandbox (from `docker inspect`)."""
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    address = str((networks.get(NETWORK) or {}).get("IPAddress") or "")
+    if not address:
+        raise OpsError(
+            f"{container} has no address on the network {NETWORK}. "
+            f"Fix: `invoke sandbox.down` and `invoke sandbox.up` again"
+        )
+    return address
+
+
+def acme_server(container: str, attrs: Mapping[str, Any]) -> AcmeServer:
+    """The ACME server as `docker inspect` describes it."""
+    ports = _loopback_ports(container, attrs, ACME_PORTS)
+    return AcmeServer(
+        container, network_address(container, attrs), ports["directory"], ports["management"]
+    )
+
+
+def acme_extra_hosts(name: str, host_address: str) -> dict[str, str]:
+    """The sandbox's domains -> host 1's address: where pebble validates HTTP-01 (port 80)."""
+    return {domain: host_address for domain in acme_domains(name)}
+
+
+def acme_options(name: str, image: str, host_address: str) -> dict[str, Any]:
+    """Arguments of `containers.create` for the ACME server of sandbox `name`."""
+    cname = acme_container_name(name)
+    return {
+        "image": image,
+        "name": cname,
+        "hostname": cname,
+        "detach": True,
+        "labels": {LABEL: name, ROLE_LABEL: ACME_ROLE},
+        "environment": dict(ACME_ENVIRONMENT),
+        "network": NETWORK,
+        "ports": {f"{port}/tcp": (LOOPBACK, None) for port in ACME_PORTS.values()},
+        "extra_hosts": acme_extra_hosts(name, host_address),
+        "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+    }
+
+
+def acme_reuse_problem(attrs: Mapping[str, Any], image: str, extra_hosts: Mapping[str, str]) -> str:
+    """Why a found ACME server cannot be reused ("" when it can): stopped, other image, or
+    its names lead to another host 1 (replaced hosts get new addresses)."""
+    state = attrs.get("State") or {}
+    if state.get("Status") != "running":
+        return f"not running ({state.get('Status') or 'unknown'})"
+    if (attrs.get("Config") or {}).get("Image") != image:
+        return "runs another image"
+    found = sorted((attrs.get("HostConfig") or {}).get("ExtraHosts") or [])
+    if found != sorted(f"{domain}:{ip}" for domain, ip in extra_hosts.items()):
+        return "its domains point to another host 1"
+    return ""
+
+
+def check_directory(data: object) -> str:
+    """An ACME directory (RFC 8555 7.1.1): its newOrder URL; an error naming what is missing."""
+    wanted = ("newNonce", "newAccount", "newOrder")
+    missing = [key for key in wanted if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise OpsError(f"the answer is not an ACME directory: no {', '.join(missing)}")
+    assert isinstance(data, dict)  # for mypy: checked above
+    return str(data["newOrder"])
+
+
+def check_root(pem: bytes) -> x509.Certificate:
+    """pebble's issuing root: a PEM CA certificate (basic constraints CA true)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        raise OpsError(f"pebble's root is not a CA certificate ({exc})") from exc
+    if not constraints.ca:
+        raise OpsError("pebble's root is not a CA certificate (basic constraints: CA false)")
+    return cert
+
+
+def certificate_archive(cert: bytes, key: bytes, uid: int = ACME_UID) -> bytes:
+    """A tar of cert.pem (0644), key.pem (0600), then `ready`, owned by `uid`: what the ACME
+    image's entrypoint waits for (`ready` last, so both files are whole when it appears)."""
+    buffer = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data, mode in (
+            ("cert.pem", cert, 0o644),
+            ("key.pem", key, 0o600),
+            ("ready", b"", 0o644),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.uid = info.gid = uid
+            info.mtime = int(now)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def known_hosts_lines(port: int, host_keys: str) -> list[str]:
@@ -224,12 +439,21 @@ def known_hosts_lines(port: int, host_keys: str) -> list[str]:
 
 
 def environment_yaml(
-    files: SandboxFiles, hosts: Sequence[HostPorts], listings_env: str, count: int
+    files: SandboxFiles,
+    hosts: Sequence[HostPorts],
+    listings_env: str,
+    count: int,
+    acme_directory: str = "",
 ) -> str:
-    """environments/<name>.yaml for the hosts (format: docs/architecture.md, target: ssh)."""
+    """environments/<name>.yaml for the hosts (format: docs/architecture.md, target: ssh).
+
+    With `acme_directory` (pebble's, on the sandbox network) the environment is tls: acme for
+    app.<name>.test and www.<name>.test, reached from this machine through host 1's https port.
+    """
     name = files.name
+    tls = f" --tls {ACME_ROLE}" if acme_directory else ""
     lines = [
-        f"{MARKER} --name {name} --hosts {count}`.",
+        f"{MARKER} --name {name} --hosts {count}{tls}`.",
         f"# Disposable hosts on this machine; `invoke sandbox.down --name {name}` deletes them",
         "# and this file. Edits are lost: every sandbox.up writes it again.",
         f"name: {name}",
@@ -242,12 +466,31 @@ def environment_yaml(
             f"    identity: {files.relative(files.private_key)}",
             f"    known_hosts: {files.relative(files.known_hosts)}",
         ]
+    if acme_directory:
+        domains = acme_domains(name)
+        lines += [
+            f"domains: [{', '.join(domains)}]",
+            "tls: acme",
+            "acme:",
+            f"  email: {acme_email(name)}",
+            f"  directory: {acme_directory}",
+            f"  server_ca: {files.relative(files.acme_server_ca)}",
+            f"ca_file: {files.relative(files.acme_roots)}",
+        ]
+    else:
+        lines += ["domains: [localhost]", "tls: local-ca"]
     lines += [
-        "domains: [localhost]",
-        "tls: local-ca",
         "bind: 0.0.0.0",
         f"ports: {{http: {HOST_PORTS['http']}, https: {HOST_PORTS['https']}}}",
-        f"public_url: https://localhost:{hosts[0].https}",
+    ]
+    if acme_directory:
+        lines += [
+            f"public_url: https://{acme_domains(name)[0]}",
+            f"connect_to: {LOOPBACK}:{hosts[0].https}",
+        ]
+    else:
+        lines += [f"public_url: https://localhost:{hosts[0].https}"]
+    lines += [
         f"listings_env: {listings_env}",
         "replicas: {api: 2, worker: 1}",
         "deploy:",
@@ -265,10 +508,12 @@ def written_by_sandbox(path: Path) -> bool:
         return False
 
 
-def image_tag(root: Path) -> str:
-    """`c.<12 hex>`: digest of the image's build inputs (names, exec bits, contents; not docs)."""
+def image_tag(root: Path, inputs: Sequence[str] = BUILD_INPUTS) -> str:
+    """`c.<12 hex>`: digest of the image's build inputs (names, exec bits, contents; not docs).
+
+    BUILD_INPUTS for the hosts' image, ACME_BUILD_INPUTS for the ACME server's."""
     digest = hashlib.sha256()
-    for top in BUILD_INPUTS:
+    for top in inputs:
         base = root / top
         if not base.exists():
             raise OpsError(f"{base} is missing: the sandbox image is built from it")
@@ -282,17 +527,20 @@ def image_tag(root: Path) -> str:
     return f"c.{digest.hexdigest()[:12]}"
 
 
-def build_invocation(root: Path, tag: str, build: compose.Build) -> compose.Invocation:
-    """`docker compose -p slipway-sandbox -f compose/sandbox.yaml build` and its environment."""
+def build_invocation(
+    root: Path, tag: str, build: compose.Build, service: str = BUILD_SERVICE
+) -> compose.Invocation:
+    """`docker compose -p slipway-sandbox -f compose/sandbox.yaml build <service>` and its
+    environment (sandbox-host, or sandbox-acme for the ACME server)."""
     env = dict(os.environ)
     env.pop("COMPOSE_FILE", None)
     env.update(
-        SLIPWAY_SANDBOX_TAG=tag,
+        {TAG_VARIABLES[service]: tag},
         SLIPWAY_GIT_SHA=build.git_sha,
         SLIPWAY_BUILD_CA=str(build.ca_bundle),
     )
     argv = ["docker", "compose", "-p", BUILD_PROJECT, "-f", str(root / BUILD_FILE)]
-    return compose.Invocation([*argv, "build", BUILD_SERVICE], env)
+    return compose.Invocation([*argv, "build", service], env)
 
 
 def check_local_engine(environ: Mapping[str, str]) -> None:
@@ -388,6 +636,22 @@ def existing_hosts(containers: Sequence[Any], fingerprint: str) -> list[Existing
     return result
 
 
+def _check_acme_name(engine: docker.DockerClient, name: str) -> None:
+    """<name>-acme, when it exists, must be this sandbox's ACME server: never replace another."""
+    cname = acme_container_name(name)
+    try:
+        found = engine.containers.get(cname)
+    except NotFound:
+        return
+    labels = found.labels or {}
+    if labels.get(LABEL) != name or labels.get(ROLE_LABEL) != ACME_ROLE:
+        raise OpsError(
+            f"a container named {cname} exists and is not the ACME server of sandbox {name} "
+            f"(no label {LABEL}={name}, {ROLE_LABEL}={ACME_ROLE}), and sandbox.up would replace "
+            f"it. Fix: choose another --name, or remove that container (`docker rm -f {cname}`)"
+        )
+
+
 def _port_taken(exc: APIError) -> bool:
     return any(text in str(exc).lower() for text in _PORT_TAKEN)
 
@@ -397,28 +661,36 @@ def start_host(
 ) -> Any:
     """Create and start host <index>; ports the engine picks on 127.0.0.1, retried if taken."""
     cname = container_name(name, index)
+    return _create_started(
+        engine,
+        image,
+        name=cname,
+        hostname=hostname(name, index),
+        detach=True,
+        labels={LABEL: name, INDEX_LABEL: str(index), KEY_LABEL: key_fingerprint(public_key)},
+        environment={
+            "SANDBOX_AUTHORIZED_KEY": public_key.strip(),
+            "SANDBOX_CGROUP_PARENT": f"/{cname}",
+        },
+        # The Docker-in-Docker flags that work on these machines (--privileged does not).
+        cap_add=["ALL"],
+        cap_drop=["SYS_RESOURCE"],
+        security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+        cgroupns="host",
+        volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+        tmpfs={"/var/lib/docker": "exec"},
+        network=NETWORK,
+        ports={f"{port}/tcp": (LOOPBACK, None) for port in HOST_PORTS.values()},
+        log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+    )
+
+
+def _create_started(engine: docker.DockerClient, image: str, **options: Any) -> Any:
+    """Create and start a container; a loopback port taken between the engine's pick and the
+    bind is retried with a new container, any other failure removes it and stops."""
+    cname = options["name"]
     for attempt in range(1, _START_ATTEMPTS + 1):
-        container = engine.containers.create(
-            image,
-            name=cname,
-            hostname=hostname(name, index),
-            detach=True,
-            labels={LABEL: name, INDEX_LABEL: str(index), KEY_LABEL: key_fingerprint(public_key)},
-            environment={
-                "SANDBOX_AUTHORIZED_KEY": public_key.strip(),
-                "SANDBOX_CGROUP_PARENT": f"/{cname}",
-            },
-            # The Docker-in-Docker flags that work on these machines (--privileged does not).
-            cap_add=["ALL"],
-            cap_drop=["SYS_RESOURCE"],
-            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
-            cgroupns="host",
-            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-            tmpfs={"/var/lib/docker": "exec"},
-            network=NETWORK,
-            ports={f"{port}/tcp": (LOOPBACK, None) for port in HOST_PORTS.values()},
-            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
-        )
+        container = engine.containers.create(image, **options)
         try:
             container.start()
         except APIError as exc:
@@ -428,6 +700,104 @@ def start_host(
             raise OpsError(f"cannot start {cname}: {exc.explanation or exc}") from exc
         return container
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def start_acme(engine: docker.DockerClient, name: str, image: str, host_address: str) -> Any:
+    """Create and start the ACME server of sandbox `name` (it then waits for its certificate)."""
+    options = acme_options(name, image, host_address)
+    return _create_started(engine, options.pop("image"), **options)
+
+
+def ensure_acme_certificate(files: SandboxFiles, address: str) -> certs.Result:
+    """pebble's HTTPS certificate for its network address (and 127.0.0.1, where this machine
+    reaches it), from the sandbox's own CA; the CA also as acme-server-ca.pem. Keys stay 0600
+    in the 0700 key directory: only the leaf key goes into the container."""
+    name = files.name
+    result = certs.ensure(
+        files.acme_server_dir, f"sandbox-{name} ACME server", [address, acme_container_name(name)]
+    )
+    result.paths.tls_key.chmod(0o600)
+    ca_pem = result.paths.ca_crt.read_text(encoding="ascii")
+    if not files.acme_server_ca.is_file() or files.acme_server_ca.read_text("ascii") != ca_pem:
+        write_file(files.acme_server_ca, ca_pem, 0o644)
+    return result
+
+
+def install_acme_certificate(container: Any, paths: certs.CertPaths) -> None:
+    """Put cert.pem and key.pem (owned by pebble's uid) into the waiting ACME server."""
+    archive = certificate_archive(paths.tls_crt.read_bytes(), paths.tls_key.read_bytes())
+    try:
+        done = container.put_archive(ACME_TLS_DIR, archive)
+    except DockerException as exc:
+        raise OpsError(f"cannot put the certificate into {container.name}: {exc}") from exc
+    if not done:
+        raise OpsError(f"cannot put the certificate into {container.name}:{ACME_TLS_DIR}")
+
+
+def https_get(url: str, ca_file: Path, timeout: float = 5.0) -> bytes:
+    """GET an https URL on this machine, verified with `ca_file` only."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with urllib.request.urlopen(url, context=context, timeout=timeout) as answer:  # noqa: S310
+        body: bytes = answer.read()
+    return body
+
+
+def wait_acme_directory(container: Any, server: AcmeServer, ca_file: Path, timeout: float) -> str:
+    """Wait until pebble's directory answers through 127.0.0.1, verified with `ca_file`."""
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    last = "no answer yet"
+    while True:
+        try:
+            data = json.loads(https_get(server.local_directory, ca_file))
+        except (OSError, ValueError) as exc:  # refused, reset, not JSON yet: try again
+            # urllib wraps TLS errors; a certificate that does not verify will not get better.
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise _acme_failed(
+                    container,
+                    f"{server.local_directory} presents a certificate {ca_file.name} does not "
+                    f"verify ({reason.verify_message})",
+                ) from exc
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            check_directory(data)
+            return f"directory answers after {time.monotonic() - started:.1f}s"
+        container.reload()
+        if container.status != "running":
+            raise _acme_failed(container, f"{container.name} stopped ({container.status})")
+        if time.monotonic() > deadline:
+            raise _acme_failed(
+                container, f"{server.local_directory} did not answer within {timeout:.0f}s ({last})"
+            )
+        time.sleep(0.5)
+
+
+def _acme_failed(container: Any, problem: str, lines: int = 30) -> OpsError:
+    try:
+        logs = container.logs(tail=lines).decode(errors="replace").rstrip()
+    except DockerException as exc:
+        logs = f"(cannot read it: {exc})"
+    print(f"--- {container.name}: container log (last {lines} lines)\n{logs or '(empty)'}")
+    return OpsError(
+        f"{problem}; its log is above. Fix: `invoke sandbox.down --name "
+        f"{container.labels.get(LABEL, DEFAULT_NAME)} --yes`, then `invoke sandbox.up --tls=acme` "
+        "again (a new server and certificate)"
+    )
+
+
+def fetch_acme_roots(server: AcmeServer, files: SandboxFiles) -> x509.Certificate:
+    """pebble's issuing root (a new one at every pebble start) into acme-roots.pem."""
+    try:
+        pem = https_get(server.local_roots, files.acme_server_ca, timeout=10.0)
+    except (OSError, ValueError) as exc:
+        raise OpsError(
+            f"cannot fetch pebble's root from {server.local_roots} ({exc}). Fix: "
+            f"`docker logs {server.container}`, then `invoke sandbox.up --tls=acme` again"
+        ) from exc
+    root = check_root(pem)
+    write_file(files.acme_roots, pem.decode("ascii"), 0o644)
+    return root
 
 
 def read_container_file(container: Any, path: str) -> str:
@@ -542,6 +912,7 @@ class _Sandbox:
     files: SandboxFiles
     count: int
     listings_env: str
+    tls: str = DEFAULT_TLS
     engine: docker.DockerClient | None = None
     tag: str = ""
     plan: HostPlan = field(default_factory=lambda: HostPlan((), ()))
@@ -549,10 +920,23 @@ class _Sandbox:
     public_key: str = ""
     hosts: dict[int, Any] = field(default_factory=dict)
     ports: dict[int, HostPorts] = field(default_factory=dict)
+    acme_tag: str = ""
+    acme_build_needed: bool = False
+    acme_container: Any = None
+    acme: AcmeServer | None = None
+    host_address: str = ""  # host 1's address on the network (where the domains resolve)
 
     @property
     def image(self) -> str:
         return f"{IMAGE}:{self.tag}"
+
+    @property
+    def acme_image(self) -> str:
+        return f"{ACME_IMAGE}:{self.acme_tag}"
+
+    @property
+    def with_acme(self) -> bool:
+        return self.tls == ACME_ROLE
 
     def docker(self) -> docker.DockerClient:
         if self.engine is None:
@@ -570,12 +954,18 @@ def up(
     timeout: float = 120.0,
     dry_run: bool = False,
     runner: Runner | None = None,
+    tls: str = DEFAULT_TLS,
 ) -> Report:
-    """Start (or reuse) `hosts` sandbox hosts and write the environment `name` that targets them."""
+    """Start (or reuse) `hosts` sandbox hosts and write the environment `name` that targets them.
+
+    tls `acme` also starts (or reuses) the sandbox's ACME server and writes a tls: acme
+    environment for app.<name>.test and www.<name>.test."""
     check_name(name)
     check_count(hosts)
-    box = _Sandbox(SandboxFiles.of(name), hosts, listings_env_for(name, listings_env))
+    check_tls(tls)
+    box = _Sandbox(SandboxFiles.of(name), hosts, listings_env_for(name, listings_env), tls)
     files = box.files
+    acme_name = acme_container_name(name)
 
     def check_docker() -> str:
         check_local_engine(os.environ)
@@ -594,14 +984,36 @@ def up(
         engine = box.docker()
         box.tag = image_tag(files.root)
         public = files.public_key.read_text(encoding="utf-8") if files.public_key.is_file() else ""
-        found = existing_hosts(sandbox_containers(engine, name), key_fingerprint(public))
+        containers = sandbox_containers(engine, name)
+        found = existing_hosts([c for c in containers if not is_acme(c)], key_fingerprint(public))
         box.plan = plan_hosts(hosts, found)
-        box.build_needed = bool(box.plan.create) and not images.has_image(engine, box.image)
-        if box.build_needed and not images.has_image(engine, images.BASE_IMAGE):
-            raise OpsError(
-                f"{box.image} must be built and its base {images.BASE_IMAGE} is missing. "
-                "Fix: run `invoke images.base`, then `invoke sandbox.up` again"
+        servers = [c.name for c in containers if is_acme(c)]
+        if not box.with_acme and servers:
+            why = "ACME server: not used with --tls local-ca"
+            box.plan = HostPlan(
+                box.plan.keep, box.plan.create, (*box.plan.remove, *((c, why) for c in servers))
             )
+        box.build_needed = bool(box.plan.create) and not images.has_image(engine, box.image)
+        acme_line = ""
+        if box.with_acme:
+            _check_acme_name(engine, name)
+            box.acme_tag = image_tag(files.root, ACME_BUILD_INPUTS)
+            box.acme_build_needed = not images.has_image(engine, box.acme_image)
+            acme_line = (
+                f"ACME server {acme_name} (image {box.acme_image}: "
+                + ("will be built" if box.acme_build_needed else "present")
+                + "): "
+                + ("reused when it runs that image for host 1" if servers else "will be started")
+            )
+        for image, needed in (
+            (box.image, box.build_needed),
+            (box.acme_image, box.acme_build_needed),
+        ):
+            if needed and not images.has_image(engine, images.BASE_IMAGE):
+                raise OpsError(
+                    f"{image} must be built and its base {images.BASE_IMAGE} is missing. "
+                    "Fix: run `invoke images.base`, then `invoke sandbox.up` again"
+                )
         if box.build_needed:
             image = "will be built"
         elif box.plan.create:
@@ -616,9 +1028,11 @@ def up(
             "remove: " + (", ".join(removals) or "none"),
             f"login key {files.relative(files.private_key)}: "
             + ("present" if public else "will be generated"),
-            f"write {files.environment} (listings_env {box.listings_env}) and "
+            f"write {files.environment} (tls {box.tls}, listings_env {box.listings_env}) and "
             f"{files.relative(files.secrets)}",
         ]
+        if acme_line:
+            lines.insert(4, acme_line)
         for line in lines:
             print(f"    plan: {line}", flush=True)
         return f"keep {len(box.plan.keep)}, start {len(box.plan.create)}"
@@ -636,6 +1050,18 @@ def up(
             )
         return f"built {box.image}"
 
+    def build_acme_image() -> str:
+        if not box.acme_build_needed:
+            return "skipped: present"
+        inv = build_invocation(files.root, box.acme_tag, compose.detect_build(), ACME_SERVICE)
+        proc.run(inv.argv, env=inv.env, cwd=files.root, what="docker compose build")
+        if not images.has_image(box.docker(), box.acme_image):
+            raise OpsError(
+                f"the build did not produce {box.acme_image}: see the BuildKit output above. "
+                "Fix services/sandbox-acme/Dockerfile, then `invoke sandbox.up --tls=acme` again"
+            )
+        return f"built {box.acme_image}"
+
     def make_key() -> str:
         created = ensure_key(files)
         box.public_key = files.public_key.read_text(encoding="utf-8")
@@ -652,6 +1078,10 @@ def up(
         engine = box.docker()
         for cname, _ in box.plan.remove:
             _remove_container(engine, cname)
+        if not box.with_acme:
+            for path in (files.acme_roots, files.acme_server_ca):
+                path.unlink(missing_ok=True)
+            shutil.rmtree(files.acme_server_dir, ignore_errors=True)
         return f"removed {len(box.plan.remove)}" if box.plan.remove else "nothing to remove"
 
     def start_hosts() -> str:
@@ -685,9 +1115,60 @@ def up(
         write_file(files.known_hosts, "\n".join(lines) + "\n", 0o644)
         return f"{len(lines)} key(s) in {files.relative(files.known_hosts)}"
 
+    def start_acme_server() -> str:
+        engine = box.docker()
+        first = box.hosts[min(box.hosts)]
+        first.reload()
+        box.host_address = network_address(first.name, first.attrs)
+        wanted = acme_extra_hosts(name, box.host_address)
+        try:
+            found = engine.containers.get(acme_name)
+        except NotFound:
+            found = None
+        if found is not None:
+            problem = acme_reuse_problem(found.attrs, box.acme_image, wanted)
+            if not problem:
+                server = acme_server(acme_name, found.attrs)
+                result = ensure_acme_certificate(files, server.address)
+                inside = read_container_file(found, f"{ACME_TLS_DIR}/cert.pem")
+                if inside == result.paths.tls_crt.read_text(encoding="ascii"):
+                    box.acme_container, box.acme = found, server
+                    return f"reused {acme_name} at {server.address}"
+                problem = "its certificate is not the one made for it now"
+            print(f"    replacing {acme_name}: {problem}", flush=True)
+            _remove_container(engine, acme_name)
+        container = start_acme(engine, name, box.acme_image, box.host_address)
+        container.reload()
+        server = acme_server(acme_name, container.attrs)
+        result = ensure_acme_certificate(files, server.address)
+        install_acme_certificate(container, result.paths)
+        box.acme_container, box.acme = container, server
+        return f"started {acme_name} at {server.address}, certificate: {result.reason}"
+
+    def wait_acme() -> str:
+        assert box.acme is not None  # set by start_acme_server
+        note = wait_acme_directory(box.acme_container, box.acme, files.acme_server_ca, timeout)
+        domain = acme_domains(name)[0]
+        code, output = box.acme_container.exec_run(["getent", "hosts", domain])
+        resolved = output.decode(errors="replace").split()[:1] if code == 0 else []
+        if resolved != [box.host_address]:
+            raise _acme_failed(
+                box.acme_container,
+                f"{domain} resolves to {resolved[0] if resolved else 'nothing'} inside "
+                f"{acme_name}, not to host 1 ({box.host_address})",
+            )
+        return f"{note}; {domain} -> host 1 ({box.host_address})"
+
+    def fetch_roots() -> str:
+        assert box.acme is not None  # set by start_acme_server
+        root = fetch_acme_roots(box.acme, files)
+        subject = root.subject.rfc4514_string()
+        return f"{files.relative(files.acme_roots)}: {subject}"
+
     def write_environment() -> str:
         ports = [box.ports[i] for i in sorted(box.ports)]
-        text = environment_yaml(files, ports, box.listings_env, hosts)
+        directory = box.acme.directory if box.acme is not None else ""
+        text = environment_yaml(files, ports, box.listings_env, hosts, directory)
         write_file(files.environment, text, 0o644)
         generated = secrets.generate_missing(files.secrets)
         note = f"generated {', '.join(generated)}" if generated else "secrets present"
@@ -713,6 +1194,38 @@ def up(
         f"inspect with `docker ps -a --filter label={LABEL}={name}`, "
         f"remove with `invoke sandbox.down --name {name} --yes`"
     )
+    acme_build: list[Step] = []
+    acme_steps: list[Step] = []
+    if box.with_acme:
+        acme_build = [
+            Step(
+                f"build the {ACME_IMAGE} image",
+                build_acme_image,
+                impacting=True,
+                on_failure="no host was touched; fix the build and run `invoke sandbox.up "
+                "--tls=acme` again",
+            )
+        ]
+        acme_steps = [
+            Step(
+                f"start (or reuse) the ACME server {acme_name} with its HTTPS certificate",
+                start_acme_server,
+                impacting=True,
+                on_failure=state_hint,
+            ),
+            Step(
+                "wait until the ACME directory answers and the domains lead to host 1",
+                wait_acme,
+                impacting=True,
+                on_failure=state_hint,
+            ),
+            Step(
+                f"fetch pebble's issuing root into {files.relative(files.acme_roots)}",
+                fetch_roots,
+                impacting=True,
+                on_failure=state_hint,
+            ),
+        ]
     steps = [
         Step("check the Docker engine and compose plugin", check_docker),
         Step(f"check the files of sandbox {name}", check_files),
@@ -723,6 +1236,7 @@ def up(
             impacting=True,
             on_failure="no host was touched; fix the build and run `invoke sandbox.up` again",
         ),
+        *acme_build,
         Step(f"ensure the login key {files.relative(files.private_key)}", make_key, impacting=True),
         Step(f"ensure the network {NETWORK}", make_network, impacting=True),
         Step("remove unwanted hosts", remove_hosts, impacting=True, on_failure=state_hint),
@@ -739,6 +1253,7 @@ def up(
             impacting=True,
             on_failure=state_hint,
         ),
+        *acme_steps,
         Step(
             f"write {files.environment.name} and {files.secrets.name}",
             write_environment,
@@ -752,7 +1267,8 @@ def up(
             on_failure=state_hint,
         ),
     ]
-    runner = runner or Runner(f"invoke sandbox.up --name {name} --hosts {hosts}")
+    title = f"invoke sandbox.up --name {name} --hosts {hosts}"
+    runner = runner or Runner(title + (f" --tls {tls}" if box.with_acme else ""))
     report = runner.run(steps, dry_run=dry_run)
     if dry_run:
         print("dry run: stopped before the impacting steps, nothing was changed")
@@ -776,10 +1292,29 @@ def print_access(box: _Sandbox) -> None:
             f"ssh -i {key} -o UserKnownHostsFile={known} -p {ports.ssh} {REMOTE_USER}@{LOOPBACK}"
             f"    (http :{ports.http}, https :{ports.https})"
         )
-    print(f"  environment  {files.environment} (target: ssh, listings_env {box.listings_env})")
+    print(
+        f"  environment  {files.environment} (target: ssh, tls: {box.tls}, "
+        f"listings_env {box.listings_env})"
+    )
     print(f"  secrets      {files.relative(files.secrets)}")
     first = box.ports[min(box.ports)]
-    print(f"  public URL   https://localhost:{first.https} (once a deploy runs there)")
+    if box.acme is None:
+        print(f"  public URL   https://localhost:{first.https} (once a deploy runs there)")
+    else:
+        acme = box.acme
+        domain = acme_domains(name)[0]
+        roots = files.relative(files.acme_roots)
+        print(
+            f"  ACME server  {acme.container}: directory {acme.directory} (from the hosts), "
+            f"{acme.local_directory} (from here; verify with "
+            f"{files.relative(files.acme_server_ca)})"
+        )
+        print(f"  ACME roots   {roots} (pebble's issuing root, new at every start: ca_file)")
+        print(
+            f"  public URL   https://{domain} through {LOOPBACK}:{first.https} (once a deploy runs "
+            f"there): curl --cacert {roots} --connect-to {domain}:443:{LOOPBACK}:{first.https} "
+            f"https://{domain}/"
+        )
     print(f"  remove       invoke sandbox.down --name {name}")
 
 
@@ -832,7 +1367,12 @@ def down(name: str = DEFAULT_NAME, yes: bool = False) -> None:
         return
     if files.environment.exists() and not ours:
         print(f"note: {files.environment} was not written by sandbox.up: it is kept")
-    what = f"sandbox {name}: {len(containers)} host(s) with everything deployed on them"
+    servers = [c.name for c in containers if is_acme(c)]
+    what = (
+        f"sandbox {name}: {len(containers) - len(servers)} host(s) with everything deployed on them"
+    )
+    if servers:
+        what += f", its ACME server {', '.join(servers)}"
     if doomed:
         what += f", and {', '.join(_shown(files, p) for p in doomed)}"
     confirm_destroy(what, yes)

@@ -16,7 +16,8 @@ def refs(version: str | None) -> list[str]:
     build = compose.detect_build()
     if version:
         build = dataclasses.replace(build, version=compose.tag_safe(version))
-    return image_refs(build)
+    # Every image a release may run: one artifact deploys to local-ca and acme environments.
+    return image_refs(build, acme=True)
 
 
 def save(output: Path, version: str | None = None) -> str:

@@ -424,9 +424,12 @@ def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> R
     """Build the images that are missing for this version (all selected ones with force)."""
     stack = open_stack(env_name, follow_running=False)
     todo: list[images.BuiltImage] = []
+    # Every image a release may run, certbot (tls: acme) included: one build (CI's) is shipped
+    # to environments of either kind.
+    release_compose = replace(stack.compose(), profiles=(compose.ACME_PROFILE,))
 
     def plan() -> str:
-        stack.all_images = images.built_images(stack.compose().config())
+        stack.all_images = images.built_images(release_compose.config())
         todo.extend(images.plan(stack.docker(), stack.all_images, force, services))
         print("    plan: " + (", ".join(b.image for b in todo) or "nothing to build"))
         return f"{len(todo)} to build"
@@ -435,7 +438,7 @@ def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> R
         return images.ensure_base(stack.docker())
 
     def run_build() -> str:
-        images.build(stack.compose(), todo, force=force, engine=stack.docker())
+        images.build(release_compose, todo, force=force, engine=stack.docker())
         for line in images.size_report(stack.docker(), stack.all_images):
             print(f"    {line}", flush=True)
         return f"built {len(todo)}" if todo else "nothing to build"

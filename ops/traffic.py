@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from ops import health
+
 # (path, share of requests): mostly API reads, a little viewer, the version endpoint often
 # enough to see the switch.
 MIX: tuple[tuple[str, int], ...] = (
@@ -82,12 +84,18 @@ class Traffic:
         threads: int = 4,
         mix: Sequence[tuple[str, int]] = MIX,
         max_seconds: float = MAX_SECONDS,
+        connect_to: str = "",
     ) -> None:
         if rate <= 0 or rate > MAX_RATE:
             raise ValueError(f"rate must be in (0, {MAX_RATE}] requests/s")
-        if not base_url.startswith(("https://localhost", "https://127.0.0.1", "http://127.0.0.1")):
+        loopback = ("https://localhost", "https://127.0.0.1", "http://127.0.0.1")
+        if connect_to:
+            if not connect_to.startswith(("127.0.0.1:", "localhost:")):
+                raise ValueError("test traffic goes to loopback only (connect_to)")
+        elif not base_url.startswith(loopback):
             raise ValueError("test traffic goes to loopback only")
         self.base_url = base_url.rstrip("/")
+        self.connect_to = connect_to
         self.verify = verify
         self.threads = threads
         self.interval = threads / rate
@@ -146,8 +154,8 @@ class Traffic:
             if client is not None:
                 client.close()
 
-    def _get(self, client: httpx.Client | None, url: str) -> tuple[httpx.Response, bool]:
-        """GET `url`; (response, retried).
+    def _get(self, client: httpx.Client | None, path: str) -> tuple[httpx.Response, bool]:
+        """GET base_url + `path`; (response, retried).
 
         A kept-alive HTTP/1.1 connection can be closed by the server (an nginx reload closes
         its idle ones) just as the client sends on it. For an idempotent request the client may
@@ -155,13 +163,14 @@ class Traffic:
         once and counts it. Connections opened per request never meet this race.
         """
         if client is None:
-            return httpx.get(url, verify=self.verify, timeout=15.0), False
+            with httpx.Client(verify=self.verify, timeout=15.0) as once:
+                return health.public_get(once, self.base_url, path, self.connect_to), False
         try:
-            return client.get(url), False
+            return health.public_get(client, self.base_url, path, self.connect_to), False
         except httpx.RemoteProtocolError as exc:
             if "without sending a response" not in str(exc):
                 raise
-            return client.get(url), True
+            return health.public_get(client, self.base_url, path, self.connect_to), True
 
     def _one(self, client: httpx.Client | None, path: str) -> None:
         at = time.monotonic()
@@ -169,7 +178,7 @@ class Traffic:
         version = None
         retried = False
         try:
-            response, retried = self._get(client, self.base_url + path)
+            response, retried = self._get(client, path)
             if not 200 <= response.status_code < 300:
                 problem = f"HTTP {response.status_code}: {response.text[:200]}"
             elif path == "/api/v1/version":

@@ -22,7 +22,11 @@ NAME_HELP = (
         "hosts": f"number of hosts, 1 to {sandbox.MAX_HOSTS} (default 1)",
         "listings-env": "the service's mode in the environment file "
         "(default: staging, or the name when it is staging or production)",
-        "timeout": "seconds to wait for the hosts' dockerd and sshd (default 120)",
+        "tls": "local-ca (default: certificates from the environment's own CA, for localhost) "
+        "or acme (also run the sandbox's ACME test server, pebble, and write a tls: acme "
+        "environment for app.<name>.test and www.<name>.test)",
+        "timeout": "seconds to wait for the hosts' dockerd and sshd, and for the ACME server "
+        "(default 120)",
         "dry-run": "run the pre-flight checks and print the plan, change nothing",
     },
 )
@@ -31,6 +35,7 @@ def up(
     name: str = sandbox.DEFAULT_NAME,
     hosts: int = 1,
     listings_env: str = "",
+    tls: str = sandbox.DEFAULT_TLS,
     timeout: int = 120,
     dry_run: bool = False,
 ) -> None:
@@ -42,6 +47,7 @@ def up(
             listings_env=listings_env,
             timeout=float(timeout),
             dry_run=dry_run,
+            tls=tls,
         )
 
 
@@ -52,6 +58,6 @@ def up(
     }
 )
 def down(c: Context, name: str = sandbox.DEFAULT_NAME, yes: bool = False) -> None:
-    """Remove a sandbox: its hosts with their engines, its environment, secrets and key."""
+    """Remove a sandbox: its hosts and engines, ACME server, environment, secrets and keys."""
     with exits():
         sandbox.down(name, yes=yes)

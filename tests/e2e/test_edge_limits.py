@@ -281,8 +281,8 @@ def test_docker_waits_longer_than_the_api_drains_before_killing_it(stack: Stack)
 
 
 def test_docker_waits_longer_than_nginx_proxies_an_upload_before_killing_it(stack: Stack) -> None:
-    template = (ROOT / "nginx" / "templates" / "10-slipway.conf.template").read_text()
-    longest = max(int(s) for s in re.findall(r"proxy_(?:read|send)_timeout (\d+)s;", template))
+    templates = "".join(p.read_text() for p in (ROOT / "nginx" / "templates").iterdir())
+    longest = max(int(s) for s in re.findall(r"proxy_(?:read|send)_timeout (\d+)s;", templates))
     client = docker.from_env()
     edges = client.containers.list(
         filters={

@@ -516,13 +516,15 @@ def test_resources_become_compose_variables_with_zero_for_no_limit(write_env: Wr
         "SLIPWAY_REDIS_MEMORY": "0",
         "SLIPWAY_NGINX_CPUS": "1",
         "SLIPWAY_NGINX_MEMORY": "0",
+        "SLIPWAY_CERTBOT_CPUS": "0",
+        "SLIPWAY_CERTBOT_MEMORY": "0",
     }
 
 
 @pytest.mark.parametrize(
     ("section", "field", "fix"),
     [
-        ("{db: {cpus: 1}}", "resources.db", "api, nginx, postgres, redis, worker"),
+        ("{db: {cpus: 1}}", "resources.db", "api, certbot, nginx, postgres, redis, worker"),
         ("{api: {cpu: 1}}", "resources.api.cpu", "cpus, memory"),
         ("{api: 2}", "resources.api", "write key: value pairs"),
         ("{api: {cpus: 0}}", "resources.api.cpus", "a number of CPUs >= 0.01"),

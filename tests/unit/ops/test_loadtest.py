@@ -650,3 +650,18 @@ def test_a_missing_ca_file_is_refused_before_locust_starts(
     assert loadtest.main(["--env=lt", "--profile=smoke"]) == loadtest.EXIT_ERROR
     err = capsys.readouterr().err
     assert "ca.crt for lt does not exist. Fix: start the stack first (`invoke up --env lt`" in err
+
+
+def test_an_environment_reached_through_connect_to_is_refused_naming_the_fix(
+    envdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (envdir / "lt.yaml").write_text(
+        "name: lt\ntarget: ssh\nlistings_env: staging\nhosts: [{ssh: deploy@127.0.0.1:2222}]\n"
+        "domains: [app.lt.test]\npublic_url: https://app.lt.test\n"
+        "connect_to: 127.0.0.1:32771\n",
+        encoding="utf-8",
+    )
+    assert loadtest.main(["--env=lt", "--profile=smoke"]) == loadtest.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "connect_to is set (127.0.0.1:32771)" in err
+    assert "then pass --host=https://app.lt.test" in err

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import ssl
 import stat
+import tarfile
+import urllib.error
 from pathlib import Path
 from typing import Any
 
 import paramiko
 import pytest
 import yaml
-from docker.errors import APIError, ImageNotFound
+from cryptography import x509
+from docker.errors import APIError, ImageNotFound, NotFound
 
-from ops import compose, config, docker_engine, sandbox
+from ops import certs, compose, config, docker_engine, sandbox
 from ops.errors import OpsError
-from ops.sandbox import Existing, HostPlan, HostPorts, SandboxFiles
+from ops.sandbox import AcmeServer, Existing, HostPlan, HostPorts, SandboxFiles
 
 pytestmark = pytest.mark.unit
 
@@ -232,6 +237,228 @@ def test_any_other_start_failure_removes_the_container_and_stops() -> None:
     assert [c.removed for c in engine.containers.made] == [True]
 
 
+# ------------------------------------------------------------------------------ ACME server
+
+
+def test_the_acme_server_validates_for_real_against_host_1_on_loopback_ports() -> None:
+    options = sandbox.acme_options("sbx", "slipway/sandbox-acme:c.1", "172.18.0.2")
+    assert options["image"] == "slipway/sandbox-acme:c.1"
+    assert options["name"] == "sbx-acme"
+    assert options["labels"] == {sandbox.LABEL: "sbx", sandbox.ROLE_LABEL: "acme"}
+    assert options["network"] == "slipway-sandbox"
+    assert options["ports"] == {
+        "14000/tcp": ("127.0.0.1", None),
+        "15000/tcp": ("127.0.0.1", None),
+    }
+    assert options["extra_hosts"] == {"app.sbx.test": "172.18.0.2", "www.sbx.test": "172.18.0.2"}
+    assert options["environment"]["PEBBLE_VA_NOSLEEP"] == "1"
+    assert options["environment"]["PEBBLE_WFE_NONCEREJECT"] == "0"
+    assert "PEBBLE_VA_ALWAYS_VALID" not in options["environment"]
+    assert not {"privileged", "cap_add", "volumes"} & set(options)
+
+
+def test_the_acme_server_is_started_with_those_options_and_retried_on_a_taken_port() -> None:
+    taken = APIError("Bind for 127.0.0.1:41400 failed: port is already allocated")
+    engine = _creating([taken])
+    sandbox.start_acme(engine, "sbx", "img", "172.18.0.2")
+    calls = engine.containers.calls
+    assert len(calls) == 2
+    assert calls[1]["image"] == "img"
+    assert calls[1]["name"] == "sbx-acme"
+    assert [c.removed for c in engine.containers.made] == [True, False]
+
+
+def _acme_attrs(
+    status: str = "running",
+    image: str = "slipway/sandbox-acme:c.1",
+    extra: list[str] | None = None,
+    address: str = "172.18.0.3",
+) -> dict[str, Any]:
+    def on(port: int) -> list[dict[str, str]]:
+        return [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+
+    return {
+        "State": {"Status": status},
+        "Config": {"Image": image},
+        "HostConfig": {
+            "ExtraHosts": extra
+            if extra is not None
+            else ["www.sbx.test:172.18.0.2", "app.sbx.test:172.18.0.2"]
+        },
+        "NetworkSettings": {
+            "Ports": {"14000/tcp": on(41400), "15000/tcp": on(41500)},
+            "Networks": {"slipway-sandbox": {"IPAddress": address}},
+        },
+    }
+
+
+def test_a_running_acme_server_of_the_image_for_host_1_is_reused() -> None:
+    wanted = sandbox.acme_extra_hosts("sbx", "172.18.0.2")
+    assert sandbox.acme_reuse_problem(_acme_attrs(), "slipway/sandbox-acme:c.1", wanted) == ""
+
+
+@pytest.mark.parametrize(
+    ("attrs", "problem"),
+    [
+        (_acme_attrs(status="exited"), "not running (exited)"),
+        (_acme_attrs(image="slipway/sandbox-acme:c.0"), "runs another image"),
+        (_acme_attrs(extra=["app.sbx.test:172.18.0.9"]), "another host 1"),
+    ],
+)
+def test_a_stopped_outdated_or_misdirected_acme_server_is_replaced(
+    attrs: dict[str, Any], problem: str
+) -> None:
+    wanted = sandbox.acme_extra_hosts("sbx", "172.18.0.2")
+    assert problem in sandbox.acme_reuse_problem(attrs, "slipway/sandbox-acme:c.1", wanted)
+
+
+def test_the_acme_server_is_read_from_docker_inspect() -> None:
+    assert sandbox.acme_server("sbx-acme", _acme_attrs()) == PEBBLE
+
+
+def test_a_container_off_the_sandbox_network_is_an_error_naming_the_fix() -> None:
+    attrs = _acme_attrs()
+    attrs["NetworkSettings"]["Networks"] = {"bridge": {"IPAddress": "172.17.0.2"}}
+    with pytest.raises(OpsError, match=r"no address on the network slipway-sandbox.*sandbox\.up"):
+        sandbox.acme_server("sbx-acme", attrs)
+
+
+def test_an_acme_directory_needs_nonce_account_and_order_urls() -> None:
+    directory = {"newNonce": "n", "newAccount": "a", "newOrder": "https://x/order", "meta": {}}
+    assert sandbox.check_directory(directory) == "https://x/order"
+    with pytest.raises(OpsError, match="no newNonce, newOrder"):
+        sandbox.check_directory({"newAccount": "a"})
+    with pytest.raises(OpsError, match="not an ACME directory"):
+        sandbox.check_directory(["newNonce"])
+
+
+def test_the_root_must_be_a_ca_certificate(tmp_path: Path) -> None:
+    made = certs.ensure(tmp_path, "t", ["10.0.0.1"])
+    root = sandbox.check_root(made.paths.ca_crt.read_bytes())
+    assert root.subject.rfc4514_string().endswith("O=Slipway local CA")
+    with pytest.raises(OpsError, match="CA false"):
+        sandbox.check_root(made.paths.tls_crt.read_bytes())
+    with pytest.raises(OpsError, match="not a CA certificate"):
+        sandbox.check_root(b"<html>not found</html>")
+
+
+def test_the_certificate_archive_ends_with_ready_and_belongs_to_pebble() -> None:
+    data = sandbox.certificate_archive(b"CERT", b"KEY")
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = archive.getmembers()
+        assert [m.name for m in members] == ["cert.pem", "key.pem", "ready"]
+        assert [m.mode for m in members] == [0o644, 0o600, 0o644]
+        assert {(m.uid, m.gid) for m in members} == {(sandbox.ACME_UID, sandbox.ACME_UID)}
+        handle = archive.extractfile("key.pem")
+        assert handle is not None
+        assert handle.read() == b"KEY"
+
+
+def test_the_uid_of_the_certificate_is_the_image_user() -> None:
+    dockerfile = Path(__file__).parents[3] / "services" / "sandbox-acme" / "Dockerfile"
+    text = dockerfile.read_text(encoding="utf-8")
+    assert f"--uid {sandbox.ACME_UID}" in text
+    assert f"USER {sandbox.ACME_UID}:{sandbox.ACME_UID}" in text
+    assert sandbox.ACME_TLS_DIR in text
+
+
+def test_the_acme_server_certificate_names_its_address_and_keeps_its_ca(envdir: Path) -> None:
+    files = _files(envdir)
+    sandbox.ensure_key(files)
+    first = sandbox.ensure_acme_certificate(files, "172.18.0.3")
+    assert first.ca_created
+    leaf = x509.load_pem_x509_certificate(first.paths.tls_crt.read_bytes())
+    assert {"172.18.0.3", "127.0.0.1", "sbx-acme"} <= certs.san_names(leaf)
+    assert files.acme_server_ca.read_bytes() == first.paths.ca_crt.read_bytes()
+    assert _mode(first.paths.ca_key) == 0o600
+    assert _mode(first.paths.tls_key) == 0o600
+    assert _mode(files.key_dir) == 0o700
+    again = sandbox.ensure_acme_certificate(files, "172.18.0.3")
+    assert not again.changed
+    moved = sandbox.ensure_acme_certificate(files, "172.18.0.7")
+    assert moved.leaf_created
+    assert not moved.ca_created
+    leaf = x509.load_pem_x509_certificate(moved.paths.tls_crt.read_bytes())
+    assert "172.18.0.7" in certs.san_names(leaf)
+    assert files.acme_server_ca.read_bytes() == first.paths.ca_crt.read_bytes()
+
+
+class FakeAcmeContainer:
+    name = "sbx-acme"
+
+    def __init__(self, status: str = "running") -> None:
+        self.status = status
+        self.labels = {sandbox.LABEL: "sbx", sandbox.ROLE_LABEL: "acme"}
+
+    def reload(self) -> None:
+        pass
+
+    def logs(self, tail: int) -> bytes:
+        return b"[sandbox-acme] waiting up to 120s for /etc/pebble/tls/cert.pem\n"
+
+
+def _answers(monkeypatch: pytest.MonkeyPatch, answers: list[Any]) -> list[str]:
+    """https_get answers in turn: bytes are returned, exceptions raised; the URLs asked."""
+    asked: list[str] = []
+
+    def fake(url: str, ca_file: Path, timeout: float = 5.0) -> bytes:
+        asked.append(url)
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, bytes)
+        return answer
+
+    monkeypatch.setattr(sandbox, "https_get", fake)
+    monkeypatch.setattr(sandbox.time, "sleep", lambda seconds: None)
+    return asked
+
+
+DIRECTORY = b'{"newNonce": "n", "newAccount": "a", "newOrder": "o"}'
+
+
+def test_the_directory_is_awaited_through_refusals_until_it_answers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+    asked = _answers(monkeypatch, [refused, ConnectionResetError(104, "reset"), DIRECTORY])
+    note = sandbox.wait_acme_directory(FakeAcmeContainer(), PEBBLE, tmp_path / "ca.pem", 30)
+    assert note.startswith("directory answers after")
+    assert asked == ["https://127.0.0.1:41400/dir"] * 3
+
+
+def test_a_directory_certificate_that_does_not_verify_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    bad.verify_message = "IP address mismatch"
+    _answers(monkeypatch, [urllib.error.URLError(bad)])
+    with pytest.raises(
+        OpsError, match=r"ca\.pem does not verify \(IP address mismatch\).*sandbox\.down --name sbx"
+    ):
+        sandbox.wait_acme_directory(FakeAcmeContainer(), PEBBLE, tmp_path / "ca.pem", 30)
+    assert "sbx-acme: container log" in capsys.readouterr().out
+
+
+def test_a_stopped_acme_server_is_reported_with_its_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _answers(monkeypatch, [ConnectionRefusedError(111, "refused")])
+    with pytest.raises(OpsError, match=r"sbx-acme stopped \(exited\); its log is above"):
+        sandbox.wait_acme_directory(FakeAcmeContainer("exited"), PEBBLE, tmp_path / "c", 30)
+    assert "waiting up to 120s" in capsys.readouterr().out
+
+
+def test_a_directory_that_never_answers_fails_after_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _answers(monkeypatch, [ConnectionRefusedError(111, "refused")] * 2)
+    clock = iter([0.0, 0.0, 1.0, 100.0])
+    monkeypatch.setattr(sandbox.time, "monotonic", lambda: next(clock))
+    with pytest.raises(OpsError, match=r"did not answer within 30s \(ConnectionRefusedError"):
+        sandbox.wait_acme_directory(FakeAcmeContainer(), PEBBLE, tmp_path / "c", 30)
+
+
 # ------------------------------------------------------------------------------ files
 
 
@@ -291,6 +518,87 @@ def test_the_environment_file_loads_as_an_ssh_environment(envdir: Path) -> None:
     assert env.target == "ssh"
     assert env.listings_env == "staging"
     assert env.bind == "0.0.0.0"
+
+
+EXPECTED_ACME_YAML = """\
+# Written by `invoke sandbox.up --name sbx --hosts 1 --tls acme`.
+# Disposable hosts on this machine; `invoke sandbox.down --name sbx` deletes them
+# and this file. Edits are lost: every sandbox.up writes it again.
+name: sbx
+target: ssh
+hosts:
+  - ssh: deploy@127.0.0.1:40022
+    identity: .slipway/sandbox-sbx/id_ed25519
+    known_hosts: .slipway/sandbox-sbx/known_hosts
+domains: [app.sbx.test, www.sbx.test]
+tls: acme
+acme:
+  email: ops@sbx.test
+  directory: https://172.18.0.3:14000/dir
+  server_ca: .slipway/sandbox-sbx/acme-server-ca.pem
+ca_file: .slipway/sandbox-sbx/acme-roots.pem
+bind: 0.0.0.0
+ports: {http: 80, https: 443}
+public_url: https://app.sbx.test
+connect_to: 127.0.0.1:40443
+listings_env: staging
+replicas: {api: 2, worker: 1}
+deploy:
+  remote_dir: /srv/slipway/sbx
+"""
+
+PEBBLE = AcmeServer("sbx-acme", "172.18.0.3", 41400, 41500)
+
+
+def test_the_acme_environment_file_names_pebble_its_cas_and_host_1(envdir: Path) -> None:
+    files = _files(envdir)
+    text = sandbox.environment_yaml(files, _two_hosts()[:1], "staging", 1, PEBBLE.directory)
+    assert text == EXPECTED_ACME_YAML
+    files.environment.write_text(text, encoding="utf-8")
+    assert sandbox.written_by_sandbox(files.environment)
+
+
+def test_the_acme_environment_file_loads_as_tls_acme(envdir: Path) -> None:
+    files = _files(envdir)
+    text = sandbox.environment_yaml(files, _two_hosts(), "staging", 2, PEBBLE.directory)
+    sandbox.write_file(files.environment, text, 0o644)
+    env = config.load("sbx")
+    assert env.tls == "acme"
+    assert env.domains == ("app.sbx.test", "www.sbx.test")
+    assert env.acme is not None
+    assert env.acme.email == "ops@sbx.test"
+    assert env.acme.directory == "https://172.18.0.3:14000/dir"
+    assert env.acme.server_ca == files.acme_server_ca
+    assert env.ca_file == files.acme_roots
+    assert env.public_url == "https://app.sbx.test"
+    assert env.connect_to == "127.0.0.1:40443"
+    assert env.ports.https == 443
+    assert env.bind == "0.0.0.0"
+    assert len(env.hosts) == 2
+
+
+def test_the_acme_server_urls_use_its_network_address_and_the_loopback_ports() -> None:
+    assert PEBBLE.directory == "https://172.18.0.3:14000/dir"
+    assert PEBBLE.local_directory == "https://127.0.0.1:41400/dir"
+    assert PEBBLE.local_roots == "https://127.0.0.1:41500/roots/0"
+    assert AcmeServer("x", "fd00::3", 1, 2).directory == "https://[fd00::3]:14000/dir"
+
+
+def test_the_acme_files_live_in_the_private_key_directory(envdir: Path) -> None:
+    files = _files(envdir)
+    assert files.acme_server_ca == files.key_dir / "acme-server-ca.pem"
+    assert files.acme_roots == files.key_dir / "acme-roots.pem"
+    assert files.acme_server_dir.parent == files.key_dir
+
+
+@pytest.mark.parametrize("tls", ["local-ca", "acme"])
+def test_the_sandbox_tls_modes_are_accepted(tls: str) -> None:
+    sandbox.check_tls(tls)
+
+
+def test_an_unknown_tls_mode_is_refused_with_the_choices() -> None:
+    with pytest.raises(OpsError, match="use one of local-ca, acme"):
+        sandbox.check_tls("letsencrypt")
 
 
 def test_only_files_with_the_marker_count_as_written_by_sandbox_up(envdir: Path) -> None:
@@ -364,6 +672,44 @@ def test_the_image_tag_is_a_digest_of_the_build_inputs(tmp_path: Path) -> None:
     assert sandbox.image_tag(tmp_path) != second
 
 
+def _acme_context(root: Path) -> None:
+    (root / "services" / "sandbox-acme").mkdir(parents=True)
+    (root / "services" / "sandbox-acme" / "Dockerfile").write_text("FROM y\n", encoding="utf-8")
+
+
+def test_the_acme_image_has_a_tag_of_its_own(tmp_path: Path) -> None:
+    _context(tmp_path)
+    _acme_context(tmp_path)
+    host = sandbox.image_tag(tmp_path)
+    acme = sandbox.image_tag(tmp_path, sandbox.ACME_BUILD_INPUTS)
+    assert acme.startswith("c.")
+    assert acme != host
+    (tmp_path / "services" / "sandbox-acme" / "README.md").write_text("# x\n", encoding="utf-8")
+    assert sandbox.image_tag(tmp_path, sandbox.ACME_BUILD_INPUTS) == acme
+    (tmp_path / "services" / "sandbox-acme" / "entrypoint").write_text("#!\n", encoding="utf-8")
+    assert sandbox.image_tag(tmp_path, sandbox.ACME_BUILD_INPUTS) != acme
+    # Editing the ACME server never changes the hosts' image (running hosts stay current).
+    assert sandbox.image_tag(tmp_path) == host
+
+
+def test_the_acme_image_is_built_by_its_own_compose_service(tmp_path: Path) -> None:
+    build = compose.Build("v1", "abc123", tmp_path / "ca.pem")
+    inv = sandbox.build_invocation(tmp_path, "c.0123456789ab", build, sandbox.ACME_SERVICE)
+    assert inv.argv[-2:] == ["build", "sandbox-acme"]
+    assert inv.env["SLIPWAY_SANDBOX_ACME_TAG"] == "c.0123456789ab"
+    assert inv.env["SLIPWAY_BUILD_CA"] == str(tmp_path / "ca.pem")
+
+
+def test_the_compose_file_builds_both_images_with_their_tags() -> None:
+    path = Path(__file__).parents[3] / "compose" / "sandbox.yaml"
+    services = yaml.safe_load(path.read_text(encoding="utf-8"))["services"]
+    assert (
+        services["sandbox-acme"]["image"] == "slipway/sandbox-acme:${SLIPWAY_SANDBOX_ACME_TAG:-dev}"
+    )
+    assert services["sandbox-acme"]["build"]["context"] == "../services/sandbox-acme"
+    assert services["sandbox-host"]["image"] == "slipway/sandbox-host:${SLIPWAY_SANDBOX_TAG:-dev}"
+
+
 def test_the_build_goes_through_compose_with_the_ca_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -430,6 +776,12 @@ class FakeContainers:
 
     def list(self, **kwargs: object) -> list[Any]:
         return self.found
+
+    def get(self, name: str) -> Any:
+        for container in self.found:
+            if container.name == name:
+                return container
+        raise NotFound(name)
 
 
 class FakeNetworks:
@@ -503,3 +855,71 @@ def test_down_deletes_the_sandbox_files_but_not_someone_elses(
     sandbox.down("sbx", yes=True)
     assert not files.environment.exists()
     assert not files.secrets.exists()
+
+
+def test_up_with_acme_refuses_to_replace_a_container_that_is_not_its_acme_server(
+    envdir: Path, engine: FakeEngine
+) -> None:
+    _context(envdir.parent)
+    _acme_context(envdir.parent)
+    engine.containers.found.append(FakeContainer("sbx-acme", {}))
+    with pytest.raises(OpsError, match=r"sbx-acme exists and is not the ACME server.*docker rm"):
+        sandbox.up("sbx", tls="acme")
+
+
+def test_up_with_acme_needs_the_base_image_for_the_acme_image_too(
+    envdir: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _context(envdir.parent)
+    _acme_context(envdir.parent)
+    monkeypatch.setattr(
+        sandbox.images, "has_image", lambda engine, name: name.startswith(sandbox.IMAGE)
+    )
+    with pytest.raises(
+        OpsError, match=r"slipway/sandbox-acme:c\.\w+ must be built.*run `invoke images\.base`"
+    ):
+        sandbox.up("sbx", tls="acme")
+
+
+def test_the_acme_server_is_not_a_host_and_is_removed_with_local_ca(
+    envdir: Path,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    labels = {sandbox.LABEL: "sbx", sandbox.ROLE_LABEL: "acme"}
+    server = FakeContainer("sbx-acme", labels)
+    assert sandbox.is_acme(server)
+    assert not sandbox.is_acme(FakeContainer("slipway-sandbox-sbx-1", {sandbox.LABEL: "sbx"}))
+    _context(envdir.parent)
+    engine.containers.found.append(server)
+    # Every image present: the dry run reaches the end of the plan.
+    monkeypatch.setattr(sandbox.images, "has_image", lambda engine, name: True)
+    report = sandbox.up("sbx", dry_run=True)
+    assert [o.status for o in report.outcomes[:3]] == ["ok", "ok", "ok"]
+    assert {o.status for o in report.outcomes[3:]} == {"planned"}
+    assert not any("ACME" in o.step.name for o in report.outcomes)
+    out = capsys.readouterr().out
+    assert "plan: keep: none" in out
+    assert "plan: start: sbx-1" in out
+    assert "plan: remove: sbx-acme (ACME server: not used with --tls local-ca)" in out
+
+
+def test_a_dry_run_with_acme_plans_the_acme_steps_and_changes_nothing(
+    envdir: Path,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _context(envdir.parent)
+    _acme_context(envdir.parent)
+    monkeypatch.setattr(sandbox.images, "has_image", lambda engine, name: True)
+    report = sandbox.up("sbx", tls="acme", dry_run=True)
+    planned = [o.step.name for o in report.outcomes if o.status == "planned"]
+    assert "build the slipway/sandbox-acme image" in planned
+    assert any("ACME server sbx-acme" in name for name in planned)
+    assert any("acme-roots.pem" in name for name in planned)
+    out = capsys.readouterr().out
+    assert "plan: ACME server sbx-acme" in out
+    assert not (envdir / "sbx.yaml").exists()
+    assert not _files(envdir).key_dir.exists()
