@@ -48,7 +48,6 @@ _MIN_CPUS = 0.01
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 # user@host[:port], host possibly an IPv6 address in brackets.
 _SSH_RE = re.compile(r"^(?:(?P<user>[^@]*)@)?(?P<host>\[[^\]]*\]|[^:@\[\]]*)(?::(?P<port>.*))?$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 # remote_dir goes into commands run by the remote shell: only characters that need no quoting.
 _REMOTE_DIR_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
@@ -102,6 +101,12 @@ class Host:
     port: int = 22
     identity: Path | None = None  # private key (ssh -i); None: the ssh client's defaults
     known_hosts: Path = Path("known_hosts")  # UserKnownHostsFile; parse() makes it absolute
+    swarm_address: str = ""  # where the other hosts reach this one (Swarm); "" = address
+
+    @property
+    def advertise(self) -> str:
+        """The address Docker Swarm advertises for this host to the others."""
+        return self.swarm_address or self.address
 
     @property
     def destination(self) -> str:
@@ -133,6 +138,17 @@ class Acme:
         """True for Let's Encrypt (production or staging), which only issues for public names."""
         host = urlsplit(self.directory).hostname or ""
         return host == "letsencrypt.org" or host.endswith(".letsencrypt.org")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """`registry:`: the address this machine pushes images to and the one the hosts pull from.
+
+    Each is host[:port][/namespace] (no scheme, no trailing '/'); `pull` equals `push` unless
+    the file gives both (a sandbox: loopback here, the network address there)."""
+
+    push: str
+    pull: str
 
 
 @dataclass(frozen=True)
@@ -215,7 +231,7 @@ class Environment:
     public_url: str = ""  # normalized: https://host[:port], port omitted when 443
     ca_file: Path | None = None  # absolute
     connect_to: str = ""  # host:port clients on this machine connect to for public_url
-    registry: str | None = None
+    registry: Registry | None = None  # None: `registry: none`, images go over SSH
     resources: Resources = field(default_factory=Resources)
     deploy: Deploy = field(default_factory=Deploy)
 
@@ -482,7 +498,9 @@ def _hosts(reader: _Reader, top: Mapping[str, Any], name: str, target: str) -> t
     for index, item in enumerate(value):
         where = f"hosts[{index}]"
         data = reader.mapping(item, where)
-        reader.check_keys(data, where, required={"ssh"}, optional={"identity", "known_hosts"})
+        reader.check_keys(
+            data, where, required={"ssh"}, optional={"identity", "known_hosts", "swarm_address"}
+        )
         user, address, port = _ssh_destination(reader, data, f"{where}.ssh")
         identity = None
         if data.get("identity") is not None:
@@ -492,7 +510,18 @@ def _hosts(reader: _Reader, top: Mapping[str, Any], name: str, target: str) -> t
         if data.get("known_hosts") is not None:
             text = reader.string(data, "known_hosts", where=f"{where}.known_hosts")
             known_hosts = reader.local_path(text, f"{where}.known_hosts")
-        host = Host(user, address, port, identity, known_hosts)
+        swarm_address = ""
+        if data.get("swarm_address") is not None:
+            swarm_address = reader.string(data, "swarm_address", where=f"{where}.swarm_address")
+            swarm_address = swarm_address.strip()
+            if not _is_address(swarm_address):
+                reader.fail(
+                    f"{where}.swarm_address",
+                    f"{swarm_address!r} is not a host name or IP address",
+                    "write the address the other hosts reach this one at (private network), "
+                    "e.g. 10.0.0.11",
+                )
+        host = Host(user, address, port, identity, known_hosts, swarm_address)
         for earlier in hosts:
             if (earlier.address, earlier.port) == (address, port):
                 reader.fail(
@@ -502,6 +531,14 @@ def _hosts(reader: _Reader, top: Mapping[str, Any], name: str, target: str) -> t
                 )
         hosts.append(host)
     return tuple(hosts)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return bool(_HOSTNAME_RE.match(text.lower()))
+    return True
 
 
 def _ssh_destination(reader: _Reader, data: Mapping[str, Any], where: str) -> tuple[str, str, int]:
@@ -626,7 +663,7 @@ def _connect_to(reader: _Reader, top: Mapping[str, Any]) -> str:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     valid = bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
-    if valid and not _HOST_RE.match(host):
+    if valid and not _HOSTNAME_RE.match(host.lower()):
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -674,15 +711,46 @@ def _public_url(reader: _Reader, top: Mapping[str, Any], tls: str, domains: tupl
     return _https_url(host, port)
 
 
-def _registry(reader: _Reader, top: Mapping[str, Any]) -> str | None:
-    text = reader.string(top, "registry", default="none").strip().rstrip("/")
-    if text == "none":
+_REGISTRY_SHAPE = "host[:port][/namespace], e.g. registry.example.org/slipway"
+
+
+def _registry(reader: _Reader, top: Mapping[str, Any]) -> Registry | None:
+    """`registry:` is none (the default), one address, or {push: ..., pull: ...}."""
+    value = top.get("registry", "none")
+    if isinstance(value, Mapping):
+        data = reader.section(top, "registry", {"push", "pull"})
+        if data.get("push") is None:
+            reader.fail(
+                "registry.push",
+                "is missing",
+                f"add 'push: {_REGISTRY_SHAPE}' (pull defaults to it), or write registry: none",
+            )
+        push = _registry_address(reader, data, "push", "registry.push")
+        pull = push
+        if data.get("pull") is not None:
+            pull = _registry_address(reader, data, "pull", "registry.pull")
+        return Registry(push=push, pull=pull)
+    if not isinstance(value, str):
+        reader.fail(
+            "registry",
+            f"must be none, an address or a mapping, got {_kind(value)} {value!r}",
+            f"write none, {_REGISTRY_SHAPE}, or {{push: <address>, pull: <address>}}",
+        )
+    if value.strip() == "none":
         return None
-    expected = "none, or host[:port][/namespace], e.g. registry.example.org/slipway"
+    address = _registry_address(reader, top, "registry", "registry")
+    return Registry(push=address, pull=address)
+
+
+def _registry_address(reader: _Reader, data: Mapping[str, Any], key: str, where: str) -> str:
+    """One registry address: host[:port][/namespace], as Docker reads an image name's prefix."""
+    text = reader.string(data, key, where=where).strip().rstrip("/")
     host_port, _, namespace = text.partition("/")
     host, _, port = host_port.partition(":")
     problem = ""
-    if "://" in text:
+    if text == "none":
+        problem = "is none inside a registry mapping"
+    elif "://" in text:
         problem = "has a scheme"
     elif not _HOSTNAME_RE.match(host.lower()) or (port and not _valid_port(port)):
         problem = f"has no valid host[:port] ({host_port!r})"
@@ -693,11 +761,10 @@ def _registry(reader: _Reader, top: Mapping[str, Any]) -> str | None:
     elif namespace and not all(_REGISTRY_PATH_RE.match(part) for part in namespace.split("/")):
         problem = f"has an invalid namespace {namespace!r}"
     if problem:
-        reader.fail(
-            "registry",
-            f"{text!r} {problem}",
-            f"write {expected} (docker.io/<user> for Docker Hub)",
-        )
+        fix = f"write {_REGISTRY_SHAPE} (docker.io/<user> for Docker Hub)"
+        if where == "registry":
+            fix = f"write none, or {_REGISTRY_SHAPE} (docker.io/<user> for Docker Hub)"
+        reader.fail(where, f"{text!r} {problem}", fix)
     return text
 
 

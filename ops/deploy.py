@@ -307,8 +307,7 @@ class Deployment:
             # Infrastructure tags name their build inputs: a host that has the tag runs the
             # same thing even if this machine built it again (another id). Shipping it would
             # restart PostgreSQL, Redis or nginx for nothing.
-            content_tagged = not ref.startswith(f"{LISTINGS_IMAGE}:")
-            if remote_id and (remote_id == local_id or content_tagged):
+            if host_has(self.sh(), ref, local_id):
                 ids[ref] = remote_id
             else:
                 ids[ref] = local_id
@@ -365,29 +364,8 @@ class Deployment:
         return f"held by {held.owner}"
 
     def ship(self) -> str:
-        shipped = []
-        for ref in self.to_ship:
-            self.refresh_lock()
-            image = self.docker().images.get(ref)
-            existing = (
-                self.sh()
-                .run(
-                    f"docker image inspect -f '{{{{.Id}}}}' {quote(image.id)} 2>/dev/null",
-                    check=False,
-                )
-                .stdout.strip()
-            )
-            if existing == image.id:  # same content under another tag: just tag it
-                self.sh().run(f"docker tag {quote(image.id)} {quote(ref)}", what=f"tag {ref}")
-                shipped.append(f"{ref} (tagged)")
-                continue
-            began = time.monotonic()
-            size = int(image.attrs.get("Size", 0))
-            self.sh().stream_into("docker load -q", _save_chunks(image, ref), what=f"ship {ref}")
-            took = time.monotonic() - began
-            print(f"    {ref}: {size / 1e6:.0f} MB in {took:.1f}s", flush=True)
-            shipped.append(ref)
-        return ", ".join(shipped) or "nothing to ship"
+        self.refresh_lock()
+        return ship_images(self.docker(), self.sh(), self.to_ship) or "nothing to ship"
 
     def release_files(self, release_id: str) -> dict[str, str]:
         """The files of a release directory: exactly what compose runs on the host."""
@@ -457,6 +435,26 @@ class Deployment:
     def release_id(self) -> str:
         assert self.release is not None
         return self.release.id
+
+    def restore_images(self, images: Mapping[str, str]) -> list[str]:
+        """Point each recorded tag back at its recorded image (a rebuilt version may have moved
+        the tag since); the refs whose image is gone from the host."""
+        missing = []
+        for ref, image_id in images.items():
+            seen = (
+                self.sh()
+                .run(
+                    f"docker image inspect -f '{{{{.Id}}}}' {quote(image_id)} 2>/dev/null",
+                    check=False,
+                )
+                .stdout.strip()
+            )
+            if seen != image_id:
+                missing.append(ref)
+        if not missing:
+            for ref, image_id in images.items():
+                self.sh().run(f"docker tag {quote(image_id)} {quote(ref)}", what=f"tag {ref}")
+        return missing
 
     # ------------------------------------------------------------------ ACME (tls: acme)
 
@@ -672,7 +670,7 @@ class Deployment:
             store.audit({"event": f"{self.kind} failed", "release": self.release.id})
             return "no previous release to roll back to (first deploy): fix and deploy again"
         print(f"\n==> automatic rollback to {self.previous.id}", flush=True)
-        back = Deployment(self.env, self.build, kind="rollback", secrets=self.secrets)
+        back = type(self)(self.env, self.build, kind="rollback", secrets=self.secrets)
         back.remote, back.lock, back.store = self.remote, self.lock, self.store
         back.release, back.previous = self.previous, None
         runner = steps.Runner(f"automatic rollback of {self.env.name} to {self.previous.id}")
@@ -749,6 +747,39 @@ def _acme_message(output: str, default: str, prefix: str = "") -> str:
     return found
 
 
+def host_has(remote: Remote, ref: str, image_id: str) -> bool:
+    """The host has `ref`: with that image id, or (an infrastructure image, content-tagged:
+    the tag names its build inputs) under that tag at all."""
+    found = remote.run(
+        f"docker image inspect -f '{{{{.Id}}}}' {quote(ref)} 2>/dev/null", check=False
+    ).stdout.strip()
+    if not found:
+        return False
+    return found == image_id or not ref.startswith(f"{LISTINGS_IMAGE}:")
+
+
+def ship_images(engine: docker.DockerClient, remote: Remote, refs: list[str]) -> str:
+    """docker save here | SSH | docker load there, each image timed; an image the host has
+    under another tag is only tagged."""
+    shipped = []
+    for ref in refs:
+        image = engine.images.get(ref)
+        existing = remote.run(
+            f"docker image inspect -f '{{{{.Id}}}}' {quote(image.id)} 2>/dev/null", check=False
+        ).stdout.strip()
+        if existing == image.id:  # same content under another tag: just tag it
+            remote.run(f"docker tag {quote(image.id)} {quote(ref)}", what=f"tag {ref}")
+            shipped.append(f"{ref} (tagged)")
+            continue
+        began = time.monotonic()
+        size = int(image.attrs.get("Size", 0))
+        remote.stream_into("docker load -q", _save_chunks(image, ref), what=f"ship {ref}")
+        took = time.monotonic() - began
+        print(f"    {remote.host.label} {ref}: {size / 1e6:.0f} MB in {took:.1f}s", flush=True)
+        shipped.append(ref)
+    return ", ".join(shipped)
+
+
 def _save_chunks(image: object, ref: str) -> Iterator[bytes]:
     save = getattr(image, "save")  # noqa: B009 - docker's Image.save, chunked tar stream
     # named=ref: the tar names this tag (named=True would name the image's first tag).
@@ -791,13 +822,21 @@ def verify_context(env: config.Environment) -> ssl.SSLContext | bool:
 # ------------------------------------------------------------------------------ entry points
 
 
+def deployment_for(env: config.Environment, build: Build, **options: object) -> Deployment:
+    """Compose on one host; Docker Swarm (ops/swarm.py) for several."""
+    from ops import swarm
+
+    kind = swarm.SwarmDeployment if swarm.is_swarm(env) else Deployment
+    return kind(env, build, **options)  # type: ignore[arg-type]
+
+
 def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> steps.Report | None:
     """Pre-flight, lock, ship, migrate, roll the API, workers, nginx, smoke, record, unlock."""
     env = config.load(env_name)
     build = compose.detect_build()
     if version:
         build = Build(compose.tag_safe(version), build.git_sha, build.ca_bundle, build.image_tags)
-    d = Deployment(env, build, explicit_version=bool(version))
+    d = deployment_for(env, build, explicit_version=bool(version))
     title = f"invoke deploy --env={env.name} (version {build.version})"
     preflight = [
         steps.Step("check configuration and secrets", d.check_config),
@@ -890,26 +929,12 @@ def _checked_rollback_target(d: Deployment, to: str | None) -> str:
         target = older[-1]
     if target.id == current:
         print(f"    plan: {target.id} is the current release: putting it back in place (repair)")
-    missing = []
-    for ref, image_id in target.images.items():
-        seen = (
-            d.sh()
-            .run(
-                f"docker image inspect -f '{{{{.Id}}}}' {quote(image_id)} 2>/dev/null", check=False
-            )
-            .stdout.strip()
-        )
-        if seen != image_id:
-            missing.append(ref)
+    missing = d.restore_images(target.images)
     if missing:
         raise OpsError(
             f"images of {target.id} are no longer on the host: {', '.join(missing)}. Fix: deploy "
             f"that version instead (`invoke deploy --env={d.env.name} --version={target.version}`)"
         )
-    # Compose runs images by tag; a rebuilt version may have moved the tag since: point every
-    # tag back at the image this release recorded.
-    for ref, image_id in target.images.items():
-        d.sh().run(f"docker tag {quote(image_id)} {quote(ref)}", what=f"tag {ref}")
     d.previous = store.get(current) if current else None
     d.release = target
     print(f"    plan: current {current or 'none'} -> {target.id} (version {target.version})")
@@ -921,7 +946,7 @@ def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> ste
     """Put a recorded release back (the previous successful one by default): no build, no
     registry, the same rolling procedure as a deploy."""
     env = config.load(env_name)
-    d = Deployment(env, compose.detect_build(), kind="rollback")
+    d = deployment_for(env, compose.detect_build(), kind="rollback")
 
     def plan() -> str:
         return _checked_rollback_target(d, to)

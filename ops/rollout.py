@@ -48,11 +48,19 @@ class Container:
 class RemoteCompose:
     """`docker compose` for one release of one environment, run on the host."""
 
-    def __init__(self, remote: Remote, project: str, remote_dir: str, release_id: str) -> None:
+    def __init__(
+        self,
+        remote: Remote,
+        project: str,
+        remote_dir: str,
+        release_id: str,
+        overlays: tuple[str, ...] = ("remote.yaml",),
+    ) -> None:
         self.remote = remote
         self.project = project
         self.root = remote_dir.rstrip("/")
         self.release_id = release_id
+        self.overlays = overlays  # compose files of the release after compose.yaml
 
     def command(self, *args: str) -> str:
         rel = f"releases/{self.release_id}"
@@ -67,8 +75,7 @@ class RemoteCompose:
             f"{rel}/release.env",
             "-f",
             f"{rel}/compose.yaml",
-            "-f",
-            f"{rel}/remote.yaml",
+            *[word for name in self.overlays for word in ("-f", f"{rel}/{name}")],
             *args,
         ]
         return f"cd {quote(self.root)} && " + " ".join(quote(w) for w in words)

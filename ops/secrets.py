@@ -12,7 +12,7 @@ import os
 import re
 import secrets as token
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The service's own rule for staging/production secrets (it refuses to start with them), applied
@@ -29,12 +29,19 @@ REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER")
 # compose/compose.yaml puts these into LISTINGS_DATABASE_URL and LISTINGS_REDIS_URL unescaped.
 URL_PASSWORDS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
 GENERATE_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# Optional login to the environment's registry (`registry:`), both or neither. Used only on this
+# machine (push) and for the duration of a pull on a host: never in a release's secrets.env.
+REGISTRY_USER = "SLIPWAY_REGISTRY_USER"
+REGISTRY_PASSWORD = "SLIPWAY_REGISTRY_PASSWORD"
+REGISTRY_NAMES = (REGISTRY_USER, REGISTRY_PASSWORD)
 
 _LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 # Values shipped in .env.example: never acceptable as real secrets.
 _PLACEHOLDER_RE = re.compile(r"^(change-?me|<.*>|x+|placeholder)$", re.IGNORECASE)
 # RFC 3986 unreserved characters: safe in the userinfo of a URL without percent-encoding.
 _URL_SAFE_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
+# A registry user goes into HTTP basic auth (no ':') and onto a command line (quoted).
+_REGISTRY_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,18 @@ class Secrets:
 
     def __repr__(self) -> str:  # never leak values into tracebacks or logs
         return f"Secrets(names={sorted(self.values)}, file={self.file}, generated={self.generated})"
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """Login to the environment's registry; the password never appears in repr or messages."""
+
+    user: str
+    password: str = field(repr=False)
+    source: str = ""  # where they came from, for messages: the file and/or the environment
+
+    def __repr__(self) -> str:
+        return f"RegistryCredentials(user={self.user!r}, password=<hidden>, source={self.source!r})"
 
 
 def env_file(env: Environment) -> Path:
@@ -180,3 +199,87 @@ def problems(env: Environment, values: Mapping[str, str]) -> list[str]:
                 f"(listings_env {env.listings_env} refuses it)"
             )
     return found
+
+
+def registry_credentials(
+    env: Environment, environ: Mapping[str, str] | None = None, path: Path | None = None
+) -> RegistryCredentials | None:
+    """SLIPWAY_REGISTRY_USER and SLIPWAY_REGISTRY_PASSWORD of `env`, or None when neither is set.
+
+    Each comes from the process environment when set there, else from `.env.<name>` (as for
+    the other secrets). Both or neither: one alone, a placeholder, a user that HTTP basic auth
+    cannot carry or a password with a line break stops the command, naming the variable only.
+    """
+    environ = os.environ if environ is None else environ
+    path = env_file(env) if path is None else path
+    from_file = read_file(path)
+    values: dict[str, str] = {}
+    origins: list[str] = []
+    for name in REGISTRY_NAMES:
+        if environ.get(name):
+            values[name] = environ[name]
+            origins.append("the process environment")
+        elif from_file.get(name):
+            values[name] = from_file[name]
+            origins.append(str(path))
+    if not values:
+        return None
+    where = (
+        f"Fix: set both (or neither) in {path} or export them in the process environment, "
+        "which wins over the file"
+    )
+    missing = [name for name in REGISTRY_NAMES if name not in values]
+    if missing:
+        present = next(name for name in REGISTRY_NAMES if name in values)
+        raise OpsError(
+            f"registry credentials of environment {env.name!r}: {present} is set but "
+            f"{missing[0]} is not (both or neither). {where}"
+        )
+    user, password = values[REGISTRY_USER], values[REGISTRY_PASSWORD]
+    found = []
+    for name in REGISTRY_NAMES:
+        if _PLACEHOLDER_RE.match(values[name]):
+            found.append(f"{name} is the placeholder from .env.example")
+    if not _REGISTRY_USER_RE.match(user):
+        found.append(
+            f"{REGISTRY_USER} is not a registry user name (letters, digits, '.', '_', '@', '+', "
+            "'-', starting with a letter or digit, no ':')"
+        )
+    if "\n" in password or "\r" in password or password != password.strip():
+        found.append(f"{REGISTRY_PASSWORD} has a line break or leading/trailing blanks")
+    if found:
+        listed = "".join(f"\n  - {problem}" for problem in found)
+        raise OpsError(
+            f"registry credentials of environment {env.name!r} are unfit:{listed}\n{where}"
+        )
+    return RegistryCredentials(user, password, " and ".join(dict.fromkeys(origins)))
+
+
+def set_values(path: Path, values: Mapping[str, str]) -> None:
+    """Set `values` in the dotenv file `path` (0600): lines of those names are replaced, the
+    others kept as they are; names not there yet are appended. Values must need no quoting."""
+    for name, value in values.items():
+        if not _LINE_RE.match(f"{name}={value}") or not _URL_SAFE_RE.match(value):
+            raise OpsError(f"internal: {name} has a value that needs quoting in {path}")
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if not lines:
+        lines = ["# Generated by `invoke sandbox.up`: local secrets, gitignored. Keep private."]
+    done: set[str] = set()
+    result: list[str] = []
+    for line in lines:
+        match = _LINE_RE.match(line.strip())
+        name = match.group(1) if match else ""
+        if name in values:
+            if name not in done:
+                result.append(f"{name}={values[name]}")
+                done.add(name)
+            continue
+        result.append(line)
+    result += [f"{name}={value}" for name, value in values.items() if name not in done]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(result) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)

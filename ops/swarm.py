@@ -1,0 +1,645 @@
+"""Deploys to several hosts with Docker Swarm (`target: ssh` with more than one host).
+
+The first host manages the swarm and runs the data stores, nginx and certbot (their volumes are
+local to it); API replicas and workers spread over every host. `invoke deploy` forms the swarm
+when needed (init on the first host, join the others), ships the images to every host, renders
+compose.yaml + compose/swarm.yaml into the release's stack.yaml (ops keys `docker stack deploy`
+understands, secrets left as ${VARIABLES} that the manager's shell fills from the release's
+secrets.env), starts the data stores, migrates with a one-off container on the overlay network,
+then `docker stack deploy`s the release: Swarm replaces the replicas (start-first, rolled back
+by Swarm itself when a new one fails its healthcheck). The layout on the hosts and the steps:
+docs/architecture.md, "Several hosts (Docker Swarm)".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ops import config, paths, proc, secrets
+from ops.deploy import (
+    ACME_SERVICE,
+    Deployment,
+    dotenv,
+    ensure_certificates,
+    host_has,
+    image_refs,
+    release_env,
+    ship_images,
+)
+from ops.errors import OpsError
+from ops.remote import Remote, quote
+from ops.rollout import RemoteCompose, RolloutError
+
+STACK_FILE = "stack.yaml"
+DATA_STACK_FILE = "stack-data.yaml"
+ONEOFF_FILE = "swarm-oneoff.yaml"
+DATA_SERVICES = ("postgres", "redis")
+# Services the stack does not run: one-off containers (`docker compose run` on the manager).
+ONEOFF_SERVICES = ("migrate",)
+NODE_LABELS = ("slipway.data", "slipway.edge")
+STACK_VERSION = "3.9"
+CONVERGE_TIMEOUT = 600.0
+_SENTINEL = "SLIPWAYSECRET{}ENDSECRET"
+
+# What `docker stack deploy` (compose file format 3.9) accepts; everything else compose config
+# prints is dropped (build, depends_on, pull_policy, restart: Swarm has deploy.restart_policy).
+_SERVICE_KEYS = (
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "healthcheck",
+    "labels",
+    "logging",
+    "networks",
+    "ports",
+    "read_only",
+    "cap_add",
+    "cap_drop",
+    "stop_grace_period",
+    "stop_signal",
+    "user",
+    "volumes",
+    "working_dir",
+    "init",
+    "ulimits",
+    "sysctls",
+    "extra_hosts",
+    "deploy",
+)
+_DEPLOY_KEYS = (
+    "mode",
+    "replicas",
+    "endpoint_mode",
+    "labels",
+    "update_config",
+    "rollback_config",
+    "restart_policy",
+    "placement",
+    "resources",
+)
+_HEALTH_KEYS = ("test", "interval", "timeout", "retries", "start_period", "disable")
+_NETWORK_KEYS = ("name", "driver", "internal", "attachable", "external", "labels")
+_VOLUME_KEYS = ("name", "external", "driver", "labels")
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+def sentinel_secrets() -> dict[str, str]:
+    """Stand-ins for the secrets while compose renders the stack (never real values)."""
+    return {name: _SENTINEL.format(name) for name in secrets.REQUIRED}
+
+
+def _mount(entry: Mapping[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {
+        k: entry[k] for k in ("type", "source", "target", "read_only") if k in entry
+    }
+    for nested, allowed in (
+        ("tmpfs", ("size",)),
+        ("volume", ("nocopy",)),
+        ("bind", ("propagation",)),
+    ):
+        inner = {k: v for k, v in (entry.get(nested) or {}).items() if k in allowed}
+        if inner:
+            kept[nested] = inner
+    return kept
+
+
+def _tmpfs_mounts(tmpfs: object) -> list[dict[str, Any]]:
+    """Service-level tmpfs (ignored by Swarm) as tmpfs mounts (which it honours)."""
+    entries = [tmpfs] if isinstance(tmpfs, str) else list(tmpfs) if isinstance(tmpfs, list) else []
+    mounts = []
+    for entry in entries:
+        target, _, options = str(entry).partition(":")
+        mount: dict[str, Any] = {"type": "tmpfs", "target": target}
+        for option in options.split(","):
+            key, _, value = option.partition("=")
+            if key == "size" and value:
+                mount["tmpfs"] = {"size": _bytes(value)}
+        mounts.append(mount)
+    return mounts
+
+
+def _bytes(size: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = size.strip().lower().rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _port(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "target": int(entry["target"]),
+        "published": int(entry["published"]),
+        "protocol": entry.get("protocol", "tcp"),
+        "mode": entry.get("mode", "host"),
+    }
+
+
+def _deploy(data: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {k: data[k] for k in _DEPLOY_KEYS if k in data}
+    resources = kept.get("resources") or {}
+    clean: dict[str, Any] = {}
+    for kind in ("limits", "reservations"):
+        values = {k: v for k, v in (resources.get(kind) or {}).items() if k in ("cpus", "memory")}
+        # The 3.9 schema wants strings; a plain number of bytes is read as bytes.
+        values = {k: str(v) for k, v in values.items() if str(v) not in ("0", "0.0", "")}
+        if values:
+            clean[kind] = values
+    if clean:
+        kept["resources"] = clean
+    else:
+        kept.pop("resources", None)
+    return kept
+
+
+def _service(data: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {k: data[k] for k in _SERVICE_KEYS if k in data and data[k] is not None}
+    if "healthcheck" in kept:
+        kept["healthcheck"] = {k: v for k, v in kept["healthcheck"].items() if k in _HEALTH_KEYS}
+    if "environment" in kept:
+        kept["environment"] = {k: str(v) for k, v in kept["environment"].items() if v is not None}
+    mounts = [_mount(m) for m in data.get("volumes") or []]
+    mounts += _tmpfs_mounts(data.get("tmpfs"))
+    if mounts:
+        kept["volumes"] = mounts
+    if "ports" in kept:
+        kept["ports"] = [_port(p) for p in kept["ports"]]
+    if "deploy" in kept:
+        kept["deploy"] = _deploy(kept["deploy"])
+    return kept
+
+
+def _escape(value: Any, secret_names: Iterable[str]) -> Any:
+    """`$` doubled for the stack loader's interpolation, then each secret's stand-in made a
+    ${NAME} that the manager's shell fills in."""
+    if isinstance(value, str):
+        text = value.replace("$", "$$")
+        for name in secret_names:
+            text = text.replace(_SENTINEL.format(name), "${" + name + "}")
+        return text
+    if isinstance(value, dict):
+        return {k: _escape(v, secret_names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v, secret_names) for v in value]
+    return value
+
+
+def stack_document(resolved: Mapping[str, Any], only: Iterable[str] = ()) -> dict[str, Any]:
+    """The stack file for `docker stack deploy` from `docker compose config --format json`
+    output rendered with sentinel_secrets(); `only` keeps just those services."""
+    services = resolved.get("services")
+    if not isinstance(services, Mapping):
+        raise OpsError("the rendered compose configuration has no services")
+    wanted = set(only)
+    chosen = {
+        name: _service(data)
+        for name, data in services.items()
+        if name not in ONEOFF_SERVICES and (not wanted or name in wanted)
+    }
+    used_networks = {n for s in chosen.values() for n in (s.get("networks") or {})}
+    used_volumes = {
+        m["source"]
+        for s in chosen.values()
+        for m in s.get("volumes", [])
+        if m.get("type") == "volume"
+    }
+    document: dict[str, Any] = {"version": STACK_VERSION, "services": chosen}
+    networks = {
+        name: {k: v for k, v in (data or {}).items() if k in _NETWORK_KEYS}
+        for name, data in (resolved.get("networks") or {}).items()
+        if name in used_networks
+    }
+    if networks:
+        document["networks"] = networks
+    volumes = {
+        name: {k: v for k, v in (data or {}).items() if k in _VOLUME_KEYS}
+        for name, data in (resolved.get("volumes") or {}).items()
+        if name in used_volumes
+    }
+    if volumes:
+        document["volumes"] = volumes
+    escaped = _escape(document, secrets.REQUIRED)
+    assert isinstance(escaped, dict)
+    return escaped
+
+
+def stack_text(document: Mapping[str, Any], release_id: str) -> str:
+    header = (
+        f"# Rendered by `invoke deploy` for release {release_id} from compose/compose.yaml and\n"
+        "# compose/swarm.yaml (ops/swarm.py). ${POSTGRES_PASSWORD}-style values come from the\n"
+        "# release's secrets.env, sourced by the shell that runs `docker stack deploy`.\n"
+    )
+    return header + yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False)
+
+
+def converged(services: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
+    """(done, problem) from `docker service inspect` of the stack's services.
+
+    Done when every service runs its desired replicas and no update is in progress; a problem
+    (never done) when Swarm paused an update or rolled it back.
+    """
+    waiting = []
+    for name, info in sorted(services.items()):
+        state = info.get("update_state") or ""
+        if state in ("rollback_started", "rollback_completed", "rollback_paused", "paused"):
+            message = info.get("update_message") or ""
+            raise OpsError(
+                f"Swarm {state.replace('_', ' ')} the update of {name}: {message}. The service "
+                "runs its previous version (Swarm rolled it back)"
+            )
+        running, desired = info.get("running", 0), info.get("desired", 0)
+        if state == "updating" or running != desired:
+            waiting.append(f"{name} {running}/{desired}" + (" updating" if state else ""))
+    return (not waiting), ", ".join(waiting)
+
+
+def oneoff_overlay() -> str:
+    """compose overlay for one-off containers on the manager, on the stack's networks."""
+    data = {
+        "services": {
+            "migrate": {"pull_policy": "never"},
+            ACME_SERVICE: {
+                "pull_policy": "never",
+                "volumes": [
+                    {"type": "volume", "source": "tls", "target": "/tls"},
+                    {"type": "volume", "source": "acme-webroot", "target": "/var/www/acme"},
+                    {"type": "volume", "source": "letsencrypt", "target": "/var/lib/acme"},
+                ],
+            },
+        },
+        "networks": {
+            "backend": {"external": True, "name": "${SLIPWAY_STACK:?}_backend"},
+            "edge": {"external": True, "name": "${SLIPWAY_STACK:?}_edge"},
+        },
+        "volumes": {
+            "tls": {"external": True, "name": "${SLIPWAY_TLS_VOLUME:?}"},
+            "acme-webroot": {"external": True, "name": "${SLIPWAY_STACK:?}_acme-webroot"},
+            "letsencrypt": {"external": True, "name": "${SLIPWAY_STACK:?}_letsencrypt"},
+        },
+    }
+    header = (
+        "# One-off containers of a swarm environment (migrations, API keys, certbot's prepare\n"
+        "# and ensure), run with `docker compose run` on the first host, attached to the stack's\n"
+        "# overlay networks and volumes. Written by `invoke deploy` (ops/swarm.py).\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+# ------------------------------------------------------------------------------ the operation
+
+
+@dataclass
+class SwarmDeployment(Deployment):
+    """A deploy or rollback of an environment with several hosts; the first one manages."""
+
+    remotes: dict[int, Remote] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ helpers
+
+    def on(self, index: int) -> Remote:
+        if index == 0:
+            return self.sh()
+        if index not in self.remotes:
+            self.remotes[index] = Remote(self.env.hosts[index])
+        return self.remotes[index]
+
+    def every_host(self) -> list[tuple[config.Host, Remote]]:
+        return [(host, self.on(i)) for i, host in enumerate(self.env.hosts)]
+
+    @property
+    def stack(self) -> str:
+        return self.env.project_name
+
+    def rcompose(self, release_id: str) -> RemoteCompose:
+        return RemoteCompose(
+            self.sh(), self.env.project_name, self.root, release_id, overlays=(ONEOFF_FILE,)
+        )
+
+    def stack_deploy(self, release_id: str, file: str, prune: bool) -> str:
+        rel = f"releases/{release_id}"
+        script = (
+            f"cd {quote(self.root)} && set -a && . {quote(rel + '/secrets.env')} && set +a && "
+            f"docker stack deploy --resolve-image never {'--prune ' if prune else ''}"
+            f"-c {quote(rel + '/' + file)} {quote(self.stack)} 2>&1"
+        )
+        return self.sh().run(script, what=f"docker stack deploy ({file})", timeout=300).stdout
+
+    def service_states(self) -> dict[str, dict[str, Any]]:
+        fmt = (
+            "{{.Spec.Name}}\t{{if .UpdateStatus}}{{.UpdateStatus.State}}\t"
+            "{{.UpdateStatus.Message}}{{else}}\t{{end}}\t"
+            "{{if .Spec.Mode.Replicated}}{{.Spec.Mode.Replicated.Replicas}}{{else}}0{{end}}"
+        )
+        names = (
+            self.sh()
+            .run(
+                "docker service ls -q --filter "
+                f"label=com.docker.stack.namespace={quote(self.stack)}",
+                what="list services",
+            )
+            .stdout.split()
+        )
+        result: dict[str, dict[str, Any]] = {}
+        if not names:
+            return result
+        inspected = (
+            self.sh()
+            .run(
+                "docker service inspect -f " + quote(fmt) + " " + " ".join(quote(n) for n in names),
+                what="inspect services",
+            )
+            .stdout
+        )
+        for line in inspected.splitlines():
+            parts = ([*line.split("\t"), "", "", "", ""])[:4]
+            name, state, message, desired = parts
+            short = name.removeprefix(f"{self.stack}_")
+            result[short] = {
+                "update_state": state,
+                "update_message": message,
+                "desired": int(desired or 0),
+                "running": 0,
+            }
+        tasks = (
+            self.sh()
+            .run(
+                f"docker stack ps {quote(self.stack)} --filter desired-state=running "
+                "--format '{{.Name}}\t{{.CurrentState}}'",
+                what="list tasks",
+            )
+            .stdout
+        )
+        for line in tasks.splitlines():
+            name, _, state = line.partition("\t")
+            service = name.removeprefix(f"{self.stack}_").split(".", 1)[0]
+            if service in result and state.startswith("Running"):
+                result[service]["running"] += 1
+        return result
+
+    def wait_converged(self, only: Iterable[str] = (), timeout: float = CONVERGE_TIMEOUT) -> str:
+        wanted = set(only)
+        deadline = time.monotonic() + timeout
+        last = ""
+        began = time.monotonic()
+        while True:
+            self.refresh_lock()
+            states = {k: v for k, v in self.service_states().items() if not wanted or k in wanted}
+            done, waiting = converged(states)
+            if done and states:
+                return f"{len(states)} service(s) converged"
+            if waiting != last:
+                print(f"    waiting: {waiting} [+{time.monotonic() - began:.0f}s]", flush=True)
+                last = waiting
+            if time.monotonic() > deadline:
+                raise RolloutError(
+                    f"the stack did not converge within {timeout:.0f}s: {waiting}",
+                    self.task_errors(),
+                )
+            time.sleep(2.0)
+
+    def task_errors(self) -> str:
+        return (
+            self.sh()
+            .run(
+                f"docker stack ps {quote(self.stack)} --no-trunc "
+                "--format '{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}' | head -40",
+                check=False,
+            )
+            .stdout
+        )
+
+    # ------------------------------------------------------------------ pre-flight
+
+    def check_config(self) -> str:
+        if self.env.target != "ssh":
+            raise OpsError(
+                f"environment {self.env.name!r} has target: {self.env.target}; `invoke deploy` "
+                "is for hosts reached over SSH (target: ssh). Fix: use `invoke up` for local"
+            )
+        self.secrets = secrets.require(self.env)
+        labels = ", ".join(h.label for h in self.env.hosts)
+        return f"{self.env.source.name}: swarm of {len(self.env.hosts)} hosts ({labels})"
+
+    def check_host(self) -> str:
+        notes = []
+        for index, (host, remote) in enumerate(self.every_host()):
+            if index == 0:
+                notes.append(super().check_host())
+            else:
+                version = remote.run(
+                    "docker version -f '{{.Server.Version}}'", what="docker version"
+                ).stdout.strip()
+                notes.append(f"{host.label}: docker {version}")
+        return "; ".join(notes)
+
+    def plan(self) -> str:
+        note = super().plan()
+        # Swarm starts a replica on whichever host it picks: every host needs every image.
+        engine = self.docker()
+        for index, (_, remote) in enumerate(self.every_host()):
+            if index == 0:
+                continue
+            for ref in image_refs(self.build, self.acme):
+                if ref not in self.to_ship and not host_has(remote, ref, engine.images.get(ref).id):
+                    self.to_ship.append(ref)
+        swarm = self.swarm_plan()
+        print(f"    plan: swarm: {swarm}", flush=True)
+        return f"{note}; swarm: {swarm}"
+
+    def swarm_plan(self) -> str:
+        states: list[tuple[config.Host, str, str]] = []
+        for host, remote in self.every_host():
+            words = remote.run(
+                "docker info -f '{{.Swarm.LocalNodeState}} {{.Swarm.Cluster.ID}}'",
+                what="swarm state",
+            ).stdout.split()
+            state = words[0] if words else "inactive"
+            states.append((host, state, words[1] if len(words) > 1 else ""))
+        manager_cluster = states[0][2]
+        for host, state, cluster in states[1:]:
+            if state == "active" and manager_cluster and cluster and cluster != manager_cluster:
+                raise OpsError(
+                    f"{host.label} is in another swarm ({cluster[:12]}). Fix: `docker swarm leave "
+                    "--force` on that host if it belongs to no other deployment"
+                )
+        todo = [h.label for h, s, _ in states if s != "active"]
+        return "join " + ", ".join(todo) if todo else "formed"
+
+    # ------------------------------------------------------------------ impacting
+
+    def ensure_swarm(self) -> str:
+        manager = self.sh()
+        first = self.env.hosts[0]
+        state = manager.run("docker info -f '{{.Swarm.LocalNodeState}}'").stdout.strip()
+        done = []
+        if state != "active":
+            manager.run(
+                f"docker swarm init --advertise-addr {quote(first.advertise)}",
+                what="docker swarm init",
+            )
+            done.append(f"initialised on {first.label}")
+        token = manager.run("docker swarm join-token -q worker", what="join token").stdout.strip()
+        for host, remote in self.every_host()[1:]:
+            state = remote.run("docker info -f '{{.Swarm.LocalNodeState}}'").stdout.strip()
+            if state == "active":
+                continue
+            remote.run(
+                f"docker swarm join --token {quote(token)} {quote(first.advertise)}:2377",
+                what=f"join {host.label}",
+            )
+            done.append(f"{host.label} joined")
+        node = manager.run("docker info -f '{{.Swarm.NodeID}}'").stdout.strip()
+        labels = " ".join(f"--label-add {label}=true" for label in NODE_LABELS)
+        manager.run(f"docker node update {labels} {quote(node)} >/dev/null", what="node labels")
+        count = manager.run("docker node ls -q | wc -l").stdout.strip()
+        return ", ".join(done) or f"formed ({count} nodes)"
+
+    def ship(self) -> str:
+        shipped = []
+        engine = self.docker()
+        for host, remote in self.every_host():
+            self.refresh_lock()
+            refs = [r for r in self.to_ship if not host_has(remote, r, engine.images.get(r).id)]
+            note = ship_images(engine, remote, refs) if refs else "has every image"
+            shipped.append(f"{host.label}: {note}")
+        return "; ".join(shipped)
+
+    def release_files(self, release_id: str) -> dict[str, str]:
+        assert self.secrets is not None
+        files = super().release_files(release_id)
+        files.pop("remote.yaml", None)
+        files["release.env"] = dotenv(self.release_variables(release_id))
+        files[ONEOFF_FILE] = oneoff_overlay()
+        resolved = self.render(release_id)
+        files[STACK_FILE] = stack_text(stack_document(resolved), release_id)
+        files[DATA_STACK_FILE] = stack_text(stack_document(resolved, DATA_SERVICES), release_id)
+        return files
+
+    def release_variables(self, release_id: str) -> dict[str, str]:
+        assert self.secrets is not None
+        values = release_env(self.env, self.build, release_id, set(self.secrets.values))
+        values["SLIPWAY_STACK"] = self.stack
+        values["SLIPWAY_DEPLOY_BATCH"] = str(self.env.deploy.batch)
+        return values
+
+    def render(self, release_id: str) -> dict[str, Any]:
+        """`docker compose config` of compose.yaml + swarm.yaml here, secrets as stand-ins."""
+        root = paths.repo_root()
+        env = {**self.release_variables(release_id), **sentinel_secrets()}
+        env["PATH"] = os.environ.get("PATH", "")
+        env["HOME"] = os.environ.get("HOME", "")
+        argv = [
+            "docker",
+            "compose",
+            "-p",
+            self.stack,
+            "-f",
+            str(paths.compose_dir() / "compose.yaml"),
+            "-f",
+            str(paths.compose_dir() / "swarm.yaml"),
+            "config",
+            "--format",
+            "json",
+        ]
+        result = proc.run(argv, env=env, cwd=root, capture=True, quiet=True, check=False)
+        if result.returncode != 0:
+            raise OpsError(f"compose/swarm.yaml does not render: {result.stderr.strip()}")
+        data = json.loads(result.stdout)
+        if not isinstance(data, dict):
+            raise OpsError("`docker compose config` did not return an object")
+        return data
+
+    def prepare_acme(self) -> str:
+        self.ensure_volumes()
+        return super().prepare_acme()
+
+    def ensure_volumes(self) -> None:
+        names = [f"{self.stack}_acme-webroot", f"{self.stack}_letsencrypt"]
+        self.sh().run(
+            " && ".join(f"docker volume create {quote(n)} >/dev/null" for n in names),
+            what="volumes",
+        )
+
+    def start_data(self) -> str:
+        self.refresh_lock()
+        out = self.stack_deploy(self.release_id(), DATA_STACK_FILE, prune=False)
+        for line in out.splitlines():
+            if line.strip():
+                print(f"    {line}", flush=True)
+        return "postgres, redis: " + self.wait_converged(DATA_SERVICES, timeout=240)
+
+    def nginx_running(self) -> bool:
+        running = self.service_states().get("nginx", {}).get("running", 0)
+        return bool(running)
+
+    def roll_api(self) -> str:
+        self.refresh_lock()
+        self.switched = True
+        out = self.stack_deploy(self.release_id(), STACK_FILE, prune=True)
+        for line in out.splitlines():
+            if line.strip():
+                print(f"    {line}", flush=True)
+        return self.wait_converged()
+
+    def roll_workers(self) -> str:
+        return "replaced with the stack (Swarm's rolling update)"
+
+    def start_nginx(self) -> str:
+        return "in the stack: " + self.wait_converged(("nginx",), timeout=120)
+
+    def certificates_after_nginx(self) -> str:
+        if not self.acme:
+            return "skipped: tls local-ca"
+        if not self.acme_deferred:
+            return "obtained before the switch; renewal service in the stack"
+        return ensure_certificates(self.rcompose(self.release_id())) + "; renewal in the stack"
+
+    def prune_images(self) -> None:
+        for index, _ in enumerate(self.env.hosts):
+            remote = self.on(index)
+            kept = {ref for r in self.releases().history() for ref in r.images}
+            listed = remote.run(
+                "docker images slipway/listings --format '{{.Repository}}:{{.Tag}}'", check=False
+            ).stdout.split()
+            unused = [ref for ref in listed if ref not in kept]
+            if unused:
+                remote.run(
+                    "docker image rm "
+                    + " ".join(quote(r) for r in unused)
+                    + " >/dev/null 2>&1; true",
+                    check=False,
+                )
+
+    def restore_images(self, images: Mapping[str, str]) -> list[str]:
+        missing = []
+        for host, remote in self.every_host():
+            for ref, image_id in images.items():
+                seen = remote.run(
+                    f"docker image inspect -f '{{{{.Id}}}}' {quote(image_id)} 2>/dev/null",
+                    check=False,
+                ).stdout.strip()
+                if seen != image_id:
+                    missing.append(f"{ref} on {host.label}")
+                else:
+                    remote.run(f"docker tag {quote(image_id)} {quote(ref)}", what=f"tag {ref}")
+        return missing
+
+    def unlock(self) -> None:
+        super().unlock()
+        for remote in self.remotes.values():
+            remote.close()
+
+
+def is_swarm(env: config.Environment) -> bool:
+    """Several hosts: Docker Swarm (one host: Compose, ops/deploy.py)."""
+    return env.target == "ssh" and len(env.hosts) > 1
