@@ -25,7 +25,19 @@ import docker
 import httpx
 import yaml
 
-from ops import certs, compose, config, docker_engine, health, images, locks, paths, secrets, steps
+from ops import (
+    certs,
+    compose,
+    config,
+    docker_engine,
+    health,
+    images,
+    locks,
+    paths,
+    registry,
+    secrets,
+    steps,
+)
 from ops.compose import Build, Compose
 from ops.errors import OpsError
 from ops.releases import Release, ReleaseStore, iso, new_id, utc_now
@@ -160,6 +172,8 @@ class Deployment:
     heartbeat: locks.Heartbeat | None = None
     maintenance: bool = False  # maintenance mode is on: public smoke checks answer 503
     acme_deferred: bool = False  # tls: acme and nginx not running yet: certificates after it
+    shipping: registry.Registry | None = None  # registry: set; None: docker save/load over SSH
+    pushed: set[str] = field(default_factory=set)  # pushed to the registry by this deploy
 
     # ------------------------------------------------------------------ helpers
 
@@ -193,6 +207,10 @@ class Deployment:
             self.store = ReleaseStore(self.sh(), self.root)
         return self.store
 
+    def cluster_steps(self) -> list[steps.Step]:
+        """Steps that bring several hosts together before shipping (none for one host)."""
+        return []
+
     def refresh_lock(self) -> None:
         """Stop before changing anything more if the lock is no longer ours."""
         if self.heartbeat is not None:
@@ -212,13 +230,17 @@ class Deployment:
                 "exactly one host (several hosts need Docker Swarm, not built yet). Fix: list "
                 "one host under `hosts:`"
             )
-        if self.env.registry:
-            raise OpsError(
-                f"{self.env.source}: field 'registry' is {self.env.registry!r}, but shipping "
-                "through a registry is not built yet. Fix: `registry: none` (images go over SSH)"
-            )
+        self.check_registry()
         self.secrets = secrets.require(self.env)
         return f"{self.env.source.name}: {self.host.label}, version {self.build.version}"
+
+    def check_registry(self) -> None:
+        """The registry images ship through, if any; half-set or unusable credentials stop the
+        deploy here, before any host is touched."""
+        if self.env.registry is not None:
+            self.shipping = registry.Registry.from_env(
+                self.env, secrets.registry_credentials(self.env)
+            )
 
     def check_images(self) -> str:
         engine = self.docker()
@@ -365,7 +387,21 @@ class Deployment:
 
     def ship(self) -> str:
         self.refresh_lock()
-        return ship_images(self.docker(), self.sh(), self.to_ship) or "nothing to ship"
+        return self.ship_to(self.sh(), self.to_ship) or "nothing to ship"
+
+    def ship_to(self, remote: Remote, refs: list[str]) -> str:
+        """The images to one host: through the registry (pushed once per deploy) or over SSH."""
+        if self.shipping is None or not refs:
+            return ship_images(self.docker(), remote, refs)
+        engine = self.docker()
+        new = [r for r in refs if r not in self.pushed]
+        for done in self.shipping.push(engine, new):
+            print(f"    pushed {done.registry_ref} in {done.seconds:.1f}s", flush=True)
+        self.pushed.update(new)
+        ids = {ref: engine.images.get(ref).id for ref in refs}
+        for done in self.shipping.pull_on_host(remote, refs, ids):
+            print(f"    {remote.host.label} pulled {done.ref} in {done.seconds:.1f}s", flush=True)
+        return ", ".join(f"{r} (registry)" for r in refs)
 
     def release_files(self, release_id: str) -> dict[str, str]:
         """The files of a release directory: exactly what compose runs on the host."""
@@ -846,6 +882,7 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
     ]
     impacting = [
         steps.Step("take the deploy lock", d.take_lock, True, "no lock was taken"),
+        *d.cluster_steps(),
         steps.Step("ship images", d.ship, True, "the running release is untouched"),
         steps.Step("write the release files", d.write_release, True, "running release untouched"),
         steps.Step("start postgres and redis", d.start_data, True),

@@ -17,6 +17,9 @@ from ops.remote import Remote, quote
 from ops.rollout import RemoteCompose
 
 MAINTENANCE_FILE = "nginx/maintenance"
+# Several hosts (ops/swarm.py): the release's overlay for one-off containers, the stack's services.
+SWARM_ONEOFF_FILE = "swarm-oneoff.yaml"
+SWARM_SERVICES = ("api", "worker", "nginx", "postgres", "redis")
 
 
 class Host:
@@ -45,7 +48,11 @@ class Host:
         return release
 
     def compose(self) -> RemoteCompose:
-        return RemoteCompose(self.remote, self.env.project_name, self.root, self.current())
+        """Compose of the current release: one-off containers (and, on one host, the stack)."""
+        overlays = (SWARM_ONEOFF_FILE,) if len(self.env.hosts) > 1 else ("remote.yaml",)
+        return RemoteCompose(
+            self.remote, self.env.project_name, self.root, self.current(), overlays=overlays
+        )
 
 
 def list_releases(env: config.Environment) -> list[str]:
@@ -93,22 +100,10 @@ def status(env: config.Environment) -> bool:
             print("  release: none (never deployed)")
         else:
             print(f"  release: {release.id} (version {release.version}, {release.outcome})")
-        fmt = '{{.Names}}\t{{.Status}}\t{{.Image}}\t{{.Label "org.slipway.release"}}'
-        out = host.remote.run(
-            f"docker ps -a --filter label=com.docker.compose.project={quote(env.project_name)} "
-            f"--format {quote(fmt)}",
-            what="list containers",
-        ).stdout
-        rows = sorted(line.split("\t") for line in out.splitlines() if line.strip())
-        healthy = True
-        for row in rows:
-            name, state, image, label = [*row, "", "", "", ""][:4]
-            # One-off containers (migrate) are expected to have exited.
-            bad = "(unhealthy)" in state or not state.startswith("Up")
-            if bad and "-migrate-" not in name:
-                healthy = False
-            mark = "" if not label or label == current else "  (other release!)"
-            print(f"  {name:<40} {state:<32} {image}{mark}")
+        if len(env.hosts) > 1:
+            healthy = _swarm_services(host, env)
+        else:
+            healthy = _containers(host, env, current)
         holder, now = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl).status()
         print("  lock: " + (holder.describe(now) if holder else "free"))
         maintenance = host.remote.run(
@@ -127,6 +122,50 @@ def status(env: config.Environment) -> bool:
     return healthy
 
 
+def _containers(host: Host, env: config.Environment, current: str | None) -> bool:
+    """One line per container of the environment's compose project; False if one is not up."""
+    fmt = '{{.Names}}\t{{.Status}}\t{{.Image}}\t{{.Label "org.slipway.release"}}'
+    out = host.remote.run(
+        f"docker ps -a --filter label=com.docker.compose.project={quote(env.project_name)} "
+        f"--format {quote(fmt)}",
+        what="list containers",
+    ).stdout
+    rows = sorted(line.split("\t") for line in out.splitlines() if line.strip())
+    healthy = True
+    for row in rows:
+        name, state, image, label = [*row, "", "", "", ""][:4]
+        # One-off containers (migrate) are expected to have exited.
+        bad = "(unhealthy)" in state or not state.startswith("Up")
+        if bad and "-migrate-" not in name:
+            healthy = False
+        mark = "" if not label or label == current else "  (other release!)"
+        print(f"  {name:<40} {state:<32} {image}{mark}")
+    return healthy
+
+
+def _swarm_services(host: Host, env: config.Environment) -> bool:
+    """Each service of the stack with its running/desired replicas and where its tasks run."""
+    stack = env.project_name
+    out = host.remote.run(
+        f"docker stack services {quote(stack)} --format '{{{{.Name}}}}\t{{{{.Replicas}}}}\t"
+        "{{.Image}}'",
+        what="stack services",
+    ).stdout
+    healthy = bool(out.strip())
+    for line in sorted(out.splitlines()):
+        name, replicas, image = [*line.split("\t"), "", ""][:3]
+        running, _, desired = replicas.partition("/")
+        healthy = healthy and running == desired.split()[0] if desired else healthy
+        nodes = host.remote.run(
+            f"docker service ps {quote(name)} --filter desired-state=running "
+            "--format '{{.Node}}:{{.CurrentState}}'",
+            check=False,
+        ).stdout.split("\n")
+        where = ", ".join(n.split(" ")[0] for n in nodes if n)
+        print(f"  {name:<40} {replicas:<10} {image:<44} {where}")
+    return healthy
+
+
 def logs(
     env: config.Environment,
     service: str = "",
@@ -141,6 +180,17 @@ def logs(
             args.append("--follow")
         if since:
             args += ["--since", since]
+        if len(env.hosts) > 1:
+            # A stack has no `logs`: each service's, from every host its tasks ran on.
+            names = [service] if service else list(SWARM_SERVICES)
+            options = " ".join(quote(a) for a in args[1:] if a != "--no-color")
+            script = " ; ".join(
+                f"docker service logs --no-task-ids {options} "
+                f"{quote(env.project_name + '_' + name)} 2>&1"
+                for name in names
+            )
+            host.remote.stream(script, what="service logs")
+            return
         if service:
             args.append(service)
         host.remote.stream(host.compose().command(*args), what="compose logs")

@@ -136,10 +136,12 @@ class Registry:
 
     @property
     def _credentials_where(self) -> str:
-        if self.credentials is not None and self.credentials.source:
-            return f"from {self.credentials.source}"
         env_file = f".env.{self.env_name}" if self.env_name else ".env.<name>"
-        return f"none set: {env_file} or the process environment"
+        if self.credentials is None:
+            return f"none set: {env_file} or the process environment"
+        if self.credentials.source:
+            return f"from {self.credentials.source}"
+        return f"in {env_file} or the process environment"
 
     def push_ref(self, ref: str) -> str:
         return registry_ref(self.push_to, ref)
@@ -209,10 +211,14 @@ class Registry:
             "trap 'exit 129' HUP INT TERM",
         ]
         if self.credentials is not None:
-            lines.append(
-                f"docker login --username={quote(self.credentials.user)} --password-stdin "
-                f"{quote(registry_host(self.pull_from))} >/dev/null || exit {EXIT_LOGIN}"
-            )
+            # Its output only on failure: on success it warns about the (temporary) file.
+            lines += [
+                f"out=$(docker login --username={quote(self.credentials.user)} --password-stdin "
+                f"{quote(registry_host(self.pull_from))} 2>&1) || {{",
+                '  printf "%s\\n" "$out" >&2',
+                f"  exit {EXIT_LOGIN}",
+                "}",
+            ]
         lines += [
             f"docker pull -q {source} >/dev/null || exit {EXIT_PULL}",
             f"id=$(docker image inspect -f '{{{{.Id}}}}' {source}) || exit {EXIT_PULL}",

@@ -13,26 +13,37 @@ host 1 (the sandbox's domains resolve to host 1 inside it). Its HTTPS certificat
 address on the network, known only once it runs: `up` makes it with ops.certs (CA
 acme-server-ca.pem, kept) and puts it into the waiting container, then fetches pebble's issuing
 root (new at every pebble start) into acme-roots.pem, the environment's ca_file.
+
+With `--registry` it also runs the sandbox's image registry: a container <name>-registry of
+slipway/sandbox-registry (Debian's docker-registry) on the same network, with TLS (a certificate
+for its address from the sandbox's registry CA, put in the same way) and htpasswd
+authentication (a user and password generated once into .env.<name>). Every host's dockerd
+trusts that CA through /etc/docker/certs.d/<address>:5000/ca.crt; this machine pushes through
+the loopback port the engine published (loopback registries need no certs.d).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import ipaddress
 import json
 import os
 import re
+import secrets as token
 import shutil
 import ssl
 import tarfile
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import docker
 import paramiko
 from cryptography import x509
@@ -62,11 +73,27 @@ BUILD_INPUTS = ("services/sandbox-host", BUILD_FILE)
 ACME_IMAGE = "slipway/sandbox-acme"
 ACME_SERVICE = "sandbox-acme"
 ACME_BUILD_INPUTS = ("services/sandbox-acme", BUILD_FILE)
+# The registry of `--registry` (services/sandbox-registry), also with a tag of its own.
+REGISTRY_IMAGE = "slipway/sandbox-registry"
+REGISTRY_SERVICE = "sandbox-registry"
+REGISTRY_BUILD_INPUTS = ("services/sandbox-registry", BUILD_FILE)
 # compose/sandbox.yaml's variable holding each service's tag.
-TAG_VARIABLES = {BUILD_SERVICE: "SLIPWAY_SANDBOX_TAG", ACME_SERVICE: "SLIPWAY_SANDBOX_ACME_TAG"}
+TAG_VARIABLES = {
+    BUILD_SERVICE: "SLIPWAY_SANDBOX_TAG",
+    ACME_SERVICE: "SLIPWAY_SANDBOX_ACME_TAG",
+    REGISTRY_SERVICE: "SLIPWAY_SANDBOX_REGISTRY_TAG",
+}
 # Role of a sandbox container that is not a host; hosts have none.
 ROLE_LABEL = "org.slipway.sandbox.role"
 ACME_ROLE = "acme"
+REGISTRY_ROLE = "registry"
+# What each role is called in messages, and the sandbox.up flag that asks for it.
+ROLE_NAMES = {ACME_ROLE: "ACME server", REGISTRY_ROLE: "registry"}
+ROLE_FLAGS = {ACME_ROLE: "--tls=acme", REGISTRY_ROLE: "--registry"}
+_UNWANTED = {
+    ACME_ROLE: "ACME server: not used with --tls local-ca",
+    REGISTRY_ROLE: "registry: not used without --registry",
+}
 ACME_PORTS = {"directory": 14000, "management": 15000}
 # Where the image's entrypoint waits for cert.pem and key.pem (then `ready`), and the uid of its
 # user `pebble` (services/sandbox-acme/Dockerfile), which must be able to read them.
@@ -79,6 +106,20 @@ ACME_ENVIRONMENT = {
     "PEBBLE_WFE_NONCEREJECT": "0",
     "PEBBLE_AUTHZREUSE": "0",
 }
+REGISTRY_PORT = 5000
+REGISTRY_PORTS = {"registry": REGISTRY_PORT}
+# Where the registry image's entrypoint waits for cert.pem, key.pem and htpasswd (then `ready`),
+# and the uid of its user docker-registry (services/sandbox-registry/Dockerfile).
+REGISTRY_TLS_DIR = "/etc/docker/registry/tls"
+REGISTRY_UID = 10015
+# The namespace the sandbox's images go to: <address>/slipway/<name>:<tag>.
+REGISTRY_NAMESPACE = "slipway"
+# bcrypt cost of the htpasswd entry. The password is 256 random bits, so the cost protects
+# nothing, and the registry pays it on every request of a push or pull.
+REGISTRY_BCRYPT_ROUNDS = 8
+# Where a Docker engine looks for the CA of a registry: <CERTS_D>/<host:port>/ca.crt, read at
+# every connection (no restart).
+CERTS_D = "etc/docker/certs.d"
 TLS_MODES = ("local-ca", "acme")
 DEFAULT_TLS = "local-ca"
 DEFAULT_NAME = "sandbox"
@@ -133,6 +174,40 @@ class AcmeServer:
     def local_roots(self) -> str:
         """pebble's issuing root, from the management port published on this machine."""
         return f"https://{LOOPBACK}:{self.management_port}/roots/0"
+
+
+@dataclass(frozen=True)
+class RegistryServer:
+    """The running registry: its address on the network and its loopback port."""
+
+    container: str
+    address: str  # on the network slipway-sandbox, where the hosts reach it
+    port: int  # 127.0.0.1:<this> -> its 5000
+
+    @property
+    def push(self) -> str:
+        """Where this machine pushes: the loopback port (Docker trusts loopback registries)."""
+        return f"{LOOPBACK}:{self.port}/{REGISTRY_NAMESPACE}"
+
+    @property
+    def pull(self) -> str:
+        """Where the hosts pull: the address on the network (certs.d holds its CA there)."""
+        return f"{_url_host(self.address)}:{REGISTRY_PORT}/{REGISTRY_NAMESPACE}"
+
+    @property
+    def host_port(self) -> str:
+        """<address>:5000: the registry as the hosts' engines name it (certs.d directory)."""
+        return f"{_url_host(self.address)}:{REGISTRY_PORT}"
+
+    @property
+    def local_url(self) -> str:
+        """The registry API's base through the loopback port published on this machine."""
+        return f"https://{LOOPBACK}:{self.port}/v2/"
+
+    @property
+    def addresses(self) -> config.Registry:
+        """The environment file's `registry:`."""
+        return config.Registry(push=self.push, pull=self.pull)
 
 
 @dataclass(frozen=True)
@@ -203,6 +278,16 @@ class SandboxFiles:
         """pebble's issuing root: verifies the certificates it issues (the env's ca_file)."""
         return self.key_dir / "acme-roots.pem"
 
+    @property
+    def registry_dir(self) -> Path:
+        """ops.certs material of the registry's HTTPS: ca.crt, ca.key (0600), tls.crt, tls.key."""
+        return self.key_dir / "registry"
+
+    @property
+    def registry_ca(self) -> Path:
+        """The CA that verifies the registry (copied into every host's certs.d)."""
+        return certs.CertPaths(self.registry_dir).ca_crt
+
     def relative(self, path: Path) -> str:
         """`path` as the environment file writes it: relative to the repository root."""
         return str(path.relative_to(self.root))
@@ -241,9 +326,19 @@ def check_tls(tls: str) -> None:
         )
 
 
+def role_container_name(name: str, role: str) -> str:
+    """<name>-<role>: a server of the sandbox that is not a host (acme, registry)."""
+    return f"{name}-{role}"
+
+
 def acme_container_name(name: str) -> str:
     """<name>-acme: the sandbox's ACME test server."""
-    return f"{name}-acme"
+    return role_container_name(name, ACME_ROLE)
+
+
+def registry_container_name(name: str) -> str:
+    """<name>-registry: the sandbox's image registry."""
+    return role_container_name(name, REGISTRY_ROLE)
 
 
 def acme_domains(name: str) -> tuple[str, str]:
@@ -256,9 +351,19 @@ def acme_email(name: str) -> str:
     return f"ops@{name}.test"
 
 
+def role_of(container: Any) -> str:
+    """The role label of a sandbox container: "" for a host."""
+    return str((container.labels or {}).get(ROLE_LABEL, ""))
+
+
 def is_acme(container: Any) -> bool:
     """True for the sandbox's ACME server container (not a host)."""
-    return (container.labels or {}).get(ROLE_LABEL) == ACME_ROLE
+    return role_of(container) == ACME_ROLE
+
+
+def is_registry(container: Any) -> bool:
+    """True for the sandbox's registry container (not a host)."""
+    return role_of(container) == REGISTRY_ROLE
 
 
 def _url_host(address: str) -> str:
@@ -348,36 +453,69 @@ def acme_server(container: str, attrs: Mapping[str, Any]) -> AcmeServer:
     )
 
 
+def registry_server(container: str, attrs: Mapping[str, Any]) -> RegistryServer:
+    """The registry as `docker inspect` describes it."""
+    ports = _loopback_ports(container, attrs, REGISTRY_PORTS)
+    return RegistryServer(container, network_address(container, attrs), ports["registry"])
+
+
 def acme_extra_hosts(name: str, host_address: str) -> dict[str, str]:
     """The sandbox's domains -> host 1's address: where pebble validates HTTP-01 (port 80)."""
     return {domain: host_address for domain in acme_domains(name)}
 
 
-def acme_options(name: str, image: str, host_address: str) -> dict[str, Any]:
-    """Arguments of `containers.create` for the ACME server of sandbox `name`."""
-    cname = acme_container_name(name)
+def server_options(
+    name: str, role: str, image: str, ports: Mapping[str, int], **extra: Any
+) -> dict[str, Any]:
+    """Arguments of `containers.create` for a server of sandbox `name` that is not a host:
+    labelled with the sandbox and its role, on the network, its ports on loopback."""
+    cname = role_container_name(name, role)
     return {
         "image": image,
         "name": cname,
         "hostname": cname,
         "detach": True,
-        "labels": {LABEL: name, ROLE_LABEL: ACME_ROLE},
-        "environment": dict(ACME_ENVIRONMENT),
+        "labels": {LABEL: name, ROLE_LABEL: role},
         "network": NETWORK,
-        "ports": {f"{port}/tcp": (LOOPBACK, None) for port in ACME_PORTS.values()},
-        "extra_hosts": acme_extra_hosts(name, host_address),
+        "ports": {f"{port}/tcp": (LOOPBACK, None) for port in ports.values()},
         "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+        **extra,
     }
 
 
-def acme_reuse_problem(attrs: Mapping[str, Any], image: str, extra_hosts: Mapping[str, str]) -> str:
-    """Why a found ACME server cannot be reused ("" when it can): stopped, other image, or
-    its names lead to another host 1 (replaced hosts get new addresses)."""
+def acme_options(name: str, image: str, host_address: str) -> dict[str, Any]:
+    """Arguments of `containers.create` for the ACME server of sandbox `name`."""
+    return server_options(
+        name,
+        ACME_ROLE,
+        image,
+        ACME_PORTS,
+        environment=dict(ACME_ENVIRONMENT),
+        extra_hosts=acme_extra_hosts(name, host_address),
+    )
+
+
+def registry_options(name: str, image: str) -> dict[str, Any]:
+    """Arguments of `containers.create` for the registry of sandbox `name`."""
+    return server_options(name, REGISTRY_ROLE, image, REGISTRY_PORTS)
+
+
+def reuse_problem(attrs: Mapping[str, Any], image: str) -> str:
+    """Why a found server container cannot be reused ("" when it can): stopped, other image."""
     state = attrs.get("State") or {}
     if state.get("Status") != "running":
         return f"not running ({state.get('Status') or 'unknown'})"
     if (attrs.get("Config") or {}).get("Image") != image:
         return "runs another image"
+    return ""
+
+
+def acme_reuse_problem(attrs: Mapping[str, Any], image: str, extra_hosts: Mapping[str, str]) -> str:
+    """Why a found ACME server cannot be reused ("" when it can): stopped, other image, or
+    its names lead to another host 1 (replaced hosts get new addresses)."""
+    problem = reuse_problem(attrs, image)
+    if problem:
+        return problem
     found = sorted((attrs.get("HostConfig") or {}).get("ExtraHosts") or [])
     if found != sorted(f"{domain}:{ip}" for domain, ip in extra_hosts.items()):
         return "its domains point to another host 1"
@@ -406,17 +544,22 @@ def check_root(pem: bytes) -> x509.Certificate:
     return cert
 
 
-def certificate_archive(cert: bytes, key: bytes, uid: int = ACME_UID) -> bytes:
-    """A tar of cert.pem (0644), key.pem (0600), then `ready`, owned by `uid`: what the ACME
-    image's entrypoint waits for (`ready` last, so both files are whole when it appears)."""
+def certificate_archive(
+    cert: bytes, key: bytes, uid: int = ACME_UID, extra: Mapping[str, bytes] | None = None
+) -> bytes:
+    """A tar of cert.pem (0644), key.pem (0600), the `extra` files (0600), then `ready`, owned
+    by `uid`: what the ACME and registry images' entrypoints wait for (`ready` last, so every
+    file is whole when it appears)."""
     buffer = io.BytesIO()
     now = time.time()
+    entries = [
+        ("cert.pem", cert, 0o644),
+        ("key.pem", key, 0o600),
+        *((name, data, 0o600) for name, data in (extra or {}).items()),
+        ("ready", b"", 0o644),
+    ]
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data, mode in (
-            ("cert.pem", cert, 0o644),
-            ("key.pem", key, 0o600),
-            ("ready", b"", 0o644),
-        ):
+        for name, data, mode in entries:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = mode
@@ -424,6 +567,50 @@ def certificate_archive(cert: bytes, key: bytes, uid: int = ACME_UID) -> bytes:
             info.mtime = int(now)
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def certs_d_archive(host_port: str, ca_pem: bytes) -> bytes:
+    """A tar to extract at / on a host: etc/docker/certs.d/<host:port>/ca.crt (0644, root),
+    with its directories (0755): how that host's dockerd trusts the registry at host:port."""
+    buffer = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        parts = [*CERTS_D.split("/"), host_port]
+        for depth in range(1, len(parts) + 1):
+            info = tarfile.TarInfo("/".join(parts[:depth]))
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            info.mtime = now
+            archive.addfile(info)
+        info = tarfile.TarInfo("/".join([*parts, "ca.crt"]))
+        info.size = len(ca_pem)
+        info.mode = 0o644
+        info.mtime = now
+        archive.addfile(info, io.BytesIO(ca_pem))
+    return buffer.getvalue()
+
+
+def htpasswd_line(user: str, password: str, rounds: int = REGISTRY_BCRYPT_ROUNDS) -> str:
+    """`user:<bcrypt hash>` (the only hash docker-registry's htpasswd accepts)."""
+    digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode("ascii")
+    return f"{user}:{digest}\n"
+
+
+def htpasswd_accepts(text: str, user: str, password: str) -> bool:
+    """True when the htpasswd `text` has an entry for `user` that `password` matches."""
+    for line in text.splitlines():
+        name, sep, digest = line.strip().partition(":")
+        if sep and name == user:
+            try:
+                return bool(bcrypt.checkpw(password.encode(), digest.encode()))
+            except ValueError:
+                return False
+    return False
+
+
+def generated_credentials(name: str) -> secrets.RegistryCredentials:
+    """A new user (<name>-<random>) and password for the sandbox's registry."""
+    return secrets.RegistryCredentials(f"{name}-{token.token_hex(4)}", token.token_urlsafe(32))
 
 
 def known_hosts_lines(port: int, host_keys: str) -> list[str]:
@@ -444,28 +631,37 @@ def environment_yaml(
     listings_env: str,
     count: int,
     acme_directory: str = "",
+    registry: config.Registry | None = None,
+    swarm_addresses: Sequence[str] = (),
 ) -> str:
     """environments/<name>.yaml for the hosts (format: docs/architecture.md, target: ssh).
 
     With `acme_directory` (pebble's, on the sandbox network) the environment is tls: acme for
     app.<name>.test and www.<name>.test, reached from this machine through host 1's https port.
+    With `registry` (the sandbox's registry) images ship through it: pushed to its loopback
+    port here, pulled from its address on the network there. With several hosts, each one's
+    `swarm_address` (from `swarm_addresses`, their addresses on the sandbox network): the
+    environment deploys with Docker Swarm.
     """
     name = files.name
-    tls = f" --tls {ACME_ROLE}" if acme_directory else ""
+    flags = f" --tls {ACME_ROLE}" if acme_directory else ""
+    flags += " --registry" if registry is not None else ""
     lines = [
-        f"{MARKER} --name {name} --hosts {count}{tls}`.",
+        f"{MARKER} --name {name} --hosts {count}{flags}`.",
         f"# Disposable hosts on this machine; `invoke sandbox.down --name {name}` deletes them",
         "# and this file. Edits are lost: every sandbox.up writes it again.",
         f"name: {name}",
         "target: ssh",
         "hosts:",
     ]
-    for ports in hosts:
+    for index, ports in enumerate(hosts):
         lines += [
             f"  - ssh: {REMOTE_USER}@{LOOPBACK}:{ports.ssh}",
             f"    identity: {files.relative(files.private_key)}",
             f"    known_hosts: {files.relative(files.known_hosts)}",
         ]
+        if len(hosts) > 1 and index < len(swarm_addresses):
+            lines.append(f"    swarm_address: {swarm_addresses[index]}")
     if acme_directory:
         domains = acme_domains(name)
         lines += [
@@ -490,6 +686,8 @@ def environment_yaml(
         ]
     else:
         lines += [f"public_url: https://localhost:{hosts[0].https}"]
+    if registry is not None:
+        lines += [f"registry: {{push: {registry.push}, pull: {registry.pull}}}"]
     lines += [
         f"listings_env: {listings_env}",
         "replicas: {api: 2, worker: 1}",
@@ -636,19 +834,21 @@ def existing_hosts(containers: Sequence[Any], fingerprint: str) -> list[Existing
     return result
 
 
-def _check_acme_name(engine: docker.DockerClient, name: str) -> None:
-    """<name>-acme, when it exists, must be this sandbox's ACME server: never replace another."""
-    cname = acme_container_name(name)
+def _check_role_name(engine: docker.DockerClient, name: str, role: str) -> None:
+    """<name>-<role>, when it exists, must be this sandbox's server of that role: sandbox.up
+    never replaces another container."""
+    cname = role_container_name(name, role)
     try:
         found = engine.containers.get(cname)
     except NotFound:
         return
     labels = found.labels or {}
-    if labels.get(LABEL) != name or labels.get(ROLE_LABEL) != ACME_ROLE:
+    if labels.get(LABEL) != name or labels.get(ROLE_LABEL) != role:
         raise OpsError(
-            f"a container named {cname} exists and is not the ACME server of sandbox {name} "
-            f"(no label {LABEL}={name}, {ROLE_LABEL}={ACME_ROLE}), and sandbox.up would replace "
-            f"it. Fix: choose another --name, or remove that container (`docker rm -f {cname}`)"
+            f"a container named {cname} exists and is not the {ROLE_NAMES[role]} of sandbox "
+            f"{name} (no label {LABEL}={name}, {ROLE_LABEL}={role}), and sandbox.up would "
+            f"replace it. Fix: choose another --name, or remove that container "
+            f"(`docker rm -f {cname}`)"
         )
 
 
@@ -708,80 +908,253 @@ def start_acme(engine: docker.DockerClient, name: str, image: str, host_address:
     return _create_started(engine, options.pop("image"), **options)
 
 
+def start_registry(engine: docker.DockerClient, name: str, image: str) -> Any:
+    """Create and start the registry of sandbox `name` (it then waits for its files)."""
+    options = registry_options(name, image)
+    return _create_started(engine, options.pop("image"), **options)
+
+
+def start_or_reuse(
+    engine: docker.DockerClient,
+    cname: str,
+    problem_of: Callable[[Any], str],
+    start: Callable[[], Any],
+) -> tuple[Any, bool]:
+    """(container, reused): the container `cname` when `problem_of` finds nothing against it,
+    else a new one from `start` (the old one removed first, saying why)."""
+    try:
+        found = engine.containers.get(cname)
+    except NotFound:
+        found = None
+    if found is not None:
+        problem = problem_of(found)
+        if not problem:
+            return found, True
+        print(f"    replacing {cname}: {problem}", flush=True)
+        _remove_container(engine, cname)
+    return start(), False
+
+
+def ensure_server_certificate(directory: Path, label: str, names: Sequence[str]) -> certs.Result:
+    """A server's HTTPS certificate for `names` (and 127.0.0.1, where this machine reaches it)
+    from the CA kept in `directory`. Keys stay 0600 in the 0700 key directory: only the leaf
+    key goes into the container."""
+    result = certs.ensure(directory, label, names)
+    result.paths.tls_key.chmod(0o600)
+    return result
+
+
 def ensure_acme_certificate(files: SandboxFiles, address: str) -> certs.Result:
-    """pebble's HTTPS certificate for its network address (and 127.0.0.1, where this machine
-    reaches it), from the sandbox's own CA; the CA also as acme-server-ca.pem. Keys stay 0600
-    in the 0700 key directory: only the leaf key goes into the container."""
+    """pebble's HTTPS certificate for its network address, from the sandbox's ACME server CA;
+    the CA also as acme-server-ca.pem (the environment's acme.server_ca)."""
     name = files.name
-    result = certs.ensure(
+    result = ensure_server_certificate(
         files.acme_server_dir, f"sandbox-{name} ACME server", [address, acme_container_name(name)]
     )
-    result.paths.tls_key.chmod(0o600)
     ca_pem = result.paths.ca_crt.read_text(encoding="ascii")
     if not files.acme_server_ca.is_file() or files.acme_server_ca.read_text("ascii") != ca_pem:
         write_file(files.acme_server_ca, ca_pem, 0o644)
     return result
 
 
-def install_acme_certificate(container: Any, paths: certs.CertPaths) -> None:
-    """Put cert.pem and key.pem (owned by pebble's uid) into the waiting ACME server."""
-    archive = certificate_archive(paths.tls_crt.read_bytes(), paths.tls_key.read_bytes())
+def ensure_registry_certificate(files: SandboxFiles, address: str) -> certs.Result:
+    """The registry's HTTPS certificate for its network address and container name, from the
+    sandbox's registry CA (files.registry_ca, which the hosts' engines trust)."""
+    name = files.name
+    return ensure_server_certificate(
+        files.registry_dir, f"sandbox-{name} registry", [address, registry_container_name(name)]
+    )
+
+
+def install_files(container: Any, directory: str, archive: bytes) -> None:
+    """Extract `archive` into `directory` of a container (the certificate of a waiting server)."""
     try:
-        done = container.put_archive(ACME_TLS_DIR, archive)
+        done = container.put_archive(directory, archive)
     except DockerException as exc:
         raise OpsError(f"cannot put the certificate into {container.name}: {exc}") from exc
     if not done:
-        raise OpsError(f"cannot put the certificate into {container.name}:{ACME_TLS_DIR}")
+        raise OpsError(f"cannot put the certificate into {container.name}:{directory}")
+
+
+def install_acme_certificate(container: Any, paths: certs.CertPaths) -> None:
+    """Put cert.pem and key.pem (owned by pebble's uid) into the waiting ACME server."""
+    archive = certificate_archive(paths.tls_crt.read_bytes(), paths.tls_key.read_bytes())
+    install_files(container, ACME_TLS_DIR, archive)
+
+
+def install_registry_files(
+    container: Any, paths: certs.CertPaths, credentials: secrets.RegistryCredentials
+) -> None:
+    """Put cert.pem, key.pem and htpasswd (owned by the registry's uid) into the waiting
+    registry."""
+    htpasswd = htpasswd_line(credentials.user, credentials.password).encode()
+    archive = certificate_archive(
+        paths.tls_crt.read_bytes(),
+        paths.tls_key.read_bytes(),
+        REGISTRY_UID,
+        {"htpasswd": htpasswd},
+    )
+    install_files(container, REGISTRY_TLS_DIR, archive)
+
+
+def registry_files_problem(
+    container: Any, paths: certs.CertPaths, credentials: secrets.RegistryCredentials
+) -> str:
+    """Why the files inside a running registry are not the ones wanted now ("" when they are):
+    another certificate, or an htpasswd that does not accept the credentials."""
+    inside = read_container_file(container, f"{REGISTRY_TLS_DIR}/cert.pem")
+    if inside != paths.tls_crt.read_text(encoding="ascii"):
+        return "its certificate is not the one made for it now"
+    htpasswd = read_container_file(container, f"{REGISTRY_TLS_DIR}/htpasswd")
+    if not htpasswd_accepts(htpasswd, credentials.user, credentials.password):
+        return f"its htpasswd does not accept the credentials in {secrets.REGISTRY_USER}"
+    return ""
+
+
+def ensure_registry_credentials(files: SandboxFiles) -> tuple[secrets.RegistryCredentials, str]:
+    """The registry's user and password from .env.<name> (the file only: the registry is the
+    sandbox's), generated once and written there when missing; (credentials, what happened)."""
+    values = secrets.read_file(files.secrets)
+    user = values.get(secrets.REGISTRY_USER, "")
+    password = values.get(secrets.REGISTRY_PASSWORD, "")
+    if user and password:
+        return secrets.RegistryCredentials(user, password, str(files.secrets)), "present"
+    made = generated_credentials(files.name)
+    secrets.set_values(
+        files.secrets,
+        {secrets.REGISTRY_USER: made.user, secrets.REGISTRY_PASSWORD: made.password},
+    )
+    return secrets.RegistryCredentials(made.user, made.password, str(files.secrets)), "generated"
+
+
+def trust_registry(hosts: Sequence[Any], server: RegistryServer, ca_pem: bytes) -> None:
+    """Put the registry's CA into every host's /etc/docker/certs.d/<address>:5000/ca.crt."""
+    archive = certs_d_archive(server.host_port, ca_pem)
+    for container in hosts:
+        try:
+            done = container.put_archive("/", archive)
+        except DockerException as exc:
+            raise OpsError(f"cannot put the registry's CA into {container.name}: {exc}") from exc
+        if not done:
+            raise OpsError(f"cannot put the registry's CA into {container.name}:/{CERTS_D}")
 
 
 def https_get(url: str, ca_file: Path, timeout: float = 5.0) -> bytes:
     """GET an https URL on this machine, verified with `ca_file` only."""
     context = ssl.create_default_context(cafile=str(ca_file))
-    with urllib.request.urlopen(url, context=context, timeout=timeout) as answer:  # noqa: S310
+    if not url.startswith("https://"):
+        raise OpsError(f"internal: {url} is not an https URL")
+    # https only (checked above), verified with ca_file.
+    with urllib.request.urlopen(url, context=context, timeout=timeout) as answer:  # noqa: S310  # nosec B310
         body: bytes = answer.read()
     return body
 
 
-def wait_acme_directory(container: Any, server: AcmeServer, ca_file: Path, timeout: float) -> str:
-    """Wait until pebble's directory answers through 127.0.0.1, verified with `ca_file`."""
+def https_status(
+    url: str, ca_file: Path, auth: secrets.RegistryCredentials | None = None, timeout: float = 5.0
+) -> int:
+    """The HTTP status of a GET of an https URL on this machine, verified with `ca_file` only,
+    with HTTP basic auth when `auth` is given."""
+    if not url.startswith("https://"):
+        raise OpsError(f"internal: {url} is not an https URL")
+    context = ssl.create_default_context(cafile=str(ca_file))
+    request = urllib.request.Request(url)  # noqa: S310  # nosec B310 - https only (above)
+    if auth is not None:
+        basic = base64.b64encode(f"{auth.user}:{auth.password}".encode()).decode("ascii")
+        request.add_header("Authorization", f"Basic {basic}")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as answer:  # noqa: S310  # nosec B310
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def wait_answer(
+    container: Any, url: str, ca_file: Path, timeout: float, probe: Callable[[], str]
+) -> str:
+    """Wait until `probe` (a request to `url`, verified with `ca_file`) stops failing with
+    OSError/ValueError; its note and the seconds it took. A certificate that does not verify,
+    a stopped container or the timeout fail with the container's log printed."""
     deadline = time.monotonic() + timeout
     started = time.monotonic()
     last = "no answer yet"
     while True:
         try:
-            data = json.loads(https_get(server.local_directory, ca_file))
+            note = probe()
         except (OSError, ValueError) as exc:  # refused, reset, not JSON yet: try again
             # urllib wraps TLS errors; a certificate that does not verify will not get better.
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, ssl.SSLCertVerificationError):
-                raise _acme_failed(
+                raise _server_failed(
                     container,
-                    f"{server.local_directory} presents a certificate {ca_file.name} does not "
-                    f"verify ({reason.verify_message})",
+                    f"{url} presents a certificate {ca_file.name} does not verify "
+                    f"({reason.verify_message})",
                 ) from exc
             last = f"{type(exc).__name__}: {exc}"
         else:
-            check_directory(data)
-            return f"directory answers after {time.monotonic() - started:.1f}s"
+            return f"{note} after {time.monotonic() - started:.1f}s"
         container.reload()
         if container.status != "running":
-            raise _acme_failed(container, f"{container.name} stopped ({container.status})")
+            raise _server_failed(container, f"{container.name} stopped ({container.status})")
         if time.monotonic() > deadline:
-            raise _acme_failed(
-                container, f"{server.local_directory} did not answer within {timeout:.0f}s ({last})"
-            )
+            raise _server_failed(container, f"{url} did not answer within {timeout:.0f}s ({last})")
         time.sleep(0.5)
 
 
-def _acme_failed(container: Any, problem: str, lines: int = 30) -> OpsError:
+def wait_acme_directory(container: Any, server: AcmeServer, ca_file: Path, timeout: float) -> str:
+    """Wait until pebble's directory answers through 127.0.0.1, verified with `ca_file`."""
+
+    def probe() -> str:
+        check_directory(json.loads(https_get(server.local_directory, ca_file)))
+        return "directory answers"
+
+    return wait_answer(container, server.local_directory, ca_file, timeout, probe)
+
+
+class _NotYet(OSError):
+    """The registry answered, but not yet as a registry (try again)."""
+
+
+def wait_registry(
+    container: Any,
+    server: RegistryServer,
+    ca_file: Path,
+    credentials: secrets.RegistryCredentials,
+    timeout: float,
+) -> str:
+    """Wait until the registry answers through 127.0.0.1 over TLS verified with `ca_file`:
+    401 without credentials (authentication is on), 200 with them."""
+    url = server.local_url
+
+    def probe() -> str:
+        anonymous = https_status(url, ca_file)
+        if anonymous == 200:
+            raise _server_failed(container, f"{url} answers without credentials: auth is off")
+        if anonymous != 401:
+            raise _NotYet(f"HTTP {anonymous} without credentials")
+        with_login = https_status(url, ca_file, credentials)
+        if with_login != 200:
+            raise _server_failed(
+                container,
+                f"{url} answers HTTP {with_login} with {secrets.REGISTRY_USER} and "
+                f"{secrets.REGISTRY_PASSWORD}: its htpasswd does not accept them",
+            )
+        return "TLS verified, 401 without credentials, 200 with them"
+
+    return wait_answer(container, url, ca_file, timeout, probe)
+
+
+def _server_failed(container: Any, problem: str, lines: int = 30) -> OpsError:
     try:
         logs = container.logs(tail=lines).decode(errors="replace").rstrip()
     except DockerException as exc:
         logs = f"(cannot read it: {exc})"
     print(f"--- {container.name}: container log (last {lines} lines)\n{logs or '(empty)'}")
+    labels = container.labels or {}
+    up_command = " ".join(["invoke sandbox.up", ROLE_FLAGS.get(role_of(container), "")]).strip()
     return OpsError(
         f"{problem}; its log is above. Fix: `invoke sandbox.down --name "
-        f"{container.labels.get(LABEL, DEFAULT_NAME)} --yes`, then `invoke sandbox.up --tls=acme` "
+        f"{labels.get(LABEL, DEFAULT_NAME)} --yes`, then `{up_command}` "
         "again (a new server and certificate)"
     )
 
@@ -886,7 +1259,8 @@ def ssh_run(files: SandboxFiles, port: int, command: str, timeout: float = 30.0)
             banner_timeout=timeout,
             auth_timeout=timeout,
         )
-        _, stdout, stderr = client.exec_command(command, timeout=timeout)
+        # The commands are this module's own constants, not input.
+        _, stdout, stderr = client.exec_command(command, timeout=timeout)  # nosec B601
         out = str(stdout.read().decode(errors="replace"))
         code = stdout.channel.recv_exit_status()
         if code != 0:
@@ -913,6 +1287,7 @@ class _Sandbox:
     count: int
     listings_env: str
     tls: str = DEFAULT_TLS
+    with_registry: bool = False
     engine: docker.DockerClient | None = None
     tag: str = ""
     plan: HostPlan = field(default_factory=lambda: HostPlan((), ()))
@@ -925,6 +1300,11 @@ class _Sandbox:
     acme_container: Any = None
     acme: AcmeServer | None = None
     host_address: str = ""  # host 1's address on the network (where the domains resolve)
+    registry_tag: str = ""
+    registry_build_needed: bool = False
+    registry_container: Any = None
+    registry: RegistryServer | None = None
+    registry_credentials: secrets.RegistryCredentials | None = None
 
     @property
     def image(self) -> str:
@@ -935,8 +1315,21 @@ class _Sandbox:
         return f"{ACME_IMAGE}:{self.acme_tag}"
 
     @property
+    def registry_image(self) -> str:
+        return f"{REGISTRY_IMAGE}:{self.registry_tag}"
+
+    @property
     def with_acme(self) -> bool:
         return self.tls == ACME_ROLE
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The servers besides the hosts this run wants."""
+        return tuple(
+            role
+            for role, wanted in ((ACME_ROLE, self.with_acme), (REGISTRY_ROLE, self.with_registry))
+            if wanted
+        )
 
     def docker(self) -> docker.DockerClient:
         if self.engine is None:
@@ -947,6 +1340,21 @@ class _Sandbox:
         return [self.hosts[i] for i in sorted(self.hosts)]
 
 
+def _build_server_image(box: _Sandbox, service: str, image: str, flag: str) -> str:
+    """Build the image of a server (ACME, registry) through compose/sandbox.yaml."""
+    files = box.files
+    tag = image.rsplit(":", 1)[1]
+    inv = build_invocation(files.root, tag, compose.detect_build(), service)
+    proc.run(inv.argv, env=inv.env, cwd=files.root, what="docker compose build")
+    # compose 2.40 with engine 20.10 may exit 0 after a failed build: trust the image only.
+    if not images.has_image(box.docker(), image):
+        raise OpsError(
+            f"the build did not produce {image}: see the BuildKit output above. "
+            f"Fix services/{service}/Dockerfile, then `invoke sandbox.up {flag}` again"
+        )
+    return f"built {image}"
+
+
 def up(
     name: str = DEFAULT_NAME,
     hosts: int = 1,
@@ -955,17 +1363,22 @@ def up(
     dry_run: bool = False,
     runner: Runner | None = None,
     tls: str = DEFAULT_TLS,
+    registry: bool = False,
 ) -> Report:
     """Start (or reuse) `hosts` sandbox hosts and write the environment `name` that targets them.
 
     tls `acme` also starts (or reuses) the sandbox's ACME server and writes a tls: acme
-    environment for app.<name>.test and www.<name>.test."""
+    environment for app.<name>.test and www.<name>.test. `registry` also starts (or reuses) the
+    sandbox's registry, makes every host trust it and writes its `registry:` addresses."""
     check_name(name)
     check_count(hosts)
     check_tls(tls)
-    box = _Sandbox(SandboxFiles.of(name), hosts, listings_env_for(name, listings_env), tls)
+    box = _Sandbox(
+        SandboxFiles.of(name), hosts, listings_env_for(name, listings_env), tls, registry
+    )
     files = box.files
     acme_name = acme_container_name(name)
+    registry_name = registry_container_name(name)
 
     def check_docker() -> str:
         check_local_engine(os.environ)
@@ -985,29 +1398,48 @@ def up(
         box.tag = image_tag(files.root)
         public = files.public_key.read_text(encoding="utf-8") if files.public_key.is_file() else ""
         containers = sandbox_containers(engine, name)
-        found = existing_hosts([c for c in containers if not is_acme(c)], key_fingerprint(public))
+        found = existing_hosts([c for c in containers if not role_of(c)], key_fingerprint(public))
         box.plan = plan_hosts(hosts, found)
-        servers = [c.name for c in containers if is_acme(c)]
-        if not box.with_acme and servers:
-            why = "ACME server: not used with --tls local-ca"
-            box.plan = HostPlan(
-                box.plan.keep, box.plan.create, (*box.plan.remove, *((c, why) for c in servers))
-            )
+        unwanted = [
+            (c.name, _UNWANTED.get(role_of(c), f"{role_of(c)}: not asked for"))
+            for c in containers
+            if role_of(c) and role_of(c) not in box.roles
+        ]
+        if unwanted:
+            box.plan = HostPlan(box.plan.keep, box.plan.create, (*box.plan.remove, *unwanted))
         box.build_needed = bool(box.plan.create) and not images.has_image(engine, box.image)
-        acme_line = ""
+        for role in box.roles:
+            _check_role_name(engine, name, role)
+        server_lines = []
         if box.with_acme:
-            _check_acme_name(engine, name)
             box.acme_tag = image_tag(files.root, ACME_BUILD_INPUTS)
             box.acme_build_needed = not images.has_image(engine, box.acme_image)
-            acme_line = (
+            running = any(is_acme(c) for c in containers)
+            server_lines.append(
                 f"ACME server {acme_name} (image {box.acme_image}: "
                 + ("will be built" if box.acme_build_needed else "present")
                 + "): "
-                + ("reused when it runs that image for host 1" if servers else "will be started")
+                + ("reused when it runs that image for host 1" if running else "will be started")
+            )
+        if box.with_registry:
+            box.registry_tag = image_tag(files.root, REGISTRY_BUILD_INPUTS)
+            box.registry_build_needed = not images.has_image(engine, box.registry_image)
+            running = any(is_registry(c) for c in containers)
+            server_lines.append(
+                f"registry {registry_name} (image {box.registry_image}: "
+                + ("will be built" if box.registry_build_needed else "present")
+                + "): "
+                + (
+                    "reused when it runs that image with its certificate and credentials"
+                    if running
+                    else "will be started"
+                )
+                + f"; its CA into every host's /{CERTS_D}/<address>:{REGISTRY_PORT}/ca.crt"
             )
         for image, needed in (
             (box.image, box.build_needed),
             (box.acme_image, box.acme_build_needed),
+            (box.registry_image, box.registry_build_needed),
         ):
             if needed and not images.has_image(engine, images.BASE_IMAGE):
                 raise OpsError(
@@ -1026,13 +1458,13 @@ def up(
             "keep: " + (", ".join(hostname(name, i) for i in box.plan.keep) or "none"),
             "start: " + (", ".join(hostname(name, i) for i in box.plan.create) or "none"),
             "remove: " + (", ".join(removals) or "none"),
+            *server_lines,
             f"login key {files.relative(files.private_key)}: "
             + ("present" if public else "will be generated"),
-            f"write {files.environment} (tls {box.tls}, listings_env {box.listings_env}) and "
-            f"{files.relative(files.secrets)}",
+            f"write {files.environment} (tls {box.tls}, listings_env {box.listings_env}"
+            + (", registry" if box.with_registry else "")
+            + f") and {files.relative(files.secrets)}",
         ]
-        if acme_line:
-            lines.insert(4, acme_line)
         for line in lines:
             print(f"    plan: {line}", flush=True)
         return f"keep {len(box.plan.keep)}, start {len(box.plan.create)}"
@@ -1053,14 +1485,14 @@ def up(
     def build_acme_image() -> str:
         if not box.acme_build_needed:
             return "skipped: present"
-        inv = build_invocation(files.root, box.acme_tag, compose.detect_build(), ACME_SERVICE)
-        proc.run(inv.argv, env=inv.env, cwd=files.root, what="docker compose build")
-        if not images.has_image(box.docker(), box.acme_image):
-            raise OpsError(
-                f"the build did not produce {box.acme_image}: see the BuildKit output above. "
-                "Fix services/sandbox-acme/Dockerfile, then `invoke sandbox.up --tls=acme` again"
-            )
-        return f"built {box.acme_image}"
+        return _build_server_image(box, ACME_SERVICE, box.acme_image, ROLE_FLAGS[ACME_ROLE])
+
+    def build_registry_image() -> str:
+        if not box.registry_build_needed:
+            return "skipped: present"
+        return _build_server_image(
+            box, REGISTRY_SERVICE, box.registry_image, ROLE_FLAGS[REGISTRY_ROLE]
+        )
 
     def make_key() -> str:
         created = ensure_key(files)
@@ -1071,7 +1503,16 @@ def up(
         engine = box.docker()
         if _networks(engine):
             return "present"
-        engine.networks.create(NETWORK, driver="bridge", labels={NETWORK_LABEL: "true"})
+        try:
+            # check_duplicate: a sandbox.up running at the same moment may create it too, and
+            # two networks of one name make every later `--network` ambiguous.
+            engine.networks.create(
+                NETWORK, driver="bridge", labels={NETWORK_LABEL: "true"}, check_duplicate=True
+            )
+        except APIError as exc:
+            if exc.status_code != 409 or not _networks(engine):
+                raise
+            return "present (created at the same moment by another sandbox.up)"
         return "created"
 
     def remove_hosts() -> str:
@@ -1082,6 +1523,8 @@ def up(
             for path in (files.acme_roots, files.acme_server_ca):
                 path.unlink(missing_ok=True)
             shutil.rmtree(files.acme_server_dir, ignore_errors=True)
+        if not box.with_registry:
+            shutil.rmtree(files.registry_dir, ignore_errors=True)
         return f"removed {len(box.plan.remove)}" if box.plan.remove else "nothing to remove"
 
     def start_hosts() -> str:
@@ -1121,29 +1564,32 @@ def up(
         first.reload()
         box.host_address = network_address(first.name, first.attrs)
         wanted = acme_extra_hosts(name, box.host_address)
-        try:
-            found = engine.containers.get(acme_name)
-        except NotFound:
-            found = None
-        if found is not None:
+        made: list[certs.Result] = []
+
+        def problem_of(found: Any) -> str:
             problem = acme_reuse_problem(found.attrs, box.acme_image, wanted)
-            if not problem:
-                server = acme_server(acme_name, found.attrs)
-                result = ensure_acme_certificate(files, server.address)
-                inside = read_container_file(found, f"{ACME_TLS_DIR}/cert.pem")
-                if inside == result.paths.tls_crt.read_text(encoding="ascii"):
-                    box.acme_container, box.acme = found, server
-                    return f"reused {acme_name} at {server.address}"
-                problem = "its certificate is not the one made for it now"
-            print(f"    replacing {acme_name}: {problem}", flush=True)
-            _remove_container(engine, acme_name)
-        container = start_acme(engine, name, box.acme_image, box.host_address)
-        container.reload()
-        server = acme_server(acme_name, container.attrs)
-        result = ensure_acme_certificate(files, server.address)
-        install_acme_certificate(container, result.paths)
-        box.acme_container, box.acme = container, server
-        return f"started {acme_name} at {server.address}, certificate: {result.reason}"
+            if problem:
+                return problem
+            server = acme_server(acme_name, found.attrs)
+            result = ensure_acme_certificate(files, server.address)
+            inside = read_container_file(found, f"{ACME_TLS_DIR}/cert.pem")
+            if inside != result.paths.tls_crt.read_text(encoding="ascii"):
+                return "its certificate is not the one made for it now"
+            return ""
+
+        def start() -> Any:
+            container = start_acme(engine, name, box.acme_image, box.host_address)
+            container.reload()
+            server = acme_server(acme_name, container.attrs)
+            made.append(ensure_acme_certificate(files, server.address))
+            install_acme_certificate(container, made[0].paths)
+            return container
+
+        container, reused = start_or_reuse(engine, acme_name, problem_of, start)
+        box.acme_container, box.acme = container, acme_server(acme_name, container.attrs)
+        if reused:
+            return f"reused {acme_name} at {box.acme.address}"
+        return f"started {acme_name} at {box.acme.address}, certificate: {made[0].reason}"
 
     def wait_acme() -> str:
         assert box.acme is not None  # set by start_acme_server
@@ -1152,7 +1598,7 @@ def up(
         code, output = box.acme_container.exec_run(["getent", "hosts", domain])
         resolved = output.decode(errors="replace").split()[:1] if code == 0 else []
         if resolved != [box.host_address]:
-            raise _acme_failed(
+            raise _server_failed(
                 box.acme_container,
                 f"{domain} resolves to {resolved[0] if resolved else 'nothing'} inside "
                 f"{acme_name}, not to host 1 ({box.host_address})",
@@ -1165,10 +1611,78 @@ def up(
         subject = root.subject.rfc4514_string()
         return f"{files.relative(files.acme_roots)}: {subject}"
 
+    def start_registry_server() -> str:
+        engine = box.docker()
+        credentials, how = ensure_registry_credentials(files)
+        box.registry_credentials = credentials
+        made: list[certs.Result] = []
+
+        def problem_of(found: Any) -> str:
+            problem = reuse_problem(found.attrs, box.registry_image)
+            if problem:
+                return problem
+            server = registry_server(registry_name, found.attrs)
+            result = ensure_registry_certificate(files, server.address)
+            return registry_files_problem(found, result.paths, credentials)
+
+        def start() -> Any:
+            container = start_registry(engine, name, box.registry_image)
+            container.reload()
+            server = registry_server(registry_name, container.attrs)
+            made.append(ensure_registry_certificate(files, server.address))
+            install_registry_files(container, made[0].paths, credentials)
+            return container
+
+        container, reused = start_or_reuse(engine, registry_name, problem_of, start)
+        box.registry_container = container
+        box.registry = registry_server(registry_name, container.attrs)
+        note = f"credentials {how} in {files.relative(files.secrets)}"
+        if reused:
+            return f"reused {registry_name} at {box.registry.address}; {note}"
+        return (
+            f"started {registry_name} at {box.registry.address}, certificate: "
+            f"{made[0].reason}; {note}"
+        )
+
+    def wait_registry_answers() -> str:
+        assert box.registry is not None and box.registry_credentials is not None
+        return wait_registry(
+            box.registry_container,
+            box.registry,
+            files.registry_ca,
+            box.registry_credentials,
+            timeout,
+        )
+
+    def trust_registry_on_hosts() -> str:
+        assert box.registry is not None  # set by start_registry_server
+        trust_registry(box.current(), box.registry, files.registry_ca.read_bytes())
+        # Each host's own dockerd proves it: an anonymous pull gets past TLS to the registry's
+        # "authentication required" (an untrusted certificate fails before, naming x509).
+        probe = f"{box.registry.pull}/sandbox-probe:none"
+        for container in box.current():
+            code, output = container.exec_run(
+                ["docker", "pull", probe], environment={"DOCKER_CONFIG": "/nonexistent"}
+            )
+            text = output.decode(errors="replace").strip()
+            if code == 0 or not any(w in text.lower() for w in ("unauthorized", "no basic auth")):
+                raise OpsError(
+                    f"{container.name}'s dockerd cannot reach the registry as expected: "
+                    f"`docker pull {probe}` said: {text[-400:] or f'exit {code}'}. Fix: "
+                    f"`invoke sandbox.down --name {name} --yes`, then `invoke sandbox.up "
+                    "--registry` again"
+                )
+        return (
+            f"{len(box.current())} host(s) trust {box.registry.host_port} "
+            f"(/{CERTS_D}/{box.registry.host_port}/ca.crt)"
+        )
+
     def write_environment() -> str:
         ports = [box.ports[i] for i in sorted(box.ports)]
         directory = box.acme.directory if box.acme is not None else ""
-        text = environment_yaml(files, ports, box.listings_env, hosts, directory)
+        addresses = box.registry.addresses if box.registry is not None else None
+        swarm = [network_address(box.hosts[i].name, box.hosts[i].attrs) for i in sorted(box.ports)]
+        text = environment_yaml(files, ports, box.listings_env, hosts, directory, addresses, swarm)
         write_file(files.environment, text, 0o644)
         generated = secrets.generate_missing(files.secrets)
         note = f"generated {', '.join(generated)}" if generated else "secrets present"
@@ -1194,10 +1708,10 @@ def up(
         f"inspect with `docker ps -a --filter label={LABEL}={name}`, "
         f"remove with `invoke sandbox.down --name {name} --yes`"
     )
-    acme_build: list[Step] = []
-    acme_steps: list[Step] = []
+    server_builds: list[Step] = []
+    server_steps: list[Step] = []
     if box.with_acme:
-        acme_build = [
+        server_builds.append(
             Step(
                 f"build the {ACME_IMAGE} image",
                 build_acme_image,
@@ -1205,8 +1719,8 @@ def up(
                 on_failure="no host was touched; fix the build and run `invoke sandbox.up "
                 "--tls=acme` again",
             )
-        ]
-        acme_steps = [
+        )
+        server_steps += [
             Step(
                 f"start (or reuse) the ACME server {acme_name} with its HTTPS certificate",
                 start_acme_server,
@@ -1226,6 +1740,38 @@ def up(
                 on_failure=state_hint,
             ),
         ]
+    if box.with_registry:
+        server_builds.append(
+            Step(
+                f"build the {REGISTRY_IMAGE} image",
+                build_registry_image,
+                impacting=True,
+                on_failure="no host was touched; fix the build and run `invoke sandbox.up "
+                "--registry` again",
+            )
+        )
+        server_steps += [
+            Step(
+                f"start (or reuse) the registry {registry_name} with its certificate and "
+                f"htpasswd (credentials in {files.relative(files.secrets)})",
+                start_registry_server,
+                impacting=True,
+                on_failure=state_hint,
+            ),
+            Step(
+                "wait until the registry answers over TLS and refuses anonymous requests",
+                wait_registry_answers,
+                impacting=True,
+                on_failure=state_hint,
+            ),
+            Step(
+                f"trust the registry's CA on every host (/{CERTS_D}/<address>:"
+                f"{REGISTRY_PORT}/ca.crt)",
+                trust_registry_on_hosts,
+                impacting=True,
+                on_failure=state_hint,
+            ),
+        ]
     steps = [
         Step("check the Docker engine and compose plugin", check_docker),
         Step(f"check the files of sandbox {name}", check_files),
@@ -1236,7 +1782,7 @@ def up(
             impacting=True,
             on_failure="no host was touched; fix the build and run `invoke sandbox.up` again",
         ),
-        *acme_build,
+        *server_builds,
         Step(f"ensure the login key {files.relative(files.private_key)}", make_key, impacting=True),
         Step(f"ensure the network {NETWORK}", make_network, impacting=True),
         Step("remove unwanted hosts", remove_hosts, impacting=True, on_failure=state_hint),
@@ -1253,7 +1799,7 @@ def up(
             impacting=True,
             on_failure=state_hint,
         ),
-        *acme_steps,
+        *server_steps,
         Step(
             f"write {files.environment.name} and {files.secrets.name}",
             write_environment,
@@ -1268,7 +1814,9 @@ def up(
         ),
     ]
     title = f"invoke sandbox.up --name {name} --hosts {hosts}"
-    runner = runner or Runner(title + (f" --tls {tls}" if box.with_acme else ""))
+    title += f" --tls {tls}" if box.with_acme else ""
+    title += " --registry" if box.with_registry else ""
+    runner = runner or Runner(title)
     report = runner.run(steps, dry_run=dry_run)
     if dry_run:
         print("dry run: stopped before the impacting steps, nothing was changed")
@@ -1315,6 +1863,14 @@ def print_access(box: _Sandbox) -> None:
             f"there): curl --cacert {roots} --connect-to {domain}:443:{LOOPBACK}:{first.https} "
             f"https://{domain}/"
         )
+    if box.registry is not None:
+        reg = box.registry
+        print(
+            f"  registry     {reg.container}: push {reg.push} (from here), pull {reg.pull} "
+            f"(from the hosts, CA {files.relative(files.registry_ca)} in their certs.d); "
+            f"{secrets.REGISTRY_USER}/{secrets.REGISTRY_PASSWORD} in "
+            f"{files.relative(files.secrets)}"
+        )
     print(f"  remove       invoke sandbox.down --name {name}")
 
 
@@ -1348,8 +1904,9 @@ def _remove_network_if_unused(engine: docker.DockerClient) -> bool:
 
 
 def down(name: str = DEFAULT_NAME, yes: bool = False) -> None:
-    """Remove sandbox `name`: its hosts (engines and images with them), files, and the network
-    when no sandbox uses it any more. A sandbox that does not exist is reported, not an error."""
+    """Remove sandbox `name`: its hosts (engines and images with them), its ACME server and
+    registry (the images pushed there with it), files, and the network when no sandbox uses it
+    any more. A sandbox that does not exist is reported, not an error."""
     check_name(name)
     files = SandboxFiles.of(name)
     engine = docker_engine.client()
@@ -1367,12 +1924,12 @@ def down(name: str = DEFAULT_NAME, yes: bool = False) -> None:
         return
     if files.environment.exists() and not ours:
         print(f"note: {files.environment} was not written by sandbox.up: it is kept")
-    servers = [c.name for c in containers if is_acme(c)]
+    servers = [c for c in containers if role_of(c)]
     what = (
         f"sandbox {name}: {len(containers) - len(servers)} host(s) with everything deployed on them"
     )
-    if servers:
-        what += f", its ACME server {', '.join(servers)}"
+    for server in servers:
+        what += f", its {ROLE_NAMES.get(role_of(server), role_of(server))} {server.name}"
     if doomed:
         what += f", and {', '.join(_shown(files, p) for p in doomed)}"
     confirm_destroy(what, yes)

@@ -4,6 +4,10 @@ For environments on this machine (`target: local`) missing secrets are generated
 on first use; for hosts (`target: ssh`) they never are: a missing or unfit secret stops the
 operation before anything is touched, every offending one named at once. Values are never
 printed: only names appear in messages.
+
+The optional login to the environment's registry (SLIPWAY_REGISTRY_USER and
+SLIPWAY_REGISTRY_PASSWORD, `registry_credentials`) lives in the same places but is no release
+secret: `load` and `require` return only REQUIRED, which is all a deploy writes to a release.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ GENERATE_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 # Optional login to the environment's registry (`registry:`), both or neither. Used only on this
 # machine (push) and for the duration of a pull on a host: never in a release's secrets.env.
 REGISTRY_USER = "SLIPWAY_REGISTRY_USER"
-REGISTRY_PASSWORD = "SLIPWAY_REGISTRY_PASSWORD"
+REGISTRY_PASSWORD = "SLIPWAY_REGISTRY_PASSWORD"  # noqa: S105  # nosec B105 - a name
 REGISTRY_NAMES = (REGISTRY_USER, REGISTRY_PASSWORD)
 
 _LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

@@ -13,6 +13,7 @@ docs/architecture.md, "Several hosts (Docker Swarm)".
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ops import config, paths, proc, secrets
+from ops import config, paths, proc, secrets, steps
 from ops.deploy import (
     ACME_SERVICE,
     Deployment,
@@ -31,21 +32,22 @@ from ops.deploy import (
     host_has,
     image_refs,
     release_env,
-    ship_images,
 )
 from ops.errors import OpsError
+from ops.hostops import SWARM_ONEOFF_FILE as ONEOFF_FILE
 from ops.remote import Remote, quote
 from ops.rollout import RemoteCompose, RolloutError
 
 STACK_FILE = "stack.yaml"
 DATA_STACK_FILE = "stack-data.yaml"
-ONEOFF_FILE = "swarm-oneoff.yaml"
 DATA_SERVICES = ("postgres", "redis")
 # Services the stack does not run: one-off containers (`docker compose run` on the manager).
 ONEOFF_SERVICES = ("migrate",)
 NODE_LABELS = ("slipway.data", "slipway.edge")
 STACK_VERSION = "3.9"
 CONVERGE_TIMEOUT = 600.0
+# Tasks of one service failing (or rejected) this often during a deploy: it will not converge.
+FAILED_TASKS = 3
 _SENTINEL = "SLIPWAYSECRET{}ENDSECRET"
 
 # What `docker stack deploy` (compose file format 3.9) accepts; everything else compose config
@@ -258,9 +260,40 @@ def converged(services: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
                 "runs its previous version (Swarm rolled it back)"
             )
         running, desired = info.get("running", 0), info.get("desired", 0)
+        if running != desired and info.get("failed", 0) >= FAILED_TASKS:
+            raise OpsError(
+                f"{name}: {info['failed']} of its tasks failed since the deploy began, the last "
+                f"with: {info.get('error') or 'no error message'}"
+            )
         if state == "updating" or running != desired:
             waiting.append(f"{name} {running}/{desired}" + (" updating" if state else ""))
     return (not waiting), ", ".join(waiting)
+
+
+def api_update_order(replicas: int, batch: int) -> str:
+    """stop-first while at least one replica keeps serving (the replacement takes the freed
+    place, so replicas stay spread over the hosts); start-first when none would."""
+    return "stop-first" if replicas - max(1, batch) >= 1 else "start-first"
+
+
+def task_age(state: str) -> float:
+    """Seconds since a task's state began, from `docker stack ps`'s "Rejected 4 seconds ago"
+    (infinity when the text says nothing usable)."""
+    if "less than a second" in state:
+        return 0.0
+    words = state.split()
+    units = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+    for number, unit in itertools.pairwise(words):
+        base = unit.rstrip("s")
+        if base not in units:
+            continue
+        if number.lower() in ("a", "an", "about"):
+            return float(units[base])
+        try:
+            return float(number) * units[base]
+        except ValueError:
+            continue
+    return float("inf")
 
 
 def oneoff_overlay() -> str:
@@ -334,7 +367,9 @@ class SwarmDeployment(Deployment):
         )
         return self.sh().run(script, what=f"docker stack deploy ({file})", timeout=300).stdout
 
-    def service_states(self) -> dict[str, dict[str, Any]]:
+    def service_states(self, within: float = 0.0) -> dict[str, dict[str, Any]]:
+        """Per service: update state and message, desired and running replicas, and the tasks
+        that failed or were rejected in the last `within` seconds (with the latest error)."""
         fmt = (
             "{{.Spec.Name}}\t{{if .UpdateStatus}}{{.UpdateStatus.State}}\t"
             "{{.UpdateStatus.Message}}{{else}}\t{{end}}\t"
@@ -369,21 +404,28 @@ class SwarmDeployment(Deployment):
                 "update_message": message,
                 "desired": int(desired or 0),
                 "running": 0,
+                "failed": 0,
+                "error": "",
             }
         tasks = (
             self.sh()
             .run(
-                f"docker stack ps {quote(self.stack)} --filter desired-state=running "
-                "--format '{{.Name}}\t{{.CurrentState}}'",
+                f"docker stack ps {quote(self.stack)} --no-trunc "
+                "--format '{{.Name}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}'",
                 what="list tasks",
             )
             .stdout
         )
         for line in tasks.splitlines():
-            name, _, state = line.partition("\t")
-            service = name.removeprefix(f"{self.stack}_").split(".", 1)[0]
-            if service in result and state.startswith("Running"):
+            name, desired_state, state, error = [*line.split("\t"), "", "", ""][:4]
+            service = name.strip(" \\_").removeprefix(f"{self.stack}_").split(".", 1)[0]
+            if service not in result:
+                continue
+            if desired_state == "Running" and state.startswith("Running"):
                 result[service]["running"] += 1
+            elif state.startswith(("Rejected", "Failed")) and task_age(state) < within:
+                result[service]["failed"] += 1
+                result[service]["error"] = result[service]["error"] or error
         return result
 
     def wait_converged(self, only: Iterable[str] = (), timeout: float = CONVERGE_TIMEOUT) -> str:
@@ -393,7 +435,11 @@ class SwarmDeployment(Deployment):
         began = time.monotonic()
         while True:
             self.refresh_lock()
-            states = {k: v for k, v in self.service_states().items() if not wanted or k in wanted}
+            states = {
+                k: v
+                for k, v in self.service_states(time.monotonic() - began).items()
+                if not wanted or k in wanted
+            }
             done, waiting = converged(states)
             if done and states:
                 return f"{len(states)} service(s) converged"
@@ -427,6 +473,7 @@ class SwarmDeployment(Deployment):
                 "is for hosts reached over SSH (target: ssh). Fix: use `invoke up` for local"
             )
         self.secrets = secrets.require(self.env)
+        self.check_registry()
         labels = ", ".join(h.label for h in self.env.hosts)
         return f"{self.env.source.name}: swarm of {len(self.env.hosts)} hosts ({labels})"
 
@@ -457,25 +504,38 @@ class SwarmDeployment(Deployment):
         return f"{note}; swarm: {swarm}"
 
     def swarm_plan(self) -> str:
+        """What forming the swarm needs; a host already in another swarm stops the deploy."""
         states: list[tuple[config.Host, str, str]] = []
         for host, remote in self.every_host():
             words = remote.run(
-                "docker info -f '{{.Swarm.LocalNodeState}} {{.Swarm.Cluster.ID}}'",
-                what="swarm state",
+                "docker info -f '{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}}'", what="swarm state"
             ).stdout.split()
-            state = words[0] if words else "inactive"
-            states.append((host, state, words[1] if len(words) > 1 else ""))
-        manager_cluster = states[0][2]
-        for host, state, cluster in states[1:]:
-            if state == "active" and manager_cluster and cluster and cluster != manager_cluster:
+            states.append(
+                (host, words[0] if words else "inactive", words[1] if len(words) > 1 else "")
+            )
+        members: set[str] = set()
+        if states[0][1] == "active":
+            members = set(self.sh().run("docker node ls -q", what="swarm nodes").stdout.split())
+        for host, state, node in states[1:]:
+            if state == "active" and node[:12] not in {m[:12] for m in members}:
                 raise OpsError(
-                    f"{host.label} is in another swarm ({cluster[:12]}). Fix: `docker swarm leave "
-                    "--force` on that host if it belongs to no other deployment"
+                    f"{host.label} is in a swarm that {self.env.hosts[0].label} does not manage. "
+                    "Fix: `docker swarm leave --force` on that host if it runs nothing else"
                 )
         todo = [h.label for h, s, _ in states if s != "active"]
-        return "join " + ", ".join(todo) if todo else "formed"
+        return "form with " + ", ".join(todo) if todo else "formed"
 
     # ------------------------------------------------------------------ impacting
+
+    def cluster_steps(self) -> list[steps.Step]:
+        return [
+            steps.Step(
+                "form the swarm (init on the first host, join the others)",
+                self.ensure_swarm,
+                True,
+                "the running release is untouched",
+            )
+        ]
 
     def ensure_swarm(self) -> str:
         manager = self.sh()
@@ -510,7 +570,7 @@ class SwarmDeployment(Deployment):
         for host, remote in self.every_host():
             self.refresh_lock()
             refs = [r for r in self.to_ship if not host_has(remote, r, engine.images.get(r).id)]
-            note = ship_images(engine, remote, refs) if refs else "has every image"
+            note = self.ship_to(remote, refs) if refs else "has every image"
             shipped.append(f"{host.label}: {note}")
         return "; ".join(shipped)
 
@@ -530,6 +590,9 @@ class SwarmDeployment(Deployment):
         values = release_env(self.env, self.build, release_id, set(self.secrets.values))
         values["SLIPWAY_STACK"] = self.stack
         values["SLIPWAY_DEPLOY_BATCH"] = str(self.env.deploy.batch)
+        values["SLIPWAY_API_UPDATE_ORDER"] = api_update_order(
+            self.env.replicas.api, self.env.deploy.batch
+        )
         return values
 
     def render(self, release_id: str) -> dict[str, Any]:
@@ -558,6 +621,11 @@ class SwarmDeployment(Deployment):
         if not isinstance(data, dict):
             raise OpsError("`docker compose config` did not return an object")
         return data
+
+    def write_release(self) -> str:
+        # nginx's flag directory (maintenance mode), bind-mounted on the first host.
+        self.sh().run(f"mkdir -p {quote(self.root + '/nginx')}", what="nginx directory")
+        return super().write_release()
 
     def prepare_acme(self) -> str:
         self.ensure_volumes()

@@ -25,8 +25,10 @@ NAME_HELP = (
         "tls": "local-ca (default: certificates from the environment's own CA, for localhost) "
         "or acme (also run the sandbox's ACME test server, pebble, and write a tls: acme "
         "environment for app.<name>.test and www.<name>.test)",
+        "registry": "also run the sandbox's image registry (TLS, htpasswd), make every host "
+        "trust it and write `registry:` into the environment (credentials into .env.<name>)",
         "timeout": "seconds to wait for the hosts' dockerd and sshd, and for the ACME server "
-        "(default 120)",
+        "and the registry (default 120)",
         "dry-run": "run the pre-flight checks and print the plan, change nothing",
     },
 )
@@ -36,6 +38,7 @@ def up(
     hosts: int = 1,
     listings_env: str = "",
     tls: str = sandbox.DEFAULT_TLS,
+    registry: bool = False,
     timeout: int = 120,
     dry_run: bool = False,
 ) -> None:
@@ -48,6 +51,7 @@ def up(
             timeout=float(timeout),
             dry_run=dry_run,
             tls=tls,
+            registry=registry,
         )
 
 
@@ -58,6 +62,6 @@ def up(
     }
 )
 def down(c: Context, name: str = sandbox.DEFAULT_NAME, yes: bool = False) -> None:
-    """Remove a sandbox: its hosts and engines, ACME server, environment, secrets and keys."""
+    """Remove a sandbox: hosts, engines, ACME server, registry, environment, secrets, keys."""
     with exits():
         sandbox.down(name, yes=yes)

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from sandboxes import derived_image
 
 from ops import config
 from ops.traffic import Traffic
@@ -327,42 +328,12 @@ def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> 
     assert V1 in current[0]
 
 
-def _derived_image(base: str, tag: str, entrypoint: list[str], files: dict[str, str]) -> None:
-    """An image made from `base` with another entrypoint and extra files (docker commit)."""
-    name = f"slipway-derive-{tag}"
-    subprocess.run(["docker", "create", "--name", name, base], check=True, capture_output=True)
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            for target, text in files.items():
-                local = Path(scratch) / Path(target).name
-                local.write_text(text)
-                subprocess.run(
-                    ["docker", "cp", str(local), f"{name}:{target}"],
-                    check=True,
-                    capture_output=True,
-                )
-        subprocess.run(
-            [
-                "docker",
-                "commit",
-                "--change",
-                f"ENTRYPOINT {json.dumps(entrypoint)}",
-                name,
-                f"slipway/listings:{tag}",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-
-
 def test_a_release_that_never_gets_ready_rolls_back_with_no_failed_request(
     staging: Host,
 ) -> None:
     # Its API replicas start and hang without ever serving; migrate and worker behave.
     hang = 'if [ "$0" = api ]; then exec sleep 3600; fi; exec listings "$0" "$@"'
-    _derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
+    derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
     before = staging.api_containers()
     with staging.traffic() as traffic:
         time.sleep(2)
@@ -382,7 +353,7 @@ def test_a_release_that_never_gets_ready_rolls_back_with_no_failed_request(
 def test_a_release_failing_its_check_through_nginx_is_switched_back(staging: Host) -> None:
     # Its replicas are ready, but it reports another version than the one deployed: the check
     # through nginx right after the switch fails and nginx goes back to the old replicas.
-    _derived_image(f"slipway/listings:{V2}", WRONG, ["listings"], {})
+    derived_image(f"slipway/listings:{V2}", WRONG, ["listings"], {})
     before = staging.api_containers()
     with staging.traffic() as traffic:
         time.sleep(2)
@@ -414,7 +385,7 @@ def test_a_failing_migration_aborts_before_traffic_moves(staging: Host) -> None:
         '    op.drop_table("should_not_exist")\n'
     )
     versions = "/opt/venv/lib/python3.11/site-packages/listings/migrations/versions"
-    _derived_image(
+    derived_image(
         f"slipway/listings:{V2}",
         BAD_MIGRATION,
         ["listings"],

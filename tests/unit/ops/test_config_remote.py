@@ -466,11 +466,38 @@ def test_ca_file_that_is_a_directory_is_refused(write_env: WriteEnv, tmp_path: P
         ("registry:5000/slipway", "registry:5000/slipway"),
     ],
 )
-def test_registry_references_are_read(
+def test_one_registry_address_is_both_push_and_pull(
     write_env: WriteEnv, value: str, expected: str | None
 ) -> None:
     write_env("staging", SSH_YAML + f"registry: {value}\n")
-    assert config.load("staging").registry == expected
+    wanted = None if expected is None else config.Registry(push=expected, pull=expected)
+    assert config.load("staging").registry == wanted
+
+
+def test_registry_defaults_to_none(write_env: WriteEnv) -> None:
+    write_env("staging", SSH_YAML)
+    assert config.load("staging").registry is None
+
+
+def test_a_registry_mapping_gives_push_and_pull_addresses(write_env: WriteEnv) -> None:
+    write_env(
+        "staging",
+        SSH_YAML + "registry: {push: 127.0.0.1:32790/slipway, pull: '172.18.0.4:5000/slipway/'}\n",
+    )
+    assert config.load("staging").registry == config.Registry(
+        push="127.0.0.1:32790/slipway", pull="172.18.0.4:5000/slipway"
+    )
+
+
+def test_pull_defaults_to_push(write_env: WriteEnv) -> None:
+    write_env("staging", SSH_YAML + "registry:\n  push: registry.example.org/slipway\n")
+    assert config.load("staging").registry == config.Registry(
+        push="registry.example.org/slipway", pull="registry.example.org/slipway"
+    )
+    write_env("staging", SSH_YAML + "registry: {push: registry.example.org, pull: null}\n")
+    assert config.load("staging").registry == config.Registry(
+        push="registry.example.org", pull="registry.example.org"
+    )
 
 
 @pytest.mark.parametrize(
@@ -483,12 +510,51 @@ def test_registry_references_are_read(
         ("bad_host.example.org", "has no valid host[:port]"),
         ("registry.example.org/Slipway", "has an invalid namespace 'Slipway'"),
         ("registry.example.org//x", "has an invalid namespace"),
+        ("", "has no valid host[:port]"),
     ],
 )
 def test_registry_mistakes_are_named(write_env: WriteEnv, value: str, problem: str) -> None:
     path, message = load_error(write_env, SSH_YAML + f"registry: '{value}'\n")
     assert_names(message, path, "registry", "docker.io/<user> for Docker Hub")
     assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "problem"),
+    [
+        ("{push: myorg/slipway}", "registry.push", "does not look like a registry host"),
+        ("{push: registry.example.org, pull: 'http://10.0.0.5'}", "registry.pull", "a scheme"),
+        ("{push: registry.example.org, pull: 'x:0'}", "registry.pull", "no valid host[:port]"),
+        ("{push: none}", "registry.push", "is none inside a registry mapping"),
+        ("{push: 5000}", "registry.push", "must be a string, got an integer"),
+    ],
+)
+def test_registry_mapping_mistakes_name_the_address(
+    write_env: WriteEnv, value: str, where: str, problem: str
+) -> None:
+    path, message = load_error(write_env, SSH_YAML + f"registry: {value}\n")
+    assert message.startswith(f"{path}: field '{where}' "), message
+    assert problem in message
+    assert ". Fix: " in message
+
+
+def test_a_registry_mapping_without_push_says_what_to_add(write_env: WriteEnv) -> None:
+    path, message = load_error(write_env, SSH_YAML + "registry: {pull: 10.0.0.5:5000}\n")
+    assert_names(message, path, "registry.push", "pull defaults to it")
+    path, message = load_error(write_env, SSH_YAML + "registry: {}\n")
+    assert_names(message, path, "registry.push", "or write registry: none")
+
+
+def test_unknown_registry_keys_are_refused(write_env: WriteEnv) -> None:
+    text = SSH_YAML + "registry: {push: registry.example.org, user: me}\n"
+    path, message = load_error(write_env, text)
+    assert_names(message, path, "registry.user", "use one of: pull, push")
+
+
+def test_a_registry_of_another_type_names_every_form(write_env: WriteEnv) -> None:
+    path, message = load_error(write_env, SSH_YAML + "registry: [registry.example.org]\n")
+    assert_names(message, path, "registry", "{push: <address>, pull: <address>}")
+    assert "must be none, an address or a mapping, got a list" in message
 
 
 # --------------------------------------------------------------------------------- resources

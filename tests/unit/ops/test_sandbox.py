@@ -16,7 +16,7 @@ import yaml
 from cryptography import x509
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from ops import certs, compose, config, docker_engine, sandbox
+from ops import certs, compose, config, docker_engine, sandbox, secrets
 from ops.errors import OpsError
 from ops.sandbox import AcmeServer, Existing, HostPlan, HostPorts, SandboxFiles
 
@@ -509,6 +509,18 @@ def test_the_environment_file_is_the_documented_ssh_target(envdir: Path) -> None
     assert data["ports"] == {"http": 80, "https": 443}
 
 
+def test_several_hosts_get_their_swarm_addresses_and_load_as_a_swarm(envdir: Path) -> None:
+    files = _files(envdir)
+    text = sandbox.environment_yaml(
+        files, _two_hosts(), "staging", 2, swarm_addresses=("172.31.0.4", "172.31.0.5")
+    )
+    sandbox.write_file(files.environment, text, 0o644)
+    env = config.load("sbx")
+    assert [h.advertise for h in env.hosts] == ["172.31.0.4", "172.31.0.5"]
+    one = sandbox.environment_yaml(files, _two_hosts()[:1], "staging", 1, swarm_addresses=("x",))
+    assert "swarm_address" not in one  # one host: Compose, no swarm
+
+
 def test_the_environment_file_loads_as_an_ssh_environment(envdir: Path) -> None:
     files = _files(envdir)
     sandbox.write_file(
@@ -923,3 +935,436 @@ def test_a_dry_run_with_acme_plans_the_acme_steps_and_changes_nothing(
     assert "plan: ACME server sbx-acme" in out
     assert not (envdir / "sbx.yaml").exists()
     assert not _files(envdir).key_dir.exists()
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+def _registry_attrs(
+    status: str = "running",
+    image: str = "slipway/sandbox-registry:c.1",
+    address: str = "172.18.0.4",
+) -> dict[str, Any]:
+    return {
+        "State": {"Status": status},
+        "Config": {"Image": image},
+        "NetworkSettings": {
+            "Ports": {"5000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32790"}]},
+            "Networks": {"slipway-sandbox": {"IPAddress": address}},
+        },
+    }
+
+
+REGISTRY = sandbox.RegistryServer("sbx-registry", "172.18.0.4", 32790)
+CREDENTIALS = secrets.RegistryCredentials("sbx-1a2b3c4d", "pw-" + "x" * 40)
+
+
+def test_the_registry_runs_on_the_network_with_loopback_ports_and_no_privileges() -> None:
+    options = sandbox.registry_options("sbx", "slipway/sandbox-registry:c.1")
+    assert options["image"] == "slipway/sandbox-registry:c.1"
+    assert options["name"] == "sbx-registry"
+    assert options["labels"] == {sandbox.LABEL: "sbx", sandbox.ROLE_LABEL: "registry"}
+    assert options["network"] == "slipway-sandbox"
+    assert options["ports"] == {"5000/tcp": ("127.0.0.1", None)}
+    assert not {"privileged", "cap_add", "volumes", "extra_hosts"} & set(options)
+
+
+def test_the_registry_is_started_with_those_options_and_retried_on_a_taken_port() -> None:
+    taken = APIError("Bind for 127.0.0.1:32790 failed: port is already allocated")
+    engine = _creating([taken])
+    sandbox.start_registry(engine, "sbx", "img")
+    calls = engine.containers.calls
+    assert [c["name"] for c in calls] == ["sbx-registry", "sbx-registry"]
+    assert [c.removed for c in engine.containers.made] == [True, False]
+
+
+def test_the_registry_is_read_from_docker_inspect() -> None:
+    assert sandbox.registry_server("sbx-registry", _registry_attrs()) == REGISTRY
+
+
+def test_the_registry_addresses_are_loopback_here_and_the_network_there() -> None:
+    assert REGISTRY.push == "127.0.0.1:32790/slipway"
+    assert REGISTRY.pull == "172.18.0.4:5000/slipway"
+    assert REGISTRY.host_port == "172.18.0.4:5000"
+    assert REGISTRY.local_url == "https://127.0.0.1:32790/v2/"
+    assert REGISTRY.addresses == config.Registry(
+        push="127.0.0.1:32790/slipway", pull="172.18.0.4:5000/slipway"
+    )
+
+
+@pytest.mark.parametrize(
+    ("attrs", "problem"),
+    [
+        (_registry_attrs(), ""),
+        (_registry_attrs(status="exited"), "not running (exited)"),
+        (_registry_attrs(image="slipway/sandbox-registry:c.0"), "runs another image"),
+    ],
+)
+def test_a_stopped_or_outdated_registry_is_replaced(attrs: dict[str, Any], problem: str) -> None:
+    assert sandbox.reuse_problem(attrs, "slipway/sandbox-registry:c.1") == problem
+
+
+def test_the_registry_archive_holds_the_htpasswd_before_ready_for_its_user() -> None:
+    data = sandbox.certificate_archive(
+        b"CERT", b"KEY", sandbox.REGISTRY_UID, {"htpasswd": b"u:$2b$08$x\n"}
+    )
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = archive.getmembers()
+        assert [m.name for m in members] == ["cert.pem", "key.pem", "htpasswd", "ready"]
+        assert [m.mode for m in members] == [0o644, 0o600, 0o600, 0o644]
+        assert {m.uid for m in members} == {sandbox.REGISTRY_UID}
+
+
+def test_the_registry_image_user_dirs_and_config_match_ops() -> None:
+    service = Path(__file__).parents[3] / "services" / "sandbox-registry"
+    dockerfile = (service / "Dockerfile").read_text(encoding="utf-8")
+    assert f"--uid {sandbox.REGISTRY_UID}" in dockerfile
+    assert f"USER {sandbox.REGISTRY_UID}:{sandbox.REGISTRY_UID}" in dockerfile
+    assert sandbox.REGISTRY_TLS_DIR in dockerfile
+    settings = yaml.safe_load((service / "config.yml").read_text(encoding="utf-8"))
+    assert settings["http"]["addr"] == f":{sandbox.REGISTRY_PORT}"
+    assert settings["http"]["tls"] == {
+        "certificate": f"{sandbox.REGISTRY_TLS_DIR}/cert.pem",
+        "key": f"{sandbox.REGISTRY_TLS_DIR}/key.pem",
+    }
+    assert settings["auth"]["htpasswd"]["path"] == f"{sandbox.REGISTRY_TLS_DIR}/htpasswd"
+    entrypoint = (service / "entrypoint").read_text(encoding="utf-8")
+    assert f"TLS_DIR={sandbox.REGISTRY_TLS_DIR}" in entrypoint
+
+
+def test_the_certs_d_archive_trusts_the_registry_at_its_address_and_port() -> None:
+    data = sandbox.certs_d_archive("172.18.0.4:5000", b"CA PEM")
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = archive.getmembers()
+        assert [m.name for m in members] == [
+            "etc",
+            "etc/docker",
+            "etc/docker/certs.d",
+            "etc/docker/certs.d/172.18.0.4:5000",
+            "etc/docker/certs.d/172.18.0.4:5000/ca.crt",
+        ]
+        assert [m.isdir() for m in members] == [True, True, True, True, False]
+        assert {m.mode for m in members[:-1]} == {0o755}
+        assert members[-1].mode == 0o644
+        assert {(m.uid, m.gid) for m in members} == {(0, 0)}
+        handle = archive.extractfile(members[-1])
+        assert handle is not None
+        assert handle.read() == b"CA PEM"
+
+
+class Receiving:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.put: list[tuple[str, bytes]] = []
+
+    def put_archive(self, path: str, data: bytes) -> bool:
+        self.put.append((path, data))
+        return True
+
+
+def test_every_host_gets_the_registry_ca_extracted_at_root() -> None:
+    hosts = [Receiving("slipway-sandbox-sbx-1"), Receiving("slipway-sandbox-sbx-2")]
+    sandbox.trust_registry(hosts, REGISTRY, b"CA PEM")
+    for host in hosts:
+        ((path, data),) = host.put
+        assert path == "/"
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            assert "etc/docker/certs.d/172.18.0.4:5000/ca.crt" in archive.getnames()
+
+
+def test_the_htpasswd_entry_is_bcrypt_and_accepts_only_its_credentials() -> None:
+    line = sandbox.htpasswd_line("sbx-1a2b", "right-password", rounds=4)
+    user, _, digest = line.strip().partition(":")
+    assert user == "sbx-1a2b"
+    assert digest.startswith("$2b$04$")
+    assert sandbox.htpasswd_accepts(line, "sbx-1a2b", "right-password")
+    assert not sandbox.htpasswd_accepts(line, "sbx-1a2b", "wrong-password")
+    assert not sandbox.htpasswd_accepts(line, "other", "right-password")
+    assert not sandbox.htpasswd_accepts("sbx-1a2b:not-a-hash\n", "sbx-1a2b", "right-password")
+    assert not sandbox.htpasswd_accepts("", "sbx-1a2b", "right-password")
+
+
+def test_the_registry_certificate_names_its_address_and_keeps_its_ca(envdir: Path) -> None:
+    files = _files(envdir)
+    sandbox.ensure_key(files)
+    first = sandbox.ensure_registry_certificate(files, "172.18.0.4")
+    assert first.paths.ca_crt == files.registry_ca
+    assert files.registry_dir.parent == files.key_dir
+    leaf = x509.load_pem_x509_certificate(first.paths.tls_crt.read_bytes())
+    assert {"172.18.0.4", "127.0.0.1", "sbx-registry"} <= certs.san_names(leaf)
+    assert _mode(first.paths.ca_key) == 0o600
+    assert _mode(first.paths.tls_key) == 0o600
+    assert not sandbox.ensure_registry_certificate(files, "172.18.0.4").changed
+    moved = sandbox.ensure_registry_certificate(files, "172.18.0.9")
+    assert moved.leaf_created and not moved.ca_created
+
+
+def test_registry_credentials_are_generated_once_next_to_the_other_secrets(
+    envdir: Path,
+) -> None:
+    files = _files(envdir)
+    files.secrets.write_text("# mine\nPOSTGRES_PASSWORD=keep-me\n", encoding="utf-8")
+    made, how = sandbox.ensure_registry_credentials(files)
+    assert how == "generated"
+    assert made.user.startswith("sbx-")
+    assert len(made.password) >= 40
+    values = secrets.read_file(files.secrets)
+    assert values["POSTGRES_PASSWORD"] == "keep-me"
+    assert (values[secrets.REGISTRY_USER], values[secrets.REGISTRY_PASSWORD]) == (
+        made.user,
+        made.password,
+    )
+    assert _mode(files.secrets) == 0o600
+    again, how = sandbox.ensure_registry_credentials(files)
+    assert how == "present"
+    assert (again.user, again.password) == (made.user, made.password)
+    # Half a pair is no pair: both are made again.
+    text = files.secrets.read_text(encoding="utf-8").replace(made.password, "")
+    files.secrets.write_text(text, encoding="utf-8")
+    fresh, how = sandbox.ensure_registry_credentials(files)
+    assert how == "generated"
+    assert fresh.password != made.password
+
+
+def _status_answers(monkeypatch: pytest.MonkeyPatch, answers: list[Any]) -> list[bool]:
+    """https_status answers in turn (ints returned, exceptions raised); whether auth was sent."""
+    sent: list[bool] = []
+
+    def fake(
+        url: str, ca_file: Path, auth: secrets.RegistryCredentials | None = None, timeout: float = 5
+    ) -> int:
+        assert url == "https://127.0.0.1:32790/v2/"
+        sent.append(auth is not None)
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, int)
+        return answer
+
+    monkeypatch.setattr(sandbox, "https_status", fake)
+    monkeypatch.setattr(sandbox.time, "sleep", lambda seconds: None)
+    return sent
+
+
+class FakeRegistryContainer(FakeAcmeContainer):
+    name = "sbx-registry"
+
+    def __init__(self, status: str = "running") -> None:
+        super().__init__(status)
+        self.labels = {sandbox.LABEL: "sbx", sandbox.ROLE_LABEL: "registry"}
+
+
+def test_the_registry_is_awaited_until_it_refuses_anonymous_and_accepts_the_login(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+    sent = _status_answers(monkeypatch, [refused, 503, 401, 200])
+    note = sandbox.wait_registry(
+        FakeRegistryContainer(), REGISTRY, tmp_path / "ca", CREDENTIALS, 30
+    )
+    assert note.startswith("TLS verified, 401 without credentials, 200 with them after")
+    assert sent == [False, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("answers", "problem"),
+    [
+        ([200], "answers without credentials: auth is off"),
+        ([401, 401], "answers HTTP 401 with SLIPWAY_REGISTRY_USER and SLIPWAY_REGISTRY_PASSWORD"),
+    ],
+)
+def test_a_registry_without_auth_or_refusing_its_credentials_fails_with_its_log(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    answers: list[int],
+    problem: str,
+) -> None:
+    _status_answers(monkeypatch, answers)
+    with pytest.raises(OpsError, match=problem) as err:
+        sandbox.wait_registry(FakeRegistryContainer(), REGISTRY, tmp_path / "ca", CREDENTIALS, 30)
+    assert "then `invoke sandbox.up --registry` again" in str(err.value)
+    assert CREDENTIALS.password not in str(err.value)
+    assert "sbx-registry: container log" in capsys.readouterr().out
+
+
+def test_a_registry_certificate_that_does_not_verify_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bad = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    bad.verify_message = "unable to get local issuer certificate"
+    _status_answers(monkeypatch, [urllib.error.URLError(bad)])
+    with pytest.raises(OpsError, match=r"ca\.crt does not verify \(unable to get local issuer"):
+        sandbox.wait_registry(
+            FakeRegistryContainer(), REGISTRY, tmp_path / "ca.crt", CREDENTIALS, 30
+        )
+
+
+class Found:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Finding:
+    def __init__(self, found: list[Any]) -> None:
+        self.containers = FakeContainers(found)
+
+
+def test_start_or_reuse_keeps_a_fitting_container_and_replaces_another(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    removed: list[str] = []
+    monkeypatch.setattr(sandbox, "_remove_container", lambda engine, cname: removed.append(cname))
+    engine: Any = Finding([Found("sbx-registry")])
+    new = Found("new")
+    kept, reused = sandbox.start_or_reuse(engine, "sbx-registry", lambda c: "", lambda: new)
+    assert (kept.name, reused, removed) == ("sbx-registry", True, [])
+    made, reused = sandbox.start_or_reuse(engine, "sbx-registry", lambda c: "old", lambda: new)
+    assert (made, reused, removed) == (new, False, ["sbx-registry"])
+    assert "replacing sbx-registry: old" in capsys.readouterr().out
+    made, reused = sandbox.start_or_reuse(Finding([]), "sbx-registry", lambda c: "x", lambda: new)
+    assert (made, reused) == (new, False)
+
+
+EXPECTED_REGISTRY_YAML = EXPECTED_ACME_YAML.replace(
+    "--hosts 1 --tls acme`", "--hosts 1 --tls acme --registry`"
+).replace(
+    "listings_env: staging\n",
+    "registry: {push: 127.0.0.1:32790/slipway, pull: 172.18.0.4:5000/slipway}\n"
+    "listings_env: staging\n",
+)
+
+
+def test_the_registry_environment_file_names_push_and_pull(envdir: Path) -> None:
+    files = _files(envdir)
+    text = sandbox.environment_yaml(
+        files, _two_hosts()[:1], "staging", 1, PEBBLE.directory, REGISTRY.addresses
+    )
+    assert text == EXPECTED_REGISTRY_YAML
+    local = sandbox.environment_yaml(files, _two_hosts(), "staging", 2, "", REGISTRY.addresses)
+    assert (
+        local.splitlines()[0] == "# Written by `invoke sandbox.up --name sbx --hosts 2 --registry`."
+    )
+    sandbox.write_file(files.environment, local, 0o644)
+    assert sandbox.written_by_sandbox(files.environment)
+    env = config.load("sbx")
+    assert env.registry == config.Registry(
+        push="127.0.0.1:32790/slipway", pull="172.18.0.4:5000/slipway"
+    )
+    assert env.tls == "local-ca"
+
+
+def test_the_registry_files_live_in_the_private_key_directory(envdir: Path) -> None:
+    files = _files(envdir)
+    assert files.registry_dir == files.key_dir / "registry"
+    assert files.registry_ca == files.key_dir / "registry" / "ca.crt"
+
+
+def _registry_context(root: Path) -> None:
+    (root / "services" / "sandbox-registry").mkdir(parents=True)
+    (root / "services" / "sandbox-registry" / "Dockerfile").write_text("FROM z\n", encoding="utf-8")
+
+
+def test_the_registry_image_has_a_tag_of_its_own(tmp_path: Path) -> None:
+    _context(tmp_path)
+    _acme_context(tmp_path)
+    _registry_context(tmp_path)
+    host = sandbox.image_tag(tmp_path)
+    acme = sandbox.image_tag(tmp_path, sandbox.ACME_BUILD_INPUTS)
+    tag = sandbox.image_tag(tmp_path, sandbox.REGISTRY_BUILD_INPUTS)
+    assert len({host, acme, tag}) == 3
+    (tmp_path / "services" / "sandbox-registry" / "config.yml").write_text("x\n", encoding="utf-8")
+    assert sandbox.image_tag(tmp_path, sandbox.REGISTRY_BUILD_INPUTS) != tag
+    assert sandbox.image_tag(tmp_path) == host
+    assert sandbox.image_tag(tmp_path, sandbox.ACME_BUILD_INPUTS) == acme
+
+
+def test_the_registry_image_is_built_by_its_own_compose_service(tmp_path: Path) -> None:
+    build = compose.Build("v1", "abc123", tmp_path / "ca.pem")
+    inv = sandbox.build_invocation(tmp_path, "c.0123456789ab", build, sandbox.REGISTRY_SERVICE)
+    assert inv.argv[-2:] == ["build", "sandbox-registry"]
+    assert inv.env["SLIPWAY_SANDBOX_REGISTRY_TAG"] == "c.0123456789ab"
+    path = Path(__file__).parents[3] / "compose" / "sandbox.yaml"
+    service = yaml.safe_load(path.read_text(encoding="utf-8"))["services"]["sandbox-registry"]
+    assert service["image"] == "slipway/sandbox-registry:${SLIPWAY_SANDBOX_REGISTRY_TAG:-dev}"
+    assert service["build"]["context"] == "../services/sandbox-registry"
+    assert "secrets" not in service["build"]
+
+
+def test_up_with_registry_refuses_to_replace_a_container_that_is_not_its_registry(
+    envdir: Path, engine: FakeEngine
+) -> None:
+    _context(envdir.parent)
+    _registry_context(envdir.parent)
+    engine.containers.found.append(FakeContainer("sbx-registry", {sandbox.LABEL: "sbx"}))
+    with pytest.raises(OpsError, match=r"sbx-registry exists and is not the registry.*docker rm"):
+        sandbox.up("sbx", registry=True)
+
+
+def test_up_with_registry_needs_the_base_image_for_the_registry_image_too(
+    envdir: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _context(envdir.parent)
+    _registry_context(envdir.parent)
+    monkeypatch.setattr(
+        sandbox.images, "has_image", lambda engine, name: name.startswith(sandbox.IMAGE)
+    )
+    with pytest.raises(
+        OpsError, match=r"slipway/sandbox-registry:c\.\w+ must be built.*`invoke images\.base`"
+    ):
+        sandbox.up("sbx", registry=True)
+
+
+def test_a_dry_run_with_registry_and_acme_plans_both_and_changes_nothing(
+    envdir: Path,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _context(envdir.parent)
+    _acme_context(envdir.parent)
+    _registry_context(envdir.parent)
+    monkeypatch.setattr(sandbox.images, "has_image", lambda engine, name: True)
+    report = sandbox.up("sbx", hosts=2, tls="acme", registry=True, dry_run=True)
+    assert report.title == "invoke sandbox.up --name sbx --hosts 2 --tls acme --registry"
+    planned = [o.step.name for o in report.outcomes if o.status == "planned"]
+    assert "build the slipway/sandbox-registry image" in planned
+    assert "build the slipway/sandbox-acme image" in planned
+    assert any("registry sbx-registry" in name for name in planned)
+    assert any("trust the registry's CA on every host" in name for name in planned)
+    out = capsys.readouterr().out
+    assert "plan: registry sbx-registry (image slipway/sandbox-registry:c." in out
+    assert "plan: ACME server sbx-acme" in out
+    assert not (envdir / "sbx.yaml").exists()
+    assert not _files(envdir).key_dir.exists()
+    assert not _files(envdir).secrets.exists()
+
+
+def test_the_registry_is_not_a_host_and_is_removed_without_registry(
+    envdir: Path,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = FakeContainer("sbx-registry", {sandbox.LABEL: "sbx", sandbox.ROLE_LABEL: "registry"})
+    assert sandbox.is_registry(server) and not sandbox.is_acme(server)
+    assert sandbox.role_of(FakeContainer("slipway-sandbox-sbx-1", {sandbox.LABEL: "sbx"})) == ""
+    _context(envdir.parent)
+    engine.containers.found.append(server)
+    monkeypatch.setattr(sandbox.images, "has_image", lambda engine, name: True)
+    sandbox.up("sbx", dry_run=True)
+    out = capsys.readouterr().out
+    assert "plan: start: sbx-1" in out
+    assert "plan: remove: sbx-registry (registry: not used without --registry)" in out
+
+
+def test_down_names_the_registry_among_what_it_deletes(
+    envdir: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.containers.found += [
+        FakeContainer("slipway-sandbox-sbx-1", {sandbox.LABEL: "sbx", sandbox.INDEX_LABEL: "1"}),
+        FakeContainer("sbx-registry", {sandbox.LABEL: "sbx", sandbox.ROLE_LABEL: "registry"}),
+    ]
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(OpsError, match=r"sandbox sbx: 1 host\(s\) .*, its registry sbx-registry"):
+        sandbox.down("sbx")

@@ -1,0 +1,142 @@
+"""Several hosts with Docker Swarm, for real: two sandbox hosts (each its own Docker engine and
+sshd) that `invoke deploy` forms into a swarm, under continuous load through nginx.
+
+Tests run in file order and build on each other: v1 from nothing (swarm formed, replicas on both
+hosts, data stores on the first), v1 again (nothing changes), v2 under load, rollback under
+load, a release whose replicas never get healthy (rolled back by Swarm, then by the deploy).
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sandboxes import SandboxEnv, derived_image, remove_images, sandbox
+
+pytestmark = pytest.mark.e2e
+
+TAG = secrets.token_hex(3)
+NAME = f"e2e-swm-{TAG}"
+STACK = f"slipway-{NAME}"
+V1, V2 = f"e2e-{TAG}-v1", f"e2e-{TAG}-v2"
+BROKEN = f"e2e-{TAG}-never-healthy"
+
+
+@pytest.fixture(scope="module")
+def swarm() -> Iterator[SandboxEnv]:
+    with sandbox(NAME, "--hosts=2", "--registry", "--listings-env=staging") as box:
+        # sandbox.up gave each host its address on the sandbox network, for Swarm.
+        assert [h.advertise for h in box.environment.hosts] == [box.address(1), box.address(2)]
+        box.edit(lambda data: data["deploy"].update({"health_timeout": 60, "lock_wait": 30}))
+        try:
+            yield box
+        finally:
+            remove_images(f":e2e-{TAG}-")
+
+
+def box_label(box: SandboxEnv, index: int) -> str:
+    return box.environment.hosts[index - 1].label
+
+
+def _tasks(box: SandboxEnv, service: str) -> list[str]:
+    """Nodes of the service's running tasks."""
+    out = box.on_host(
+        f"docker service ps {STACK}_{service} --filter desired-state=running "
+        "--format '{{.Node}} {{.CurrentState}}'"
+    )
+    return sorted(line.split()[0] for line in out.splitlines() if " Running" in line)
+
+
+def _assert_no_failure(traffic: Any) -> None:
+    tally = traffic.tally
+    assert tally.failures == [], f"{tally.summary()[:600]}: {tally.failures[:5]}"
+    assert traffic.rate >= 20, tally.summary()[:600]
+
+
+def test_the_first_deploy_forms_the_swarm_and_spreads_the_api_over_both_hosts(
+    swarm: SandboxEnv,
+) -> None:
+    result = swarm.invoke("deploy", f"--env={NAME}", version=V1)
+    assert "current = " in result.stdout
+    assert "initialised on" in result.stdout and "joined" in result.stdout
+    # Through the registry: pushed once from here, pulled by each host.
+    assert result.stdout.count("pushed 127.0.0.1:") >= 4
+    for index in (1, 2):
+        label = box_label(swarm, index)
+        assert f"{label} pulled slipway/listings:{V1}" in result.stdout
+    nodes = swarm.on_host("docker node ls --format '{{.Hostname}} {{.Status}}'").split("\n")
+    assert sorted(n for n in nodes if n) == [f"{NAME}-1 Ready", f"{NAME}-2 Ready"]
+    assert _tasks(swarm, "api") == [f"{NAME}-1", f"{NAME}-2"]
+    assert _tasks(swarm, "postgres") == [f"{NAME}-1"]
+    assert _tasks(swarm, "nginx") == [f"{NAME}-1"]
+    # Every host has the release's images: Swarm may start a replica anywhere.
+    for index in (1, 2):
+        assert f"slipway/listings:{V1}" in swarm.on_host(
+            "docker images --format '{{.Repository}}:{{.Tag}}'", index
+        )
+    assert swarm.version() == V1
+    status = swarm.invoke("status", f"--env={NAME}").stdout
+    assert "overall: ready" in status
+
+
+def test_deploying_v1_again_changes_nothing(swarm: SandboxEnv) -> None:
+    before = swarm.on_host(f"docker service ps -q {STACK}_api --filter desired-state=running")
+    result = swarm.invoke("deploy", f"--env={NAME}", f"--version={V1}")
+    assert "nothing changed" in result.stdout
+    after = swarm.on_host(f"docker service ps -q {STACK}_api --filter desired-state=running")
+    assert sorted(after.split()) == sorted(before.split())
+
+
+def test_deploy_v2_under_load_fails_no_request(swarm: SandboxEnv) -> None:
+    with swarm.traffic() as traffic:
+        time.sleep(3)
+        swarm.invoke("deploy", f"--env={NAME}", version=V2)
+        time.sleep(3)
+    _assert_no_failure(traffic)
+    assert traffic.tally.version_changes()[-1] == V2
+    assert swarm.version() == V2
+    assert _tasks(swarm, "api") == [f"{NAME}-1", f"{NAME}-2"]  # still one per host
+
+
+def test_rollback_under_load_needs_no_build_and_no_registry(swarm: SandboxEnv) -> None:
+    subprocess.run(["docker", "rmi", f"slipway/listings:{V1}"], check=True, capture_output=True)
+    registry = f"{NAME}-registry"
+    subprocess.run(["docker", "stop", registry], check=True, capture_output=True)
+    try:
+        with swarm.traffic() as traffic:
+            time.sleep(3)
+            result = swarm.invoke("rollback", f"--env={NAME}")
+            time.sleep(3)
+    finally:
+        subprocess.run(["docker", "start", registry], check=True, capture_output=True)
+    _assert_no_failure(traffic)
+    assert "build" not in result.stdout.lower().replace("rebuild", "")
+    assert swarm.version() == V1
+    current = [
+        line
+        for line in swarm.invoke("releases", f"--env={NAME}").stdout.splitlines()
+        if line.startswith("* ")
+    ]
+    assert V1 in current[0]
+
+
+def test_a_release_whose_replicas_never_get_healthy_is_rolled_back(swarm: SandboxEnv) -> None:
+    hang = 'if [ "$0" = api ]; then exec sleep 3600; fi; exec listings "$0" "$@"'
+    derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
+    with swarm.traffic() as traffic:
+        time.sleep(2)
+        result = swarm.invoke("deploy", f"--env={NAME}", f"--version={BROKEN}", check=False)
+        time.sleep(2)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "rolled back" in out
+    _assert_no_failure(traffic)
+    assert swarm.version() == V1
+    image = swarm.on_host(
+        f"docker service inspect -f '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' {STACK}_api"
+    ).strip()
+    assert image == f"slipway/listings:{V1}"
