@@ -514,10 +514,11 @@ def _hosts(reader: _Reader, top: Mapping[str, Any], name: str, target: str) -> t
         if data.get("swarm_address") is not None:
             swarm_address = reader.string(data, "swarm_address", where=f"{where}.swarm_address")
             swarm_address = swarm_address.strip()
-            if not _is_address(swarm_address):
+            if not _is_ip(swarm_address):
                 reader.fail(
                     f"{where}.swarm_address",
-                    f"{swarm_address!r} is not a host name or IP address",
+                    f"{swarm_address!r} is not an IP address (Docker Swarm advertises addresses, "
+                    "not names)",
                     "write the address the other hosts reach this one at (private network), "
                     "e.g. 10.0.0.11",
                 )
@@ -530,15 +531,16 @@ def _hosts(reader: _Reader, top: Mapping[str, Any], name: str, target: str) -> t
                     "list each host once",
                 )
         hosts.append(host)
+    if len(hosts) > 1:
+        for index, host in enumerate(hosts):
+            if not host.swarm_address and not _is_ip(host.address):
+                reader.fail(
+                    f"hosts[{index}].swarm_address",
+                    f"is missing and hosts[{index}].ssh names {host.address!r}, not an IP address: "
+                    "several hosts form a Docker Swarm, which advertises each host by address",
+                    "add `swarm_address: <its IP on the network the hosts share>`, e.g. 10.0.0.11",
+                )
     return tuple(hosts)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return bool(_HOSTNAME_RE.match(text.lower()))
-    return True
 
 
 def _ssh_destination(reader: _Reader, data: Mapping[str, Any], where: str) -> tuple[str, str, int]:

@@ -207,6 +207,30 @@ class Deployment:
             self.store = ReleaseStore(self.sh(), self.root)
         return self.store
 
+    def check_mode(self) -> None:
+        """Compose on one host never starts next to a Swarm stack of the same environment
+        (same volumes, same ports): switching is a procedure (docs/runbook.md)."""
+        stack = (
+            self.sh()
+            .run(
+                "docker service ls -q --filter "
+                f"label=com.docker.stack.namespace={quote(self.env.project_name)} 2>/dev/null",
+                check=False,
+            )
+            .stdout.split()
+        )
+        if stack:
+            raise OpsError(
+                f"{self.host.label} runs {self.env.project_name} as a Docker Swarm stack (the "
+                f"environment had several hosts), and {self.env.source} now lists one. Fix: "
+                'switch on purpose (docs/runbook.md, "Several hosts"): `docker stack rm '
+                f"{self.env.project_name}` on that host (volumes stay), then deploy again"
+            )
+
+    def every_host(self) -> list[tuple[config.Host, Remote]]:
+        """Each host of the environment with its connection (one here; several for Swarm)."""
+        return [(self.host, self.sh())]
+
     def cluster_steps(self) -> list[steps.Step]:
         """Steps that bring several hosts together before shipping (none for one host)."""
         return []
@@ -223,12 +247,6 @@ class Deployment:
             raise OpsError(
                 f"environment {self.env.name!r} has target: {self.env.target}; `invoke deploy` "
                 "is for hosts reached over SSH (target: ssh). Fix: use `invoke up` for local"
-            )
-        if len(self.env.hosts) != 1:
-            raise OpsError(
-                f"{self.env.source}: {len(self.env.hosts)} hosts; deploys with Compose support "
-                "exactly one host (several hosts need Docker Swarm, not built yet). Fix: list "
-                "one host under `hosts:`"
             )
         self.check_registry()
         self.secrets = secrets.require(self.env)
@@ -302,6 +320,7 @@ class Deployment:
         return f"docker {info[0]}, compose {info[1]}, {room}"
 
     def plan(self) -> str:
+        self.check_mode()
         store = self.releases()
         current = store.current_id()
         self.previous = store.get(current) if current else None
@@ -321,15 +340,11 @@ class Deployment:
         ids = {}
         for ref in image_refs(self.build, self.acme):
             local_id = engine.images.get(ref).id
-            remote_id = (
-                self.sh()
-                .run(f"docker image inspect -f '{{{{.Id}}}}' {quote(ref)} 2>/dev/null", check=False)
-                .stdout.strip()
-            )
+            remote_id = image_id_on(self.sh(), ref)
             # Infrastructure tags name their build inputs: a host that has the tag runs the
             # same thing even if this machine built it again (another id). Shipping it would
             # restart PostgreSQL, Redis or nginx for nothing.
-            if host_has(self.sh(), ref, local_id):
+            if remote_id and (remote_id == local_id or not ref.startswith(f"{LISTINGS_IMAGE}:")):
                 ids[ref] = remote_id
             else:
                 ids[ref] = local_id
@@ -473,23 +488,18 @@ class Deployment:
         return self.release.id
 
     def restore_images(self, images: Mapping[str, str]) -> list[str]:
-        """Point each recorded tag back at its recorded image (a rebuilt version may have moved
-        the tag since); the refs whose image is gone from the host."""
-        missing = []
-        for ref, image_id in images.items():
-            seen = (
-                self.sh()
-                .run(
-                    f"docker image inspect -f '{{{{.Id}}}}' {quote(image_id)} 2>/dev/null",
-                    check=False,
-                )
-                .stdout.strip()
-            )
-            if seen != image_id:
-                missing.append(ref)
+        """Point each recorded tag back at its recorded image on every host (a rebuilt version
+        may have moved the tag since), or nothing when an image is gone: what is missing where."""
+        missing = [
+            f"{ref} on {host.label}"
+            for host, remote in self.every_host()
+            for ref, image_id in images.items()
+            if image_id_on(remote, image_id) != image_id
+        ]
         if not missing:
-            for ref, image_id in images.items():
-                self.sh().run(f"docker tag {quote(image_id)} {quote(ref)}", what=f"tag {ref}")
+            for _, remote in self.every_host():
+                for ref, image_id in images.items():
+                    remote.run(f"docker tag {quote(image_id)} {quote(ref)}", what=f"tag {ref}")
         return missing
 
     # ------------------------------------------------------------------ ACME (tls: acme)
@@ -663,22 +673,21 @@ class Deployment:
         return f"current = {self.release.id}" + (f"; pruned {len(pruned)}" if pruned else "")
 
     def prune_images(self) -> None:
-        """Remove listings images no kept release uses (running ones are refused by docker)."""
+        """Remove listings images no kept release uses, on every host (docker refuses to remove
+        those a container runs)."""
         kept = {ref for r in self.releases().history() for ref in r.images}
-        out = (
-            self.sh()
-            .run(
+        for _, remote in self.every_host():
+            listed = remote.run(
                 f"docker images {LISTINGS_IMAGE} --format '{{{{.Repository}}}}:{{{{.Tag}}}}'",
                 check=False,
-            )
-            .stdout.split()
-        )
-        unused = [ref for ref in out if ref not in kept]
-        if unused:
-            self.sh().run(
-                "docker image rm " + " ".join(quote(r) for r in unused) + " >/dev/null 2>&1; true",
-                check=False,
-            )
+            ).stdout.split()
+            unused = [ref for ref in listed if ref not in kept]
+            if unused:
+                remote.run(
+                    "docker image rm " + " ".join(quote(r) for r in unused) + " >/dev/null 2>&1; "
+                    "true",
+                    check=False,
+                )
 
     # ------------------------------------------------------------------ failure
 
@@ -764,9 +773,30 @@ def ensure_certificates(rc: RemoteCompose, force: bool = False) -> str:
             print(f"    {_acme_message(line, line)}", flush=True)
     summary = _acme_message(out, "done", prefix="ensure done: ")
     if "changed none" not in summary:
-        Rollout(rc, 1, 1, 1).reload_nginx()
-        summary += "; nginx reloaded"
+        reloaded = reload_nginx(rc.remote, rc.project)
+        summary += (
+            "; nginx reloaded" if reloaded else "; nginx not running (it loads them at start)"
+        )
     return summary
+
+
+def reload_nginx(remote: Remote, project: str) -> bool:
+    """`nginx -t`, then a graceful reload of the project's running nginx, whether Compose or
+    Swarm started it; False when none runs on this host."""
+    found = remote.run(
+        f"docker ps -q --filter label=com.docker.swarm.service.name={quote(project + '_nginx')}; "
+        f"docker ps -q --filter label=com.docker.compose.project={quote(project)} "
+        "--filter label=com.docker.compose.service=nginx "
+        "--filter label=com.docker.compose.oneoff=False",
+        what="find nginx",
+    ).stdout.split()
+    for container in found:
+        remote.run(
+            f"docker exec {quote(container)} nginx -t -q && "
+            f"docker exec {quote(container)} nginx -s reload",
+            what="check and reload nginx",
+        )
+    return bool(found)
 
 
 def _acme_message(output: str, default: str, prefix: str = "") -> str:
@@ -783,12 +813,17 @@ def _acme_message(output: str, default: str, prefix: str = "") -> str:
     return found
 
 
+def image_id_on(remote: Remote, image: str) -> str:
+    """The id of `image` (a reference or an id) on the host; "" when it has no such image."""
+    return remote.run(
+        f"docker image inspect -f '{{{{.Id}}}}' {quote(image)} 2>/dev/null", check=False
+    ).stdout.strip()
+
+
 def host_has(remote: Remote, ref: str, image_id: str) -> bool:
     """The host has `ref`: with that image id, or (an infrastructure image, content-tagged:
     the tag names its build inputs) under that tag at all."""
-    found = remote.run(
-        f"docker image inspect -f '{{{{.Id}}}}' {quote(ref)} 2>/dev/null", check=False
-    ).stdout.strip()
+    found = image_id_on(remote, ref)
     if not found:
         return False
     return found == image_id or not ref.startswith(f"{LISTINGS_IMAGE}:")
@@ -800,10 +835,7 @@ def ship_images(engine: docker.DockerClient, remote: Remote, refs: list[str]) ->
     shipped = []
     for ref in refs:
         image = engine.images.get(ref)
-        existing = remote.run(
-            f"docker image inspect -f '{{{{.Id}}}}' {quote(image.id)} 2>/dev/null", check=False
-        ).stdout.strip()
-        if existing == image.id:  # same content under another tag: just tag it
+        if image_id_on(remote, image.id) == image.id:  # same content under another tag: just tag it
             remote.run(f"docker tag {quote(image.id)} {quote(ref)}", what=f"tag {ref}")
             shipped.append(f"{ref} (tagged)")
             continue

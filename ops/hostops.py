@@ -184,11 +184,13 @@ def logs(
             # A stack has no `logs`: each service's, from every host its tasks ran on.
             names = [service] if service else list(SWARM_SERVICES)
             options = " ".join(quote(a) for a in args[1:] if a != "--no-color")
-            script = " ; ".join(
+            each = [
                 f"docker service logs --no-task-ids {options} "
                 f"{quote(env.project_name + '_' + name)} 2>&1"
                 for name in names
-            )
+            ]
+            # --follow never ends: every service's stream at once, not one after the other.
+            script = " & ".join(each) + " & wait" if follow else " ; ".join(each)
             host.remote.stream(script, what="service logs")
             return
         if service:
@@ -252,9 +254,12 @@ def certs_renew(env: config.Environment, force: bool = False) -> str:
         current = host.current()
         lock = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl)
         lock.acquire(current, wait=float(env.deploy.lock_wait), operation="certs.renew")
+        # A renewal can take minutes (the CA's validation): keep the lock fresh meanwhile.
+        heartbeat = locks.Heartbeat(lock).start()
         try:
             result = ensure_certificates(host.compose(), force=force)
         finally:
+            heartbeat.stop()
             lock.release()
         ReleaseStore(host.remote, host.root).audit(
             {"event": "certificates renewed" + (" (forced)" if force else ""), "result": result}

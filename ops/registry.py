@@ -205,7 +205,8 @@ class Registry:
         lines = [
             "set -u",
             "umask 077",
-            "DOCKER_CONFIG=$(mktemp -d) || exit 1",
+            # Memory-backed where the host has it: the login never reaches a disk.
+            "DOCKER_CONFIG=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d) || exit 1",
             "export DOCKER_CONFIG",
             "trap 'rm -rf \"$DOCKER_CONFIG\"' EXIT",
             "trap 'exit 129' HUP INT TERM",

@@ -255,9 +255,11 @@ def converged(services: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
         state = info.get("update_state") or ""
         if state in ("rollback_started", "rollback_completed", "rollback_paused", "paused"):
             message = info.get("update_message") or ""
+            if state == "paused":
+                raise OpsError(f"Swarm paused the update of {name}: {message}")
             raise OpsError(
-                f"Swarm {state.replace('_', ' ')} the update of {name}: {message}. The service "
-                "runs its previous version (Swarm rolled it back)"
+                f"Swarm rolled back the update of {name} ({state.replace('_', ' ')}): {message}. "
+                "The service runs its previous version"
             )
         running, desired = info.get("running", 0), info.get("desired", 0)
         if running != desired and info.get("failed", 0) >= FAILED_TASKS:
@@ -496,12 +498,39 @@ class SwarmDeployment(Deployment):
         for index, (_, remote) in enumerate(self.every_host()):
             if index == 0:
                 continue
-            for ref in image_refs(self.build, self.acme):
-                if ref not in self.to_ship and not host_has(remote, ref, engine.images.get(ref).id):
-                    self.to_ship.append(ref)
+            lacking = [
+                ref
+                for ref in image_refs(self.build, self.acme)
+                if not host_has(remote, ref, engine.images.get(ref).id)
+            ]
+            print(
+                f"    plan: {self.env.hosts[index].label} lacks: " + (", ".join(lacking) or "none"),
+                flush=True,
+            )
+            self.to_ship += [ref for ref in lacking if ref not in self.to_ship]
         swarm = self.swarm_plan()
         print(f"    plan: swarm: {swarm}", flush=True)
         return f"{note}; swarm: {swarm}"
+
+    def check_mode(self) -> None:
+        """The stack never starts next to the Compose project of one host (same volumes, same
+        ports): switching is a procedure (docs/runbook.md, "Several hosts")."""
+        running = (
+            self.sh()
+            .run(
+                f"docker ps -aq --filter label=com.docker.compose.project={quote(self.stack)}",
+                check=False,
+            )
+            .stdout.split()
+        )
+        if running:
+            raise OpsError(
+                f"{self.env.hosts[0].label} runs {self.stack} with Compose (the environment had "
+                f"one host), and {self.env.source} now lists {len(self.env.hosts)}. Fix: switch on "
+                'purpose (docs/runbook.md, "Several hosts"): `docker compose -p '
+                f"{self.stack} down` in the current release's directory on that host (volumes "
+                "stay, the stack takes them over), then deploy again"
+            )
 
     def swarm_plan(self) -> str:
         """What forming the swarm needs; a host already in another swarm stops the deploy."""
@@ -548,16 +577,24 @@ class SwarmDeployment(Deployment):
                 what="docker swarm init",
             )
             done.append(f"initialised on {first.label}")
-        token = manager.run("docker swarm join-token -q worker", what="join token").stdout.strip()
-        for host, remote in self.every_host()[1:]:
-            state = remote.run("docker info -f '{{.Swarm.LocalNodeState}}'").stdout.strip()
-            if state == "active":
-                continue
-            remote.run(
-                f"docker swarm join --token {quote(token)} {quote(first.advertise)}:2377",
-                what=f"join {host.label}",
-            )
-            done.append(f"{host.label} joined")
+        joining = [
+            (host, remote)
+            for host, remote in self.every_host()[1:]
+            if remote.run("docker info -f '{{.Swarm.LocalNodeState}}'").stdout.strip() != "active"
+        ]
+        if joining:
+            token = manager.run(
+                "docker swarm join-token -q worker", what="join token"
+            ).stdout.strip()
+            for host, remote in joining:
+                remote.run(
+                    f"docker swarm join --advertise-addr {quote(host.advertise)} "
+                    f"--token {quote(token)} {quote(first.advertise)}:2377",
+                    what=f"join {host.label}",
+                )
+                done.append(f"{host.label} joined")
+            # The token was on the joining hosts' command lines: make it worthless now.
+            manager.run("docker swarm join-token --rotate -q worker >/dev/null", what="rotate")
         node = manager.run("docker info -f '{{.Swarm.NodeID}}'").stdout.strip()
         labels = " ".join(f"--label-add {label}=true" for label in NODE_LABELS)
         manager.run(f"docker node update {labels} {quote(node)} >/dev/null", what="node labels")
@@ -628,8 +665,23 @@ class SwarmDeployment(Deployment):
         return super().write_release()
 
     def prepare_acme(self) -> str:
+        self.ensure_networks()
         self.ensure_volumes()
         return super().prepare_acme()
+
+    def ensure_networks(self) -> None:
+        """The stack's overlay networks, made as `docker stack deploy` would (same name, driver,
+        options and namespace label, so it adopts them): one-off containers (certbot's prepare,
+        migrations) join them before the first stack deploy."""
+        for name, internal in (("backend", True), ("edge", False)):
+            full = f"{self.stack}_{name}"
+            options = "--internal " if internal else ""
+            self.sh().run(
+                f"docker network inspect {quote(full)} >/dev/null 2>&1 || docker network create "
+                f"--driver overlay --attachable {options}"
+                f"--label com.docker.stack.namespace={quote(self.stack)} {quote(full)} >/dev/null",
+                what=f"network {full}",
+            )
 
     def ensure_volumes(self) -> None:
         names = [f"{self.stack}_acme-webroot", f"{self.stack}_letsencrypt"]
@@ -640,6 +692,7 @@ class SwarmDeployment(Deployment):
 
     def start_data(self) -> str:
         self.refresh_lock()
+        self.ensure_networks()
         out = self.stack_deploy(self.release_id(), DATA_STACK_FILE, prune=False)
         for line in out.splitlines():
             if line.strip():
@@ -671,36 +724,6 @@ class SwarmDeployment(Deployment):
         if not self.acme_deferred:
             return "obtained before the switch; renewal service in the stack"
         return ensure_certificates(self.rcompose(self.release_id())) + "; renewal in the stack"
-
-    def prune_images(self) -> None:
-        for index, _ in enumerate(self.env.hosts):
-            remote = self.on(index)
-            kept = {ref for r in self.releases().history() for ref in r.images}
-            listed = remote.run(
-                "docker images slipway/listings --format '{{.Repository}}:{{.Tag}}'", check=False
-            ).stdout.split()
-            unused = [ref for ref in listed if ref not in kept]
-            if unused:
-                remote.run(
-                    "docker image rm "
-                    + " ".join(quote(r) for r in unused)
-                    + " >/dev/null 2>&1; true",
-                    check=False,
-                )
-
-    def restore_images(self, images: Mapping[str, str]) -> list[str]:
-        missing = []
-        for host, remote in self.every_host():
-            for ref, image_id in images.items():
-                seen = remote.run(
-                    f"docker image inspect -f '{{{{.Id}}}}' {quote(image_id)} 2>/dev/null",
-                    check=False,
-                ).stdout.strip()
-                if seen != image_id:
-                    missing.append(f"{ref} on {host.label}")
-                else:
-                    remote.run(f"docker tag {quote(image_id)} {quote(ref)}", what=f"tag {ref}")
-        return missing
 
     def unlock(self) -> None:
         super().unlock()

@@ -1,5 +1,6 @@
 """Several hosts with Docker Swarm, for real: two sandbox hosts (each its own Docker engine and
-sshd) that `invoke deploy` forms into a swarm, under continuous load through nginx.
+sshd) that `invoke deploy` forms into a swarm, under continuous load through nginx. The shape of
+a real production: images through a registry, certificates from an ACME CA (pebble, HTTP-01).
 
 Tests run in file order and build on each other: v1 from nothing (swarm formed, replicas on both
 hosts, data stores on the first), v1 again (nothing changes), v2 under load, rollback under
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sandboxes import SandboxEnv, derived_image, remove_images, sandbox
+from sandboxes import ROOT, SandboxEnv, derived_image, remove_images, sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +29,7 @@ BROKEN = f"e2e-{TAG}-never-healthy"
 
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[SandboxEnv]:
-    with sandbox(NAME, "--hosts=2", "--registry", "--listings-env=staging") as box:
+    with sandbox(NAME, "--hosts=2", "--registry", "--tls=acme", "--listings-env=staging") as box:
         # sandbox.up gave each host its address on the sandbox network, for Swarm.
         assert [h.advertise for h in box.environment.hosts] == [box.address(1), box.address(2)]
         box.edit(lambda data: data["deploy"].update({"health_timeout": 60, "lock_wait": 30}))
@@ -36,6 +37,13 @@ def swarm() -> Iterator[SandboxEnv]:
             yield box
         finally:
             remove_images(f":e2e-{TAG}-")
+
+
+def _secret(box: SandboxEnv, key: str) -> str:
+    for line in (ROOT / f".env.{box.name}").read_text().splitlines():
+        if line.startswith(f"{key}="):
+            return line.split("=", 1)[1].strip().strip("'\"")
+    raise AssertionError(f"{key} not in .env.{box.name}")
 
 
 def box_label(box: SandboxEnv, index: int) -> str:
@@ -68,6 +76,20 @@ def test_the_first_deploy_forms_the_swarm_and_spreads_the_api_over_both_hosts(
     for index in (1, 2):
         label = box_label(swarm, index)
         assert f"{label} pulled slipway/listings:{V1}" in result.stdout
+    # The registry's password: never printed, never on a host (the release's files included).
+    password = _secret(swarm, "SLIPWAY_REGISTRY_PASSWORD")
+    assert len(password) >= 16 and password not in result.stdout + result.stderr
+    for index in (1, 2):
+        found = swarm.on_host(
+            f"grep -rlF -- {password!r} /srv /home /root /tmp /dev/shm 2>/dev/null; true", index
+        )
+        assert found == "", found
+    # One certificate per domain from the CA, served by the swarm's nginx.
+    env = swarm.environment
+    status = swarm.invoke("certs.status", f"--env={NAME}").stdout
+    for domain in env.domains:
+        line = next(x for x in status.splitlines() if x.startswith(domain))
+        assert "\tca\t" in line, status
     nodes = swarm.on_host("docker node ls --format '{{.Hostname}} {{.Status}}'").split("\n")
     assert sorted(n for n in nodes if n) == [f"{NAME}-1 Ready", f"{NAME}-2 Ready"]
     assert _tasks(swarm, "api") == [f"{NAME}-1", f"{NAME}-2"]
@@ -105,14 +127,15 @@ def test_deploy_v2_under_load_fails_no_request(swarm: SandboxEnv) -> None:
 def test_rollback_under_load_needs_no_build_and_no_registry(swarm: SandboxEnv) -> None:
     subprocess.run(["docker", "rmi", f"slipway/listings:{V1}"], check=True, capture_output=True)
     registry = f"{NAME}-registry"
-    subprocess.run(["docker", "stop", registry], check=True, capture_output=True)
+    # Paused, not stopped: a restarted registry would be published on another loopback port.
+    subprocess.run(["docker", "pause", registry], check=True, capture_output=True)
     try:
         with swarm.traffic() as traffic:
             time.sleep(3)
             result = swarm.invoke("rollback", f"--env={NAME}")
             time.sleep(3)
     finally:
-        subprocess.run(["docker", "start", registry], check=True, capture_output=True)
+        subprocess.run(["docker", "unpause", registry], check=True, capture_output=True)
     _assert_no_failure(traffic)
     assert "build" not in result.stdout.lower().replace("rebuild", "")
     assert swarm.version() == V1
@@ -133,10 +156,26 @@ def test_a_release_whose_replicas_never_get_healthy_is_rolled_back(swarm: Sandbo
         time.sleep(2)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
-    assert "rolled back" in out
+    assert "Swarm rolled back the update of api" in out, out[-3000:]
+    current = [
+        line
+        for line in swarm.invoke("releases", f"--env={NAME}").stdout.splitlines()
+        if line.startswith("* ")
+    ]
+    assert V1 in current[0]
+    assert f"rolled back to {current[0].split()[1]}" in out  # the deploy's own rollback too
     _assert_no_failure(traffic)
     assert swarm.version() == V1
     image = swarm.on_host(
         f"docker service inspect -f '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' {STACK}_api"
     ).strip()
     assert image == f"slipway/listings:{V1}"
+
+
+def test_one_host_never_starts_next_to_the_stack(swarm: SandboxEnv) -> None:
+    swarm.edit(lambda data: data.update(hosts=data["hosts"][:1]))
+    result = swarm.invoke("deploy", f"--env={NAME}", "--dry-run", check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"runs {STACK} as a Docker Swarm stack" in out
+    assert f"`docker stack rm {STACK}`" in out

@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
-import os
 import secrets
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +25,7 @@ from typing import Any
 
 import docker
 import pytest
+from built import built_image
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -241,42 +240,10 @@ class Docker:
                 volume.remove(force=True)
 
 
-def _build_env() -> tuple[dict[str, str], str]:
-    """compose's environment for `build nginx` (the tags `invoke build` uses) and the image."""
-    from ops.compose import detect_build
-
-    build = detect_build()
-    env = dict(os.environ)
-    env.update(
-        SLIPWAY_ENV="test",
-        SLIPWAY_VERSION=build.version,
-        SLIPWAY_GIT_SHA=build.git_sha,
-        SLIPWAY_BUILD_CA=str(build.ca_bundle),
-        # Required by compose.yaml's interpolation; nothing here uses them.
-        POSTGRES_PASSWORD=secrets.token_urlsafe(24),
-        REDIS_PASSWORD=secrets.token_urlsafe(24),
-        LISTINGS_API_KEY_PEPPER=secrets.token_urlsafe(32),
-        **build.image_tags,
-    )
-    return env, f"slipway/nginx:{build.image_tags['SLIPWAY_NGINX_TAG']}"
-
-
 @pytest.fixture(scope="module")
 def nginx_image() -> str:
     """The nginx image of this checkout (content tag), built through compose when missing."""
-    from ops.images import engine, ensure_base, has_image
-
-    env, image = _build_env()
-    client = engine()
-    if not has_image(client, image):
-        ensure_base(client)
-        argv = ["docker", "compose", "-p", "slipway-nginx-sites"]
-        argv += ["-f", str(ROOT / "compose" / "compose.yaml"), "build", "nginx"]
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0 and has_image(client, image), (
-            f"building {image} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        )
-    return image
+    return built_image("nginx", "SLIPWAY_NGINX_TAG")
 
 
 @pytest.fixture

@@ -351,7 +351,7 @@ def test_the_host_script_logs_in_with_a_temporary_config_and_the_password_on_std
     script = _registry().host_script("slipway/listings:v1", IMAGE_ID)
     assert SECRET not in script
     lines = script.splitlines()
-    assert lines[2] == "DOCKER_CONFIG=$(mktemp -d) || exit 1"
+    assert lines[2] == "DOCKER_CONFIG=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d) || exit 1"
     assert "export DOCKER_CONFIG" in lines
     assert "trap 'rm -rf \"$DOCKER_CONFIG\"' EXIT" in lines
     assert (
@@ -366,7 +366,7 @@ def test_the_host_script_logs_in_with_a_temporary_config_and_the_password_on_std
 def test_without_credentials_the_host_script_does_not_log_in() -> None:
     script = _registry(credentials=False).host_script("slipway/listings:v1", IMAGE_ID)
     assert "docker login" not in script
-    assert "DOCKER_CONFIG=$(mktemp -d)" in script
+    assert "DOCKER_CONFIG=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)" in script
 
 
 def test_the_user_is_quoted_and_never_read_as_an_option() -> None:
@@ -417,7 +417,8 @@ def test_the_host_script_runs_every_step_and_removes_its_config(tmp_path: Path) 
     assert login[2] == SECRET
     assert SECRET not in login[0]
     config_dir = login[1]
-    assert config_dir.startswith(str(tmp_path))
+    # In memory where the host has /dev/shm, else under TMPDIR; gone once the pull is done.
+    assert config_dir.startswith(("/dev/shm/", str(tmp_path)))
     assert not Path(config_dir).exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("tmp.")] == []
 

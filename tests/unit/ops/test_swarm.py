@@ -144,7 +144,7 @@ def test_a_stack_converges_when_every_service_runs_its_replicas_and_no_update_ru
 
 @pytest.mark.parametrize("state", ["rollback_started", "rollback_completed", "paused"])
 def test_an_update_swarm_rolled_back_or_paused_fails_naming_it(state: str) -> None:
-    with pytest.raises(OpsError, match=r"Swarm .* the update of api: task unhealthy"):
+    with pytest.raises(OpsError, match=r"Swarm (paused|rolled back) the update of api.*unhealthy"):
         swarm.converged({"api": _state(update_state=state, update_message="task unhealthy")})
 
 
@@ -196,11 +196,21 @@ def test_several_hosts_deploy_with_swarm_advertising_their_private_addresses(
     assert [h.advertise for h in env.hosts] == ["10.0.0.10", "203.0.113.11"]
 
 
-@pytest.mark.parametrize("value", ["'10.0.0.10 x'", "'-x'", "''"])
-def test_a_swarm_address_that_is_no_address_is_refused(write_env: WriteEnv, value: str) -> None:
-    write_env("staging", SWARM_YAML.replace("10.0.0.10", value.strip("'") or "''"))
+@pytest.mark.parametrize("value", ["'10.0.0.10 x'", "'-x'", "''", "node1.example.org"])
+def test_a_swarm_address_that_is_no_ip_address_is_refused(write_env: WriteEnv, value: str) -> None:
+    write_env("staging", SWARM_YAML.replace("10.0.0.10", value))
     with pytest.raises(OpsError, match=r"hosts\[0\].swarm_address.*Fix: write the address"):
         config.load("staging")
+
+
+def test_a_host_named_by_dns_needs_a_swarm_address(write_env: WriteEnv) -> None:
+    write_env("staging", SWARM_YAML.replace("deploy@203.0.113.11", "deploy@node2.example.org"))
+    with pytest.raises(OpsError, match=r"hosts\[1\].swarm_address' is missing.*Fix: add"):
+        config.load("staging")
+    write_env(
+        "staging", SWARM_YAML.split("hosts:")[0] + "hosts: [{ssh: deploy@node1.example.org}]\n"
+    )
+    assert config.load("staging").hosts[0].advertise == "node1.example.org"  # one host: no swarm
 
 
 @pytest.mark.parametrize(
