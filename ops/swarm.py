@@ -515,14 +515,18 @@ class SwarmDeployment(Deployment):
     def check_mode(self) -> None:
         """The stack never starts next to the Compose project of one host (same volumes, same
         ports): switching is a procedure (docs/runbook.md, "Several hosts")."""
-        running = (
+        # The stack's own containers carry the compose labels of their images (compose built
+        # them): only those without the stack's namespace are Compose's.
+        namespaces = (
             self.sh()
             .run(
-                f"docker ps -aq --filter label=com.docker.compose.project={quote(self.stack)}",
+                f"docker ps -a --filter label=com.docker.compose.project={quote(self.stack)} "
+                "--format '{{.Label \"com.docker.stack.namespace\"}}-'",
                 check=False,
             )
             .stdout.split()
         )
+        running = "-" in namespaces
         if running:
             raise OpsError(
                 f"{self.env.hosts[0].label} runs {self.stack} with Compose (the environment had "

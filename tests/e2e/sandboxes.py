@@ -67,7 +67,7 @@ class SandboxEnv:
     def container(self, index: int = 1) -> str:
         return f"slipway-sandbox-{self.name}-{index}"
 
-    def on_host(self, command: str, index: int = 1) -> str:
+    def on_host(self, command: str, index: int = 1, check: bool = True) -> str:
         """A shell command inside sandbox host `index` (as root: it is our container)."""
         result = subprocess.run(
             ["docker", "exec", self.container(index), "sh", "-c", command],
@@ -75,7 +75,8 @@ class SandboxEnv:
             text=True,
             timeout=120,
         )
-        assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
+        if check:
+            assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
         return result.stdout
 
     def address(self, index: int = 1) -> str:

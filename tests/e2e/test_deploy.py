@@ -13,22 +13,17 @@ import os
 import re
 import secrets
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from sandboxes import derived_image
-
-from ops import config
-from ops.traffic import Traffic
+from sandboxes import SandboxEnv, derived_image
 
 pytestmark = pytest.mark.e2e
 
@@ -43,52 +38,16 @@ LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operatio
 KEYS: dict[str, str] = {}  # API keys made by one test for the next ones
 
 
-@dataclass
-class Host:
-    name: str
-    env: dict[str, str]
-    envdir: Path
+class Host(SandboxEnv):
+    """A sandbox host of this module, with what its tests look at on it."""
 
     @property
-    def environment(self) -> config.Environment:
-        os.environ["SLIPWAY_ENVIRONMENTS_DIR"] = str(self.envdir)
-        try:
-            return config.load(self.name)
-        finally:
-            del os.environ["SLIPWAY_ENVIRONMENTS_DIR"]
+    def env(self) -> dict[str, str]:
+        return self.environ
 
     @property
     def url(self) -> str:
         return self.environment.https_url
-
-    @property
-    def verify(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(ROOT / ".slipway" / self.name / "ca.crt"))
-
-    @property
-    def container(self) -> str:
-        return f"slipway-sandbox-{self.name}-1"
-
-    def invoke(
-        self, *args: str, check: bool = True, version: str = ""
-    ) -> subprocess.CompletedProcess[str]:
-        env = dict(self.env)
-        if version:
-            env["SLIPWAY_VERSION"] = version
-        result = subprocess.run(
-            [sys.executable, "-m", "invoke", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {result.returncode}\n--- stdout\n"
-                f"{result.stdout[-8000:]}\n--- stderr\n{result.stderr[-4000:]}"
-            )
-        return result
 
     def popen(self, *args: str, version: str = "") -> subprocess.Popen[str]:
         env = dict(self.env)
@@ -102,22 +61,6 @@ class Host:
             stderr=subprocess.STDOUT,
             text=True,
         )
-
-    def on_host(self, command: str, check: bool = True) -> str:
-        """A shell command inside the sandbox host (as root: it is our container)."""
-        result = subprocess.run(
-            ["docker", "exec", self.container, "sh", "-c", command],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"{command}: {result.stdout}{result.stderr}")
-        return result.stdout
-
-    def version(self) -> str:
-        with httpx.Client(verify=self.verify, timeout=10) as client:
-            return str(client.get(f"{self.url}/api/v1/version").json()["version"])
 
     def psql(self, sql: str) -> str:
         project = f"slipway-{self.name}"
@@ -139,16 +82,13 @@ class Host:
         )
         return sorted(out.split())
 
-    def traffic(self) -> Traffic:
-        return Traffic(self.url, self.verify, rate=LOAD_RATE)
-
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[dict[str, Host]]:
     envdir = Path(tempfile.mkdtemp(prefix="slipway-deploy-envs-"))
     env = {**os.environ, "SLIPWAY_ENVIRONMENTS_DIR": str(envdir)}
     env.pop("SLIPWAY_VERSION", None)
-    made = {name: Host(name, env, envdir) for name in (STAGING, PRODUCTION)}
+    made = {name: Host(name, envdir, env) for name in (STAGING, PRODUCTION)}
     try:
         for name, mode in ((STAGING, "staging"), (PRODUCTION, "production")):
             made[name].invoke("sandbox.up", f"--name={name}", f"--listings-env={mode}")
@@ -240,7 +180,7 @@ def test_operating_commands_work_on_the_host(staging: Host) -> None:
         "price": 1000,
         "city": "Lyon",
     }
-    with httpx.Client(verify=staging.verify, timeout=10) as client:
+    with httpx.Client(verify=staging.verify(), timeout=10) as client:
         url = f"{staging.url}/api/v1/listings"
         assert client.post(url, json=listing).status_code == 401
         made = client.post(url, json=listing, headers={"Authorization": f"Bearer {key}"})
