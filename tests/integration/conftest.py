@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from free_port import free_port
 
+# The sandbox tests' shared helpers assert too: pytest explains those failures as well.
+pytest.register_assert_rewrite("sandbox_harness")
+
 ROOT = Path(__file__).resolve().parents[2]
 # SLIPWAY_IT_PROJECT lets two sessions on one machine run side by side.
 PROJECT = os.environ.get("SLIPWAY_IT_PROJECT", "slipway-it")

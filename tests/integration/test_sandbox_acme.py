@@ -15,17 +15,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
-import shutil
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -38,12 +34,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
+from sandbox_harness import Sandbox, assert_down_removes, exec_in, inspect, running_sandbox
 
-from ops import config, sandbox
+from ops import sandbox
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 NAME = f"it-acme-{secrets.token_hex(3)}"
 ACME = sandbox.acme_container_name(NAME)
 HOST = sandbox.container_name(NAME, 1)
@@ -79,81 +75,12 @@ while (my $client = $server->accept) {
 """
 
 
-@dataclass
-class Sandbox:
-    """Handle on the sandbox of this module."""
-
-    name: str
-    env: dict[str, str]
-    envdir: Path
-
-    @property
-    def files(self) -> sandbox.SandboxFiles:
-        return sandbox.SandboxFiles(self.name, ROOT, self.envdir / f"{self.name}.yaml")
-
-    def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """An invoke task, run the way a user runs it."""
-        argv = [sys.executable, "-m", "invoke", *args]
-        result = subprocess.run(
-            argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=900
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {result.returncode}\n--- stdout\n"
-                f"{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
-            )
-        return result
-
-    def up(self) -> subprocess.CompletedProcess[str]:
-        return self.invoke("sandbox.up", f"--name={self.name}", "--hosts=1", "--tls=acme")
-
-    def labelled(self) -> list[str]:
-        """Names of every container carrying this sandbox's label."""
-        return subprocess.run(
-            [
-                "docker",
-                "ps",
-                "-a",
-                "--filter",
-                f"label={sandbox.LABEL}={self.name}",
-                "--format",
-                "{{.Names}}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-
-    def load(self) -> config.Environment:
-        os.environ["SLIPWAY_ENVIRONMENTS_DIR"] = str(self.envdir)
-        try:
-            return config.load(self.name)
-        finally:
-            del os.environ["SLIPWAY_ENVIRONMENTS_DIR"]
-
-
-def _inspect(container: str) -> dict[str, Any]:
-    out = subprocess.run(
-        ["docker", "inspect", container], capture_output=True, text=True, check=True
-    ).stdout
-    data: dict[str, Any] = json.loads(out)[0]
-    return data
-
-
 def _address(container: str) -> str:
-    return sandbox.network_address(container, _inspect(container))
+    return sandbox.network_address(container, inspect(container))
 
 
 def _pebble() -> sandbox.AcmeServer:
-    return sandbox.acme_server(ACME, _inspect(ACME))
-
-
-def _exec(container: str, *argv: str, stdin: bytes | None = None) -> str:
-    result = subprocess.run(
-        ["docker", "exec", "-i", container, *argv], input=stdin, capture_output=True, timeout=300
-    )
-    assert result.returncode == 0, (argv, result.stderr.decode(errors="replace"))
-    return result.stdout.decode(errors="replace").strip()
+    return sandbox.acme_server(ACME, inspect(ACME))
 
 
 def _get(url: str, ca_file: Path) -> bytes:
@@ -165,29 +92,17 @@ def _get(url: str, ca_file: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    from ops.images import engine, ensure_base
-
-    ensure_base(engine())
-    envdir = tmp_path_factory.mktemp("environments")
-    env = dict(os.environ, SLIPWAY_ENVIRONMENTS_DIR=str(envdir))
-    handle = Sandbox(NAME, env, envdir)
-    try:
-        handle.up()
+    with running_sandbox(
+        Sandbox, NAME, tmp_path_factory, "--hosts=1", "--tls=acme", leftovers=[ACME]
+    ) as handle:
         yield handle
-    finally:
-        handle.invoke("sandbox.down", f"--name={NAME}", "--yes", check=False)
-        # Belt and braces: nothing of this sandbox survives the session.
-        for name in {*handle.labelled(), ACME}:
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        shutil.rmtree(handle.files.key_dir, ignore_errors=True)
-        handle.files.secrets.unlink(missing_ok=True)
 
 
 def test_up_writes_a_tls_acme_environment_for_pebble_and_host_1(sbx: Sandbox) -> None:
     env = sbx.load()
     files = sbx.files
     pebble = _pebble()
-    host_https = sandbox.published_ports(HOST, _inspect(HOST)).https
+    host_https = sandbox.published_ports(HOST, inspect(HOST)).https
     assert env.tls == "acme"
     assert env.domains == DOMAINS
     assert env.acme is not None
@@ -202,7 +117,7 @@ def test_up_writes_a_tls_acme_environment_for_pebble_and_host_1(sbx: Sandbox) ->
     assert (files.key_dir.stat().st_mode & 0o777) == 0o700
     for key in files.acme_server_dir.glob("*.key"):
         assert (key.stat().st_mode & 0o777) == 0o600, key
-    ports = _inspect(ACME)["NetworkSettings"]["Ports"]
+    ports = inspect(ACME)["NetworkSettings"]["Ports"]
     assert set(ports) == {"14000/tcp", "15000/tcp"}
     for bindings in ports.values():
         assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}
@@ -228,7 +143,7 @@ def test_the_roots_file_is_pebbles_current_root_ca(sbx: Sandbox) -> None:
 def test_pebble_resolves_the_domains_to_host_1(sbx: Sandbox) -> None:
     host_address = _address(HOST)
     for domain in DOMAINS:
-        assert _exec(ACME, "getent", "hosts", domain).split()[0] == host_address
+        assert exec_in(ACME, "getent", "hosts", domain).split()[0] == host_address
 
 
 # ------------------------------------------------------------------ a whole ACME order
@@ -314,9 +229,9 @@ def _start_responder(keyauths: dict[str, str]) -> None:
     saved = subprocess.run(
         ["docker", "save", "debian:bookworm-slim"], capture_output=True, check=True
     ).stdout
-    assert "Loaded image" in _exec(HOST, "docker", "load", stdin=saved)
+    assert "Loaded image" in exec_in(HOST, "docker", "load", stdin=saved)
     pairs = " ".join(f"{token}={value}" for token, value in keyauths.items())
-    _exec(
+    exec_in(
         HOST,
         "docker",
         "run",
@@ -333,8 +248,8 @@ def _start_responder(keyauths: dict[str, str]) -> None:
         RESPONDER_PERL,
     )
     deadline = time.monotonic() + 30
-    while "listening" not in _exec(HOST, "docker", "logs", RESPONDER):
-        assert time.monotonic() < deadline, _exec(HOST, "docker", "logs", RESPONDER)
+    while "listening" not in exec_in(HOST, "docker", "logs", RESPONDER):
+        assert time.monotonic() < deadline, exec_in(HOST, "docker", "logs", RESPONDER)
         time.sleep(0.2)
 
 
@@ -366,7 +281,7 @@ def test_pebble_validates_http_01_on_host_1_and_issues_under_the_roots(sbx: Sand
             client.post_json(challenge["url"], {})
         for authz_url in challenges:
             client.poll(authz_url, "valid")
-        served = _exec(HOST, "docker", "logs", RESPONDER)
+        served = exec_in(HOST, "docker", "logs", RESPONDER)
     finally:
         subprocess.run(
             ["docker", "exec", HOST, "docker", "rm", "-f", RESPONDER],
@@ -397,12 +312,12 @@ def test_pebble_validates_http_01_on_host_1_and_issues_under_the_roots(sbx: Sand
 
 
 def test_a_second_up_reuses_pebble_and_rewrites_the_same_file(sbx: Sandbox) -> None:
-    before = _inspect(ACME)["Id"]
+    before = inspect(ACME)["Id"]
     text = sbx.files.environment.read_text(encoding="utf-8")
     roots = sbx.files.acme_roots.read_bytes()
     result = sbx.up()
     assert f"reused {ACME}" in result.stdout
-    assert _inspect(ACME)["Id"] == before
+    assert inspect(ACME)["Id"] == before
     assert sbx.files.environment.read_text(encoding="utf-8") == text
     directory = yaml.safe_load(text)["acme"]["directory"]
     assert directory == f"https://{_address(ACME)}:14000/dir"
@@ -411,12 +326,7 @@ def test_a_second_up_reuses_pebble_and_rewrites_the_same_file(sbx: Sandbox) -> N
 
 
 def test_down_removes_the_acme_server_and_its_files(sbx: Sandbox) -> None:
-    result = sbx.invoke("sandbox.down", f"--name={NAME}", "--yes")
-    assert f"removing {ACME}" in result.stdout
-    assert f"sandbox {NAME} is gone" in result.stdout
-    assert sbx.labelled() == []
-    gone = subprocess.run(["docker", "inspect", ACME], capture_output=True, check=False)
-    assert gone.returncode != 0
     files = sbx.files
-    for path in (files.environment, files.acme_roots, files.acme_server_ca, files.key_dir):
-        assert not path.exists(), path
+    assert_down_removes(
+        sbx, ACME, files.environment, files.acme_roots, files.acme_server_ca, files.key_dir
+    )

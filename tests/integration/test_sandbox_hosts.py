@@ -9,51 +9,26 @@ its label), whatever happened.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from sandbox_harness import Sandbox, running_sandbox
 
 from ops import config, sandbox
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 NAME = f"it-sbx-{secrets.token_hex(3)}"
 HOSTS = 2
 
 
-@dataclass
-class Sandbox:
-    """Handle on the sandbox of this module."""
-
-    name: str
-    env: dict[str, str]
-    envdir: Path
-
-    @property
-    def files(self) -> sandbox.SandboxFiles:
-        return sandbox.SandboxFiles(self.name, ROOT, self.envdir / f"{self.name}.yaml")
-
-    def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """An invoke task, run the way a user runs it."""
-        argv = [sys.executable, "-m", "invoke", *args]
-        result = subprocess.run(
-            argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=900
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {result.returncode}\n--- stdout\n"
-                f"{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
-            )
-        return result
+class HostsSandbox(Sandbox):
+    """The module's sandbox, its containers and OpenSSH into its hosts."""
 
     def containers(self) -> dict[str, dict[str, object]]:
         """Container name -> id and published ports, for every container with our label."""
@@ -118,29 +93,15 @@ def _out(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 @pytest.fixture(scope="module")
-def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsSandbox]:
     # The test logs in with the OpenSSH client itself (not only paramiko): it must be there.
     assert shutil.which("ssh"), "the OpenSSH client is missing: apt-get install openssh-client"
-    from ops.images import engine, ensure_base
-
-    ensure_base(engine())
-    envdir = tmp_path_factory.mktemp("environments")
-    env = dict(os.environ, SLIPWAY_ENVIRONMENTS_DIR=str(envdir))
-    handle = Sandbox(NAME, env, envdir)
-    try:
-        handle.invoke("sandbox.up", f"--name={NAME}", f"--hosts={HOSTS}")
+    with running_sandbox(HostsSandbox, NAME, tmp_path_factory, f"--hosts={HOSTS}") as handle:
         yield handle
-    finally:
-        handle.invoke("sandbox.down", f"--name={NAME}", "--yes", check=False)
-        # Belt and braces: nothing with this sandbox's label survives the session.
-        for name in handle.containers():
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        shutil.rmtree(handle.files.key_dir, ignore_errors=True)
-        handle.files.secrets.unlink(missing_ok=True)
 
 
 def test_up_writes_an_ssh_environment_and_private_files(
-    sbx: Sandbox, monkeypatch: pytest.MonkeyPatch
+    sbx: HostsSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLIPWAY_ENVIRONMENTS_DIR", str(sbx.envdir))
     env = config.load(NAME)
@@ -160,7 +121,7 @@ def test_up_writes_an_ssh_environment_and_private_files(
             assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}
 
 
-def test_each_host_is_its_own_engine_with_compose_v2_for_deploy(sbx: Sandbox) -> None:
+def test_each_host_is_its_own_engine_with_compose_v2_for_deploy(sbx: HostsSandbox) -> None:
     engine_ids = set()
     for port in sbx.ssh_ports():
         engine_ids.add(_out(sbx.ssh(port, "docker info -f '{{.ID}}'")))
@@ -170,7 +131,7 @@ def test_each_host_is_its_own_engine_with_compose_v2_for_deploy(sbx: Sandbox) ->
     assert len(engine_ids) == HOSTS
 
 
-def test_an_image_loaded_over_ssh_runs_on_the_nested_engine(sbx: Sandbox) -> None:
+def test_an_image_loaded_over_ssh_runs_on_the_nested_engine(sbx: HostsSandbox) -> None:
     saved = subprocess.run(
         ["docker", "save", "debian:bookworm-slim"], capture_output=True, check=True
     ).stdout
@@ -179,7 +140,7 @@ def test_an_image_loaded_over_ssh_runs_on_the_nested_engine(sbx: Sandbox) -> Non
         assert _out(sbx.ssh(port, "docker run --rm debian:bookworm-slim echo nested")) == "nested"
 
 
-def test_only_deploy_logs_in_and_only_with_the_key(sbx: Sandbox) -> None:
+def test_only_deploy_logs_in_and_only_with_the_key(sbx: HostsSandbox) -> None:
     port = sbx.ssh_ports()[0]
     assert sbx.ssh(port, "true", user="root").returncode == 255
     by_password = subprocess.run(
@@ -206,21 +167,21 @@ def test_only_deploy_logs_in_and_only_with_the_key(sbx: Sandbox) -> None:
     assert "Permission denied (publickey)" in by_password.stderr
 
 
-def test_a_second_up_reuses_the_hosts_and_rewrites_the_same_file(sbx: Sandbox) -> None:
+def test_a_second_up_reuses_the_hosts_and_rewrites_the_same_file(sbx: HostsSandbox) -> None:
     before = sbx.containers()
     text = sbx.files.environment.read_text(encoding="utf-8")
-    result = sbx.invoke("sandbox.up", f"--name={NAME}", f"--hosts={HOSTS}")
+    result = sbx.up()
     assert f"keep {HOSTS}, start 0" in result.stdout
     assert sbx.containers() == before
     assert sbx.files.environment.read_text(encoding="utf-8") == text
 
 
-def test_down_removes_the_hosts_and_every_file(sbx: Sandbox) -> None:
-    result = sbx.invoke("sandbox.down", f"--name={NAME}", "--yes")
+def test_down_removes_the_hosts_and_every_file(sbx: HostsSandbox) -> None:
+    result = sbx.down()
     assert f"sandbox {NAME} is gone" in result.stdout
     assert sbx.containers() == {}
     assert not sbx.files.environment.exists()
     assert not sbx.files.secrets.exists()
     assert not sbx.files.key_dir.exists()
-    again = sbx.invoke("sandbox.down", f"--name={NAME}", "--yes")
+    again = sbx.down()
     assert f"sandbox {NAME} does not exist" in again.stdout

@@ -11,22 +11,17 @@ SLIPWAY_ENVIRONMENTS_DIR; the module fixture always runs `invoke sandbox.down --
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
 import docker
 import pytest
 import yaml
+from sandbox_harness import Sandbox, assert_down_removes, exec_in, inspect, running_sandbox
 
 from ops import config, registry, sandbox
 from ops import secrets as ops_secrets
@@ -35,7 +30,6 @@ from ops.remote import Remote
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SUFFIX = secrets.token_hex(3)
 NAME = f"it-reg-{SUFFIX}"
 REGISTRY = sandbox.registry_container_name(NAME)
@@ -45,57 +39,8 @@ IMAGE = f"slipway/it-{SUFFIX}:v1"
 FIX = "Fix: check SLIPWAY_REGISTRY_USER/SLIPWAY_REGISTRY_PASSWORD"
 
 
-@dataclass
-class Sandbox:
-    """Handle on the sandbox of this module."""
-
-    name: str
-    env: dict[str, str]
-    envdir: Path
-
-    @property
-    def files(self) -> sandbox.SandboxFiles:
-        return sandbox.SandboxFiles(self.name, ROOT, self.envdir / f"{self.name}.yaml")
-
-    def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """An invoke task, run the way a user runs it."""
-        argv = [sys.executable, "-m", "invoke", *args]
-        result = subprocess.run(
-            argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=900
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {result.returncode}\n--- stdout\n"
-                f"{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-4000:]}"
-            )
-        return result
-
-    def up(self) -> subprocess.CompletedProcess[str]:
-        return self.invoke("sandbox.up", f"--name={self.name}", "--hosts=1", "--registry")
-
-    def labelled(self) -> list[str]:
-        """Names of every container carrying this sandbox's label."""
-        return subprocess.run(
-            [
-                "docker",
-                "ps",
-                "-a",
-                "--filter",
-                f"label={sandbox.LABEL}={self.name}",
-                "--format",
-                "{{.Names}}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-
-    def load(self) -> config.Environment:
-        os.environ["SLIPWAY_ENVIRONMENTS_DIR"] = str(self.envdir)
-        try:
-            return config.load(self.name)
-        finally:
-            del os.environ["SLIPWAY_ENVIRONMENTS_DIR"]
+class RegistrySandbox(Sandbox):
+    """The module's sandbox, and the registry it wrote."""
 
     def registry(self) -> registry.Registry:
         """The environment's registry with the credentials of .env.<name> (never the process's)."""
@@ -103,22 +48,8 @@ class Sandbox:
         return registry.Registry.from_env(env, ops_secrets.registry_credentials(env, environ={}))
 
 
-def _inspect(container: str) -> dict[str, Any]:
-    out = subprocess.run(
-        ["docker", "inspect", container], capture_output=True, text=True, check=True
-    ).stdout
-    data: dict[str, Any] = json.loads(out)[0]
-    return data
-
-
 def _server() -> sandbox.RegistryServer:
-    return sandbox.registry_server(REGISTRY, _inspect(REGISTRY))
-
-
-def _exec(container: str, *argv: str) -> str:
-    result = subprocess.run(["docker", "exec", container, *argv], capture_output=True, timeout=120)
-    assert result.returncode == 0, (argv, result.stderr.decode(errors="replace"))
-    return result.stdout.decode(errors="replace").strip()
+    return sandbox.registry_server(REGISTRY, inspect(REGISTRY))
 
 
 def _on_host(remote: Remote, command: str) -> str:
@@ -135,29 +66,21 @@ def _host_state(remote: Remote) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    from ops.images import engine, ensure_base
-
-    ensure_base(engine())
-    envdir = tmp_path_factory.mktemp("environments")
-    env = dict(os.environ, SLIPWAY_ENVIRONMENTS_DIR=str(envdir))
-    for variable in ops_secrets.REGISTRY_NAMES:
-        env.pop(variable, None)
-    handle = Sandbox(NAME, env, envdir)
-    try:
-        handle.up()
+def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistrySandbox]:
+    with running_sandbox(
+        RegistrySandbox,
+        NAME,
+        tmp_path_factory,
+        "--hosts=1",
+        "--registry",
+        leftovers=[REGISTRY],
+        unset=ops_secrets.REGISTRY_NAMES,
+    ) as handle:
         yield handle
-    finally:
-        handle.invoke("sandbox.down", f"--name={NAME}", "--yes", check=False)
-        # Belt and braces: nothing of this sandbox survives the session.
-        for name in {*handle.labelled(), REGISTRY}:
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        shutil.rmtree(handle.files.key_dir, ignore_errors=True)
-        handle.files.secrets.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
-def image(sbx: Sandbox) -> Iterator[tuple[str, str]]:
+def image(sbx: RegistrySandbox) -> Iterator[tuple[str, str]]:
     """(reference, id): this module's tag of the base image on this machine's engine."""
     engine = docker.from_env()
     base = engine.images.get("debian:bookworm-slim")
@@ -171,12 +94,12 @@ def image(sbx: Sandbox) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def remote(sbx: Sandbox) -> Iterator[Remote]:
+def remote(sbx: RegistrySandbox) -> Iterator[Remote]:
     with Remote(sbx.load().hosts[0]) as connection:
         yield connection
 
 
-def test_up_writes_the_registry_addresses_and_credentials(sbx: Sandbox) -> None:
+def test_up_writes_the_registry_addresses_and_credentials(sbx: RegistrySandbox) -> None:
     env = sbx.load()
     server = _server()
     assert env.registry == config.Registry(
@@ -197,7 +120,7 @@ def test_up_writes_the_registry_addresses_and_credentials(sbx: Sandbox) -> None:
     assert ((sbx.files.registry_dir / "ca.key").stat().st_mode & 0o777) == 0o600
     assert ((sbx.files.registry_dir / "tls.key").stat().st_mode & 0o777) == 0o600
     assert sorted(sbx.labelled()) == sorted([HOST, REGISTRY])
-    attrs = _inspect(REGISTRY)
+    attrs = inspect(REGISTRY)
     assert attrs["Config"]["Labels"][sandbox.ROLE_LABEL] == "registry"
     assert attrs["Config"]["User"] == f"{sandbox.REGISTRY_UID}:{sandbox.REGISTRY_UID}"
     ports = attrs["NetworkSettings"]["Ports"]
@@ -205,14 +128,14 @@ def test_up_writes_the_registry_addresses_and_credentials(sbx: Sandbox) -> None:
     assert {b["HostIp"] for b in ports["5000/tcp"]} == {"127.0.0.1"}
 
 
-def test_every_host_trusts_the_registry_ca_through_certs_d(sbx: Sandbox) -> None:
+def test_every_host_trusts_the_registry_ca_through_certs_d(sbx: RegistrySandbox) -> None:
     server = _server()
-    inside = _exec(HOST, "cat", f"/etc/docker/certs.d/{server.address}:5000/ca.crt")
+    inside = exec_in(HOST, "cat", f"/etc/docker/certs.d/{server.address}:5000/ca.crt")
     assert inside == sbx.files.registry_ca.read_text(encoding="ascii").strip()
 
 
 def test_the_registry_refuses_anonymous_requests_and_accepts_the_credentials(
-    sbx: Sandbox,
+    sbx: RegistrySandbox,
 ) -> None:
     server = _server()
     credentials = sbx.registry().credentials
@@ -228,7 +151,7 @@ def test_the_registry_refuses_anonymous_requests_and_accepts_the_credentials(
 
 
 def test_push_here_and_pull_on_the_host_keep_the_id_and_only_the_canonical_name(
-    sbx: Sandbox, image: tuple[str, str], remote: Remote, capsys: pytest.CaptureFixture[str]
+    sbx: RegistrySandbox, image: tuple[str, str], remote: Remote, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ref, image_id = image
     reg = sbx.registry()
@@ -261,7 +184,7 @@ def test_push_here_and_pull_on_the_host_keep_the_id_and_only_the_canonical_name(
 
 
 def test_a_wrong_password_fails_naming_the_fix(
-    sbx: Sandbox, image: tuple[str, str], remote: Remote
+    sbx: RegistrySandbox, image: tuple[str, str], remote: Remote
 ) -> None:
     ref, image_id = image
     reg = sbx.registry()
@@ -280,7 +203,7 @@ def test_a_wrong_password_fails_naming_the_fix(
 
 
 def test_pulling_without_credentials_is_refused_by_the_registry(
-    sbx: Sandbox, image: tuple[str, str], remote: Remote
+    sbx: RegistrySandbox, image: tuple[str, str], remote: Remote
 ) -> None:
     ref, image_id = image
     anonymous = replace(sbx.registry(), credentials=None)
@@ -291,7 +214,7 @@ def test_pulling_without_credentials_is_refused_by_the_registry(
 
 
 def test_a_pulled_image_with_another_id_is_refused_and_removed(
-    sbx: Sandbox, image: tuple[str, str], remote: Remote
+    sbx: RegistrySandbox, image: tuple[str, str], remote: Remote
 ) -> None:
     ref, _ = image
     reg = sbx.registry()
@@ -301,24 +224,19 @@ def test_a_pulled_image_with_another_id_is_refused_and_removed(
     assert _host_state(remote) == before
 
 
-def test_a_second_up_reuses_the_registry_and_its_credentials(sbx: Sandbox) -> None:
-    before = _inspect(REGISTRY)["Id"]
+def test_a_second_up_reuses_the_registry_and_its_credentials(sbx: RegistrySandbox) -> None:
+    before = inspect(REGISTRY)["Id"]
     text = sbx.files.environment.read_text(encoding="utf-8")
     secrets_text = sbx.files.secrets.read_text(encoding="utf-8")
     result = sbx.up()
     assert f"reused {REGISTRY}" in result.stdout
-    assert _inspect(REGISTRY)["Id"] == before
+    assert inspect(REGISTRY)["Id"] == before
     assert sbx.files.environment.read_text(encoding="utf-8") == text
     assert sbx.files.secrets.read_text(encoding="utf-8") == secrets_text
 
 
-def test_down_removes_the_registry_and_its_files(sbx: Sandbox) -> None:
-    result = sbx.invoke("sandbox.down", f"--name={NAME}", "--yes")
-    assert f"removing {REGISTRY}" in result.stdout
-    assert f"sandbox {NAME} is gone" in result.stdout
-    assert sbx.labelled() == []
-    gone = subprocess.run(["docker", "inspect", REGISTRY], capture_output=True, check=False)
-    assert gone.returncode != 0
+def test_down_removes_the_registry_and_its_files(sbx: RegistrySandbox) -> None:
     files = sbx.files
-    for path in (files.environment, files.secrets, files.registry_dir, files.key_dir):
-        assert not path.exists(), path
+    assert_down_removes(
+        sbx, REGISTRY, files.environment, files.secrets, files.registry_dir, files.key_dir
+    )
