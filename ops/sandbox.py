@@ -459,9 +459,17 @@ def registry_server(container: str, attrs: Mapping[str, Any]) -> RegistryServer:
     return RegistryServer(container, network_address(container, attrs), ports["registry"])
 
 
+def acme_spare_domain(name: str) -> str:
+    """A name pebble also resolves to host 1 but the environment does not list: add it to
+    `domains` to rehearse a new domain (its certificate comes with the next deploy)."""
+    return f"new.{name}.test"
+
+
 def acme_extra_hosts(name: str, host_address: str) -> dict[str, str]:
-    """The sandbox's domains -> host 1's address: where pebble validates HTTP-01 (port 80)."""
-    return {domain: host_address for domain in acme_domains(name)}
+    """The sandbox's domains (and the spare one) -> host 1's address: where pebble validates
+    HTTP-01 (port 80)."""
+    names = (*acme_domains(name), acme_spare_domain(name))
+    return {domain: host_address for domain in names}
 
 
 def server_options(

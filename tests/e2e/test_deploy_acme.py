@@ -2,8 +2,9 @@
 HTTP-01 for real through the deployed nginx), driven by `invoke deploy` and `invoke certs.*`.
 
 Tests run in file order and build on each other: the first deploy obtains one certificate per
-domain, a second deploy asks the CA nothing, a forced renewal under load fails no request, the
-renewal service runs, and last a renewal that the CA cannot answer keeps the old certificates.
+domain, a second deploy asks the CA nothing, a domain added gets its certificate before traffic
+moves, a forced renewal under load fails no request, the renewal service runs, and last a
+renewal that the CA cannot answer keeps the old certificates.
 """
 
 from __future__ import annotations
@@ -100,6 +101,20 @@ def test_a_second_deploy_asks_the_ca_nothing(site: SandboxEnv) -> None:
     assert "requesting a certificate" not in result.stdout
     for domain, serial in SERIALS.items():
         assert served(site, domain).serial_number == serial
+
+
+def test_a_domain_added_gets_its_certificate_before_traffic_moves(site: SandboxEnv) -> None:
+    spare = f"new.{NAME}.test"  # pebble resolves it to the host too (ops.sandbox)
+    site.edit(lambda data: data.update(domains=[*data["domains"], spare]))
+    result = site.invoke("deploy", f"--env={NAME}")
+    asked = result.stdout.index(f"{spare}: requesting a certificate")
+    assert asked < result.stdout.index("rolling update of the API")
+    cert = served(site, spare)
+    assert _names(cert) == [spare]
+    assert "pebble" in _issuer(cert).lower()
+    for domain, serial in SERIALS.items():  # the others are not asked for again
+        assert served(site, domain).serial_number == serial
+    SERIALS[spare] = cert.serial_number
 
 
 def test_a_forced_renewal_under_load_serves_new_certificates_and_fails_no_request(

@@ -250,7 +250,11 @@ def test_the_acme_server_validates_for_real_against_host_1_on_loopback_ports() -
         "14000/tcp": ("127.0.0.1", None),
         "15000/tcp": ("127.0.0.1", None),
     }
-    assert options["extra_hosts"] == {"app.sbx.test": "172.18.0.2", "www.sbx.test": "172.18.0.2"}
+    assert options["extra_hosts"] == {
+        "app.sbx.test": "172.18.0.2",
+        "www.sbx.test": "172.18.0.2",
+        "new.sbx.test": "172.18.0.2",  # the spare name, to rehearse adding a domain
+    }
     assert options["environment"]["PEBBLE_VA_NOSLEEP"] == "1"
     assert options["environment"]["PEBBLE_WFE_NONCEREJECT"] == "0"
     assert "PEBBLE_VA_ALWAYS_VALID" not in options["environment"]
@@ -283,7 +287,7 @@ def _acme_attrs(
         "HostConfig": {
             "ExtraHosts": extra
             if extra is not None
-            else ["www.sbx.test:172.18.0.2", "app.sbx.test:172.18.0.2"]
+            else ["www.sbx.test:172.18.0.2", "app.sbx.test:172.18.0.2", "new.sbx.test:172.18.0.2"]
         },
         "NetworkSettings": {
             "Ports": {"14000/tcp": on(41400), "15000/tcp": on(41500)},
