@@ -10,11 +10,9 @@ registers. Renaming a task, an option or a session fails here until the docs fol
 Only the README's ```sh blocks are also *run* (tests/e2e/test_readme_commands.py); everything
 else is parsed only, so deploy and rollback commands can be shown without being run.
 
-Same approach as test_workflows.py, whose helpers are not imported: that module loads every
-workflow when imported, and its checker refuses what docs rightly show (`invoke --list`,
-placeholders such as `<release>`, a pipe into grep). Beyond a plain parse, a word where an
-option is expected is refused (invoke would take `deploy --nope` as `--env=--nope`), except for
-tasks that declare positional arguments (`invoke maintenance --env=<env> on`).
+The checker (command_check.py) is the one test_workflows.py uses; the workflows add their own
+stricter rules (no core flags, no nox options but -s) that docs need not follow (`invoke
+--list`, placeholders such as `<release>`, a pipe into grep).
 """
 
 from __future__ import annotations
@@ -25,14 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nox.registry
 import pytest
-from invoke.collection import Collection
-from invoke.parser import ParseError, Parser, ParserContext
-from invoke.program import Program
-from invoke.tasks import Task
+from command_check import every_task, invoke_problem, nox_problem
 
-import noxfile
 import tasks
 
 pytestmark = pytest.mark.unit
@@ -43,10 +36,8 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Languages of the fenced blocks that hold commands (yaml, json, python blocks do not).
 COMMAND_BLOCKS = {"sh", "bash", "shell", "console", "text", ""}
 # Tasks whose arguments may be given as bare words (`positional=[...]` in their @task).
-POSITIONAL_TASKS = {"maintenance"}
 PROGRAMS = {"invoke", "nox"}
 CONTROL_OPERATORS = {"&&", "||", ";", "|", "&"}
-NOX_SESSION_FLAGS = {"-s", "-e", "--session", "--sessions"}
 
 FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -122,104 +113,12 @@ def doc_commands(path: Path, root: Path = ROOT) -> list[DocCommand]:
     return found
 
 
-# --- what exists --------------------------------------------------------------------------------
-
-
-def nox_sessions() -> set[str]:
-    """The sessions noxfile.py registers (importing it fills nox's registry)."""
-    assert noxfile.__name__ == "noxfile"
-    return set(nox.registry.get())
-
-
-def _every_task(collection: Collection) -> list[Task[..., object]]:
-    found = list(collection.tasks.values())
-    for sub in collection.collections.values():
-        found += _every_task(sub)
-    return found
-
-
-def _task_contexts() -> list[ParserContext]:
-    """tasks.ns.to_contexts(), leaving the tasks as they were.
-
-    invoke's Task.get_arguments() pops each argument's help text out of `task.help` as it
-    builds the parser arguments: without the restore, every later reader of the help (invoke
-    --help, test_tasks.py) would find none.
-    """
-    every = _every_task(tasks.ns)
-    saved = [(task, dict(task.help)) for task in every]
-    try:
-        return tasks.ns.to_contexts()
-    finally:
-        for task, help_texts in saved:
-            task.help.clear()
-            task.help.update(help_texts)
-
-
-def _contexts() -> tuple[ParserContext, list[ParserContext], dict[str, list[str]]]:
-    """Fresh parser contexts: invoke's core flags, the tasks, and each task's required options.
-
-    Tasks outside POSITIONAL_TASKS lose their positional arguments, so a stray word or an
-    unknown `--flag` is an error instead of the value of an option without a default.
-    """
-    core = ParserContext(args=Program().core_args())
-    contexts = _task_contexts()
-    required: dict[str, list[str]] = {}
-    for context in contexts:
-        if context.name not in POSITIONAL_TASKS:
-            required[context.name] = [arg.name for arg in context.positional_args]
-            context.positional_args = []
-    return core, contexts, required
-
-
-def invoke_problem(args: list[str]) -> str | None:
-    """Why `invoke <args>` would not run as shown, or None."""
-    if not args:
-        return "invoke without a task (see `invoke --list`)"
-    core, contexts, required = _contexts()
-    try:
-        result = Parser(initial=core, contexts=contexts).parse_argv(args)
-    except ParseError as err:
-        return f"invoke {args[0]}: {err}"
-    for context in result[1:]:
-        missing = [
-            name for name in required.get(context.name, []) if context.args[name].value is None
-        ]
-        if missing:
-            options = ", ".join(f"--{name}" for name in missing)
-            return f"invoke {context.name}: {options} missing (the task has no default for it)"
-    if len(result) == 1 and not any(arg.value for arg in result[0].args.values()):
-        return "invoke without a task (see `invoke --list`)"
-    return None
-
-
-def nox_problem(args: list[str], sessions: set[str]) -> str | None:
-    """Why `nox <args>` names a session that does not exist, or None."""
-    named: list[str] = []
-    i = 0
-    while i < len(args) and args[i] != "--":
-        flag, equals, inline = args[i].partition("=")
-        i += 1
-        if flag not in NOX_SESSION_FLAGS:
-            continue
-        values = [inline] if equals else []
-        while not equals and i < len(args) and not args[i].startswith("-"):
-            values.append(args[i])
-            i += 1
-        if not values or not all(values):
-            return f"nox {flag} without a session name"
-        named += values
-    unknown = [name for name in named if name not in sessions]
-    if unknown:
-        return f"no nox session {', '.join(map(repr, unknown))} in noxfile.py (see `nox --list`)"
-    return None
-
-
 def command_problem(argv: list[str] | tuple[str, ...]) -> str | None:
     program, *args = argv
     if program == "invoke":
         return invoke_problem(args)
     if program == "nox":
-        return nox_problem(args, nox_sessions())
+        return nox_problem(args)
     return f"{program!r} is neither invoke nor nox"
 
 
@@ -252,10 +151,10 @@ def test_every_invoke_and_nox_command_in_the_docs_names_what_exists(
 
 
 def test_checking_commands_leaves_the_tasks_help_as_it_was() -> None:
-    before = [dict(task.help) for task in _every_task(tasks.ns)]
+    before = [dict(task.help) for task in every_task(tasks.ns)]
     assert tasks.ns["deploy"].help["env"]
     assert command_problem(["invoke", "deploy", "--env=staging"]) is None
-    assert [dict(task.help) for task in _every_task(tasks.ns)] == before
+    assert [dict(task.help) for task in every_task(tasks.ns)] == before
 
 
 def test_the_readme_and_the_runbook_show_deploys_and_rollbacks() -> None:

@@ -8,7 +8,6 @@ option or a session fails here until the workflows follow.
 
 from __future__ import annotations
 
-import ast
 import re
 import shlex
 from collections.abc import Iterator
@@ -18,10 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from invoke.parser import ParseError, Parser
+from command_check import invoke_problem, nox_problem, nox_sessions
 from readme import readme_commands
-
-import tasks
 
 pytestmark = pytest.mark.unit
 
@@ -130,76 +127,16 @@ def split_commands(run: str) -> list[list[str]]:
     return found
 
 
-# --- what exists: invoke tasks, nox sessions ----------------------------------------------------
-
-
-def task_names() -> set[str]:
-    names = set(tasks.ns.task_names)
-    for aliases in tasks.ns.task_names.values():
-        names.update(aliases)
-    return names
-
-
-def nox_sessions(noxfile: Path = ROOT / "noxfile.py") -> set[str]:
-    """Names of the functions decorated with @nox.session (or its `name=`)."""
-    sessions = set()
-    for node in ast.parse(noxfile.read_text(encoding="utf-8")).body:
-        if not isinstance(node, ast.FunctionDef):
-            continue
-        for decorator in node.decorator_list:
-            call = decorator if isinstance(decorator, ast.Call) else None
-            target = call.func if call else decorator
-            if ast.unparse(target) not in {"nox.session", "session"}:
-                continue
-            name = node.name
-            for keyword in call.keywords if call else []:
-                if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
-                    name = str(keyword.value.value)
-            sessions.add(name)
-    return sessions
-
-
-def invoke_problem(args: list[str]) -> str | None:
-    if not args or args[0].startswith("-"):
-        return "invoke without a task first (core flags like --echo belong in invoke.yaml)"
-    if args[0] not in task_names():
-        return f"no invoke task {args[0]!r} in tasks.ns (see `invoke --list`)"
-    try:
-        Parser(contexts=tasks.ns.to_contexts()).parse_argv(args)
-    except ParseError as err:
-        return f"invoke {args[0]}: {err}"
-    return None
-
-
-def nox_problem(args: list[str], sessions: set[str]) -> str | None:
-    named: list[str] = []
-    i = 0
-    while i < len(args) and args[i] != "--":
-        flag, _, inline = args[i].partition("=")
-        if flag not in {"-s", "--session", "--sessions"}:
-            return f"nox option {args[i]!r}: only `nox [-s <session>...] [-- args]` is allowed"
-        i += 1
-        values = [inline] if inline else []
-        while not inline and i < len(args) and not args[i].startswith("-"):
-            values.append(args[i])
-            i += 1
-        if not values:
-            return f"nox {flag} without a session name"
-        named += values
-    unknown = [name for name in named if name not in sessions]
-    if unknown:
-        return f"no nox session {', '.join(map(repr, unknown))} in noxfile.py (see `nox --list`)"
-    return None
-
-
 def command_problem(argv: list[str]) -> str | None:
     """Why this command may not appear in a workflow, or None when it may."""
     if argv in [shlex.split(line) for line in SETUP_LINES]:
         return None
     if argv[0] == "invoke":
+        if len(argv) == 1 or argv[1].startswith("-"):
+            return "invoke without a task first (core flags like --echo belong in invoke.yaml)"
         return invoke_problem(argv[1:])
     if argv[0] == "nox":
-        return nox_problem(argv[1:], nox_sessions())
+        return nox_problem(argv[1:], only_sessions=True)
     return f"{argv[0]!r} is neither invoke, nox nor one of the setup lines in SETUP_LINES"
 
 
