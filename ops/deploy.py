@@ -283,28 +283,38 @@ class Deployment:
         return f"built {len(todo)}"
 
     def check_host(self) -> str:
-        remote = self.sh()
-        info = remote.run(
-            "docker version -f '{{.Server.Version}}' && docker compose version --short",
-            what="docker and compose versions",
-        ).stdout.split()
-        if len(info) < 2:
+        """Every host: docker (and on the first, which runs compose, the compose plugin) usable
+        by the user, and room on Docker's data root (and the first's remote_dir)."""
+        notes = [
+            self.check_one_host(host, remote, first=index == 0)
+            for index, (host, remote) in enumerate(self.every_host())
+        ]
+        return "; ".join(notes)
+
+    def check_one_host(self, host: config.Host, remote: Remote, first: bool) -> str:
+        command = "docker version -f '{{.Server.Version}}'"
+        if first:
+            command += " && docker compose version --short"
+        info = remote.run(command, what="docker and compose versions").stdout.split()
+        if len(info) < (2 if first else 1):
             raise OpsError(
-                f"{self.host.label}: docker or the compose v2 plugin is missing or not usable "
-                "by this user. Fix: install Docker Engine with the compose plugin and add the "
-                "user to the docker group"
+                f"{host.label}: docker{' or the compose v2 plugin' if first else ''} is missing "
+                "or not usable by this user. Fix: install Docker Engine (with the compose plugin) "
+                "and add the user to the docker group"
             )
-        remote.run(
-            f"mkdir -p {quote(self.root)} && test -w {quote(self.root)}",
-            what=f"create {self.root}",
-        )
+        if first:
+            remote.run(
+                f"mkdir -p {quote(self.root)} && test -w {quote(self.root)}",
+                what=f"create {self.root}",
+            )
         # Images land in Docker's data root, releases under remote_dir: both need room.
         docker_root = remote.run(
             "docker info -f '{{.DockerRootDir}}'", what="docker data root"
         ).stdout.strip()
+        places = [self.root] if first else []
         want = self.env.deploy.min_free_disk_bytes // 1024
         free = {}
-        for where in dict.fromkeys([self.root, docker_root or self.root]):
+        for where in dict.fromkeys([*places, docker_root or self.root]):
             free[where] = parse_size_kib(
                 remote.run(
                     f"df -Pk {quote(where)} | awk 'NR==2 {{print $4}}'", what=f"free disk {where}"
@@ -312,12 +322,13 @@ class Deployment:
             )
             if free[where] < want:
                 raise OpsError(
-                    f"{self.host.label}: only {free[where] // 1024} MiB free under {where}, "
+                    f"{host.label}: only {free[where] // 1024} MiB free under {where}, "
                     f"below deploy.min_free_disk ({want // 1024} MiB). Fix: free space (old "
                     "images: `docker image prune`) or lower min_free_disk"
                 )
         room = ", ".join(f"{kib // 1024} MiB free in {where}" for where, kib in free.items())
-        return f"docker {info[0]}, compose {info[1]}, {room}"
+        versions = f"docker {info[0]}" + (f", compose {info[1]}" if first else "")
+        return (f"{versions}, " if first else f"{host.label}: {versions}, ") + room
 
     def plan(self) -> str:
         self.check_mode()

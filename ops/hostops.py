@@ -151,17 +151,21 @@ def _swarm_services(host: Host, env: config.Environment) -> bool:
         "{{.Image}}'",
         what="stack services",
     ).stdout
+    tasks = host.remote.run(
+        f"docker stack ps {quote(stack)} --filter desired-state=running "
+        "--format '{{.Name}}\t{{.Node}}:{{.CurrentState}}'",
+        check=False,
+    ).stdout
+    places: dict[str, list[str]] = {}
+    for task in tasks.splitlines():
+        task_name, _, place = task.partition("\t")
+        places.setdefault(task_name.split(".", 1)[0], []).append(place.split(" ")[0])
     healthy = bool(out.strip())
     for line in sorted(out.splitlines()):
         name, replicas, image = [*line.split("\t"), "", ""][:3]
-        running, _, desired = replicas.partition("/")
-        healthy = healthy and running == desired.split()[0] if desired else healthy
-        nodes = host.remote.run(
-            f"docker service ps {quote(name)} --filter desired-state=running "
-            "--format '{{.Node}}:{{.CurrentState}}'",
-            check=False,
-        ).stdout.split("\n")
-        where = ", ".join(n.split(" ")[0] for n in nodes if n)
+        running, _, rest = replicas.partition("/")  # "2/2", "1/1 (max 1 per node)"
+        healthy = healthy and running == (rest.split() or [""])[0]
+        where = ", ".join(places.get(name, []))
         print(f"  {name:<40} {replicas:<10} {image:<44} {where}")
     return healthy
 

@@ -338,6 +338,7 @@ class SwarmDeployment(Deployment):
     """A deploy or rollback of an environment with several hosts; the first one manages."""
 
     remotes: dict[int, Remote] = field(default_factory=dict)
+    lacking: dict[int, list[str]] = field(default_factory=dict)  # images each host needs
 
     # ------------------------------------------------------------------ helpers
 
@@ -479,35 +480,24 @@ class SwarmDeployment(Deployment):
         labels = ", ".join(h.label for h in self.env.hosts)
         return f"{self.env.source.name}: swarm of {len(self.env.hosts)} hosts ({labels})"
 
-    def check_host(self) -> str:
-        notes = []
-        for index, (host, remote) in enumerate(self.every_host()):
-            if index == 0:
-                notes.append(super().check_host())
-            else:
-                version = remote.run(
-                    "docker version -f '{{.Server.Version}}'", what="docker version"
-                ).stdout.strip()
-                notes.append(f"{host.label}: docker {version}")
-        return "; ".join(notes)
-
     def plan(self) -> str:
         note = super().plan()
         # Swarm starts a replica on whichever host it picks: every host needs every image.
         engine = self.docker()
-        for index, (_, remote) in enumerate(self.every_host()):
+        self.lacking = {0: list(self.to_ship)}  # the first host's, from the plan above
+        for index, (host, remote) in enumerate(self.every_host()):
             if index == 0:
                 continue
-            lacking = [
+            self.lacking[index] = [
                 ref
                 for ref in image_refs(self.build, self.acme)
                 if not host_has(remote, ref, engine.images.get(ref).id)
             ]
             print(
-                f"    plan: {self.env.hosts[index].label} lacks: " + (", ".join(lacking) or "none"),
+                f"    plan: {host.label} lacks: " + (", ".join(self.lacking[index]) or "none"),
                 flush=True,
             )
-            self.to_ship += [ref for ref in lacking if ref not in self.to_ship]
+            self.to_ship += [ref for ref in self.lacking[index] if ref not in self.to_ship]
         swarm = self.swarm_plan()
         print(f"    plan: swarm: {swarm}", flush=True)
         return f"{note}; swarm: {swarm}"
@@ -607,10 +597,9 @@ class SwarmDeployment(Deployment):
 
     def ship(self) -> str:
         shipped = []
-        engine = self.docker()
-        for host, remote in self.every_host():
+        for index, (host, remote) in enumerate(self.every_host()):
             self.refresh_lock()
-            refs = [r for r in self.to_ship if not host_has(remote, r, engine.images.get(r).id)]
+            refs = self.lacking.get(index, [])
             note = self.ship_to(remote, refs) if refs else "has every image"
             shipped.append(f"{host.label}: {note}")
         return "; ".join(shipped)

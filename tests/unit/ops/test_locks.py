@@ -78,18 +78,16 @@ def test_a_second_deploy_fails_naming_the_holder_after_waiting(tmp_path: Path) -
     assert first.status()[0] is not None  # untouched by the loser
 
 
-def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path: Path) -> None:
+def _stale_lock(tmp_path: Path) -> None:
+    """The lock of a deploy by "ghost" that stopped refreshing it long ago."""
     lock_dir = tmp_path / "env" / "lock"
     lock_dir.mkdir(parents=True)
-    stale = {
-        "owner": "ghost",
-        "token": "t0",
-        "version": "v0",
-        "started": 1,
-        "refreshed": 1,
-        "ttl": 5,
-    }
-    (lock_dir / "info.json").write_text(json.dumps(stale))
+    stale = {"owner": "ghost", "token": "t0", "version": "v0", "started": 1, "refreshed": 1}
+    (lock_dir / "info.json").write_text(json.dumps({**stale, "ttl": 5}))
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path: Path) -> None:
+    _stale_lock(tmp_path)
     lock, _ = _lock(tmp_path)
     warnings: list[str] = []
     held = lock.acquire("v1", wait=0, owner="me", log=warnings.append)
@@ -124,17 +122,7 @@ def test_a_lock_refreshed_since_it_was_judged_stale_is_not_broken(tmp_path: Path
 
 
 def test_a_stale_lock_that_cannot_be_removed_fails_instead_of_spinning(tmp_path: Path) -> None:
-    lock_dir = tmp_path / "env" / "lock"
-    lock_dir.mkdir(parents=True)
-    stale = {
-        "owner": "ghost",
-        "token": "t0",
-        "version": "v0",
-        "started": 1,
-        "refreshed": 1,
-        "ttl": 5,
-    }
-    (lock_dir / "info.json").write_text(json.dumps(stale))
+    _stale_lock(tmp_path)
     lock, shell = _lock(tmp_path)
     lock._break_stale = lambda digest: None  # type: ignore[method-assign]  # e.g. permissions
     naps: list[float] = []
