@@ -22,7 +22,7 @@ from ops.errors import OpsError
 from ops.secrets import Secrets
 
 # Inputs of the images: a dirty tree only changes the version when one of these changed.
-BUILD_INPUTS = ("services", "nginx", "compose")
+BUILD_INPUTS = ("services", "nginx", "compose", "monitoring")
 
 # Infrastructure images are tagged by the content of their build context, not by the release
 # version: a release that does not change them neither rebuilds, ships nor restarts them (a
@@ -32,9 +32,14 @@ CONTENT_TAGGED = {
     "SLIPWAY_REDIS_TAG": "services/redis",
     "SLIPWAY_NGINX_TAG": "nginx",
     "SLIPWAY_CERTBOT_TAG": "services/certbot",
+    "SLIPWAY_PROMETHEUS_TAG": "monitoring/prometheus",
+    "SLIPWAY_ALERTMANAGER_TAG": "monitoring/alertmanager",
+    "SLIPWAY_EXPORTERS_TAG": "monitoring/exporters",
 }
 # Compose profile of the services only `tls: acme` environments run (certbot).
 ACME_PROFILE = "acme"
+# Compose profile of the monitoring services (Prometheus, Alertmanager, exporters).
+MONITORING_PROFILE = "monitoring"
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,8 @@ def compose_env(
     )
     result.update(env.resources.compose_env())
     result.update(acme_env(env))
+    result.update(monitoring_env(env))
+    result["COMPOSE_PROFILES"] = ",".join(profiles(env))
     if env.target == "ssh":
         # compose/remote.yaml's variables; `invoke deploy` writes the real release id.
         result.update(
@@ -283,7 +290,7 @@ def compose_env(
 def acme_env(env: Environment) -> dict[str, str]:
     """Variables of nginx's sites mode and the certbot service (all empty unless tls: acme)."""
     if env.tls != "acme" or env.acme is None:
-        return {"SLIPWAY_TLS_SITES": "", "COMPOSE_PROFILES": ""}
+        return {"SLIPWAY_TLS_SITES": ""}
     server_ca = ""
     if env.acme.server_ca is not None:
         try:
@@ -295,12 +302,41 @@ def acme_env(env: Environment) -> dict[str, str]:
                 f"{env.acme.directory}, or remove it to use the system CAs"
             ) from exc
     return {
-        "COMPOSE_PROFILES": ACME_PROFILE,
         "SLIPWAY_TLS_SITES": " ".join(env.domains),
         "SLIPWAY_ACME_EMAIL": env.acme.email,
         "SLIPWAY_ACME_DIRECTORY": env.acme.directory,
         "SLIPWAY_ACME_SERVER_CA_B64": server_ca,
         "SLIPWAY_ACME_RENEW_BEFORE_DAYS": str(env.acme.renew_before_days),
+    }
+
+
+def runs_monitoring(env: Environment) -> bool:
+    """Whether the environment's stack includes Prometheus, Alertmanager and the exporters.
+
+    Local targets only for now: deploys to hosts do not start them yet (docs/architecture.md,
+    "Monitoring").
+    """
+    return env.monitoring.enabled and env.target == "local"
+
+
+def profiles(env: Environment) -> list[str]:
+    """The compose profiles the environment runs (COMPOSE_PROFILES)."""
+    active = []
+    if env.tls == "acme" and env.acme is not None:
+        active.append(ACME_PROFILE)
+    if runs_monitoring(env):
+        active.append(MONITORING_PROFILE)
+    return active
+
+
+def monitoring_env(env: Environment) -> dict[str, str]:
+    """Variables of the monitoring services (compose.yaml, local.yaml)."""
+    return {
+        "SLIPWAY_PROMETHEUS_RETENTION": env.monitoring.retention,
+        "SLIPWAY_PROMETHEUS_RETENTION_SIZE": env.monitoring.retention_size,
+        "SLIPWAY_PROMETHEUS_PORT": str(env.monitoring.prometheus_port),
+        "SLIPWAY_ALERTMANAGER_PORT": str(env.monitoring.alertmanager_port),
+        "SLIPWAY_PROBE_DOMAINS": " ".join(env.domains),
     }
 
 

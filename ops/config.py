@@ -32,6 +32,9 @@ _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _SIZE_RE = re.compile(r"^([1-9][0-9]*)([kmg]?)$")
+# Prometheus' --storage.tsdb.retention.time and .size (the units an operator would write).
+_DURATION_RE = re.compile(r"^[1-9][0-9]*[hdwy]$")
+_TSDB_SIZE_RE = re.compile(r"^[1-9][0-9]*(MB|GB|TB)$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # Services whose containers get `resources:` limits (compose deploy.resources.limits).
 RESOURCE_SERVICES = ("api", "worker", "postgres", "redis", "nginx", "certbot")
@@ -194,6 +197,18 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Prometheus, Alertmanager and the exporters (compose profile `monitoring`)."""
+
+    enabled: bool = True
+    retention: str = "30d"  # Prometheus duration: samples older than this are dropped
+    retention_size: str = "10GB"  # and the oldest blocks go first above this size
+    # Local targets only: published on 127.0.0.1 whatever `bind` says (never public).
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+
+
+@dataclass(frozen=True)
 class Deploy:
     """How a deploy to hosts proceeds (docs/architecture.md); `target: local` ignores it."""
 
@@ -233,6 +248,7 @@ class Environment:
     connect_to: str = ""  # host:port clients on this machine connect to for public_url
     registry: Registry | None = None  # None: `registry: none`, images go over SSH
     resources: Resources = field(default_factory=Resources)
+    monitoring: Monitoring = field(default_factory=Monitoring)
     deploy: Deploy = field(default_factory=Deploy)
 
     def __post_init__(self) -> None:
@@ -378,6 +394,7 @@ def parse(data: object, path: Path, name: str) -> Environment:
             "connect_to",
             "registry",
             "resources",
+            "monitoring",
             "deploy",
         },
     )
@@ -456,6 +473,7 @@ def parse(data: object, path: Path, name: str) -> Environment:
         connect_to=_connect_to(reader, top),
         registry=_registry(reader, top),
         resources=_resources(reader, top),
+        monitoring=_monitoring(reader, top, ports),
         deploy=_deploy(reader, top, name),
     )
 
@@ -794,6 +812,51 @@ def _resources(reader: _Reader, top: Mapping[str, Any]) -> Resources:
                 )
         result[service] = Limits(cpus=cpus, memory=memory)
     return Resources(**result)
+
+
+def _monitoring(reader: _Reader, top: Mapping[str, Any], ports: Ports) -> Monitoring:
+    keys = {"enabled", "retention", "retention_size", "prometheus_port", "alertmanager_port"}
+    data = reader.section(top, "monitoring", keys)
+    enabled = data.get("enabled", Monitoring.enabled)
+    if not isinstance(enabled, bool):
+        reader.fail(
+            "monitoring.enabled", f"must be true or false, got {enabled!r}", "write true or false"
+        )
+    retention = str(data.get("retention", Monitoring.retention)).strip()
+    if not _DURATION_RE.match(retention):
+        reader.fail(
+            "monitoring.retention",
+            f"is {retention!r}, not a Prometheus duration",
+            "write a number and a unit: 15d, 12w, 1y (units h, d, w, y)",
+        )
+    size = str(data.get("retention_size", Monitoring.retention_size)).strip()
+    if not _TSDB_SIZE_RE.match(size):
+        reader.fail(
+            "monitoring.retention_size",
+            f"is {size!r}, not a Prometheus size",
+            "write a number and a unit: 512MB, 10GB, 1TB",
+        )
+    prometheus_port = reader.port(
+        data, "monitoring.prometheus_port", "prometheus_port", Monitoring.prometheus_port
+    )
+    alertmanager_port = reader.port(
+        data, "monitoring.alertmanager_port", "alertmanager_port", Monitoring.alertmanager_port
+    )
+    taken = {ports.http: "ports.http", ports.https: "ports.https"}
+    for where, port in (
+        ("monitoring.prometheus_port", prometheus_port),
+        ("monitoring.alertmanager_port", alertmanager_port),
+    ):
+        if port in taken:
+            reader.fail(where, f"is {port}, like {taken[port]}", "give every port its own number")
+        taken[port] = where
+    return Monitoring(
+        enabled=bool(enabled),
+        retention=retention,
+        retention_size=size,
+        prometheus_port=prometheus_port,
+        alertmanager_port=alertmanager_port,
+    )
 
 
 def _deploy(reader: _Reader, top: Mapping[str, Any], name: str) -> Deploy:

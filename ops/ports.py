@@ -37,7 +37,12 @@ def _free(address: str, port: int) -> bool:
 
 
 def check_free(
-    engine: docker.DockerClient, address: str, ports: Iterable[int], project: str, source: str
+    engine: docker.DockerClient,
+    address: str,
+    ports: Iterable[int],
+    project: str,
+    source: str,
+    fields: str = "`ports:`",
 ) -> str:
     """Each port is free, or already published by this project; else OpsError naming the user."""
     publishers: dict[int, tuple[str, str]] | None = None
@@ -54,6 +59,6 @@ def check_free(
         conflicts.append(f"{address}:{port} is used by {name}")
     if conflicts:
         raise OpsError(
-            f"{'; '.join(conflicts)}. Fix: stop it, or choose other `ports:` in {source}"
+            f"{'; '.join(conflicts)}. Fix: stop it, or choose other {fields} in {source}"
         )
     return "free" if not mine else f"{mine} already published by {project}"

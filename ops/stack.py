@@ -37,6 +37,8 @@ EDGE_SERVICE = "nginx"
 LISTINGS_IMAGE = "slipway/listings"
 ONE_OFF_SERVICES = (MIGRATE_SERVICE,)
 UP_FLAGS = ("--no-build", "--pull", "never")
+# Prometheus and Alertmanager of local environments are published here only.
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -177,7 +179,17 @@ def up(
 
     def check_ports() -> str:
         wanted = (env.ports.http, env.ports.https)
-        return ports.check_free(stack.docker(), env.bind, wanted, env.project_name, str(env.source))
+        result = ports.check_free(
+            stack.docker(), env.bind, wanted, env.project_name, str(env.source)
+        )
+        if compose.runs_monitoring(env):
+            mon = (env.monitoring.prometheus_port, env.monitoring.alertmanager_port)
+            fields = "`monitoring.prometheus_port`/`alertmanager_port`"
+            found = ports.check_free(
+                stack.docker(), LOOPBACK, mon, env.project_name, str(env.source), fields
+            )
+            result = f"{result}; monitoring {found}"
+        return result
 
     def base_image() -> str:
         return images.ensure_base(stack.docker())
@@ -318,6 +330,10 @@ def print_access(stack: Stack) -> None:
     print(f"  version    {env.https_url}/api/v1/version")
     print(f"  HTTP       {env.http_url}/ (redirects to HTTPS)")
     print(f"  CA         {ca}")
+    if compose.runs_monitoring(env):
+        mon = env.monitoring
+        print(f"  Prometheus http://{LOOPBACK}:{mon.prometheus_port}/  (alerts, consoles)")
+        print(f"  Alertmanager http://{LOOPBACK}:{mon.alertmanager_port}/")
     print(f"  try        curl --cacert {rel_ca} {env.https_url}/ready")
     print(f"  API key    invoke apikey.create --env {env.name} --name <who>")
     print(f"  stop       invoke down --env {env.name}   (add --volumes to delete the data)")

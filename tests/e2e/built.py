@@ -11,9 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def built_image(service: str, tag_variable: str) -> str:
-    """slipway/<service>:<content tag>, built with `docker compose build <service>` if missing."""
-    from ops.compose import ACME_PROFILE, detect_build
+def built_image(service: str, tag_variable: str, name: str = "") -> str:
+    """slipway/<name or service>:<content tag>, built with `docker compose build <service>` if
+    missing (`name` when the image is not named after the service: exporters, node-exporter)."""
+    from ops.compose import ACME_PROFILE, MONITORING_PROFILE, detect_build
     from ops.images import engine, ensure_base, has_image
 
     build = detect_build()
@@ -23,15 +24,16 @@ def built_image(service: str, tag_variable: str) -> str:
         SLIPWAY_VERSION=build.version,
         SLIPWAY_GIT_SHA=build.git_sha,
         SLIPWAY_BUILD_CA=str(build.ca_bundle),
-        # Every profile's services can be built (certbot is in `acme`).
-        COMPOSE_PROFILES=ACME_PROFILE,
+        # Every profile's services can be built (certbot is in `acme`, Prometheus & co in
+        # `monitoring`).
+        COMPOSE_PROFILES=f"{ACME_PROFILE},{MONITORING_PROFILE}",
         # Required by compose.yaml's interpolation; nothing here uses them.
         POSTGRES_PASSWORD=secrets.token_urlsafe(24),
         REDIS_PASSWORD=secrets.token_urlsafe(24),
         LISTINGS_API_KEY_PEPPER=secrets.token_urlsafe(32),
         **build.image_tags,
     )
-    image = f"slipway/{service}:{build.image_tags[tag_variable]}"
+    image = f"slipway/{name or service}:{build.image_tags[tag_variable]}"
     client = engine()
     if not has_image(client, image):
         ensure_base(client)

@@ -25,6 +25,11 @@ from free_port import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_NAME = "e2e"
+# Alertmanager's webhook receiver in the e2e stack: a container of that name on the stack's edge
+# network (tests/e2e/test_alerts.py starts it; alerts sent before it exists are retried).
+ALERT_RECEIVER = "slipway-e2e-alert-receiver"
+ALERT_WEBHOOK_URL = f"http://{ALERT_RECEIVER}:9000/hook"
+ALERT_WATCHDOG_URL = f"http://{ALERT_RECEIVER}:9000/watchdog"
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Stack:
     http_port: int
     https_port: int
     ca_path: Path
+    prometheus_port: int = 0
+    alertmanager_port: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,10 +93,15 @@ class Stack:
         return {line.split()[0]: line for line in out.splitlines() if line}
 
 
-def _write_environment(directory: Path, http_port: int, https_port: int) -> None:
+def _write_environment(directory: Path, http_port: int, https_port: int, mon: Stack) -> None:
     local = yaml.safe_load((ROOT / "environments" / "local.yaml").read_text())
     local["name"] = ENV_NAME
     local["ports"] = {**local.get("ports", {}), "http": http_port, "https": https_port}
+    local["monitoring"] = {
+        **local.get("monitoring", {}),
+        "prometheus_port": mon.prometheus_port,
+        "alertmanager_port": mon.alertmanager_port,
+    }
     local["overlay"] = "local"
     (directory / f"{ENV_NAME}.yaml").write_text(yaml.safe_dump(local, sort_keys=False))
 
@@ -98,14 +110,21 @@ def _write_environment(directory: Path, http_port: int, https_port: int) -> None
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env_dir = tmp_path_factory.mktemp("environments")
     http_port, https_port = free_port(), free_port()
-    _write_environment(env_dir, http_port, https_port)
-    env = dict(os.environ, SLIPWAY_ENVIRONMENTS_DIR=str(env_dir))
+    env = dict(
+        os.environ,
+        SLIPWAY_ENVIRONMENTS_DIR=str(env_dir),
+        ALERT_WEBHOOK_URL=ALERT_WEBHOOK_URL,
+        ALERT_WATCHDOG_URL=ALERT_WATCHDOG_URL,
+    )
     handle = Stack(
         env=env,
         http_port=http_port,
         https_port=https_port,
         ca_path=ROOT / ".slipway" / ENV_NAME / "ca.crt",
+        prometheus_port=free_port(),
+        alertmanager_port=free_port(),
     )
+    _write_environment(env_dir, http_port, https_port, handle)
     up = handle.invoke("up", f"--env={ENV_NAME}")
     handle.outputs["up"] = up.stdout + up.stderr
     try:

@@ -97,8 +97,9 @@ def test_acme_variables_reach_compose_with_the_server_ca_as_base64(
     ca = tmp_path / "acme-ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     write_env("staging", ACME_YAML + f"  server_ca: {ca}\n  renew_before_days: 20\n")
-    values = compose.acme_env(config.load("staging"))
-    assert values["COMPOSE_PROFILES"] == compose.ACME_PROFILE
+    env = config.load("staging")
+    values = compose.acme_env(env)
+    assert compose.profiles(env) == [compose.ACME_PROFILE]
     assert values["SLIPWAY_TLS_SITES"] == "app.sandbox.test www.sandbox.test"
     assert values["SLIPWAY_ACME_EMAIL"] == "ops@sandbox.test"
     assert values["SLIPWAY_ACME_DIRECTORY"] == "https://172.18.0.9:14000/dir"
@@ -116,8 +117,9 @@ def test_an_unreadable_server_ca_names_the_field_and_the_fix(
 
 def test_local_ca_environments_get_no_sites_and_no_acme_profile(write_env: WriteEnv) -> None:
     write_env("staging", ACME_YAML.split("tls: acme")[0] + "tls: local-ca\n")
-    values = compose.acme_env(config.load("staging"))
-    assert values == {"SLIPWAY_TLS_SITES": "", "COMPOSE_PROFILES": ""}
+    env = config.load("staging")
+    assert compose.acme_env(env) == {"SLIPWAY_TLS_SITES": ""}
+    assert compose.ACME_PROFILE not in compose.profiles(env)
 
 
 def test_extra_profiles_add_to_the_environments_own(write_env: WriteEnv, tmp_path: Path) -> None:

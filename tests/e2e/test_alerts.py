@@ -1,0 +1,307 @@
+"""Alerts that really fire: faults on the running e2e stack reach a webhook receiver.
+
+Prometheus scrapes every 10 s and evaluates every 10 s; critical down alerts wait `for: 1m`;
+Alertmanager's critical route waits 10 s before the first notification and 1 m between updates
+of a group (docs/architecture.md "Monitoring"). Each test prints its delay from fault to
+notification. Every fault is undone before the test ends: the stack is shared with the other
+e2e modules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ALERT_RECEIVER, ENV_NAME, ROOT, Stack
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from free_port import free_port
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = f"slipway-{ENV_NAME}"
+RECEIVER_SCRIPT = Path(__file__).with_name("alert_receiver.py")
+# Generous bounds for a loaded CI machine; the contract is < 2 minutes to notify.
+ALERT_TIMEOUT = 300.0
+EXPECTED_JOBS = {
+    "api",
+    "worker",
+    "node",
+    "postgres",
+    "redis",
+    "nginx",
+    "blackbox",
+    "probe",
+    "alertmanager",
+    "prometheus",
+}
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def docker(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=180)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def containers(service: str) -> list[str]:
+    out = docker(
+        "ps",
+        "-a",
+        "--filter",
+        f"label=com.docker.compose.project={PROJECT}",
+        "--filter",
+        f"label=com.docker.compose.service={service}",
+        "--format",
+        "{{.Names}}",
+    )
+    return sorted(out.split())
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback URL)
+        return json.load(response)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = ALERT_TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except OSError as exc:  # a port not answering yet
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(2)
+    raise AssertionError(f"{what}: not seen within {timeout:.0f}s (last: {last!r})")
+
+
+class Receiver:
+    """The webhook receiver container and what it got."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/received"
+
+    def notifications(self, path: str) -> list[dict[str, Any]]:
+        return [n for n in get_json(self.url) if n["path"] == path]
+
+    def find(self, path: str, alertname: str, status: str, since: float) -> float | None:
+        """Time of the first notification at/after `since` carrying alertname with status."""
+        for note in self.notifications(path):
+            if note["at"] < since:
+                continue
+            for alert in note["payload"].get("alerts", []):
+                if alert["labels"].get("alertname") == alertname and alert["status"] == status:
+                    return float(note["at"])
+        return None
+
+    def wait(self, alertname: str, status: str, since: float, path: str = "/hook") -> float:
+        at = wait_for(
+            f"{alertname} {status} at the receiver",
+            lambda: self.find(path, alertname, status, since),
+        )
+        return float(at) - since
+
+
+@pytest.fixture(scope="module")
+def receiver(stack: Stack) -> Iterator[Receiver]:
+    api = containers("api")
+    assert api, "no api container in the e2e stack"
+    image = docker("inspect", "--format", "{{.Config.Image}}", api[0])
+    port = free_port()
+    docker("rm", "-f", ALERT_RECEIVER, check=False)
+    docker(
+        "run",
+        "-d",
+        "--name",
+        ALERT_RECEIVER,
+        "--network",
+        f"{PROJECT}_edge",
+        "-p",
+        f"127.0.0.1:{port}:9000",
+        "--read-only",
+        "--user",
+        "65534",
+        "-v",
+        f"{RECEIVER_SCRIPT}:/receiver.py:ro",
+        "--entrypoint",
+        "python3",
+        image,
+        "/receiver.py",
+    )
+    handle = Receiver(port)
+    wait_for("the receiver answering", lambda: get_json(handle.url) is not None, timeout=60)
+    try:
+        yield handle
+    finally:
+        docker("rm", "-f", ALERT_RECEIVER, check=False)
+
+
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    def emit(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n    [alert timing] {line}", flush=True)
+
+    return emit
+
+
+def prometheus(stack: Stack, path: str) -> Any:
+    return get_json(f"http://127.0.0.1:{stack.prometheus_port}{path}")
+
+
+def wait_stack_ready(stack: Stack, timeout: float = 180.0) -> None:
+    def ready() -> bool:
+        with stack.client() as client:
+            return client.get("/ready").status_code == 200
+
+    wait_for("/ready through nginx", ready, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------ tests
+
+
+def test_every_target_is_scraped_and_up(stack: Stack) -> None:
+    def all_up() -> list[dict[str, Any]] | None:
+        targets = prometheus(stack, "/api/v1/targets")["data"]["activeTargets"]
+        jobs = {t["labels"]["job"] for t in targets}
+        if jobs >= EXPECTED_JOBS and all(t["health"] == "up" for t in targets):
+            return list(targets)
+        return None
+
+    targets = wait_for("every scrape target up", all_up, timeout=180)
+    by_job: dict[str, int] = {}
+    for target in targets:
+        by_job[target["labels"]["job"]] = by_job.get(target["labels"]["job"], 0) + 1
+    # Every API replica is scraped on its own (DNS discovery), not one at random.
+    assert by_job["api"] == len(containers("api")) == 2, by_job
+    probes = [t for t in targets if t["labels"]["job"] == "probe"]
+    assert {t["labels"]["domain"] for t in probes} == {"localhost"}
+
+
+def test_monitoring_listens_on_loopback_only_and_metrics_stay_inside(stack: Stack) -> None:
+    names = docker(
+        "ps", "--filter", f"label=com.docker.compose.project={PROJECT}", "--format", "{{.Names}}"
+    ).split()
+    published: dict[str, set[str]] = {}
+    for name in names:
+        ports = json.loads(docker("inspect", "--format", "{{json .NetworkSettings.Ports}}", name))
+        for bindings in (ports or {}).values():
+            for binding in bindings or []:
+                published.setdefault(name.split("-")[-2], set()).add(binding["HostIp"])
+    assert set(published) == {"nginx", "prometheus", "alertmanager"}, published
+    assert published["prometheus"] == published["alertmanager"] == {"127.0.0.1"}
+    with stack.client() as client:
+        assert client.get("/metrics").status_code == 404
+    # Prometheus itself reads the API's metrics over the internal network.
+    result = prometheus(stack, "/api/v1/query?query=sum(listings_build_info)")["data"]["result"]
+    assert result and float(result[0]["value"][1]) >= 1
+
+
+def test_watchdog_reaches_the_dead_mans_switch(receiver: Receiver) -> None:
+    # Always firing: the first notification comes once Prometheus has evaluated the rule.
+    at = wait_for(
+        "Watchdog at the dead man's switch",
+        lambda: receiver.find("/watchdog", "Watchdog", "firing", 0.0),
+    )
+    assert at
+    assert receiver.find("/hook", "Watchdog", "firing", 0.0) is None
+
+
+def test_postgres_down_pages_and_the_api_recovers_without_restart(
+    stack: Stack, receiver: Receiver, report: Callable[[str], None]
+) -> None:
+    api = containers("api")
+    started = {n: docker("inspect", "--format", "{{.State.StartedAt}}", n) for n in api}
+    (postgres,) = containers("postgres")
+    fault = time.time()
+    docker("stop", postgres)
+    try:
+        with stack.client() as client:
+            body = wait_for(
+                "/ready 503 naming postgres",
+                lambda: (r := client.get("/ready")).status_code == 503 and r.json(),
+                timeout=60,
+            )
+        assert "postgres" in json.dumps(body).lower()
+        delay = receiver.wait("PostgresDown", "firing", fault)
+        report(f"PostgreSQL stopped -> PostgresDown notified after {delay:.0f}s")
+    finally:
+        back = time.time()
+        docker("start", postgres)
+    delay = receiver.wait("PostgresDown", "resolved", back)
+    report(f"PostgreSQL started -> PostgresDown resolved after {delay:.0f}s")
+    wait_stack_ready(stack)
+    after = {n: docker("inspect", "--format", "{{.State.StartedAt}}", n) for n in api}
+    assert after == started, "the API was restarted to recover"
+
+
+def test_all_api_replicas_down_fires_the_job_down_alert(
+    stack: Stack, receiver: Receiver, report: Callable[[str], None]
+) -> None:
+    api = containers("api")
+    assert len(api) == 2
+    fault = time.time()
+    docker("stop", "--time", "5", *api)
+    try:
+        delay = receiver.wait("APIDown", "firing", fault)
+        report(f"every API replica stopped -> APIDown notified after {delay:.0f}s")
+    finally:
+        docker("start", *api)
+    wait_stack_ready(stack)
+
+
+def _short_lived_certificate(directory: Path, days: int) -> bytes:
+    """tls.crt re-issued by the environment's CA for the same key, valid `days` more days."""
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+    current = x509.load_pem_x509_certificate((directory / "tls.crt").read_bytes())
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(current.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(current.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+    for extension in current.extensions:
+        if extension.oid != x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+            builder = builder.add_extension(extension.value, extension.critical)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    # Same inode: nginx sees the file through a bind mount of that file.
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+        handle.write(data)
+
+
+def test_a_certificate_close_to_expiry_fires_the_certificate_alert(
+    stack: Stack, receiver: Receiver, report: Callable[[str], None]
+) -> None:
+    directory = ROOT / ".slipway" / ENV_NAME
+    original = (directory / "tls.crt").read_bytes()
+    fault = time.time()
+    _write_in_place(directory / "tls.crt", _short_lived_certificate(directory, days=5))
+    try:
+        delay = receiver.wait("TLSCertificateExpiringCritical", "firing", fault)
+        report(f"certificate with 5 days left served -> alert notified after {delay:.0f}s")
+    finally:
+        _write_in_place(directory / "tls.crt", original)
+    # nginx serves the original again (its watcher reloads on the change).
+    wait_stack_ready(stack)
