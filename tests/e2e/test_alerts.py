@@ -69,7 +69,7 @@ def containers(service: str) -> list[str]:
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback URL)
+    with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
 
 
@@ -267,7 +267,7 @@ def _short_lived_certificate(directory: Path, days: int) -> bytes:
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
     current = x509.load_pem_x509_certificate((directory / "tls.crt").read_bytes())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(current.subject)
