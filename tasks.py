@@ -2,7 +2,7 @@
 
 from invoke.collection import Collection
 
-from ops.tasks import apikey, bench, certs, db, images, lock, sandbox, stack
+from ops.tasks import apikey, bench, certs, db, images, lock, monitor, sandbox, stack
 from ops.tasks import deploy as deploys
 
 ns = Collection()
@@ -13,6 +13,7 @@ ns.add_task(stack.down)
 ns.add_task(stack.status)
 ns.add_task(stack.logs)
 ns.add_task(stack.build)
+ns.add_task(monitor.show)
 
 # Hosts over SSH: deploy, roll back, inspect.
 ns.add_task(deploys.deploy)

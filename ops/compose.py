@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops import paths, proc
-from ops.config import Environment
+from ops.config import Environment, parse_size
 from ops.errors import OpsError
 from ops.secrets import Secrets
 
@@ -35,11 +35,14 @@ CONTENT_TAGGED = {
     "SLIPWAY_PROMETHEUS_TAG": "monitoring/prometheus",
     "SLIPWAY_ALERTMANAGER_TAG": "monitoring/alertmanager",
     "SLIPWAY_EXPORTERS_TAG": "monitoring/exporters",
+    "SLIPWAY_LOGS_TAG": "monitoring/logs",
 }
 # Compose profile of the services only `tls: acme` environments run (certbot).
 ACME_PROFILE = "acme"
 # Compose profile of the monitoring services (Prometheus, Alertmanager, exporters).
 MONITORING_PROFILE = "monitoring"
+# Overlay that sends every container's output to the central log collector (service `logs`).
+LOGGING_OVERLAY = "logging.yaml"
 
 
 @dataclass(frozen=True)
@@ -218,11 +221,14 @@ def detect_build(environ: Mapping[str, str] | None = None) -> Build:
 
 
 def compose_files(env: Environment, root: Path) -> list[Path]:
-    """compose/compose.yaml plus the environment's overlay."""
+    """compose/compose.yaml plus the environment's overlay (and central logs where they run)."""
     base = root / "compose" / "compose.yaml"
     name = env.overlay or ("remote" if env.target == "ssh" else env.overlay_name)
     overlay = root / "compose" / f"{name}.yaml"
-    return [base, overlay]
+    files = [base, overlay]
+    if runs_monitoring(env):
+        files.append(root / "compose" / LOGGING_OVERLAY)
+    return files
 
 
 def tls_dir(env: Environment, root: Path) -> Path:
@@ -337,6 +343,9 @@ def monitoring_env(env: Environment) -> dict[str, str]:
         "SLIPWAY_PROMETHEUS_PORT": str(env.monitoring.prometheus_port),
         "SLIPWAY_ALERTMANAGER_PORT": str(env.monitoring.alertmanager_port),
         "SLIPWAY_PROBE_DOMAINS": " ".join(env.domains),
+        "SLIPWAY_LOG_PORT": str(env.monitoring.log_port),
+        "SLIPWAY_LOG_RETENTION_DAYS": str(env.monitoring.log_retention_days),
+        "SLIPWAY_LOG_MAX_SIZE": str(parse_size(env.monitoring.log_max_size)),
     }
 
 

@@ -35,6 +35,7 @@ _SIZE_RE = re.compile(r"^([1-9][0-9]*)([kmg]?)$")
 # Prometheus' --storage.tsdb.retention.time and .size (the units an operator would write).
 _DURATION_RE = re.compile(r"^[1-9][0-9]*[hdwy]$")
 _TSDB_SIZE_RE = re.compile(r"^[1-9][0-9]*(MB|GB|TB)$")
+_MIN_LOG_SIZE = 64 * 1024 * 1024
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # Services whose containers get `resources:` limits (compose deploy.resources.limits).
 RESOURCE_SERVICES = ("api", "worker", "postgres", "redis", "nginx", "certbot")
@@ -206,6 +207,11 @@ class Monitoring:
     # Local targets only: published on 127.0.0.1 whatever `bind` says (never public).
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
+    # Central logs (compose/logging.yaml): days kept, and the bound on their disk use.
+    log_retention_days: int = 30
+    log_max_size: str = "2g"
+    # Loopback UDP port of the host where Docker's syslog driver sends every container's lines.
+    log_port: int = 5514
 
 
 @dataclass(frozen=True)
@@ -815,7 +821,16 @@ def _resources(reader: _Reader, top: Mapping[str, Any]) -> Resources:
 
 
 def _monitoring(reader: _Reader, top: Mapping[str, Any], ports: Ports) -> Monitoring:
-    keys = {"enabled", "retention", "retention_size", "prometheus_port", "alertmanager_port"}
+    keys = {
+        "enabled",
+        "retention",
+        "retention_size",
+        "prometheus_port",
+        "alertmanager_port",
+        "log_retention_days",
+        "log_max_size",
+        "log_port",
+    }
     data = reader.section(top, "monitoring", keys)
     enabled = data.get("enabled", Monitoring.enabled)
     if not isinstance(enabled, bool):
@@ -842,6 +857,23 @@ def _monitoring(reader: _Reader, top: Mapping[str, Any], ports: Ports) -> Monito
     alertmanager_port = reader.port(
         data, "monitoring.alertmanager_port", "alertmanager_port", Monitoring.alertmanager_port
     )
+    log_port = reader.port(data, "monitoring.log_port", "log_port", Monitoring.log_port)
+    log_days = reader.integer(
+        data,
+        "monitoring.log_retention_days",
+        "log_retention_days",
+        Monitoring.log_retention_days,
+        minimum=1,
+    )
+    log_max_size = reader.size(
+        data, "monitoring.log_max_size", "log_max_size", Monitoring.log_max_size
+    )
+    if parse_size(log_max_size) < _MIN_LOG_SIZE:
+        reader.fail(
+            "monitoring.log_max_size",
+            f"is {log_max_size}, below the 64m the collector needs to rotate",
+            "write at least 64m (e.g. 2g)",
+        )
     taken = {ports.http: "ports.http", ports.https: "ports.https"}
     for where, port in (
         ("monitoring.prometheus_port", prometheus_port),
@@ -856,6 +888,9 @@ def _monitoring(reader: _Reader, top: Mapping[str, Any], ports: Ports) -> Monito
         retention_size=size,
         prometheus_port=prometheus_port,
         alertmanager_port=alertmanager_port,
+        log_retention_days=log_days,
+        log_max_size=log_max_size,
+        log_port=log_port,
     )
 
 

@@ -22,14 +22,9 @@ import httpx
 import pytest
 import yaml
 from free_port import free_port
+from stack_names import ALERT_WATCHDOG_URL, ALERT_WEBHOOK_URL, ENV_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV_NAME = "e2e"
-# Alertmanager's webhook receiver in the e2e stack: a container of that name on the stack's edge
-# network (tests/e2e/test_alerts.py starts it; alerts sent before it exists are retried).
-ALERT_RECEIVER = "slipway-e2e-alert-receiver"
-ALERT_WEBHOOK_URL = f"http://{ALERT_RECEIVER}:9000/hook"
-ALERT_WATCHDOG_URL = f"http://{ALERT_RECEIVER}:9000/watchdog"
 
 
 @dataclass
@@ -40,6 +35,7 @@ class Stack:
     ca_path: Path
     prometheus_port: int = 0
     alertmanager_port: int = 0
+    log_port: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,6 +97,7 @@ def _write_environment(directory: Path, http_port: int, https_port: int, mon: St
         **local.get("monitoring", {}),
         "prometheus_port": mon.prometheus_port,
         "alertmanager_port": mon.alertmanager_port,
+        "log_port": mon.log_port,
     }
     local["overlay"] = "local"
     (directory / f"{ENV_NAME}.yaml").write_text(yaml.safe_dump(local, sort_keys=False))
@@ -123,6 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ca_path=ROOT / ".slipway" / ENV_NAME / "ca.crt",
         prometheus_port=free_port(),
         alertmanager_port=free_port(),
+        log_port=free_port(),
     )
     _write_environment(env_dir, http_port, https_port, handle)
     up = handle.invoke("up", f"--env={ENV_NAME}")

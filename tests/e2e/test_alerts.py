@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import ALERT_RECEIVER, ENV_NAME, ROOT, Stack
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from free_port import free_port
+from stack_names import ALERT_RECEIVER, ENV_NAME, PROJECT
+
+if TYPE_CHECKING:
+    from conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = f"slipway-{ENV_NAME}"
+ROOT = Path(__file__).resolve().parents[2]
 RECEIVER_SCRIPT = Path(__file__).with_name("alert_receiver.py")
 # Generous bounds for a loaded CI machine; the contract is < 2 minutes to notify.
 ALERT_TIMEOUT = 300.0
@@ -96,20 +100,27 @@ class Receiver:
     def notifications(self, path: str) -> list[dict[str, Any]]:
         return [n for n in get_json(self.url) if n["path"] == path]
 
-    def find(self, path: str, alertname: str, status: str, since: float) -> float | None:
-        """Time of the first notification at/after `since` carrying alertname with status."""
+    def find(
+        self, path: str, alertname: str, status: str, since: float, **labels: str
+    ) -> float | None:
+        """Time of the first notification at/after `since` carrying alertname with status
+        (and these labels)."""
+        wanted = {"alertname": alertname, **labels}
         for note in self.notifications(path):
             if note["at"] < since:
                 continue
             for alert in note["payload"].get("alerts", []):
-                if alert["labels"].get("alertname") == alertname and alert["status"] == status:
+                have = alert["labels"]
+                if alert["status"] == status and all(have.get(k) == v for k, v in wanted.items()):
                     return float(note["at"])
         return None
 
-    def wait(self, alertname: str, status: str, since: float, path: str = "/hook") -> float:
+    def wait(
+        self, alertname: str, status: str, since: float, path: str = "/hook", **labels: str
+    ) -> float:
         at = wait_for(
-            f"{alertname} {status} at the receiver",
-            lambda: self.find(path, alertname, status, since),
+            f"{alertname} {labels or ''} {status} at the receiver",
+            lambda: self.find(path, alertname, status, since, **labels),
         )
         return float(at) - since
 
@@ -219,6 +230,17 @@ def test_watchdog_reaches_the_dead_mans_switch(receiver: Receiver) -> None:
     assert receiver.find("/hook", "Watchdog", "firing", 0.0) is None
 
 
+def test_invoke_monitor_prints_the_urls_and_the_firing_alerts(
+    stack: Stack, receiver: Receiver
+) -> None:
+    wait_for("Watchdog firing", lambda: receiver.find("/watchdog", "Watchdog", "firing", 0.0))
+    out = stack.invoke("monitor", f"--env={ENV_NAME}").stdout
+    assert f"Prometheus    http://127.0.0.1:{stack.prometheus_port}/" in out
+    assert f"Alertmanager  http://127.0.0.1:{stack.alertmanager_port}/" in out
+    assert re.search(r"^  info +Watchdog ", out, re.MULTILINE), out
+    assert "targets not up: 0" in out, out
+
+
 def test_postgres_down_pages_and_the_api_recovers_without_restart(
     stack: Stack, receiver: Receiver, report: Callable[[str], None]
 ) -> None:
@@ -299,7 +321,7 @@ def test_a_certificate_close_to_expiry_fires_the_certificate_alert(
     fault = time.time()
     _write_in_place(directory / "tls.crt", _short_lived_certificate(directory, days=5))
     try:
-        delay = receiver.wait("TLSCertificateExpiringCritical", "firing", fault)
+        delay = receiver.wait("TLSCertificateExpiring", "firing", fault, severity="critical")
         report(f"certificate with 5 days left served -> alert notified after {delay:.0f}s")
     finally:
         _write_in_place(directory / "tls.crt", original)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ops_testdata import LOCAL_YAML
 
-from ops import compose, config
+from ops import compose, config, monitor
 from ops.errors import OpsError
 from ops.secrets import Secrets
 
@@ -88,3 +88,27 @@ def test_mistakes_name_the_field_and_the_fix(write_env: WriteEnv, body: str, mes
     with pytest.raises(OpsError, match=message) as err:
         config.load("e2e")
     assert "Fix:" in str(err.value)
+
+
+def test_monitor_urls_are_on_the_loopback_with_the_configured_ports(write_env: WriteEnv) -> None:
+    write_env(
+        "e2e",
+        "name: e2e\ntarget: local\nbind: 0.0.0.0\n"
+        "monitoring: {prometheus_port: 19090, alertmanager_port: 19093}\n",
+    )
+    assert monitor.urls(config.load("e2e")) == (
+        "http://127.0.0.1:19090",
+        "http://127.0.0.1:19093",
+    )
+
+
+def test_monitor_explains_disabled_monitoring_and_hosts(write_env: WriteEnv) -> None:
+    write_env("e2e", "name: e2e\ntarget: local\nmonitoring: {enabled: false}\n")
+    with pytest.raises(OpsError, match=r"monitoring is off in .*Fix: set it to true"):
+        monitor.urls(config.load("e2e"))
+    text = LOCAL_YAML.replace("target: local", "target: ssh").replace(
+        "name: local", "name: staging"
+    )
+    write_env("staging", text + "hosts:\n  - ssh: deploy@203.0.113.10\n")
+    with pytest.raises(OpsError, match=r"not deployed to hosts yet.*Fix:"):
+        monitor.urls(config.load("staging"))
