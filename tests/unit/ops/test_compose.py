@@ -47,6 +47,8 @@ def test_argv_names_project_env_file_and_both_compose_files(
         "--env-file", str(env_file),
         "-f", str(tmp_path / "compose" / "compose.yaml"),
         "-f", str(tmp_path / "compose" / "local.yaml"),
+        # Central logs: monitoring is on by default for local targets.
+        "-f", str(tmp_path / "compose" / "logging.yaml"),
         "up", "-d",
     ]  # fmt: skip
 

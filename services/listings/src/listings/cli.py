@@ -36,7 +36,7 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
     from listings.ingest.worker import run_worker
     from listings.logs import configure_logging
 
-    configure_logging("listings-worker", settings.log_level)
+    configure_logging("worker", settings.log_level)
     run_worker(settings)
     return 0
 

@@ -32,7 +32,7 @@ forwarded_allow_ips = "*"
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": JsonFormatter, "service": "listings-api"}},
+    "formatters": {"json": {"()": JsonFormatter, "service": "api"}},
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",

@@ -8,7 +8,7 @@ import socket
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from listings import __version__
@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     worker_heartbeat_file: str = "/tmp/listings-worker.heartbeat"  # noqa: S108  # nosec B108
     worker_heartbeat_max_age_s: int = Field(default=30, ge=1)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # How often the worker samples the backlog gauges (stream, group, job counts).
+    worker_metrics_interval_s: float = Field(default=10.0, gt=0)
     worker_consumer: str = ""
     # The reconciler (one worker at a time): re-queues jobs left `queued` without a message in
     # the stream for longer than reconcile_after_s, and deletes finished jobs after retention.
@@ -75,6 +77,30 @@ class Settings(BaseSettings):
     worker_reconcile_after_s: float = Field(default=300.0, gt=0)
     job_retention_days: int = Field(default=30, ge=1)
     stream_prefix: str = "listings"
+    # Optional error reporting: unset or empty, sentry-sdk is never even imported.
+    sentry_dsn: SecretStr | None = None
+
+    @field_validator("sentry_dsn", mode="before")
+    @classmethod
+    def _empty_dsn_is_none(cls, value: object) -> object:
+        # Compose passes `${SENTRY_DSN:-}`: an empty value means "off", not "invalid".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _dsn_is_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = sentry_dsn_problem(value.get_secret_value())
+            if problem:
+                # Never echo the value: the DSN is a secret.
+                raise ValueError(
+                    f"not a Sentry DSN ({problem}); expected "
+                    "https://<public key>@<host>/<project id>, or leave it empty to turn "
+                    "error reporting off"
+                )
+        return value
 
     @property
     def strict(self) -> bool:
@@ -94,6 +120,24 @@ class Settings(BaseSettings):
             return self.api_key_pepper.get_secret_value().encode()
         # Only reachable in local/test: staging and production refuse to start without one.
         return b"local-development-pepper"
+
+
+def sentry_dsn_problem(dsn: str) -> str | None:
+    """What sentry-sdk would refuse in this DSN (checked here so a typo stops the start)."""
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - parsing the port raises on a bad one
+    except ValueError:
+        return "it does not parse as a URL"
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be https or http"
+    if not parts.hostname:
+        return "the host is missing"
+    if not parts.username:
+        return "the public key before '@' is missing"
+    if not parts.path.rsplit("/", 1)[-1].isdigit():
+        return "the path must end with the numeric project id"
+    return None
 
 
 def _looks_like_placeholder(value: str) -> bool:

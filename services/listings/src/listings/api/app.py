@@ -8,6 +8,7 @@ from importlib.resources import files
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount
 
 from listings import migrate, redis_client
 from listings.api import routes_ingest, routes_listings, routes_ops
@@ -18,13 +19,16 @@ from listings.db import create_engine
 from listings.ingest.queue import StreamNames
 from listings.logs import configure_logging
 from listings.metrics import BUILD_INFO
+from listings.sentry import init_sentry
 from listings.settings import Settings, load_settings
 from listings.web import views
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging("listings-api", settings.log_level)
+    configure_logging("api", settings.log_level)
+    # Before the app exists: the Starlette integration patches the classes it is built from.
+    init_sentry(settings, "api")
     # Clients connect lazily, so the app can start (and answer /health) while PG or Redis are down.
     engine = create_engine(settings)
     redis = redis_client.connect(settings.redis_url.get_secret_value())
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = engine.pool
         return pool.checkedin() + pool.checkedout(), pool.checkedout()  # type: ignore[attr-defined]
 
-    app.add_middleware(RequestContextMiddleware, pool_stats=pool_stats)
+    mounts = [route.path for route in app.routes if isinstance(route, Mount)]
+    app.add_middleware(RequestContextMiddleware, pool_stats=pool_stats, mounts=mounts)
     BUILD_INFO.labels(settings.version, settings.git_sha, settings.release).set(1)
     return app

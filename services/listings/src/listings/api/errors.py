@@ -46,6 +46,11 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def internal_error() -> JSONResponse:
+    """The answer to an unhandled error (RequestContextMiddleware logs it and sends this)."""
+    return error_response(500, "internal error", "the error was logged with the request id")
+
+
 def field_error(field: str, message: str) -> ApiError:
     return ApiError(422, "validation failed", [{"field": field, "message": message}])
 
@@ -102,15 +107,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
         if not is_data_error(exc):
-            raise exc  # a real failure: the catch-all below logs it and answers 500
+            raise exc  # a real failure: the request middleware logs it and answers 500
         # Last line of defence: a value the checks before the query let through but PostgreSQL
         # (or asyncpg encoding it) refuses, e.g. a number out of a column's range. A client
         # mistake, so no traceback at error level; the message is not echoed (it quotes values).
         driver = _driver_exception(exc)
         log.warning("database refused a value", extra={"db_error": type(driver).__name__})
         return error_response(422, "validation failed", [_OUT_OF_RANGE])
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, "internal error", "the error was logged with the request id")

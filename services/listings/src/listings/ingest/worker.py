@@ -33,12 +33,14 @@ from redis.exceptions import RedisError, ResponseError
 from listings import redis_client
 from listings.db import asyncpg_dsn
 from listings.ingest import writer
+from listings.ingest.backlog import BacklogSampler
 from listings.ingest.batches import Batch, iter_batches
 from listings.ingest.feed import FeedFormatError, feed_format
 from listings.ingest.queue import DEAD_LETTER_MAXLEN, JobMessage, StreamNames
 from listings.ingest.reconcile import Reconciler
 from listings.logs import request_id_var
-from listings.metrics import INGEST_BATCH_SECONDS, INGEST_JOBS, INGEST_ROWS
+from listings.metrics import BUILD_INFO, INGEST_BATCH_SECONDS, INGEST_JOBS, INGEST_ROWS
+from listings.sentry import init_sentry
 from listings.settings import Settings
 
 log = logging.getLogger("listings.worker")
@@ -138,6 +140,7 @@ class Worker:
             socket_timeout=settings.worker_block_ms / 1000 + 5,
         )
         self.pool: asyncpg.Pool | None = None
+        self.pool_lock = asyncio.Lock()  # the backlog sampler asks for the pool concurrently
         self.renew_script = self.redis.register_script(_RENEW_CLAIM)
         self.reconciler = Reconciler(settings, self.redis, self.names)
         self.next_reconcile = 0.0  # monotonic time of the next reconcile attempt
@@ -150,15 +153,17 @@ class Worker:
         self.heartbeat.touch()
 
     async def _pool(self) -> asyncpg.Pool:
-        if self.pool is None:
-            self.pool = await asyncpg.create_pool(
-                asyncpg_dsn(self.settings.database_url.get_secret_value()),
-                min_size=0,
-                max_size=2,
-                timeout=self.settings.db_timeout_s,
-                # A hung statement fails the attempt instead of holding the worker forever.
-                command_timeout=self.settings.worker_db_timeout_s,
-            )
+        async with self.pool_lock:
+            if self.pool is None:
+                self.pool = await asyncpg.create_pool(
+                    asyncpg_dsn(self.settings.database_url.get_secret_value()),
+                    min_size=0,
+                    # One for the job (or the reconciler), one for the backlog sampler.
+                    max_size=2,
+                    timeout=self.settings.db_timeout_s,
+                    # A hung statement fails the attempt instead of holding the worker forever.
+                    command_timeout=self.settings.worker_db_timeout_s,
+                )
         return self.pool
 
     async def ensure_group(self) -> None:
@@ -174,8 +179,16 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        if self.settings.worker_metrics_port:
-            start_http_server(self.settings.worker_metrics_port)
+        sampling_done = asyncio.Event()
+        sampling: asyncio.Task[None] | None = None
+        settings = self.settings
+        if settings.worker_metrics_port:
+            start_http_server(settings.worker_metrics_port)
+            BUILD_INFO.labels(settings.version, settings.git_sha, settings.release).set(1)
+            sampler = BacklogSampler(self.redis, self.names, self._pool, settings.db_timeout_s)
+            sampling = asyncio.create_task(
+                sampler.run(settings.worker_metrics_interval_s, sampling_done)
+            )
         log.info("worker starting", extra={"consumer": self.consumer})
         promote = self.redis.register_script(_PROMOTE_DUE)
         outage = 0
@@ -210,6 +223,11 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), timeout=delay)
         finally:
+            # Stopped through an event, never cancelled, like the claim renewal: it finishes
+            # its round before the clients it uses are closed.
+            sampling_done.set()
+            if sampling is not None:
+                await sampling
             await self.redis.aclose()
             if self.pool is not None:
                 await self.pool.close()
@@ -476,4 +494,9 @@ def _now_ms() -> int:
 
 
 def run_worker(settings: Settings) -> None:
-    asyncio.run(Worker(settings).run())
+    async def main() -> None:
+        # Inside the event loop, so that Sentry's asyncio integration can hook into it.
+        init_sentry(settings, "worker")
+        await Worker(settings).run()
+
+    asyncio.run(main())
