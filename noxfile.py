@@ -21,16 +21,19 @@ nox.options.error_on_missing_interpreters = True
 
 
 def _shell_scripts() -> list[str]:
-    """Every shell script we ship: extensionless files under scripts/ and the image entrypoints."""
+    """Every shell script we ship: scripts/, .ci/run and whatever the images run (entrypoints,
+    helpers) under services/, nginx/ and monitoring/, recognised by their shebang."""
+    shebangs = ("#!/usr/bin/env bash", "#!/bin/bash", "#!/bin/sh", "#!/usr/bin/env sh")
+    candidates = [ROOT / ".ci" / "run", *sorted(ROOT.glob("scripts/*"))]
+    for top in ("services", "nginx", "monitoring"):
+        candidates += sorted(p for p in (ROOT / top).rglob("*") if p.suffix in ("", ".sh"))
     found = []
-    candidates = [
-        ROOT / ".ci" / "run",
-        *sorted(ROOT.glob("scripts/*")),
-        *sorted(ROOT.glob("services/*/entrypoint")),
-        *sorted(ROOT.glob("nginx/entrypoint*")),
-    ]
     for path in candidates:
-        if path.is_file() and path.read_text(errors="replace").startswith("#!/usr/bin/env bash"):
+        if not path.is_file() or ".nox" in path.parts:
+            continue
+        with path.open("rb") as handle:
+            first = handle.readline().decode(errors="replace").strip()
+        if first.startswith(shebangs):
             found.append(str(path.relative_to(ROOT)))
     return found
 
