@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 from free_port import free_port
-from stack_names import ALERT_WATCHDOG_URL, ALERT_WEBHOOK_URL, ENV_NAME
+from stack_names import ALERT_WATCHDOG_URL, ALERT_WEBHOOK_URL, ENV_NAME, PROJECT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,7 @@ class Stack:
                 "ps",
                 "-a",
                 "--filter",
-                "label=com.docker.compose.project=slipway-e2e",
+                f"label=com.docker.compose.project={PROJECT}",
                 "--format",
                 "{{.Names}} {{.ID}} {{.CreatedAt}}",
             ],

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import docker
 import pytest
+from stack_names import PROJECT
 
 if TYPE_CHECKING:
     from conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = "slipway-e2e"
 LONG_RUNNING = {"postgres", "redis", "api", "worker", "nginx"}
 SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER")
 

@@ -21,6 +21,7 @@ import docker
 import httpx
 import pytest
 import yaml
+from stack_names import PROJECT
 
 if TYPE_CHECKING:
     from conftest import Stack
@@ -267,7 +268,7 @@ def test_docker_waits_longer_than_the_api_drains_before_killing_it(stack: Stack)
     client = docker.from_env()
     apis = client.containers.list(
         filters={
-            "label": ["com.docker.compose.project=slipway-e2e", "com.docker.compose.service=api"]
+            "label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=api"]
         }
     )
     assert apis
@@ -286,7 +287,7 @@ def test_docker_waits_longer_than_nginx_proxies_an_upload_before_killing_it(stac
     client = docker.from_env()
     edges = client.containers.list(
         filters={
-            "label": ["com.docker.compose.project=slipway-e2e", "com.docker.compose.service=nginx"]
+            "label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=nginx"]
         }
     )
     assert edges
