@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from readme import readme_commands
+from stack_names import ENV_NAME
 
 if TYPE_CHECKING:
     from conftest import Stack
@@ -53,7 +54,7 @@ def test_every_readme_command_works_against_a_running_stack(stack: Stack, api_ke
         if argv[1] in ("up", "down"):
             continue
         if argv[1] != "--list":
-            argv.append("--env=e2e")
+            argv.append(f"--env={ENV_NAME}")
         result = stack.invoke(*argv[1:])
         if argv[1] == "apikey.create":
             keys = [ln for ln in result.stdout.splitlines() if KEY_LINE.match(ln.strip())]
