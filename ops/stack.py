@@ -418,22 +418,76 @@ def status(env_name: str) -> bool:
 
 
 def logs(
-    env_name: str, service: str = "", follow: bool = False, since: str = "", tail: int = 200
+    env_name: str,
+    service: str = "",
+    follow: bool = False,
+    since: str = "",
+    tail: int = -1,
+    grep: str = "",
+    request_id: str = "",
 ) -> None:
-    """Show (or follow) the logs of one service or of all."""
+    """Show, follow or search the logs of one service or of all.
+
+    Where the environment runs the central log collector (compose.runs_monitoring), its
+    history is searched (ops.logsearch) in time order; --follow, the collector's own messages
+    and environments without it use `docker compose logs`. tail < 0: the default (200 lines,
+    or every match of a search with --since, --grep or --request-id); 0: no limit.
+    """
+    from datetime import UTC, datetime
+
+    from ops import logsearch
+
     env = config.load(env_name)
+    now = datetime.now(UTC)
+    searching = bool(grep or request_id)
+    pattern = logsearch.compile_grep(grep) if grep else None
+    wanted_id = logsearch.check_request_id(request_id) if request_id else ""
+    since_at = logsearch.parse_since(since, now) if since else None
     if env.target == "ssh":
-        hostops.logs(env, service=service, follow=follow, since=since, tail=tail)
+        if searching:
+            raise OpsError(
+                f"--grep and --request-id search the central logs, which run only on local "
+                f"stacks for now ({env.name} is on {env.hosts[0].label if env.hosts else 'a host'}"
+                f"). Fix: `invoke logs --env={env.name} --since=1h --tail=0 | grep <text>`"
+            )
+        hostops.logs(
+            env,
+            service=service,
+            follow=follow,
+            since=logsearch.docker_since(since, now) if since else "",
+            tail=tail if tail >= 0 else logsearch.DEFAULT_TAIL,
+        )
         return
-    stack = open_stack(env_name)
-    args = ["logs", "--tail", str(tail)]
-    if follow:
-        args.append("--follow")
-    if since:
-        args += ["--since", since]
+    central = compose.runs_monitoring(env)
+    if searching and not central:
+        raise OpsError(
+            f"{env.name} does not run the central log collector (monitoring.enabled is false "
+            f"in {env.source}), so there is no history to search. Fix: enable monitoring and "
+            f"`invoke up --env={env.name}`, or pipe `invoke logs --env={env.name}` into grep"
+        )
+    if searching and follow:
+        raise OpsError(
+            "--follow streams new lines as they come and does not search. Fix: drop --follow "
+            "to search the history, or follow one service with --service"
+        )
+    stack = open_stack(env_name, follow_running=False)
     if service:
-        args.append(service)
-    stack.compose().run(*args, what="docker compose logs")
+        logsearch.check_service(service, _services(stack.compose().config()))
+    if follow or not central or service == logsearch.COLLECTOR_SERVICE:
+        args = ["logs", "--tail", str(tail) if tail > 0 else ("all" if tail == 0 else "200")]
+        if follow:
+            args.append("--follow")
+        if since:
+            args += ["--since", logsearch.docker_since(since, now)]
+        if service:
+            args.append(service)
+        stack.compose().run(*args, what="docker compose logs")
+        return
+    query = logsearch.Query(service=service, since=since_at, grep=pattern, request_id=wanted_id)
+    query = replace(query, tail=logsearch.tail_for(tail, query))
+    printed = logsearch.print_search(stack.docker(), env.project_name, query)
+    if printed == 0:
+        print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
 
 
 def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> Report:

@@ -48,10 +48,14 @@ def status(c: Context, env: str = DEFAULT_ENV) -> None:
 @task(
     help={
         "env": ENV_HELP,
-        "service": "only this compose service (api, worker, nginx, postgres, redis, migrate)",
-        "follow": "keep streaming new lines",
-        "since": "only lines newer than this (e.g. 10m, 2026-11-25T12:00:00)",
-        "tail": "lines per container to start from (default 200)",
+        "service": "only this compose service (api, worker, nginx, postgres, redis, migrate, ...)",
+        "follow": "keep streaming new lines (docker compose logs --follow; no search)",
+        "since": "only lines newer than this: 30s, 10m, 2h, 1d, 1w or a time with its offset "
+        "(2026-11-25T12:00:00Z)",
+        "tail": "at most this many lines, the newest (default 200, or every match with --since, "
+        "--grep or --request-id; 0: no limit)",
+        "grep": "only lines matching this regular expression (Python syntax; central logs)",
+        "request-id": "only the lines of this request: nginx, API and worker (central logs)",
     }
 )
 def logs(
@@ -60,11 +64,21 @@ def logs(
     service: str = "",
     follow: bool = False,
     since: str = "",
-    tail: int = 200,
+    tail: int = -1,
+    grep: str = "",
+    request_id: str = "",
 ) -> None:
-    """Show the logs of the stack or of one service."""
+    """Search the central logs of the stack in time order; --follow streams new lines."""
     with exits():
-        stack.logs(env, service=service, follow=follow, since=since, tail=tail)
+        stack.logs(
+            env,
+            service=service,
+            follow=follow,
+            since=since,
+            tail=tail,
+            grep=grep,
+            request_id=request_id,
+        )
 
 
 @task(
