@@ -151,13 +151,13 @@ def test_timings_and_inhibitions_are_the_contracts(image: str) -> None:
         for r in parsed["inhibit_rules"]
     ]
     assert inhibitions == [
-        (['alertname="PostgresDown"'], ['component=~"api|ingest|worker"'], []),
-        (['alertname="RedisDown"'], ['component=~"ingest|worker"'], []),
+        (['alertname="PostgresDown"', 'job="postgres"'], ['component=~"api|ingest|worker"'], []),
+        (['alertname="RedisDown"', 'job="redis"'], ['component=~"ingest|worker"'], []),
         (['alertname="HostDown"'], ['component="host"', 'alertname!="HostDown"'], ["instance"]),
         (
             ['severity="critical"'],
             ['severity="warning"'],
-            ["alertname", "component", "job", "instance", "domain"],
+            ["alertname", "component", "job", "instance", "domain", "device", "mountpoint"],
         ),
     ]
 
@@ -211,7 +211,7 @@ def test_only_the_receivers_whose_secrets_are_set_are_configured(image: str) -> 
 
 
 def test_values_with_quotes_and_yaml_characters_survive_rendering(image: str) -> None:
-    url = "https://hooks.example.org/x?token='a: b' #c&d=\"e\""
+    url = "https://hooks.example.org/x?token='a:b'&c=[d]{e}*f|g>h!%20#i"
     config = rendered(image, {"ALERT_WEBHOOK_URL": url})
     check_config(image, config)
     assert receivers(config)["page"]["webhook_configs"][0]["url"] == url
@@ -250,6 +250,10 @@ def test_values_with_quotes_and_yaml_characters_survive_rendering(image: str) ->
         ),
         ({"ALERT_SMTP_HOST": "smtp.example.org:587"}, "ALERT_EMAIL_TO"),
         ({"ALERT_WEBHOOK_URL": "https://a.example.org/s3cr3t\nx"}, "ALERT_WEBHOOK_URL"),
+        # URLs Alertmanager cannot parse: it would log them whole, secret included.
+        ({"ALERT_WEBHOOK_URL": "https://ho st.example.org/s3cr3t"}, "ALERT_WEBHOOK_URL"),
+        ({"ALERT_SLACK_URL": "https://h.example.org/%zzs3cr3t"}, "ALERT_SLACK_URL"),
+        ({"ALERT_WATCHDOG_URL": "https://h.example.org/s3cr3t%4"}, "ALERT_WATCHDOG_URL"),
     ],
     ids=[
         "an ftp URL",
@@ -261,6 +265,9 @@ def test_values_with_quotes_and_yaml_characters_survive_rendering(image: str) ->
         "an SMTP password without user",
         "SMTP settings without a recipient",
         "a line break",
+        "a space",
+        "a bad percent escape",
+        "a truncated percent escape",
     ],
 )
 def test_invalid_settings_stop_render_and_start_naming_the_variable_but_not_its_value(
@@ -506,8 +513,8 @@ def test_inhibitions_silence_what_a_cause_explains(running: Running) -> None:
     disk = "node-exporter:9100"
     running.post(
         [
-            alert("PostgresDown", "critical", "postgres"),
-            alert("RedisDown", "critical", "redis", instance="redis-exporter:9121"),
+            alert("PostgresDown", "critical", "postgres", job="postgres"),
+            alert("RedisDown", "critical", "redis", job="redis", instance="redis-exporter:9121"),
             alert("InhibitApiErrors", "warning", "api"),
             alert("InhibitWorkerStuck", "warning", "worker"),
             alert("InhibitNginxSlow", "warning", "nginx"),
@@ -518,14 +525,20 @@ def test_inhibitions_silence_what_a_cause_explains(running: Running) -> None:
             alert("RedisMemoryNearMax", "critical", "redis", instance="redis-exporter:9121"),
             alert("TLSCertificateExpiring", "warning", "tls", domain="a.example.org"),
             alert("TLSCertificateExpiring", "critical", "tls", domain="b.example.org"),
+            # Another host: a critical disk alert on / says nothing about /srv.
+            alert("HostDiskSpaceLow", "critical", "host", instance=OTHER_DISK, mountpoint="/"),
+            alert("HostDiskSpaceLow", "warning", "host", instance=OTHER_DISK, mountpoint="/srv"),
         ]
     )
     # Alertmanager names the first inhibition that applies: with PostgresDown firing that is
     # the one for worker alerts; RedisDown's shows once PostgreSQL is back.
     _eventually(lambda: _check_inhibitions(running.alerts(), postgres_down=True))
     ended = {"startsAt": _now(-60), "endsAt": _now(-1)}
-    running.post([{**alert("PostgresDown", "critical", "postgres"), **ended}])
+    running.post([{**alert("PostgresDown", "critical", "postgres", job="postgres"), **ended}])
     _eventually(lambda: _check_inhibitions(running.alerts(), postgres_down=False))
+
+
+OTHER_DISK = "disk-host-2:9100"
 
 
 def _eventually(check: Any, timeout: float = 15) -> None:
@@ -545,8 +558,13 @@ def _check_inhibitions(alerts: list[dict[str, Any]], postgres_down: bool) -> Non
     by_key = {
         (a["labels"]["alertname"], a["labels"]["severity"], a["labels"].get("domain", "")): a
         for a in alerts
-        if a["status"]["state"] != "unprocessed"
+        if a["status"]["state"] != "unprocessed" and a["labels"].get("instance") != OTHER_DISK
     }
+    other = {
+        a["labels"]["mountpoint"]: a for a in alerts if a["labels"].get("instance") == OTHER_DISK
+    }
+    assert set(other) == {"/", "/srv"}
+    assert other["/srv"]["status"]["inhibitedBy"] == [], "a critical on / silenced /srv"
     fingerprint = {key[0]: a["fingerprint"] for key, a in by_key.items() if key[0].endswith("Down")}
 
     def inhibited_by(name: str, severity: str = "warning", domain: str = "") -> set[str]:
