@@ -217,25 +217,32 @@ def test_the_api_metrics_stay_inside_and_prometheus_reads_them(stack: Stack) -> 
     assert result and float(result[0]["value"][1]) >= 1
 
 
-def test_watchdog_reaches_the_dead_mans_switch(receiver: Receiver) -> None:
+def test_watchdog_reaches_the_dead_mans_switch(stack: Stack, receiver: Receiver) -> None:
     # Always firing: the first notification comes once Prometheus has evaluated the rule.
     at = wait_for(
         "Watchdog at the dead man's switch",
         lambda: receiver.find("/watchdog", "Watchdog", "firing", 0.0),
     )
     assert at
-    assert receiver.find("/hook", "Watchdog", "firing", 0.0) is None
+    # Routed to the watchdog receiver only (Alertmanager says where each alert goes).
+    url = f"http://127.0.0.1:{stack.alertmanager_port}/api/v2/alerts?filter=alertname%3DWatchdog"
+    [alert] = get_json(url)
+    assert [r["name"] for r in alert["receivers"]] == ["watchdog"]
 
 
 def test_invoke_monitor_prints_the_urls_and_the_firing_alerts(
     stack: Stack, receiver: Receiver
 ) -> None:
     wait_for("Watchdog firing", lambda: receiver.find("/watchdog", "Watchdog", "firing", 0.0))
-    out = stack.invoke("monitor", f"--env={ENV_NAME}").stdout
+
+    def monitor_output() -> str | None:
+        out = stack.invoke("monitor", f"--env={ENV_NAME}").stdout
+        return out if "targets not up: 0" in out else None
+
+    out = wait_for("`invoke monitor` with every target up", monitor_output, timeout=120)
     assert f"Prometheus    http://127.0.0.1:{stack.prometheus_port}/" in out
     assert f"Alertmanager  http://127.0.0.1:{stack.alertmanager_port}/" in out
     assert re.search(r"^  info +Watchdog ", out, re.MULTILINE), out
-    assert "targets not up: 0" in out, out
 
 
 def test_postgres_down_pages_and_the_api_recovers_without_restart(
@@ -322,5 +329,13 @@ def test_a_certificate_close_to_expiry_fires_the_certificate_alert(
         report(f"certificate with 5 days left served -> alert notified after {delay:.0f}s")
     finally:
         _write_in_place(directory / "tls.crt", original)
-    # nginx serves the original again (its watcher reloads on the change).
+    # nginx serves the original again (its watcher reloads on the change), and the probe sees it.
+    not_after = x509.load_pem_x509_certificate(original).not_valid_after_utc.timestamp()
+    query = "/api/v1/query?query=min(probe_ssl_earliest_cert_expiry)"
+
+    def original_served() -> bool:
+        result = prometheus(stack, query)["data"]["result"]
+        return bool(result) and abs(float(result[0]["value"][1]) - not_after) < 2
+
+    wait_for("the probe seeing the original certificate again", original_served, timeout=180)
     wait_stack_ready(stack)
