@@ -62,3 +62,35 @@ def check_free(
             f"{'; '.join(conflicts)}. Fix: stop it, or choose other {fields} in {source}"
         )
     return "free" if not mine else f"{mine} already published by {project}"
+
+
+def udp_free(address: str, port: int) -> bool:
+    """Whether a UDP socket can bind address:port now."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_log_port(
+    engine: docker.DockerClient, address: str, port: int, project: str, source: str
+) -> str:
+    """The central log collector's UDP port: free, or held by this project's own collector
+    (it runs on the host network, so Docker lists no published port for it)."""
+    if udp_free(address, port):
+        return f"udp {port} free"
+    ours: list[Any] = engine.containers.list(
+        filters={
+            "label": [f"com.docker.compose.project={project}", "com.docker.compose.service=logs"]
+        }
+    )
+    if ours:
+        return f"udp {port} held by {ours[0].name}"
+    raise OpsError(
+        f"{address}:{port}/udp (the central log collector's port) is used by another process, "
+        f"often another environment's collector. Fix: stop it, or choose another "
+        f"`monitoring.log_port` in {source}"
+    )

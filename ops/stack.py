@@ -188,7 +188,14 @@ def up(
             found = ports.check_free(
                 stack.docker(), LOOPBACK, mon, env.project_name, str(env.source), fields
             )
-            result = f"{result}; monitoring {found}"
+            logs = ports.check_log_port(
+                stack.docker(),
+                LOOPBACK,
+                env.monitoring.log_port,
+                env.project_name,
+                str(env.source),
+            )
+            result = f"{result}; monitoring {found}; {logs}"
         return result
 
     def base_image() -> str:

@@ -11,9 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def built_image(service: str, tag_variable: str, name: str = "") -> str:
+def built_image(
+    service: str, tag_variable: str, name: str = "", overlays: tuple[str, ...] = ()
+) -> str:
     """slipway/<name or service>:<content tag>, built with `docker compose build <service>` if
-    missing (`name` when the image is not named after the service: exporters, node-exporter)."""
+    missing (`name` when the image is not named after the service: exporters, node-exporter;
+    `overlays`: compose/<file>s on top of compose.yaml where the service is defined, such as
+    logging.yaml for `logs`)."""
     from ops.compose import ACME_PROFILE, MONITORING_PROFILE, detect_build
     from ops.images import engine, ensure_base, has_image
 
@@ -38,7 +42,9 @@ def built_image(service: str, tag_variable: str, name: str = "") -> str:
     if not has_image(client, image):
         ensure_base(client)
         argv = ["docker", "compose", "-p", f"slipway-test-{service}"]
-        argv += ["-f", str(ROOT / "compose" / "compose.yaml"), "build", service]
+        for file in ("compose.yaml", *overlays):
+            argv += ["-f", str(ROOT / "compose" / file)]
+        argv += ["build", service]
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0 and has_image(client, image), (
             f"building {image} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from e2e.built import built_image
 
 from ops import logsearch
 from ops.logsearch import Entry
@@ -58,41 +59,9 @@ def _free_udp_port() -> int:
 
 
 def logs_image() -> str:
-    """slipway/logs:<content tag>, built through compose when missing.
-
-    Like tests/e2e/built.py's built_image, which builds from compose/compose.yaml alone: the
-    `logs` service is in the compose/logging.yaml overlay.
-    """
-    from ops.compose import detect_build
-    from ops.images import engine, ensure_base, has_image
-
-    build = detect_build()
-    image = f"slipway/logs:{build.image_tags['SLIPWAY_LOGS_TAG']}"
-    client = engine()
-    if has_image(client, image):
-        return image
-    ensure_base(client)
-    env = dict(
-        os.environ,
-        SLIPWAY_ENV="test",
-        SLIPWAY_VERSION=build.version,
-        SLIPWAY_GIT_SHA=build.git_sha,
-        SLIPWAY_BUILD_CA=str(build.ca_bundle),
-        POSTGRES_PASSWORD=secrets.token_urlsafe(24),
-        REDIS_PASSWORD=secrets.token_urlsafe(24),
-        LISTINGS_API_KEY_PEPPER=secrets.token_urlsafe(32),
-        **build.image_tags,
-    )
-    argv = ["docker", "compose", "-p", "slipway-test-logs"]
-    for name in ("compose.yaml", "logging.yaml"):
-        argv += ["-f", str(ROOT / "compose" / name)]
-    result = subprocess.run(
-        [*argv, "build", "logs"], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert result.returncode == 0 and has_image(client, image), (
-        f"building {image} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    )
-    return image
+    """slipway/logs:<content tag>, built through compose when missing (the `logs` service is in
+    the compose/logging.yaml overlay)."""
+    return built_image("logs", "SLIPWAY_LOGS_TAG", overlays=("logging.yaml",))
 
 
 @functools.cache

@@ -66,3 +66,47 @@ def test_a_port_held_by_this_stack_is_fine(busy_port: int) -> None:
     engine = _Engine([_Container("slipway-e2e-nginx-1", "slipway-e2e", busy_port)])
     result = ports.check_free(engine, "127.0.0.1", [busy_port], "slipway-e2e", "e2e.yaml")
     assert result == "1 already published by slipway-e2e"
+
+
+class _Collectors:
+    """An engine whose containers.list(filters=...) answers with the given names."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.containers = self
+        self.names = names
+        self.asked: list[Any] = []
+
+    def list(self, filters: Any = None) -> list[Any]:
+        self.asked.append(filters)
+        return [type("C", (), {"name": n})() for n in self.names]
+
+
+@pytest.fixture
+def busy_udp_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+def test_a_free_log_port_passes() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    assert ports.check_log_port(_Collectors([]), "127.0.0.1", port, "p", "e.yaml") == (
+        f"udp {port} free"
+    )
+
+
+def test_a_log_port_taken_by_another_process_names_the_field(busy_udp_port: int) -> None:
+    engine = _Collectors([])
+    with pytest.raises(OpsError, match=r"/udp .* another process.*`monitoring.log_port` in e.yaml"):
+        ports.check_log_port(engine, "127.0.0.1", busy_udp_port, "slipway-e2e", "e.yaml")
+    labels = engine.asked[0]["label"]
+    assert "com.docker.compose.project=slipway-e2e" in labels
+    assert "com.docker.compose.service=logs" in labels
+
+
+def test_a_log_port_held_by_our_own_collector_passes(busy_udp_port: int) -> None:
+    engine = _Collectors(["slipway-e2e-logs-1"])
+    result = ports.check_log_port(engine, "127.0.0.1", busy_udp_port, "slipway-e2e", "e.yaml")
+    assert result == f"udp {busy_udp_port} held by slipway-e2e-logs-1"
