@@ -25,10 +25,12 @@ def _publishers(engine: docker.DockerClient) -> dict[int, tuple[str, str]]:
     return found
 
 
-def _free(address: str, port: int) -> bool:
+def _free(address: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    """Whether a socket of `kind` (TCP by default, or UDP) can bind address:port now."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with socket.socket(family, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
         except OSError:
@@ -64,23 +66,12 @@ def check_free(
     return "free" if not mine else f"{mine} already published by {project}"
 
 
-def udp_free(address: str, port: int) -> bool:
-    """Whether a UDP socket can bind address:port now."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
 def check_log_port(
     engine: docker.DockerClient, address: str, port: int, project: str, source: str
 ) -> str:
     """The central log collector's UDP port: free, or held by this project's own collector
     (it runs on the host network, so Docker lists no published port for it)."""
-    if udp_free(address, port):
+    if _free(address, port, socket.SOCK_DGRAM):
         return f"udp {port} free"
     ours: list[Any] = engine.containers.list(
         filters={

@@ -22,6 +22,7 @@ from ops import (
     health,
     hostops,
     images,
+    monitor,
     paths,
     ports,
     secrets,
@@ -37,8 +38,6 @@ EDGE_SERVICE = "nginx"
 LISTINGS_IMAGE = "slipway/listings"
 ONE_OFF_SERVICES = (MIGRATE_SERVICE,)
 UP_FLAGS = ("--no-build", "--pull", "never")
-# Prometheus and Alertmanager of local environments are published here only.
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -186,11 +185,11 @@ def up(
             mon = (env.monitoring.prometheus_port, env.monitoring.alertmanager_port)
             fields = "`monitoring.prometheus_port`/`alertmanager_port`"
             found = ports.check_free(
-                stack.docker(), LOOPBACK, mon, env.project_name, str(env.source), fields
+                stack.docker(), monitor.LOOPBACK, mon, env.project_name, str(env.source), fields
             )
             logs = ports.check_log_port(
                 stack.docker(),
-                LOOPBACK,
+                monitor.LOOPBACK,
                 env.monitoring.log_port,
                 env.project_name,
                 str(env.source),
@@ -338,9 +337,9 @@ def print_access(stack: Stack) -> None:
     print(f"  HTTP       {env.http_url}/ (redirects to HTTPS)")
     print(f"  CA         {ca}")
     if compose.runs_monitoring(env):
-        mon = env.monitoring
-        print(f"  Prometheus http://{LOOPBACK}:{mon.prometheus_port}/  (alerts, consoles)")
-        print(f"  Alertmanager http://{LOOPBACK}:{mon.alertmanager_port}/")
+        prometheus, alertmanager = monitor.urls(env)
+        print(f"  Prometheus {prometheus}/  (alerts, consoles)")
+        print(f"  Alertmanager {alertmanager}/")
     print(f"  try        curl --cacert {rel_ca} {env.https_url}/ready")
     print(f"  API key    invoke apikey.create --env {env.name} --name <who>")
     print(f"  stop       invoke down --env {env.name}   (add --volumes to delete the data)")
