@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -22,6 +23,7 @@ from ops import (
     health,
     hostops,
     images,
+    logsearch,
     monitor,
     paths,
     ports,
@@ -439,10 +441,6 @@ def logs(
     and environments without it use `docker compose logs`. tail < 0: the default (200 lines,
     or every match of a search with --since, --grep or --request-id); 0: no limit.
     """
-    from datetime import UTC, datetime
-
-    from ops import logsearch
-
     env = config.load(env_name)
     now = datetime.now(UTC)
     searching = bool(grep or request_id)
@@ -480,7 +478,9 @@ def logs(
     if service:
         logsearch.check_service(service, _services(stack.compose().config()))
     if follow or not central or service == logsearch.COLLECTOR_SERVICE:
-        args = ["logs", "--tail", str(tail) if tail > 0 else ("all" if tail == 0 else "200")]
+        args = ["logs", "--tail", str(tail if tail > 0 else logsearch.DEFAULT_TAIL)]
+        if tail == 0:
+            args[-1] = "all"
         if follow:
             args.append("--follow")
         if since:
