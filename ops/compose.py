@@ -286,6 +286,7 @@ def compose_env(
                 "SLIPWAY_TLS_VOLUME": tls_volume(env),
                 "SLIPWAY_RELEASE": result.get("SLIPWAY_RELEASE") or "unreleased",
                 "SLIPWAY_PUBLIC_HTTPS_PORT": str(env.public_port),
+                "SLIPWAY_PROBE_CA_B64": probe_ca_b64(env),
             }
         )
     result.pop("COMPOSE_PROJECT_NAME", None)
@@ -317,12 +318,10 @@ def acme_env(env: Environment) -> dict[str, str]:
 
 
 def runs_monitoring(env: Environment) -> bool:
-    """Whether the environment's stack includes Prometheus, Alertmanager and the exporters.
-
-    Local targets only for now: deploys to hosts do not start them yet (docs/architecture.md,
-    "Monitoring").
-    """
-    return env.monitoring.enabled and env.target == "local"
+    """Whether the environment's stack includes Prometheus, Alertmanager, the exporters and the
+    central log collector: local stacks and one host (Compose over SSH). Not yet several hosts
+    (Docker Swarm): docs/architecture.md, "Monitoring: not built yet"."""
+    return env.monitoring.enabled and (env.target == "local" or len(env.hosts) == 1)
 
 
 def profiles(env: Environment) -> list[str]:
@@ -347,6 +346,15 @@ def monitoring_env(env: Environment) -> dict[str, str]:
         "SLIPWAY_LOG_RETENTION_DAYS": str(env.monitoring.log_retention_days),
         "SLIPWAY_LOG_MAX_SIZE": str(parse_size(env.monitoring.log_max_size)),
     }
+
+
+def probe_ca_b64(env: Environment) -> str:
+    """The CA that verifies the public URL, base64 PEM, for the blackbox probe on a host; ""
+    for the system CAs, or while a local CA does not exist yet (the deploy creates it first)."""
+    verify = env.verify
+    if isinstance(verify, Path) and verify.is_file():
+        return base64.b64encode(verify.read_bytes()).decode()
+    return ""
 
 
 def tls_volume(env: Environment) -> str:

@@ -34,6 +34,7 @@ from ops import (
     images,
     locks,
     paths,
+    ports,
     registry,
     secrets,
     steps,
@@ -52,6 +53,23 @@ INFRA_IMAGES = {
 }
 # Only environments with tls: acme run certbot (compose profile acme).
 ACME_IMAGES = {"SLIPWAY_CERTBOT_TAG": "slipway/certbot"}
+# Environments that run the monitoring stack and the central logs (compose.runs_monitoring).
+MONITORING_IMAGES = {
+    "SLIPWAY_LOGS_TAG": "slipway/logs",
+    "SLIPWAY_PROMETHEUS_TAG": "slipway/prometheus",
+    "SLIPWAY_ALERTMANAGER_TAG": "slipway/alertmanager",
+    "SLIPWAY_EXPORTERS_TAG": "slipway/exporters",
+}
+LOG_SERVICE = "logs"
+MONITORING_SERVICES = (
+    "prometheus",
+    "alertmanager",
+    "node-exporter",
+    "postgres-exporter",
+    "redis-exporter",
+    "nginx-exporter",
+    "blackbox-exporter",
+)
 ACME_SERVICE = "certbot"
 # `slipway-acme prepare` runs as root to give the volumes to nginx's uid: only these capabilities.
 PREPARE_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
@@ -64,29 +82,73 @@ SERVICE_WAIT = 180.0
 # ------------------------------------------------------------------------------ pure parts
 
 
-def image_refs(build: Build, acme: bool = False) -> list[str]:
+def image_refs(build: Build, acme: bool = False, monitoring: bool = False) -> list[str]:
     """Every image a release runs: listings at the release version, infra at content tags
-    (certbot too with `acme`)."""
+    (certbot too with `acme`; Prometheus, Alertmanager, the exporters and the log collector
+    with `monitoring`)."""
     refs = [f"{LISTINGS_IMAGE}:{build.version}"]
-    for var, name in {**INFRA_IMAGES, **(ACME_IMAGES if acme else {})}.items():
+    extra = {**(ACME_IMAGES if acme else {}), **(MONITORING_IMAGES if monitoring else {})}
+    for var, name in {**INFRA_IMAGES, **extra}.items():
         refs.append(f"{name}:{build.image_tags.get(var, build.version)}")
     return refs
 
 
-def render_compose(base_text: str) -> str:
-    """compose.yaml for a host: no build sections, no build secrets (images are shipped)."""
-    data = yaml.safe_load(base_text)
+def render_compose(base_text: str, name: str = "compose.yaml") -> str:
+    """A compose file for a host: no build sections, no build secrets (images are shipped)."""
+    data = yaml.load(base_text, Loader=_ComposeLoader)  # noqa: S506  # nosec B506: safe subclass
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
-        raise OpsError("compose/compose.yaml has no services")
+        raise OpsError(f"compose/{name} has no services")
     for service in data["services"].values():
-        if isinstance(service, dict):
-            service.pop("build", None)
+        if isinstance(service, dict) and service.pop("build", None) is not None:
+            service["pull_policy"] = "never"
     data.pop("secrets", None)
     header = (
-        "# Rendered by `invoke deploy` from compose/compose.yaml for this release: build\n"
+        f"# Rendered by `invoke deploy` from compose/{name} for this release: build\n"
         "# sections removed (images are shipped, never built on the host).\n"
     )
-    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return header + yaml.dump(
+        data, Dumper=_ComposeDumper, sort_keys=False, default_flow_style=False
+    )
+
+
+class _Tagged:
+    """A value with a compose merge tag (`!override`, `!reset`), kept through a render."""
+
+    def __init__(self, tag: str, value: object) -> None:
+        self.tag = tag
+        self.value = value
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """SafeLoader that keeps compose's `!override` and `!reset` tags."""
+
+
+class _ComposeDumper(yaml.SafeDumper):
+    """SafeDumper that writes them back, and no aliases (each service gets its own copy)."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _construct_tagged(loader: yaml.SafeLoader, node: yaml.Node) -> _Tagged:
+    if isinstance(node, yaml.MappingNode):
+        return _Tagged(node.tag, loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return _Tagged(node.tag, loader.construct_sequence(node, deep=True))
+    return _Tagged(node.tag, loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+def _represent_tagged(dumper: yaml.SafeDumper, data: _Tagged) -> yaml.Node:
+    if isinstance(data.value, dict):
+        return dumper.represent_mapping(data.tag, data.value)
+    if isinstance(data.value, list):
+        return dumper.represent_sequence(data.tag, data.value)
+    return dumper.represent_scalar(data.tag, str(data.value))
+
+
+for _tag in ("!override", "!reset"):
+    _ComposeLoader.add_constructor(_tag, _construct_tagged)
+_ComposeDumper.add_representer(_Tagged, _represent_tagged)
 
 
 def release_env(
@@ -189,6 +251,15 @@ class Deployment:
     def root(self) -> str:
         return self.env.deploy.remote_dir.rstrip("/")
 
+    @property
+    def monitoring(self) -> bool:
+        """The release runs Prometheus, Alertmanager, the exporters and the central logs."""
+        return compose.runs_monitoring(self.env)
+
+    def overlays(self) -> list[str]:
+        """The compose files of a new release after compose.yaml."""
+        return ["remote.yaml", *([compose.LOGGING_OVERLAY] if self.monitoring else [])]
+
     def sh(self) -> Remote:
         if self.remote is None:
             self.remote = Remote(self.host)
@@ -200,7 +271,12 @@ class Deployment:
         return self.engine
 
     def rcompose(self, release_id: str) -> RemoteCompose:
-        return RemoteCompose(self.sh(), self.env.project_name, self.root, release_id)
+        """Compose of a release with its recorded files (a rollback target may predate some)."""
+        release = self.release if self.release and self.release.id == release_id else None
+        overlays = tuple(release.overlays) if release else tuple(self.overlays())
+        return RemoteCompose(
+            self.sh(), self.env.project_name, self.root, release_id, overlays=overlays
+        )
 
     def releases(self) -> ReleaseStore:
         if self.store is None:
@@ -250,6 +326,15 @@ class Deployment:
             )
         self.check_registry()
         self.secrets = secrets.require(self.env)
+        receivers = [n for n in secrets.ALERT_RECEIVERS if self.secrets.values.get(n)]
+        if self.monitoring and self.env.listings_env == "production" and not receivers:
+            raise OpsError(
+                f"{self.env.name} runs in production mode with monitoring, but no alert receiver "
+                f"is set: its alerts would reach nobody. Fix: set {secrets.ALERT_RECEIVERS[0]} "
+                f"(or ALERT_SLACK_URL, or ALERT_EMAIL_TO with ALERT_SMTP_HOST and "
+                f"ALERT_SMTP_FROM) in {secrets.env_file(self.env).name} or the CI secrets "
+                '(docs/environments.md, "Secrets")'
+            )
         return f"{self.env.source.name}: {self.host.label}, version {self.build.version}"
 
     def check_registry(self) -> None:
@@ -261,8 +346,39 @@ class Deployment:
             )
 
     def check_images(self) -> str:
+        note = self.ensure_images()
+        if self.monitoring:
+            note += "; " + self.check_alert_receivers()
+        return note
+
+    def check_alert_receivers(self) -> str:
+        """Alertmanager's own entrypoint renders the receivers here (no network, nothing kept):
+        a malformed URL or address stops the deploy in pre-flight, not on the host."""
+        assert self.secrets is not None
+        values = self.secrets.values
+        given = {n: values[n] for n in secrets.OPTIONAL if n.startswith("ALERT_") and values.get(n)}
+        ref = next(r for r in image_refs(self.build, monitoring=True) if "/alertmanager:" in r)
+        try:
+            self.docker().containers.run(
+                ref,
+                ["render"],
+                environment=given,
+                network_mode="none",
+                remove=True,
+                stdout=False,
+                stderr=True,
+            )
+        except docker.errors.ContainerError as exc:
+            raw = exc.stderr or b""
+            detail = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            raise OpsError(
+                f"the alert receivers of {self.env.name} are not usable: {detail.strip()[-600:]}"
+            ) from exc
+        return "alert receivers: " + (", ".join(sorted(given)) or "none (alerts are dropped)")
+
+    def ensure_images(self) -> str:
         engine = self.docker()
-        refs = image_refs(self.build, self.acme)
+        refs = image_refs(self.build, self.acme, self.monitoring)
         missing = [r for r in refs if not images.has_image(engine, r)]
         if not missing:
             return "all present locally"
@@ -328,7 +444,37 @@ class Deployment:
                 )
         room = ", ".join(f"{kib // 1024} MiB free in {where}" for where, kib in free.items())
         versions = f"docker {info[0]}" + (f", compose {info[1]}" if first else "")
+        if first and len(self.env.hosts) == 1:  # Swarm publishes its own way: not checked
+            room += "; " + self.check_host_ports(host, remote)
         return (f"{versions}, " if first else f"{host.label}: {versions}, ") + room
+
+    def check_host_ports(self, host: config.Host, remote: Remote) -> str:
+        """The ports the stack takes on the host are free, or held by the stack itself (two
+        environments on one host must not share one: a clash found now changes nothing)."""
+        env, mon = self.env, self.env.monitoring
+        wanted = [
+            ("tcp", env.ports.http, "nginx", "ports.http"),
+            ("tcp", env.ports.https, "nginx", "ports.https"),
+        ]
+        if self.monitoring:
+            wanted += [
+                ("tcp", mon.prometheus_port, "prometheus", "monitoring.prometheus_port"),
+                ("tcp", mon.alertmanager_port, "alertmanager", "monitoring.alertmanager_port"),
+                ("udp", mon.log_port, LOG_SERVICE, "monitoring.log_port"),
+            ]
+        held = ports.listening(remote.run(ports.SOCKET_TABLES, what="ports in use").stdout)
+        ours = remote.run(
+            "docker ps --filter label=com.docker.compose.project="
+            f"{quote(env.project_name)} --format '{{{{.Label \"com.docker.compose.service\"}}}}'",
+            what="services running",
+        ).stdout.split()
+        clashes = ports.host_conflicts(held, wanted, ours)
+        if clashes:
+            raise OpsError(
+                f"{host.label}: {'; '.join(clashes)}. Fix: stop what holds it, or choose other "
+                f"ports in {env.source} (another environment on this host needs its own)"
+            )
+        return f"{len(wanted)} ports free or already this stack's"
 
     def plan(self) -> str:
         self.check_mode()
@@ -349,7 +495,7 @@ class Deployment:
                 flush=True,
             )
         ids = {}
-        for ref in image_refs(self.build, self.acme):
+        for ref in image_refs(self.build, self.acme, self.monitoring):
             local_id = engine.images.get(ref).id
             remote_id = image_id_on(self.sh(), ref)
             # Infrastructure tags name their build inputs: a host that has the tag runs the
@@ -383,6 +529,7 @@ class Deployment:
             kind=self.kind,
             started=iso(utc_now()),
             previous=self.previous.id if self.previous else "",
+            overlays=self.overlays(),
         )
         for line in (
             f"host {self.host.label}, {self.root}",
@@ -433,27 +580,39 @@ class Deployment:
         """The files of a release directory: exactly what compose runs on the host."""
         assert self.secrets is not None
         compose_dir = paths.compose_dir()
-        values = release_env(self.env, self.build, release_id, set(self.secrets.values))
-        return {
+        values = release_env(self.env, self.build, release_id, set(secrets.RELEASE_SECRETS))
+        files = {
             "compose.yaml": render_compose((compose_dir / "compose.yaml").read_text()),
             "remote.yaml": (compose_dir / "remote.yaml").read_text(),
             "release.env": dotenv(values),
         }
+        if self.monitoring:
+            name = compose.LOGGING_OVERLAY
+            files[name] = render_compose((compose_dir / name).read_text(), name)
+        return files
 
     def write_release(self) -> str:
         assert self.release is not None and self.secrets is not None
         remote = self.sh()
         store = self.releases()
+        # A local CA first: the release's files carry it (the blackbox probe verifies with it).
+        note = "" if self.acme else self.install_certificates()
         if not self.unchanged:
+            # A first deploy creates the local CA above: the digest then covers it too.
+            self.release.digest = release_digest(
+                self.release_files("-"), self.release.images, self.secrets.values
+            )
             store.write_files(self.release.id, self.release_files(self.release.id))
             store.record(self.release)
         # Each release keeps the secrets it was deployed with: a rollback, or the release still
         # running after a failed deploy, never runs with another release's secrets.
-        secret_values = {k: v for k, v in self.secrets.values.items() if k in secrets.REQUIRED}
+        # Optional ones (Sentry, alert receivers) are written empty when unset.
+        secret_values = {k: self.secrets.values.get(k, "") for k in secrets.RELEASE_SECRETS}
         remote.put_text(
             store.path(self.release.id, "secrets.env"), dotenv(secret_values), mode=0o600
         )
-        note = self.install_certificates()
+        if self.acme:  # a one-off container of this release: after its files exist
+            note = self.install_certificates()
         store.audit(
             {"event": f"{self.kind} started", "release": self.release.id, "who": self.release.who}
         )
@@ -562,9 +721,44 @@ class Deployment:
 
     def start_data(self) -> str:
         rc = self.rcompose(self.release_id())
+        # The log collector first: the data stores' first lines go through it.
+        collector = (LOG_SERVICE,) if self.release_runs_monitoring() else ()
+        if collector:
+            rc.run("up", "-d", "--no-deps", *collector, what="start the log collector")
         rc.run("up", "-d", "--no-deps", *DATA_SERVICES, what="start postgres and redis")
-        self.wait_healthy(DATA_SERVICES)
-        return "postgres, redis healthy"
+        self.wait_healthy((*collector, *DATA_SERVICES))
+        return ", ".join((*collector, *DATA_SERVICES)) + " healthy"
+
+    def release_runs_monitoring(self) -> bool:
+        """The release being deployed or put back has the monitoring stack (its own record)."""
+        assert self.release is not None
+        return compose.LOGGING_OVERLAY in self.release.overlays
+
+    def start_monitoring(self) -> str:
+        """Prometheus, Alertmanager and the exporters of the release (and the collector, which
+        an older release's rollback target may not have started), healthy."""
+        if not self.release_runs_monitoring():
+            reason = "monitoring.enabled is false" if not self.monitoring else "an older release"
+            self.stop_monitoring()
+            return f"not part of this release ({reason}); the monitoring services are stopped"
+        self.refresh_lock()
+        rc = self.rcompose(self.release_id())
+        services = (LOG_SERVICE, *MONITORING_SERVICES)
+        rc.run("up", "-d", "--no-deps", *services, what="start or update the monitoring stack")
+        self.wait_healthy(services, timeout=float(self.env.deploy.health_timeout) + 60.0)
+        return f"{len(services)} services healthy"
+
+    def stop_monitoring(self) -> None:
+        """Remove the monitoring containers of a stack that no longer runs them (data volumes
+        stay): an environment switched to monitoring.enabled: false leaves nothing behind."""
+        names = " ".join(quote(n) for n in (LOG_SERVICE, *MONITORING_SERVICES))
+        project = quote(self.env.project_name)
+        self.sh().run(
+            f"for s in {names}; do docker ps -aq --filter label=com.docker.compose.project="
+            f"{project} --filter label=com.docker.compose.service=$s; done | "
+            "xargs -r docker rm -f >/dev/null",
+            what="remove the monitoring containers",
+        )
 
     def wait_healthy(self, services: tuple[str, ...], timeout: float = SERVICE_WAIT) -> None:
         """Every container of `services` passes its healthcheck (run now, not at Docker's pace)."""
@@ -735,6 +929,7 @@ class Deployment:
                 steps.Step("API replicas back to the previous release", back.roll_api, True),
                 steps.Step("workers back", back.roll_workers, True),
                 steps.Step("nginx", back.start_nginx, True),
+                steps.Step("monitoring and central logs", back.start_monitoring, True),
                 steps.Step(
                     "smoke checks of the previous release",
                     lambda: smoke_check(self.env, self.previous.version if self.previous else ""),
@@ -944,6 +1139,7 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
         steps.Step(
             "TLS certificates (first deploy) and renewals", d.certificates_after_nginx, True
         ),
+        steps.Step("monitoring and central logs", d.start_monitoring, True),
         steps.Step("smoke checks through the public URL", d.smoke, True),
         steps.Step("record the release", d.record, True),
     ]
@@ -1078,6 +1274,7 @@ def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> ste
                     steps.Step("rolling update of the API", d.roll_api, True),
                     steps.Step("replace the workers", d.roll_workers, True),
                     steps.Step("nginx", d.start_nginx, True),
+                    steps.Step("monitoring and central logs", d.start_monitoring, True),
                     steps.Step("smoke checks through the public URL", smoke, True),
                     steps.Step("record the current release", record, True),
                 ],

@@ -49,9 +49,14 @@ class Host:
 
     def compose(self) -> RemoteCompose:
         """Compose of the current release: one-off containers (and, on one host, the stack)."""
-        overlays = (SWARM_ONEOFF_FILE,) if len(self.env.hosts) > 1 else ("remote.yaml",)
+        current = self.current()
+        if len(self.env.hosts) > 1:
+            overlays: tuple[str, ...] = (SWARM_ONEOFF_FILE,)
+        else:
+            # The files that release was deployed with (central logs or not).
+            overlays = tuple(ReleaseStore(self.remote, self.root).get(current).overlays)
         return RemoteCompose(
-            self.remote, self.env.project_name, self.root, self.current(), overlays=overlays
+            self.remote, self.env.project_name, self.root, current, overlays=overlays
         )
 
 

@@ -5,8 +5,11 @@ into rotated (and gzipped) files whose names are their rotation time, then `curr
 (docs: monitoring/logs/common.sh). `invoke logs` reads them through `slipway-logs-read` in the
 running container, streaming: the files a `--since` cannot concern are skipped, `grep -F`
 prefilters inside the container, then the functions here filter exactly, put the lines in time
-order and format them as `<ts> <service> <line>`. Everything but `read_lines` and
-`find_collector` is pure.
+order and format them as `<ts> <service> <line>`.
+
+A `Collector` is where that container runs: `LocalCollector` (this machine's engine, `docker
+exec`) or `RemoteCollector` (a one-host environment's host, `docker exec` over SSH); the search
+is the same for both. Everything but the collectors is pure.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import subprocess  # nosec B404: fixed docker argv, no shell
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import docker
 
 from ops.errors import OpsError
+from ops.remote import Remote, Result, quote
 
 # The compose service of the collector (compose/logging.yaml).
 COLLECTOR_SERVICE = "logs"
@@ -298,6 +303,35 @@ def search(raw_lines: Iterable[str], query: Query) -> Iterator[str]:
 # ---------------------------------------------------------------------------- the collector
 
 
+class Collector(Protocol):
+    """A running collector's files, wherever it runs."""
+
+    def list_files(self) -> list[LogFile]:
+        """The collector's files, oldest first."""
+        ...
+
+    def read_lines(
+        self, names: Sequence[str], fixed: Sequence[str]
+    ) -> AbstractContextManager[Iterator[str]]:
+        """The raw lines of the named files (prefiltered by `fixed`), streamed; leaving the block
+        early stops the reader."""
+        ...
+
+
+def reader_list() -> list[str]:
+    """The words of the command, in the container, that lists the files."""
+    return [READER, "list"]
+
+
+def reader_cat(names: Sequence[str], fixed: Sequence[str]) -> list[str]:
+    """The words of the command, in the container, that prints the files' lines in order
+    (only those holding every `fixed` string)."""
+    words = [READER, "cat"]
+    for value in fixed:
+        words += ["--fixed", value]
+    return words + list(names)
+
+
 def find_collector(engine: docker.DockerClient, project: str) -> str:
     """Name of the running `logs` container of the compose project."""
     labels = [
@@ -319,8 +353,8 @@ def _echo(argv: Sequence[str]) -> None:
 
 
 def list_files(container: str) -> list[LogFile]:
-    """The collector's files, oldest first."""
-    argv = ["docker", "exec", container, READER, "list"]
+    """The collector's files, oldest first (a container of this machine's engine)."""
+    argv = ["docker", "exec", container, *reader_list()]
     _echo(argv)
     result = subprocess.run(  # noqa: S603  # nosec B603: argv list, no shell
         argv, capture_output=True, text=True, check=False
@@ -337,14 +371,12 @@ def list_files(container: str) -> list[LogFile]:
 def read_lines(
     container: str, names: Sequence[str], fixed: Sequence[str]
 ) -> Iterator[Iterator[str]]:
-    """The raw lines of the named files (prefiltered by `fixed`), streamed from the container.
+    """The raw lines of the named files (prefiltered by `fixed`), streamed from the container
+    (of this machine's engine).
 
     Stops the reader when the caller leaves early (a closed pipe, an interrupt).
     """
-    argv = ["docker", "exec", container, READER, "cat"]
-    for value in fixed:
-        argv += ["--fixed", value]
-    argv += list(names)
+    argv = ["docker", "exec", container, *reader_cat(names, fixed)]
     _echo(argv)
     process = subprocess.Popen(  # noqa: S603  # nosec B603: argv list, no shell
         argv,
@@ -370,6 +402,124 @@ def read_lines(
         )
 
 
+@dataclass(frozen=True)
+class LocalCollector:
+    """The collector of a stack on this machine's engine: `docker exec` subprocesses."""
+
+    container: str
+
+    @classmethod
+    def find(cls, engine: docker.DockerClient, project: str) -> LocalCollector:
+        return cls(find_collector(engine, project))
+
+    def list_files(self) -> list[LogFile]:
+        return list_files(self.container)
+
+    def read_lines(
+        self, names: Sequence[str], fixed: Sequence[str]
+    ) -> AbstractContextManager[Iterator[str]]:
+        return read_lines(self.container, names, fixed)
+
+
+class RemoteCollector:
+    """The collector of a one-host environment: `docker exec` on the host, over SSH."""
+
+    def __init__(self, remote: Remote, container: str, env_name: str) -> None:
+        self.remote = remote
+        self.container = container
+        self.env_name = env_name
+
+    @classmethod
+    def find(cls, remote: Remote, project: str, env_name: str) -> RemoteCollector:
+        """The running `logs` container of the compose project on the host."""
+        command = _remote_command(
+            "docker",
+            "ps",
+            "-q",
+            *_label_filters(project),
+            "--filter",
+            f"label=com.docker.compose.service={COLLECTOR_SERVICE}",
+            "--filter",
+            "label=com.docker.compose.oneoff=False",
+            "--filter",
+            "status=running",
+        )
+        result = _run_echoed(remote, command, "find the log collector")
+        found = result.stdout.split()
+        if not found:
+            raise OpsError(
+                f"the log collector of {project} (service {COLLECTOR_SERVICE}) is not running on "
+                f"{remote.host.label}. Fix: `invoke deploy --env={env_name}` starts it (with "
+                f"monitoring.enabled); `invoke status --env={env_name}` shows what runs, and "
+                f"`invoke logs --env={env_name} --follow` shows the containers' own logs meanwhile"
+            )
+        return cls(remote, found[0], env_name)
+
+    def _fix(self) -> str:
+        return (
+            f"Fix: see the collector's own messages with `invoke logs --env={self.env_name} "
+            f"--service {COLLECTOR_SERVICE}`"
+        )
+
+    def list_files(self) -> list[LogFile]:
+        command = _remote_command("docker", "exec", self.container, *reader_list())
+        result = _run_echoed(self.remote, command, "list the central logs", check=False)
+        if not result.ok:
+            raise OpsError(
+                f"listing the central logs on {self.remote.host.label} failed (exit "
+                f"{result.code}): {result.stderr.strip()[-1000:]}. {self._fix()}"
+            )
+        return parse_listing(result.stdout)
+
+    @contextmanager
+    def read_lines(self, names: Sequence[str], fixed: Sequence[str]) -> Iterator[Iterator[str]]:
+        command = _remote_command("docker", "exec", self.container, *reader_cat(names, fixed))
+        _echo_remote(self.remote, command)
+        finished = False
+        try:
+            with self.remote.lines(command, what="read the central logs") as lines:
+                yield lines
+                finished = True
+        except OpsError as exc:
+            if not finished:
+                raise
+            # The reader ran to its end and failed (its stderr is in the message).
+            raise OpsError(f"{exc}. {self._fix()}") from exc
+
+
+def services_on_host(remote: Remote, project: str) -> list[str]:
+    """The compose services of the project's containers on the host, running or not (one
+    `docker ps`, much cheaper than the release's `docker compose config`)."""
+    command = _remote_command(
+        "docker",
+        "ps",
+        "-a",
+        *_label_filters(project),
+        "--format",
+        '{{.Label "com.docker.compose.service"}}',
+    )
+    result = _run_echoed(remote, command, "list the services")
+    return sorted({name for name in result.stdout.split() if name})
+
+
+def _label_filters(project: str) -> list[str]:
+    return ["--filter", f"label=com.docker.compose.project={project}"]
+
+
+def _remote_command(*words: str) -> str:
+    return " ".join(quote(word) for word in words)
+
+
+def _echo_remote(remote: Remote, command: str) -> None:
+    # Like _echo, naming the host the command runs on.
+    print(f"{remote.host.label} $ {command}", file=sys.stderr, flush=True)
+
+
+def _run_echoed(remote: Remote, command: str, what: str, check: bool = True) -> Result:
+    _echo_remote(remote, command)
+    return remote.run(command, check=check, what=what)
+
+
 def tail_for(tail: int, query: Query) -> int:
     """The tail a search uses: `--tail N` as given (0: every line); unset (negative): every
     match of a filtered query, else the newest DEFAULT_TAIL."""
@@ -378,32 +528,31 @@ def tail_for(tail: int, query: Query) -> int:
     return 0 if query.filtered else DEFAULT_TAIL
 
 
-def newest(container: str, names: Sequence[str], query: Query) -> list[str]:
+def newest(collector: Collector, names: Sequence[str], query: Query) -> list[str]:
     """The last `query.tail` matches, reading only as many of the newest files as that takes
     (1, 2, 4, ... of them): `invoke logs --service api` need not read 30 days of history."""
     count = 1
     while True:
-        with read_lines(container, names[-count:], prefilters(query)) as raw:
+        with collector.read_lines(names[-count:], prefilters(query)) as raw:
             found = list(search(raw, query))
         if len(found) >= query.tail or count >= len(names):
             return found
         count *= 2
 
 
-def print_search(engine: docker.DockerClient, project: str, query: Query) -> int:
-    """Search the project's collector and print the matches on stdout; how many were printed."""
-    container = find_collector(engine, project)
-    names = select_files(list_files(container), query.since)
+def print_search(collector: Collector, query: Query) -> int:
+    """Search the collector and print the matches on stdout; how many were printed."""
+    names = select_files(collector.list_files(), query.since)
     if not names:
         return 0
     printed = 0
     try:
         if query.tail > 0:
-            for line in newest(container, names, query):
+            for line in newest(collector, names, query):
                 print(line)
                 printed += 1
         else:
-            with read_lines(container, names, prefilters(query)) as raw:
+            with collector.read_lines(names, prefilters(query)) as raw:
                 for line in search(raw, query):
                     print(line)
                     printed += 1

@@ -1,23 +1,37 @@
 """`invoke monitor`: where an environment's Prometheus and Alertmanager answer, and what they see.
 
-Local stacks publish both on 127.0.0.1 (monitoring.prometheus_port / alertmanager_port); this
-checks that they answer and prints the firing alerts and the targets that are not up.
+Local stacks publish both on 127.0.0.1 (monitoring.prometheus_port / alertmanager_port). One
+host (`target: ssh`) publishes them on the host's loopback only, at the same ports: this machine
+reaches them through an SSH tunnel (ops/remote.py `Remote.forward`, both over one connection),
+at the same local ports when they are free here, else at ports the system picks. Either way this
+checks that they answer and prints the firing alerts and the targets that are not up. Several
+hosts (Docker Swarm) run no monitoring yet.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import signal
+import socket
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from ops import compose
 from ops.config import Environment
 from ops.errors import OpsError
+from ops.remote import Remote
 
 LOOPBACK = "127.0.0.1"
 TIMEOUT = 5.0
+# How often a tunnel held open checks that its SSH connection is still there.
+CONNECTION_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,9 +48,12 @@ class View:
     alertmanager: str
     firing: list[Alert] = field(default_factory=list)
     down: list[str] = field(default_factory=list)  # "job instance: error"
+    tunnel: str = ""  # hosts: what the local URLs lead to
 
     def lines(self) -> list[str]:
         out = [f"Prometheus    {self.prometheus}/", f"Alertmanager  {self.alertmanager}/"]
+        if self.tunnel:
+            out.append(f"tunnel        {self.tunnel}")
         out.append(f"consoles      {self.prometheus}/consoles/index.html")
         out.append(f"firing alerts: {len(self.firing)}")
         for alert in self.firing:
@@ -48,21 +65,95 @@ class View:
         return out
 
 
-def urls(env: Environment) -> tuple[str, str]:
-    """Base URLs of Prometheus and Alertmanager on this machine, or OpsError saying why not."""
-    if env.target != "local":
+@dataclass(frozen=True)
+class Endpoints:
+    """Prometheus' and Alertmanager's base URLs on this machine; on a host, also the SSH
+    connection carrying them and what they lead to."""
+
+    prometheus: str
+    alertmanager: str
+    remote: Remote | None = None  # None: a local stack, no tunnel
+    tunnel: str = ""
+
+    def connected(self) -> bool:
+        """False once the SSH connection under the tunnel is gone (always True locally)."""
+        return self.remote is None or self.remote.connected()
+
+
+def refuse_unless_monitored(env: Environment) -> None:
+    """OpsError when the environment runs no Prometheus and Alertmanager, saying what to do."""
+    if env.is_ssh and len(env.hosts) > 1:
         raise OpsError(
-            f"environment {env.name!r} runs on hosts (target: {env.target}): Prometheus and "
-            'Alertmanager are not deployed to hosts yet (docs/architecture.md, "Monitoring"). '
-            "Fix: use a local stack (`invoke up`) until then"
+            f"environment {env.name!r} has {len(env.hosts)} hosts (Docker Swarm): deploys there "
+            "do not run Prometheus and Alertmanager yet, so there is nothing to monitor or tunnel "
+            'to (docs/architecture.md, "Monitoring: not built yet"). Fix: none for several hosts '
+            f"yet; `invoke status --env={env.name}` shows the services and their replicas"
         )
     if not compose.runs_monitoring(env):
+        start = (
+            f"`invoke up --env {env.name}`" if env.is_local else f"`invoke deploy --env={env.name}`"
+        )
         raise OpsError(
             f"monitoring is off in {env.source} (monitoring.enabled: false). Fix: set it to "
-            f"true and run `invoke up --env {env.name}`"
+            f"true and run {start}"
+        )
+
+
+def urls(env: Environment) -> tuple[str, str]:
+    """Base URLs of a local stack's Prometheus and Alertmanager, or OpsError saying why not."""
+    refuse_unless_monitored(env)
+    if not env.is_local:
+        raise OpsError(
+            f"environment {env.name!r} runs on {env.hosts[0].label}, whose Prometheus and "
+            "Alertmanager answer on that host's loopback only. Fix: "
+            f"`invoke monitor --env={env.name}` opens an SSH tunnel to them"
         )
     mon = env.monitoring
     return f"http://{LOOPBACK}:{mon.prometheus_port}", f"http://{LOOPBACK}:{mon.alertmanager_port}"
+
+
+def _free_here(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:<port> on this machine now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Remote.forward does
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _forward(tunnels: ExitStack, remote: Remote, port: int) -> int:
+    """A tunnel to the host's 127.0.0.1:<port>, at the same port here when it is free (a local
+    stack may hold it), else at one the system picks. Returns the local port."""
+    try:
+        return int(tunnels.enter_context(remote.forward(port, LOOPBACK, local_port=port)))
+    except OpsError:
+        if _free_here(port):
+            raise  # not the port: the connection itself failed
+    return int(tunnels.enter_context(remote.forward(port, LOOPBACK, local_port=0)))
+
+
+@contextmanager
+def reachable(env: Environment, remote: Remote | None = None) -> Iterator[Endpoints]:
+    """Where Prometheus and Alertmanager answer from this machine during the block: a local
+    stack's loopback URLs, or a host's through two tunnels over one SSH connection (`remote`,
+    default a new one to the first host), closed with the connection after the block."""
+    refuse_unless_monitored(env)
+    if env.is_local:
+        yield Endpoints(*urls(env))
+        return
+    mon = env.monitoring
+    with remote or Remote(env.hosts[0]) as ssh, ExitStack() as tunnels:
+        prometheus = _forward(tunnels, ssh, mon.prometheus_port)
+        alertmanager = _forward(tunnels, ssh, mon.alertmanager_port)
+        yield Endpoints(
+            f"http://{LOOPBACK}:{prometheus}",
+            f"http://{LOOPBACK}:{alertmanager}",
+            ssh,
+            f"SSH to {ssh.host.label}, to its {LOOPBACK}:{mon.prometheus_port} (Prometheus) "
+            f"and {LOOPBACK}:{mon.alertmanager_port} (Alertmanager)",
+        )
 
 
 def _get(url: str) -> Any:
@@ -70,22 +161,47 @@ def _get(url: str) -> Any:
         return json.load(response) if "/api/" in url else response.read()
 
 
-def _check(name: str, base: str, env: Environment) -> None:
+def _check(name: str, base: str, service_port: int, env: Environment, at: Endpoints) -> None:
     try:
         _get(f"{base}/-/ready")
-    except (OSError, urllib.error.URLError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        if at.remote is None:
+            raise OpsError(
+                f"{name} does not answer at {base} ({reason}). Fix: start the stack with "
+                f"`invoke up --env {env.name}`, then see `invoke status --env {env.name}`"
+            ) from exc
         raise OpsError(
-            f"{name} does not answer at {base} ({reason}). Fix: start the stack with "
-            f"`invoke up --env {env.name}`, then see `invoke status --env {env.name}`"
+            f"{name} does not answer on {at.remote.host.label} at {LOOPBACK}:{service_port} "
+            f"(through the SSH tunnel at {base}: {reason}). Fix: deploy the environment with "
+            f"monitoring on, `invoke deploy --env={env.name}`, then see "
+            f"`invoke status --env={env.name}`"
         ) from exc
 
 
-def view(env: Environment) -> View:
-    prometheus, alertmanager = urls(env)
-    _check("Prometheus", prometheus, env)
-    _check("Alertmanager", alertmanager, env)
-    alerts = _get(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+def _api(base: str, path: str, key: str) -> list[dict[str, Any]]:
+    """data.<key> of a Prometheus API answer, or OpsError when something else answered."""
+    url = f"{base}{path}"
+    try:
+        found = _get(url)["data"][key]
+        if not isinstance(found, list):
+            raise TypeError(f"data.{key} is a {type(found).__name__}")
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+        raise OpsError(f"{url}: {getattr(exc, 'reason', None) or exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OpsError(
+            f"{url} did not answer like Prometheus' API ({type(exc).__name__}: {exc}). Fix: check "
+            "that monitoring.prometheus_port is Prometheus' port"
+        ) from exc
+    return found
+
+
+def read(env: Environment, at: Endpoints) -> View:
+    """Check that both answer at `at`, then what Prometheus sees: firing alerts, targets down."""
+    mon = env.monitoring
+    _check("Prometheus", at.prometheus, mon.prometheus_port, env, at)
+    _check("Alertmanager", at.alertmanager, mon.alertmanager_port, env, at)
+    alerts = _api(at.prometheus, "/api/v1/alerts", "alerts")
     firing = [
         Alert(
             name=a["labels"].get("alertname", "?"),
@@ -97,11 +213,38 @@ def view(env: Environment) -> View:
         if a.get("state") == "firing"
     ]
     firing.sort(key=lambda a: ({"critical": 0, "warning": 1}.get(a.severity, 2), a.name))
-    targets = _get(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]
+    targets = _api(at.prometheus, "/api/v1/targets", "activeTargets")
     down = [
         f"{t['labels'].get('job', '?')} {t['labels'].get('instance', '?')}: "
         f"{t.get('lastError', '')}"
         for t in targets
         if t.get("health") != "up"
     ]
-    return View(prometheus, alertmanager, firing, sorted(down))
+    return View(at.prometheus, at.alertmanager, firing, sorted(down), at.tunnel)
+
+
+def view(env: Environment) -> View:
+    """read() at the environment's endpoints (a host's tunnel is closed again on return)."""
+    with reachable(env) as at:
+        return read(env, at)
+
+
+def hold_open(env: Environment, at: Endpoints, poll: float = CONNECTION_CHECK_SECONDS) -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM, then return (the caller closes the tunnel).
+    OpsError if the SSH connection under the tunnel goes away meanwhile. Main thread only."""
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stopped.wait(poll):
+            if not at.connected():
+                raise OpsError(
+                    f"the SSH connection to {env.hosts[0].label} was lost: the tunnel is closed. "
+                    f"Fix: `invoke monitor --env={env.name}` again once the host answers over SSH"
+                )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

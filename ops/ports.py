@@ -85,3 +85,48 @@ def check_log_port(
         f"often another environment's collector. Fix: stop it, or choose another "
         f"`monitoring.log_port` in {source}"
     )
+
+
+# ------------------------------------------------------------------------------ on a host
+
+# Prints the kernel's socket tables of the host (its own network namespace), each headed by
+# `== <table>`: no tool beyond a shell needed there.
+SOCKET_TABLES = (
+    'for t in tcp tcp6 udp udp6; do echo "== $t"; cat /proc/net/$t 2>/dev/null; done; true'
+)
+_TCP_LISTEN = "0A"
+
+
+def listening(tables: str) -> set[tuple[str, int]]:
+    """("tcp", port) of every listening TCP socket and ("udp", port) of every bound UDP socket
+    in the output of SOCKET_TABLES (/proc/net/{tcp,tcp6,udp,udp6})."""
+    found: set[tuple[str, int]] = set()
+    proto = ""
+    for line in tables.splitlines():
+        if line.startswith("== "):
+            proto = "udp" if line[3:].startswith("udp") else "tcp"
+            continue
+        fields = line.split()
+        if len(fields) < 4 or ":" not in fields[1] or not proto:
+            continue  # the header line, or garbage
+        try:
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+        except ValueError:
+            continue
+        if proto == "udp" or fields[3] == _TCP_LISTEN:
+            found.add((proto, port))
+    return found
+
+
+def host_conflicts(
+    held: set[tuple[str, int]], wanted: Iterable[tuple[str, int, str, str]], ours: Iterable[str]
+) -> list[str]:
+    """For each (proto, port, service, field) wanted: a line when the port is held on the host
+    and the environment's own `service` does not run there (it would be the holder)."""
+    running = set(ours)
+    return [
+        f"{port}/{proto} ({field}) is in use on the host by something other than this "
+        f"environment's {service}"
+        for proto, port, service, field in wanted
+        if (proto, port) in held and service not in running
+    ]

@@ -17,6 +17,7 @@ from ops.errors import OpsError
 from ops.remote import Remote, quote
 
 SEPARATOR = "----slipway-release----"
+DEFAULT_OVERLAYS = ("remote.yaml",)
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Release:
     # sha256 of what the release runs: files, variables, image ids, a digest of the secrets.
     # A deploy whose digest equals the current release's changes nothing.
     digest: str = ""
+    # The compose files after compose.yaml that `docker compose -f` takes, in order (records
+    # written before the central logs existed have none: remote.yaml alone).
+    overlays: list[str] = field(default_factory=lambda: list(DEFAULT_OVERLAYS))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

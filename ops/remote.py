@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import shlex
-from collections.abc import Iterable
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,6 +258,121 @@ class Remote:
         if not result.ok:
             raise self._failed(result, what)
         return result
+
+    @contextmanager
+    def lines(self, command: str, what: str = "") -> Iterator[Iterator[str]]:
+        """The standard output of `command` line by line, as it comes (large outputs, never
+        held in memory). Leaving early closes the channel, which stops the command; a command
+        that ran to its end and failed raises OpsError with its standard error."""
+        channel = self._transport().open_session()
+        try:
+            channel.exec_command(command)
+            stdout = channel.makefile("rb")
+            read_all: list[bool] = []
+
+            def decoded() -> Iterator[str]:
+                # Only the channel's errors become OpsError: the caller's own pass unchanged
+                # (a BrokenPipeError of its stdout under `| head` is an OSError too).
+                try:
+                    for raw in stdout:
+                        yield raw.decode("utf-8", errors="replace")
+                    read_all.append(True)
+                except (OSError, paramiko.SSHException) as exc:
+                    raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+
+            yield decoded()
+            if not read_all:
+                return  # left early (a `break`): closing the channel stops the command
+            code = channel.recv_exit_status()
+            if code != 0:
+                stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
+                raise OpsError(
+                    f"{what or command!r} failed on {self.host.label} (exit {code}): "
+                    f"{stderr.strip()[-2000:]}"
+                )
+        finally:
+            channel.close()
+
+    @contextmanager
+    def forward(
+        self, remote_port: int, remote_host: str = "127.0.0.1", local_port: int = 0
+    ) -> Iterator[int]:
+        """An SSH tunnel (like `ssh -L`): connections to 127.0.0.1:<port> here reach
+        remote_host:remote_port as seen from the host. Yields the local port (chosen by the
+        system when local_port is 0); the tunnel closes when the block ends."""
+        transport = self._transport()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", local_port))
+        except OSError as exc:
+            listener.close()
+            raise OpsError(
+                f"cannot listen on 127.0.0.1:{local_port} for the tunnel to {self.host.label} "
+                f"({exc.strerror}). Fix: free that port or choose another"
+            ) from exc
+        listener.listen(16)
+        listener.settimeout(0.5)
+        stop = threading.Event()
+
+        def pump(client: socket.socket) -> None:
+            try:
+                channel = transport.open_channel(
+                    "direct-tcpip", (remote_host, remote_port), client.getpeername()
+                )
+            except (OSError, paramiko.SSHException):
+                client.close()
+                return
+            try:
+                while not stop.is_set():
+                    ready, _, _ = select.select([client, channel], [], [], 0.5)
+                    if client in ready:
+                        data = client.recv(65536)
+                        if not data:
+                            break
+                        channel.sendall(data)
+                    if channel in ready:
+                        data = channel.recv(65536)
+                        if not data:
+                            break
+                        client.sendall(data)
+            except (OSError, paramiko.SSHException):
+                pass
+            finally:
+                channel.close()
+                client.close()
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                threading.Thread(target=pump, args=(client,), daemon=True).start()
+
+        acceptor = threading.Thread(target=accept, daemon=True)
+        acceptor.start()
+        try:
+            yield int(listener.getsockname()[1])
+        finally:
+            stop.set()
+            acceptor.join(timeout=2.0)
+            listener.close()
+
+    def connected(self) -> bool:
+        """Whether the SSH connection is open and alive (it is never opened here)."""
+        if self._conn is None:
+            return False
+        transport = self._conn.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _transport(self) -> paramiko.Transport:
+        transport = self._connection().client.get_transport()
+        if transport is None or not transport.is_active():
+            raise OpsError(f"SSH connection to {self.host.label} is closed")
+        return transport
 
     def _exec_raw(
         self, command: str, chunks: Iterable[bytes], what: str, timeout: float | None

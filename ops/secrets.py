@@ -7,7 +7,8 @@ printed: only names appear in messages.
 
 The optional login to the environment's registry (SLIPWAY_REGISTRY_USER and
 SLIPWAY_REGISTRY_PASSWORD, `registry_credentials`) lives in the same places but is no release
-secret: `load` and `require` return only REQUIRED, which is all a deploy writes to a release.
+secret: `load` and `require` return REQUIRED and the OPTIONAL ones that are set (Sentry, alert
+receivers), which is all a deploy writes to a release.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ from ops.config import Environment
 from ops.errors import OpsError
 
 REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER")
+# Optional: Sentry, and where Alertmanager sends alerts (docs/environments.md, "Secrets").
+# Absent, the feature is off; present, they travel with the release like the required ones.
+ALERT_RECEIVERS = ("ALERT_WEBHOOK_URL", "ALERT_SLACK_URL", "ALERT_EMAIL_TO")
+OPTIONAL = (
+    "SENTRY_DSN",
+    *ALERT_RECEIVERS,
+    "ALERT_WATCHDOG_URL",
+    "ALERT_SMTP_HOST",
+    "ALERT_SMTP_FROM",
+    "ALERT_SMTP_USER",
+    "ALERT_SMTP_PASSWORD",
+)
+# What a release's secrets.env holds on a host (optional ones empty when unset).
+RELEASE_SECRETS = REQUIRED + OPTIONAL
 # compose/compose.yaml puts these into LISTINGS_DATABASE_URL and LISTINGS_REDIS_URL unescaped.
 URL_PASSWORDS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
 GENERATE_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -147,7 +162,8 @@ def load(
     if generate:
         still_missing = tuple(n for n in REQUIRED if not environ.get(n))
         generated = generate_missing(path, still_missing)
-    values = {**read_file(path), **{k: environ[k] for k in REQUIRED if environ.get(k)}}
+    known = REQUIRED + OPTIONAL
+    values = {**read_file(path), **{k: environ[k] for k in known if environ.get(k)}}
     found = problems(env, values)
     if found:
         listed = "".join(f"\n  - {problem}" for problem in found)
@@ -157,7 +173,10 @@ def load(
             f"environment (CI secrets), which wins over the file; generate each value with "
             f"`{GENERATE_HINT}`"
         )
-    return Secrets(values={n: values[n] for n in REQUIRED}, file=path, generated=generated)
+    present = {n: values[n] for n in OPTIONAL if values.get(n)}
+    return Secrets(
+        values={**{n: values[n] for n in REQUIRED}, **present}, file=path, generated=generated
+    )
 
 
 def require(

@@ -16,8 +16,9 @@ def refs(version: str | None) -> list[str]:
     build = compose.detect_build()
     if version:
         build = dataclasses.replace(build, version=compose.tag_safe(version))
-    # Every image a release may run: one artifact deploys to local-ca and acme environments.
-    return image_refs(build, acme=True)
+    # Every image a release may run: one artifact deploys to local-ca and acme environments,
+    # with or without monitoring.
+    return image_refs(build, acme=True, monitoring=True)
 
 
 def save(output: Path, version: str | None = None) -> str:

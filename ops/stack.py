@@ -30,7 +30,9 @@ from ops import (
     secrets,
 )
 from ops.compose import Compose
+from ops.deploy import ACME_SERVICE
 from ops.errors import OpsError
+from ops.remote import Remote
 from ops.steps import Report, Runner, Step
 
 # Service names are part of the compose contract (docs/architecture.md).
@@ -436,10 +438,11 @@ def logs(
 ) -> None:
     """Show, follow or search the logs of one service or of all.
 
-    Where the environment runs the central log collector (compose.runs_monitoring), its
-    history is searched (ops.logsearch) in time order; --follow, the collector's own messages
-    and environments without it use `docker compose logs`. tail < 0: the default (200 lines,
-    or every match of a search with --since, --grep or --request-id); 0: no limit.
+    Where the environment runs the central log collector (compose.runs_monitoring: local
+    stacks and one host), its history is searched (ops.logsearch) in time order; --follow, the
+    collector's own messages and environments without it use `docker compose logs` (over SSH
+    for a host). tail < 0: the default (200 lines, or every match of a search with --since,
+    --grep or --request-id); 0: no limit.
     """
     env = config.load(env_name)
     now = datetime.now(UTC)
@@ -447,23 +450,20 @@ def logs(
     pattern = logsearch.compile_grep(grep) if grep else None
     wanted_id = logsearch.check_request_id(request_id) if request_id else ""
     since_at = logsearch.parse_since(since, now) if since else None
-    if env.target == "ssh":
-        if searching:
-            raise OpsError(
-                f"--grep and --request-id search the central logs, which run only on local "
-                f"stacks for now ({env.name} is on {env.hosts[0].label if env.hosts else 'a host'}"
-                f"). Fix: `invoke logs --env={env.name} --since=1h --tail=0 | grep <text>`"
-            )
-        hostops.logs(
-            env,
-            service=service,
-            follow=follow,
-            since=logsearch.docker_since(since, now) if since else "",
-            tail=tail if tail >= 0 else logsearch.DEFAULT_TAIL,
-        )
-        return
     central = compose.runs_monitoring(env)
     if searching and not central:
+        piped = f"`invoke logs --env={env.name} --since=1h --tail=0 | grep <text>`"
+        if env.target == "ssh" and len(env.hosts) > 1:
+            raise OpsError(
+                f"--grep and --request-id search the central logs, which several hosts (Docker "
+                f"Swarm: {env.name} has {len(env.hosts)}) do not collect yet. Fix: {piped}"
+            )
+        if env.target == "ssh":
+            raise OpsError(
+                f"{env.name} does not run the central log collector (monitoring.enabled is "
+                f"false in {env.source}), so there is no history to search. Fix: enable "
+                f"monitoring and `invoke deploy --env={env.name}`, or {piped}"
+            )
         raise OpsError(
             f"{env.name} does not run the central log collector (monitoring.enabled is false "
             f"in {env.source}), so there is no history to search. Fix: enable monitoring and "
@@ -474,6 +474,29 @@ def logs(
             "--follow streams new lines as they come and does not search. Fix: drop --follow "
             "to search the history, or follow one service with --service"
         )
+    query = logsearch.Query(service=service, since=since_at, grep=pattern, request_id=wanted_id)
+    query = replace(query, tail=logsearch.tail_for(tail, query))
+    if env.target == "ssh":
+        if follow or not central or service == logsearch.COLLECTOR_SERVICE:
+            hostops.logs(
+                env,
+                service=service,
+                follow=follow,
+                since=logsearch.docker_since(since, now) if since else "",
+                tail=tail if tail >= 0 else logsearch.DEFAULT_TAIL,
+            )
+            return
+        with Remote(env.hosts[0]) as remote:
+            on_host = logsearch.RemoteCollector.find(remote, env.project_name, env.name)
+            if service:
+                # One-off containers (migrate, certbot) are removed once done; their lines
+                # stay in the history.
+                known = logsearch.services_on_host(remote, env.project_name)
+                logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, ACME_SERVICE})
+            printed = logsearch.print_search(on_host, query)
+        if printed == 0:
+            print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
+        return
     stack = open_stack(env_name, follow_running=False)
     if service:
         logsearch.check_service(service, _services(stack.compose().config()))
@@ -489,9 +512,8 @@ def logs(
             args.append(service)
         stack.compose().run(*args, what="docker compose logs")
         return
-    query = logsearch.Query(service=service, since=since_at, grep=pattern, request_id=wanted_id)
-    query = replace(query, tail=logsearch.tail_for(tail, query))
-    printed = logsearch.print_search(stack.docker(), env.project_name, query)
+    collector = logsearch.LocalCollector.find(stack.docker(), env.project_name)
+    printed = logsearch.print_search(collector, query)
     if printed == 0:
         print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
 
@@ -500,9 +522,11 @@ def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> R
     """Build the images that are missing for this version (all selected ones with force)."""
     stack = open_stack(env_name, follow_running=False)
     todo: list[images.BuiltImage] = []
-    # Every image a release may run, certbot (tls: acme) included: one build (CI's) is shipped
-    # to environments of either kind.
-    release_compose = replace(stack.compose(), profiles=(compose.ACME_PROFILE,))
+    # Every image a release may run, certbot (tls: acme) and monitoring included: one build
+    # (CI's) is shipped to environments of every kind.
+    release_compose = replace(
+        stack.compose(), profiles=(compose.ACME_PROFILE, compose.MONITORING_PROFILE)
+    )
 
     def plan() -> str:
         stack.all_images = images.built_images(release_compose.config())

@@ -97,7 +97,7 @@ _VOLUME_KEYS = ("name", "external", "driver", "labels")
 
 def sentinel_secrets() -> dict[str, str]:
     """Stand-ins for the secrets while compose renders the stack (never real values)."""
-    return {name: _SENTINEL.format(name) for name in secrets.REQUIRED}
+    return {name: _SENTINEL.format(name) for name in secrets.RELEASE_SECRETS}
 
 
 def _mount(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,7 +230,7 @@ def stack_document(resolved: Mapping[str, Any], only: Iterable[str] = ()) -> dic
     }
     if volumes:
         document["volumes"] = volumes
-    escaped = _escape(document, secrets.REQUIRED)
+    escaped = _escape(document, secrets.RELEASE_SECRETS)
     assert isinstance(escaped, dict)
     return escaped
 

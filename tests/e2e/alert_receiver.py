@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 RECEIVED: list[dict[str, object]] = []
 LOCK = threading.Lock()
@@ -39,6 +40,41 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         return
+
+
+def run_argv(name: str, network: str, image: str, publish: str) -> list[str]:
+    """`docker run` of this receiver as container `name` on `network`, from `image` (one with
+    python3: the listings image), port 9000 published at `publish` (host part of `-p`).
+
+    Compose-built images carry compose's labels and the API's healthcheck: without the labels
+    and --no-healthcheck here the receiver would count as a replica of whichever stack built
+    the image.
+    """
+    return [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        network,
+        "-p",
+        f"{publish}:9000",
+        "--read-only",
+        "--user",
+        "65534",
+        "--label",
+        f"com.docker.compose.project={name}",
+        "--label",
+        "com.docker.compose.service=alert-receiver",
+        "--no-healthcheck",
+        "-v",
+        f"{Path(__file__).resolve()}:/receiver.py:ro",
+        "--entrypoint",
+        "python3",
+        image,
+        "/receiver.py",
+    ]
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from alert_receiver import run_argv
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from free_port import free_port
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-RECEIVER_SCRIPT = Path(__file__).with_name("alert_receiver.py")
 # Generous bounds for a loaded CI machine; the contract is < 2 minutes to notify.
 ALERT_TIMEOUT = 300.0
 EXPECTED_JOBS = {
@@ -132,32 +132,7 @@ def receiver(stack: Stack) -> Iterator[Receiver]:
     image = docker("inspect", "--format", "{{.Config.Image}}", api[0])
     port = free_port()
     docker("rm", "-f", ALERT_RECEIVER, check=False)
-    docker(
-        "run",
-        "-d",
-        "--name",
-        ALERT_RECEIVER,
-        "--network",
-        f"{PROJECT}_edge",
-        "-p",
-        f"127.0.0.1:{port}:9000",
-        "--read-only",
-        "--user",
-        "65534",
-        # Compose-built images carry compose's labels and the API's healthcheck: without these
-        # the receiver would count as a replica of whichever stack built the image.
-        "--label",
-        "com.docker.compose.project=slipway-test-alert-receiver",
-        "--label",
-        "com.docker.compose.service=alert-receiver",
-        "--no-healthcheck",
-        "-v",
-        f"{RECEIVER_SCRIPT}:/receiver.py:ro",
-        "--entrypoint",
-        "python3",
-        image,
-        "/receiver.py",
-    )
+    docker(*run_argv(ALERT_RECEIVER, f"{PROJECT}_edge", image, f"127.0.0.1:{port}")[1:])
     handle = Receiver(port)
     wait_for("the receiver answering", lambda: get_json(handle.url) is not None, timeout=60)
     try:

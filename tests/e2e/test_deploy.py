@@ -13,17 +13,21 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from alert_receiver import run_argv
 from sandboxes import SandboxEnv, derived_image
+
+from ops.deploy import LOG_SERVICE, MONITORING_SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +40,9 @@ BROKEN, BAD_MIGRATION = f"e2e-{TAG}-never-ready", f"e2e-{TAG}-bad-migration"
 WRONG = f"e2e-{TAG}-wrong-version"
 LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation
 KEYS: dict[str, str] = {}  # API keys made by one test for the next ones
+RECEIVER = f"slipway-e2e-deploy-receiver-{TAG}"
+# Where the hosts' Alertmanagers send (set by the fixture: the receiver's sandbox address).
+ALERTS: dict[str, str] = {}
 
 
 class Host(SandboxEnv):
@@ -75,6 +82,15 @@ class Host(SandboxEnv):
             " | sort"
         )
 
+    def services(self) -> dict[str, str]:
+        """Compose service -> "state health" of each container of the project on the host."""
+        out = self.on_host(
+            f"docker ps -a --filter label=com.docker.compose.project=slipway-{self.name} "
+            "--filter label=com.docker.compose.oneoff=False --format "
+            "'{{.Label \"com.docker.compose.service\"}} {{.State}} {{.Status}}'"
+        )
+        return {line.split()[0]: line for line in out.splitlines() if line.strip()}
+
     def api_containers(self) -> list[str]:
         out = self.on_host(
             f"docker ps --filter label=com.docker.compose.project=slipway-{self.name} "
@@ -89,6 +105,7 @@ def hosts() -> Iterator[dict[str, Host]]:
     env = {**os.environ, "SLIPWAY_ENVIRONMENTS_DIR": str(envdir)}
     env.pop("SLIPWAY_VERSION", None)
     made = {name: Host(name, envdir, env) for name in (STAGING, PRODUCTION)}
+    subprocess.run(["docker", "rm", "-f", RECEIVER], check=False, capture_output=True)
     try:
         for name, mode in ((STAGING, "staging"), (PRODUCTION, "production")):
             made[name].invoke("sandbox.up", f"--name={name}", f"--listings-env={mode}")
@@ -101,8 +118,26 @@ def hosts() -> Iterator[dict[str, Host]]:
                 "# Written by `invoke sandbox.up`, then edited by tests/e2e/test_deploy.py\n"
                 + yaml.safe_dump(data, sort_keys=False)
             )
+        # The hosts' Alertmanagers notify a webhook receiver on the sandbox network (python3 of
+        # the listings image, built here as the first deploy would).
+        made[STAGING].invoke("build", f"--env={STAGING}", version=V1)
+        # A tag of its own: the rollback test removes listings:V1 here, which a running
+        # container's only tag would block.
+        receiver_image = f"slipway/e2e-receiver:e2e-{TAG}-receiver"
+        subprocess.run(
+            ["docker", "tag", f"slipway/listings:{V1}", receiver_image],
+            check=True,
+            capture_output=True,
+        )
+        address = _start_receiver(receiver_image)
+        ALERTS.update(
+            ALERT_WEBHOOK_URL=f"http://{address}:9000/hook",
+            ALERT_WATCHDOG_URL=f"http://{address}:9000/watchdog",
+        )
+        env.update(ALERTS)  # the process environment of every invoke: CI secrets' way
         yield made
     finally:
+        subprocess.run(["docker", "rm", "-f", RECEIVER], check=False, capture_output=True)
         if os.environ.get("SLIPWAY_E2E_KEEP") != "1":
             for host in made.values():
                 host.invoke("sandbox.down", f"--name={host.name}", "--yes", check=False)
@@ -116,6 +151,46 @@ def hosts() -> Iterator[dict[str, Host]]:
                 check=False,
                 capture_output=True,
             )
+
+
+def _start_receiver(image: str) -> str:
+    """The alert receiver container; its address on the sandbox network."""
+    subprocess.run(
+        run_argv(RECEIVER, "slipway-sandbox", image, "127.0.0.1:"), check=True, capture_output=True
+    )
+    return subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            '{{(index .NetworkSettings.Networks "slipway-sandbox").IPAddress}}',
+            RECEIVER,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def received(path: str) -> list[dict[str, object]]:
+    """What the receiver got at `path` (through its port published on this machine)."""
+    port = subprocess.run(
+        ["docker", "port", RECEIVER, "9000/tcp"], check=True, capture_output=True, text=True
+    ).stdout.split()[0]
+    with httpx.Client(timeout=10) as client:
+        notes = client.get(f"http://{port}/received").json()
+    return [n for n in notes if n["path"] == path]
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(3)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {str(last)[-1500:]})")
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +221,10 @@ def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) 
     for value in values:
         assert len(value) >= 16
         assert value not in result.stdout + result.stderr + public
+    # The alert receivers are secrets too: in secrets.env, nowhere else.
+    for value in ALERTS.values():
+        assert value not in result.stdout + result.stderr + public
+        assert value in staging.on_host(f"cat {root}/releases/*/secrets.env")
     assert staging.version() == V1
     releases = staging.invoke("releases", f"--env={STAGING}").stdout
     current = [line for line in releases.splitlines() if line.startswith("* ")]
@@ -202,6 +281,115 @@ def test_operating_commands_work_on_the_host(staging: Host) -> None:
         finally:
             staging.invoke("maintenance", f"--env={STAGING}", "off")
         assert client.get(url).status_code == 200
+
+
+MONITORING = (LOG_SERVICE, *MONITORING_SERVICES)
+
+
+def test_the_host_runs_monitoring_and_central_logs_published_on_loopback_only(
+    staging: Host,
+) -> None:
+    def all_healthy() -> dict[str, str]:
+        # The deploy ran each healthcheck itself; Docker's own status follows at its interval.
+        services = staging.services()
+        return services if all("(healthy)" in services.get(n, "") for n in MONITORING) else {}
+
+    services = wait_until("Docker reports every monitoring service healthy", all_healthy, 90)
+    assert isinstance(services, dict) and set(MONITORING) <= set(services), services
+    # Every port published on the host: nginx on `bind`; Prometheus and Alertmanager on the
+    # loopback only (operators come through an SSH tunnel); nothing else.
+    published = staging.on_host(
+        f"docker ps --filter label=com.docker.compose.project=slipway-{STAGING} "
+        "--format '{{.Label \"com.docker.compose.service\"}} {{.Ports}}'"
+    )
+    seen = {}
+    for line in published.splitlines():
+        service, _, ports = line.partition(" ")
+        if ports.strip():
+            seen[service] = ports
+    assert set(seen) == {"nginx", "prometheus", "alertmanager"}, seen
+    assert seen["prometheus"].startswith("127.0.0.1:9090->9090/tcp"), seen
+    assert seen["alertmanager"].startswith("127.0.0.1:9093->9093/tcp"), seen
+    # Every container but the collector (its own output stays with Docker) logs to it.
+    drivers = staging.on_host(
+        f"docker ps -q --filter label=com.docker.compose.project=slipway-{STAGING} | xargs "
+        'docker inspect -f \'{{index .Config.Labels "com.docker.compose.service"}} '
+        "{{.HostConfig.LogConfig.Type}}'"
+    )
+    for line in drivers.splitlines():
+        service, driver = line.split()
+        assert driver == ("json-file" if service == "logs" else "syslog"), line
+
+
+def test_invoke_monitor_reaches_the_host_through_an_ssh_tunnel(staging: Host) -> None:
+    def every_target_up() -> str:
+        out = staging.invoke("monitor", f"--env={STAGING}", "--once", check=False).stdout
+        return out if "targets not up: 0" in out else ""
+
+    out = str(wait_until("every target up, seen through the tunnel", every_target_up, 150))
+    assert re.search(r"Prometheus +http://127\.0\.0\.1:\d+/", out), out
+    assert "Watchdog" in out, out  # the dead man's switch always fires
+
+    # Without --once the tunnel stays open until Ctrl-C (here SIGINT).
+    monitor = staging.popen("monitor", f"--env={STAGING}")
+    try:
+        assert monitor.stdout is not None
+        url = ""
+        for line in monitor.stdout:
+            found = re.search(r"Prometheus +(http://127\.0\.0\.1:\d+)/", line)
+            if found:
+                url = found.group(1)
+            if "Ctrl-C" in line:
+                break
+        assert url, "no Prometheus URL printed"
+        with httpx.Client(timeout=10) as client:
+            ready = client.get(f"{url}/-/ready")
+            assert ready.status_code == 200, ready.text
+            rules = client.get(f"{url}/api/v1/rules").json()["data"]["groups"]
+            assert len(rules) >= 9
+        monitor.send_signal(signal.SIGINT)
+        assert monitor.wait(timeout=30) == 0
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+
+
+def test_alerts_of_the_host_reach_the_receiver_from_its_secrets(staging: Host) -> None:
+    def watchdog() -> list[dict[str, object]]:
+        return [
+            note
+            for note in received("/watchdog")
+            if any(
+                a["labels"].get("alertname") == "Watchdog"
+                for a in note["payload"]["alerts"]  # type: ignore[index]
+            )
+        ]
+
+    notes = wait_until("the host's Watchdog at the receiver", watchdog, 180)
+    assert notes
+
+
+def test_a_request_is_followed_through_the_central_logs_of_the_host(staging: Host) -> None:
+    request_id = secrets.token_hex(16)
+    with httpx.Client(verify=staging.verify(), timeout=10) as client:
+        answer = client.get(
+            f"{staging.url}/api/v1/listings?city=Lyon", headers={"X-Request-ID": request_id}
+        )
+    assert answer.status_code == 200
+    assert answer.headers["x-request-id"] == request_id
+
+    def both_lines() -> str:
+        out = staging.invoke("logs", f"--env={STAGING}", f"--request-id={request_id}").stdout
+        lines = [line for line in out.splitlines() if request_id in line]
+        services = {line.split()[1] for line in lines if len(line.split()) > 1}
+        return out if {"nginx", "api"} <= services else ""
+
+    out = str(wait_until("nginx and api lines of the request", both_lines, 60))
+    assert "Lyon" in out or "/api/v1/listings" in out
+    # A regular expression over the history, across services, in time order.
+    grep = staging.invoke("logs", f"--env={STAGING}", "--grep=/api/v1/listings").stdout
+    stamps = [line.split()[0] for line in grep.splitlines() if line.strip()]
+    assert stamps and stamps == sorted(stamps)
 
 
 def test_the_smoke_load_test_gates_a_host_environment(staging: Host, tmp_path: Path) -> None:
@@ -446,6 +634,30 @@ def test_production_is_a_separate_host_that_staging_never_touched(hosts: dict[st
     assert production.on_host("docker images -q") == ""
     assert production.on_host("ls -A /srv/slipway") == ""
     staging_releases = staging.invoke("releases", f"--env={STAGING}").stdout
+    # Production with monitoring and no alert receiver: refused before the host is touched.
+    without = Host(
+        PRODUCTION,
+        production.envdir,
+        {k: v for k, v in production.env.items() if not k.startswith("ALERT_")},
+    )
+    refused = without.invoke("deploy", f"--env={PRODUCTION}", check=False, version=V1)
+    assert refused.returncode != 0
+    assert "no alert receiver is set" in refused.stdout + refused.stderr
+    assert production.on_host("docker ps -aq") == ""
+    # Something else on the host holds Prometheus' port: refused in pre-flight, naming the field.
+    production.on_host(
+        'perl -MIO::Socket::INET -e \'$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", '
+        "LocalPort => 9090, Listen => 1, ReuseAddr => 1) or die; "
+        'open(my $f, ">", "/tmp/holder.pid"); print $f $$; close $f; sleep 600\' '
+        ">/dev/null 2>&1 &"
+    )
+    try:
+        clash = production.invoke("deploy", f"--env={PRODUCTION}", check=False, version=V1)
+    finally:
+        production.on_host("kill $(cat /tmp/holder.pid)")
+    assert clash.returncode != 0
+    assert "9090/tcp (monitoring.prometheus_port) is in use" in clash.stdout + clash.stderr
+    assert production.on_host("docker ps -aq") == ""
     production.invoke("deploy", f"--env={PRODUCTION}", version=V1)
     assert production.version() == V1
     assert staging.invoke("releases", f"--env={STAGING}").stdout == staging_releases

@@ -50,6 +50,9 @@ def nginx_started_at(box: SandboxEnv) -> str:
 def site() -> Iterator[SandboxEnv]:
     with sandbox(NAME, "--tls=acme", "--listings-env=staging", version=VERSION) as box:
         box.edit(lambda data: data["deploy"].update({"health_timeout": 60, "lock_wait": 30}))
+        # Monitoring on a host is proven by test_deploy.py; off here, it keeps these deploys
+        # (and CI) shorter.
+        box.edit(lambda data: data.update({"monitoring": {"enabled": False}}))
         try:
             yield box
         finally:

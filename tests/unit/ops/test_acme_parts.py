@@ -99,7 +99,7 @@ def test_acme_variables_reach_compose_with_the_server_ca_as_base64(
     write_env("staging", ACME_YAML + f"  server_ca: {ca}\n  renew_before_days: 20\n")
     env = config.load("staging")
     values = compose.acme_env(env)
-    assert compose.profiles(env) == [compose.ACME_PROFILE]
+    assert compose.profiles(env) == [compose.ACME_PROFILE, compose.MONITORING_PROFILE]
     assert values["SLIPWAY_TLS_SITES"] == "app.sandbox.test www.sandbox.test"
     assert values["SLIPWAY_ACME_EMAIL"] == "ops@sandbox.test"
     assert values["SLIPWAY_ACME_DIRECTORY"] == "https://172.18.0.9:14000/dir"
@@ -123,7 +123,9 @@ def test_local_ca_environments_get_no_sites_and_no_acme_profile(write_env: Write
 
 
 def test_extra_profiles_add_to_the_environments_own(write_env: WriteEnv, tmp_path: Path) -> None:
-    write_env("staging", ACME_YAML.split("tls: acme")[0] + "tls: local-ca\n")
+    write_env(
+        "staging", ACME_YAML.split("tls: acme")[0] + "tls: local-ca\nmonitoring: {enabled: false}\n"
+    )
     env = config.load("staging")
     build = compose.Build("v1", "abc", tmp_path / "ca.pem", {})
     base = compose.Compose(env, Secrets({}, tmp_path / ".env.staging"), build, tmp_path)

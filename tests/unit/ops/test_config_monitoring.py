@@ -61,14 +61,23 @@ def test_disabled_monitoring_leaves_the_profile_out(write_env: WriteEnv) -> None
     assert compose.MONITORING_PROFILE not in compose.profiles(env)
 
 
-def test_hosts_do_not_run_monitoring_yet(write_env: WriteEnv) -> None:
-    text = LOCAL_YAML.replace("target: local", "target: ssh")
+def test_one_host_runs_monitoring_and_a_swarm_does_not_yet(write_env: WriteEnv) -> None:
+    text = LOCAL_YAML.replace("target: local", "target: ssh").replace(
+        "name: local", "name: staging"
+    )
     assert "target: ssh" in text
-    text += "hosts:\n  - ssh: deploy@203.0.113.10\n"
-    write_env("staging", text.replace("name: local", "name: staging"))
-    env = config.load("staging")
-    assert env.monitoring.enabled
-    assert not compose.runs_monitoring(env)
+    write_env("staging", text + "hosts:\n  - ssh: deploy@203.0.113.10\n")
+    one = config.load("staging")
+    assert one.monitoring.enabled
+    assert compose.runs_monitoring(one)
+    assert compose.MONITORING_PROFILE in compose.profiles(one)
+    write_env(
+        "staging", text + "hosts:\n  - ssh: deploy@203.0.113.10\n  - ssh: deploy@203.0.113.11\n"
+    )
+    swarm = config.load("staging")
+    assert swarm.monitoring.enabled
+    assert not compose.runs_monitoring(swarm)
+    assert compose.MONITORING_PROFILE not in compose.profiles(swarm)
 
 
 @pytest.mark.parametrize(
@@ -110,5 +119,8 @@ def test_monitor_explains_disabled_monitoring_and_hosts(write_env: WriteEnv) -> 
         "name: local", "name: staging"
     )
     write_env("staging", text + "hosts:\n  - ssh: deploy@203.0.113.10\n")
-    with pytest.raises(OpsError, match=r"not deployed to hosts yet.*Fix:"):
+    # On a host they answer on its loopback: urls() is for this machine, the tunnel is the way.
+    with pytest.raises(
+        OpsError, match=r"answer on that host's loopback only\. Fix: `invoke monitor --env=staging`"
+    ):
         monitor.urls(config.load("staging"))

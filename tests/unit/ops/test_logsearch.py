@@ -295,19 +295,10 @@ def test_every_prefilter_holds_for_the_lines_the_search_keeps() -> None:
 # ---------------------------------------------------------------------------- `invoke logs`
 
 
-def test_grep_on_a_host_says_central_logs_are_local_only(
+def test_on_a_host_without_the_collector_since_is_checked_and_days_become_hours(
     write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_env("staging", STAGING_YAML)
-    monkeypatch.setattr(hostops, "logs", lambda *a, **k: pytest.fail("must not reach the host"))
-    with pytest.raises(OpsError, match=r"run only on local stacks for now.*deploy@203\.0\.113\.10"):
-        stack.logs("staging", request_id="r-1")
-
-
-def test_on_a_host_since_is_checked_and_days_become_hours(
-    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    write_env("staging", STAGING_YAML)
+    write_env("staging", STAGING_YAML + "monitoring: {enabled: false}\n")
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(hostops, "logs", lambda env, **kwargs: calls.append(kwargs))
     stack.logs("staging", service="api", since="1d")
@@ -337,9 +328,7 @@ def test_bad_input_fails_before_docker_is_touched(
             stack.logs("local", **kwargs)  # type: ignore[arg-type]
 
 
-def test_the_newest_lines_are_read_from_as_few_files_as_needed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_newest_lines_are_read_from_as_few_files_as_needed() -> None:
     files = {
         "slipway-20261130T090000.000000Z.log.gz": [
             collected(f"2026-11-30T08:{m:02d}:00.000000Z", "api", f"old {m}") for m in range(50)
@@ -353,23 +342,25 @@ def test_the_newest_lines_are_read_from_as_few_files_as_needed(
     }
     reads: list[list[str]] = []
 
-    @contextmanager
-    def fake_read(
-        container: str, names: Sequence[str], fixed: Sequence[str]
-    ) -> Iterator[Iterator[str]]:
-        reads.append(list(names))
-        yield iter([line for name in names for line in files[name]])
+    class FakeCollector:
+        def list_files(self) -> list[LogFile]:
+            raise AssertionError("newest is given the names")
 
-    monkeypatch.setattr(logsearch, "read_lines", fake_read)
+        @contextmanager
+        def read_lines(self, names: Sequence[str], fixed: Sequence[str]) -> Iterator[Iterator[str]]:
+            reads.append(list(names))
+            yield iter([line for name in names for line in files[name]])
+
+    collector = FakeCollector()
     names = list(files)
-    assert logsearch.newest("c", names, Query(tail=3)) == [
+    assert logsearch.newest(collector, names, Query(tail=3)) == [
         f"2026-11-30T10:0{m}:00.000000Z api new {m}" for m in (2, 3, 4)
     ]
     assert reads == [["current.log"]]
     reads.clear()
-    found = logsearch.newest("c", names, Query(tail=20))
+    found = logsearch.newest(collector, names, Query(tail=20))
     assert [line.rsplit(" ", 2)[1:] for line in found][:2] == [["mid", "35"], ["mid", "36"]]
     assert reads == [["current.log"], names[1:]]
     reads.clear()
-    assert len(logsearch.newest("c", names, Query(tail=1000))) == 105
+    assert len(logsearch.newest(collector, names, Query(tail=1000))) == 105
     assert reads == [["current.log"], names[1:], names]

@@ -110,3 +110,54 @@ def test_a_log_port_held_by_our_own_collector_passes(busy_udp_port: int) -> None
     engine = _Collectors(["slipway-e2e-logs-1"])
     result = ports.check_log_port(engine, "127.0.0.1", busy_udp_port, "slipway-e2e", "e.yaml")
     assert result == f"udp {busy_udp_port} held by slipway-e2e-logs-1"
+
+
+# ------------------------------------------------------------------------------ on a host
+
+# /proc/net tables as a host prints them (SOCKET_TABLES): sshd on 22 and docker-proxy on
+# 127.0.0.1:9090 listening, a TCP connection from port 5514 (not listening), rsyslogd's UDP
+# socket on 127.0.0.1:5514, and an IPv6 listener on 443.
+TABLES = """\
+== tcp
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+   1: 0100007F:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1
+   2: 0100007F:158A 0100007F:0016 01 00000000:00000000 00:00000000 00000000     0        0 3 1
+== tcp6
+  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:01BB 00000000000000000000000000000000:0000 0A 0 0 0
+== udp
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+ 100: 0100007F:158A 00000000:0000 07 00000000:00000000 00:00000000 00000000   101        0 4 2
+== udp6
+"""
+
+
+def test_the_host_socket_tables_give_listening_tcp_and_bound_udp_ports() -> None:
+    assert ports.listening(TABLES) == {("tcp", 22), ("tcp", 9090), ("tcp", 443), ("udp", 5514)}
+    assert ports.listening("") == set()
+    assert ports.listening("== tcp\nnot a table\n") == set()
+
+
+def test_a_held_port_clashes_unless_the_stacks_own_service_runs() -> None:
+    held = ports.listening(TABLES)
+    wanted = [
+        ("tcp", 443, "nginx", "ports.https"),
+        ("tcp", 9090, "prometheus", "monitoring.prometheus_port"),
+        ("udp", 5514, "logs", "monitoring.log_port"),
+        ("tcp", 9093, "alertmanager", "monitoring.alertmanager_port"),
+    ]
+    # A fresh host where something else holds them: every held one is named with its field.
+    clashes = ports.host_conflicts(held, wanted, ours=[])
+    assert clashes == [
+        "443/tcp (ports.https) is in use on the host by something other than this "
+        "environment's nginx",
+        "9090/tcp (monitoring.prometheus_port) is in use on the host by something other than "
+        "this environment's prometheus",
+        "5514/udp (monitoring.log_port) is in use on the host by something other than this "
+        "environment's logs",
+    ]
+    # A redeploy: the stack's own services hold them.
+    assert ports.host_conflicts(held, wanted, ours=["nginx", "prometheus", "logs", "api"]) == []
+    # The same port number over the other protocol is no clash.
+    assert ports.host_conflicts(held, [("udp", 9090, "prometheus", "f")], ours=[]) == []

@@ -1,0 +1,185 @@
+"""Deploys to one host carry the monitoring stack and the central logs: images, release files,
+recorded overlays, optional secrets, and the pre-flight refusals."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops import compose, config, deploy, releases, secrets
+from ops.compose import Build
+from ops.errors import OpsError
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[3]
+WriteEnv = Callable[[str, str], Path]
+
+ONE_HOST = """\
+name: {name}
+target: ssh
+listings_env: {mode}
+domains: [app.example.org]
+hosts:
+  - ssh: deploy@203.0.113.10
+"""
+GOOD = {
+    "POSTGRES_PASSWORD": "p" * 8 + "Q3x9Lm2Vb7Nc4Zs1",
+    "REDIS_PASSWORD": "r" * 8 + "T5y8Ui2Op4As6Df1",
+    "LISTINGS_API_KEY_PEPPER": "k" * 8 + "G7h2Jk5Lq8Wz3Xc6Vb9Nm1Rt4Ye6Pa0",
+}
+TAGS = {
+    "SLIPWAY_POSTGRES_TAG": "c.1",
+    "SLIPWAY_REDIS_TAG": "c.2",
+    "SLIPWAY_NGINX_TAG": "c.3",
+    "SLIPWAY_LOGS_TAG": "c.4",
+    "SLIPWAY_PROMETHEUS_TAG": "c.5",
+    "SLIPWAY_ALERTMANAGER_TAG": "c.6",
+    "SLIPWAY_EXPORTERS_TAG": "c.7",
+}
+
+
+@pytest.fixture
+def tree(tmp_path: Path, write_env: WriteEnv) -> Path:
+    """A scratch repository root with the real compose files."""
+    shutil.copytree(ROOT / "compose", tmp_path / "compose")
+    return tmp_path
+
+
+def deployment(name: str, values: dict[str, str]) -> deploy.Deployment:
+    env = config.load(name)
+    d = deploy.Deployment(env, Build("v7", "abc", Path("/dev/null"), TAGS))
+    d.secrets = secrets.Secrets(values, Path("/nonexistent"))
+    return d
+
+
+def test_a_monitoring_release_ships_the_four_monitoring_images_at_their_content_tags() -> None:
+    build = Build("v7", "abc", Path("/dev/null"), TAGS)
+    plain = deploy.image_refs(build)
+    full = deploy.image_refs(build, monitoring=True)
+    assert full[: len(plain)] == plain
+    assert full[len(plain) :] == [
+        "slipway/logs:c.4",
+        "slipway/prometheus:c.5",
+        "slipway/alertmanager:c.6",
+        "slipway/exporters:c.7",
+    ]
+
+
+def test_the_rendered_logging_overlay_keeps_its_merge_tags_and_never_builds() -> None:
+    source = (ROOT / "compose" / compose.LOGGING_OVERLAY).read_text()
+    text = deploy.render_compose(source, compose.LOGGING_OVERLAY)
+    assert text.startswith("# Rendered by `invoke deploy` from compose/logging.yaml")
+    # `!override` must survive: without it compose merges json-file options into syslog's.
+    assert text.count("logging: !override") == source.count("logging: !override") > 5
+    data = yaml.load(text, Loader=deploy._ComposeLoader)
+    logs = data["services"]["logs"]
+    assert "build" not in logs
+    assert logs["pull_policy"] == "never"
+    assert logs["network_mode"] == "host"
+    # Services without a build section are left alone (remote.yaml says never for them).
+    assert "pull_policy" not in data["services"]["postgres"]
+    # No YAML aliases: each service has its own copy of the syslog options.
+    assert "*" not in text.replace("'*", "")
+
+
+def test_release_files_include_the_logging_overlay_only_with_monitoring(
+    tree: Path, write_env: WriteEnv
+) -> None:
+    write_env("staging", ONE_HOST.format(name="staging", mode="staging"))
+    d = deployment("staging", GOOD)
+    assert d.monitoring
+    assert d.overlays() == ["remote.yaml", "logging.yaml"]
+    files = d.release_files("r1")
+    assert set(files) == {"compose.yaml", "remote.yaml", "release.env", "logging.yaml"}
+    assert "COMPOSE_PROFILES='monitoring'" in files["release.env"]
+    # No secret, optional or not, in the non-secret variables.
+    for name in secrets.RELEASE_SECRETS:
+        assert f"\n{name}=" not in "\n" + files["release.env"], name
+
+    write_env(
+        "staging",
+        ONE_HOST.format(name="staging", mode="staging") + "monitoring: {enabled: false}\n",
+    )
+    off = deployment("staging", GOOD)
+    assert not off.monitoring
+    assert off.overlays() == ["remote.yaml"]
+    assert "logging.yaml" not in off.release_files("r1")
+    assert "COMPOSE_PROFILES=''" in off.release_files("r1")["release.env"]
+
+
+def test_a_release_is_run_with_the_overlays_it_recorded(tree: Path, write_env: WriteEnv) -> None:
+    write_env("staging", ONE_HOST.format(name="staging", mode="staging"))
+    d = deployment("staging", GOOD)
+    old = releases.Release.from_json('{"id": "20260101T000000Z-v1", "version": "v1"}')
+    assert old.overlays == ["remote.yaml"]  # recorded before the central logs existed
+    d.release = old
+    command = d.rcompose(old.id).command("ps")
+    assert "logging.yaml" not in command
+    d.release = releases.Release(id="r2", version="v7", overlays=d.overlays())
+    assert "-f releases/r2/remote.yaml -f releases/r2/logging.yaml ps" in d.rcompose("r2").command(
+        "ps"
+    )
+    again = releases.Release.from_json(d.release.to_json())
+    assert again.overlays == ["remote.yaml", "logging.yaml"]
+
+
+def test_a_local_ca_reaches_the_probe_as_base64_on_hosts(tree: Path, write_env: WriteEnv) -> None:
+    write_env("staging", ONE_HOST.format(name="staging", mode="staging") + "tls: local-ca\n")
+    env = config.load("staging")
+    assert compose.probe_ca_b64(env) == ""  # no CA yet: the deploy creates it first
+    ca = tree / ".slipway" / "staging" / "ca.crt"
+    ca.parent.mkdir(parents=True)
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    assert base64.b64decode(compose.probe_ca_b64(env)) == ca.read_bytes()
+    d = deployment("staging", GOOD)
+    assert (
+        "SLIPWAY_PROBE_CA_B64='" + compose.probe_ca_b64(env) in d.release_files("r")["release.env"]
+    )
+
+
+def test_optional_secrets_are_loaded_when_set_and_absent_otherwise(
+    tree: Path, write_env: WriteEnv
+) -> None:
+    write_env("staging", ONE_HOST.format(name="staging", mode="staging"))
+    env = config.load("staging")
+    (tree / ".env.staging").write_text(
+        "".join(f"{k}={v}\n" for k, v in GOOD.items()) + "SENTRY_DSN=http://k@sentry.test/1\n"
+    )
+    loaded = secrets.require(env, environ={"ALERT_WEBHOOK_URL": "https://hooks.test/a"})
+    assert loaded.values["SENTRY_DSN"] == "http://k@sentry.test/1"
+    assert loaded.values["ALERT_WEBHOOK_URL"] == "https://hooks.test/a"
+    assert "ALERT_SLACK_URL" not in loaded.values
+    assert "https://hooks.test/a" not in repr(loaded)
+
+
+def test_production_with_monitoring_refuses_to_deploy_without_an_alert_receiver(
+    tree: Path, write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_env("production", ONE_HOST.format(name="production", mode="production"))
+    (tree / ".env.production").write_text("".join(f"{k}={v}\n" for k, v in GOOD.items()))
+    for name in secrets.OPTIONAL:
+        monkeypatch.delenv(name, raising=False)
+    d = deployment("production", {})
+    with pytest.raises(OpsError) as err:
+        d.check_config()
+    message = str(err.value)
+    assert "no alert receiver" in message
+    assert "Fix: set ALERT_WEBHOOK_URL" in message
+    assert ".env.production" in message
+
+    monkeypatch.setenv("ALERT_SLACK_URL", "https://hooks.test/slack")
+    assert "production" in deployment("production", {}).check_config()
+
+    # Staging, or production without monitoring, may run without receivers.
+    monkeypatch.delenv("ALERT_SLACK_URL")
+    write_env(
+        "production",
+        ONE_HOST.format(name="production", mode="production") + "monitoring: {enabled: false}\n",
+    )
+    assert "production" in deployment("production", {}).check_config()

@@ -1,0 +1,556 @@
+"""`invoke monitor` on one host: refusals, local ports of the tunnel, the view through it.
+
+No SSH: FakeRemote is a real ops.remote.Remote whose SSH transport is replaced by one that opens
+its "channels" as TCP connections to small HTTP servers on 127.0.0.1 standing for the host's
+Prometheus and Alertmanager. So Remote.forward's own listener and pumps carry every request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from free_port import free_port
+from invoke.context import Context
+from invoke.exceptions import Exit
+from ops_testdata import LOCAL_YAML
+
+from ops import config, monitor
+from ops.errors import OpsError
+from ops.remote import Remote
+from ops.tasks import monitor as monitor_tasks
+
+pytestmark = pytest.mark.unit
+
+WriteEnv = Callable[[str, str], Path]
+HOST = "deploy@203.0.113.10:22"
+
+ALERTS = {
+    "status": "success",
+    "data": {
+        "alerts": [
+            {
+                "labels": {"alertname": "APIDown", "severity": "critical"},
+                "annotations": {"summary": "no API replica answers"},
+                "state": "firing",
+                "activeAt": "2026-12-01T10:00:00.123Z",
+            },
+            {
+                "labels": {"alertname": "DiskFilling", "severity": "warning"},
+                "annotations": {"summary": "disk fills"},
+                "state": "firing",
+                "activeAt": "2026-12-01T09:00:00Z",
+            },
+            {
+                "labels": {"alertname": "Slow", "severity": "warning"},
+                "annotations": {"summary": "pending only"},
+                "state": "pending",
+                "activeAt": "2026-12-01T09:30:00Z",
+            },
+        ]
+    },
+}
+TARGETS = {
+    "status": "success",
+    "data": {
+        "activeTargets": [
+            {"labels": {"job": "api", "instance": "10.0.0.5:8000"}, "health": "up"},
+            {
+                "labels": {"job": "postgres", "instance": "postgres-exporter:9187"},
+                "health": "down",
+                "lastError": "connection refused",
+            },
+        ]
+    },
+}
+
+
+class FakeHttp:
+    """A tiny HTTP server on 127.0.0.1 answering fixed bodies by path (404 otherwise)."""
+
+    def __init__(self, routes: dict[str, bytes]) -> None:
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests.append(self.path)
+                body = routes.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def prometheus_routes(alerts: object = ALERTS, targets: object = TARGETS) -> dict[str, bytes]:
+    return {
+        "/-/ready": b"Prometheus Server is Ready.\n",
+        "/api/v1/alerts": json.dumps(alerts).encode(),
+        "/api/v1/targets": json.dumps(targets).encode(),
+    }
+
+
+@pytest.fixture
+def servers() -> Iterator[dict[str, FakeHttp]]:
+    made = {
+        "prometheus": FakeHttp(prometheus_routes()),
+        "alertmanager": FakeHttp({"/-/ready": b"OK"}),
+    }
+    yield made
+    for server in made.values():
+        server.close()
+
+
+class FakeTransport:
+    """What Remote.forward uses of paramiko's Transport: a "direct-tcpip" channel to the host's
+    (address, port) is a TCP connection to the server standing for that port here."""
+
+    def __init__(self, routes: dict[int, int]) -> None:
+        self.routes = routes
+        self.opened: list[tuple[str, int]] = []
+        self.active = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def open_channel(self, kind: str, dest: tuple[str, int], src: tuple[str, int]) -> socket.socket:
+        assert kind == "direct-tcpip"
+        self.opened.append(dest)
+        if dest[0] != "127.0.0.1" or dest[1] not in self.routes:
+            raise paramiko.ChannelException(2, "Connect failed")
+        return socket.create_connection(("127.0.0.1", self.routes[dest[1]]))
+
+
+class FakeRemote(Remote):
+    """A Remote to HOST whose SSH transport is a FakeTransport."""
+
+    def __init__(self, routes: dict[int, int]) -> None:
+        super().__init__(config.Host("deploy", "203.0.113.10", 22))
+        self.fake = FakeTransport(routes)
+        self.closed = False
+
+    def _transport(self) -> Any:
+        if self.closed or not self.fake.active:
+            raise OpsError(f"SSH connection to {self.host.label} is closed")
+        return self.fake
+
+    def connected(self) -> bool:
+        return not self.closed and self.fake.active
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def host_yaml(prometheus: int, alertmanager: int, extra: str = "") -> str:
+    return (
+        "name: staging\ntarget: ssh\nhosts:\n  - ssh: deploy@203.0.113.10\n"
+        "domains: [staging.example.org]\nbind: 0.0.0.0\nports: {http: 80, https: 443}\n"
+        f"monitoring: {{prometheus_port: {prometheus}, alertmanager_port: {alertmanager}"
+        f"{extra}}}\n"
+    )
+
+
+@pytest.fixture
+def ports() -> tuple[int, int]:
+    """The host's Prometheus and Alertmanager ports, chosen free here (as a host's 9090 and
+    9093 would be on a machine running no local stack)."""
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    return first, second
+
+
+@pytest.fixture
+def staging(write_env: WriteEnv, ports: tuple[int, int]) -> config.Environment:
+    write_env("staging", host_yaml(*ports))
+    return config.load("staging")
+
+
+def routed(servers: dict[str, FakeHttp], ports: tuple[int, int]) -> FakeRemote:
+    return FakeRemote(
+        {ports[0]: servers["prometheus"].port, ports[1]: servers["alertmanager"].port}
+    )
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.fixture
+def taken() -> Iterator[Callable[[int], socket.socket]]:
+    """Listen on 127.0.0.1:<port> here, like a local stack's Prometheus would."""
+    held: list[socket.socket] = []
+
+    def take(port: int) -> socket.socket:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1)
+        held.append(sock)
+        return sock
+
+    yield take
+    for sock in held:
+        sock.close()
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def test_several_hosts_are_refused_naming_swarm_the_docs_and_what_to_do(
+    write_env: WriteEnv,
+) -> None:
+    write_env(
+        "production",
+        "name: production\ntarget: ssh\nhosts:\n"
+        "  - {ssh: deploy@10.0.0.1}\n  - {ssh: deploy@10.0.0.2}\n"
+        "domains: [prod.example.org]\nbind: 0.0.0.0\nports: {http: 80, https: 443}\n",
+    )
+    env = config.load("production")
+    expected = (
+        r"has 2 hosts \(Docker Swarm\).*not run Prometheus and Alertmanager yet.*"
+        r'"Monitoring: not built yet".*Fix: .*`invoke status --env=production`'
+    )
+    with pytest.raises(OpsError, match=expected):
+        monitor.urls(env)
+    with pytest.raises(OpsError, match=expected), monitor.reachable(env):
+        pass
+    with pytest.raises(Exit) as err:
+        monitor_tasks.show(Context(), env="production", once=True)
+    assert err.value.code == 1
+    assert "Docker Swarm" in str(err.value.message)
+
+
+def test_monitoring_off_on_a_host_says_to_deploy_and_on_a_local_stack_to_go_up(
+    write_env: WriteEnv,
+) -> None:
+    write_env("staging", host_yaml(9090, 9093, ", enabled: false"))
+    with pytest.raises(
+        OpsError,
+        match=r"monitoring is off in .*staging.yaml \(monitoring.enabled: false\)\. Fix: set it "
+        r"to true and run `invoke deploy --env=staging`$",
+    ):
+        monitor.urls(config.load("staging"))
+    write_env("e2e", "name: e2e\ntarget: local\nmonitoring: {enabled: false}\n")
+    with pytest.raises(OpsError, match=r"Fix: set it to true and run `invoke up --env e2e`$"):
+        monitor.urls(config.load("e2e"))
+
+
+def test_a_hosts_urls_are_only_reachable_through_the_monitor_tunnel(
+    staging: config.Environment,
+) -> None:
+    with pytest.raises(
+        OpsError,
+        match=r"runs on deploy@203\.0\.113\.10:22, whose Prometheus and Alertmanager answer on "
+        r"that host's loopback only\. Fix: `invoke monitor --env=staging` opens an SSH tunnel",
+    ):
+        monitor.urls(staging)
+
+
+# ---------------------------------------------------------------------------- local ports
+
+
+def test_the_tunnel_uses_the_same_ports_here_when_they_are_free(
+    staging: config.Environment, servers: dict[str, FakeHttp], ports: tuple[int, int]
+) -> None:
+    remote = routed(servers, ports)
+    with monitor.reachable(staging, remote) as at:
+        assert (at.prometheus, at.alertmanager) == (
+            f"http://127.0.0.1:{ports[0]}",
+            f"http://127.0.0.1:{ports[1]}",
+        )
+        assert at.remote is remote
+        result = monitor.read(staging, at)
+    # Both tunnels lead to the host's loopback, at the configured ports, over the one remote.
+    assert set(remote.fake.opened) == {("127.0.0.1", ports[0]), ("127.0.0.1", ports[1])}
+    assert servers["alertmanager"].requests == ["/-/ready"]
+    assert result.prometheus == f"http://127.0.0.1:{ports[0]}"
+
+
+def test_a_port_taken_here_gets_one_the_system_picks_and_the_other_keeps_its_number(
+    staging: config.Environment,
+    servers: dict[str, FakeHttp],
+    ports: tuple[int, int],
+    taken: Callable[[int], socket.socket],
+) -> None:
+    taken(ports[0])  # e.g. a local stack's Prometheus on 9090
+    with monitor.reachable(staging, routed(servers, ports)) as at:
+        local = port_of(at.prometheus)
+        assert local != ports[0]
+        assert port_of(at.alertmanager) == ports[1]
+        result = monitor.read(staging, at)
+    assert [a.name for a in result.firing] == ["APIDown", "DiskFilling"]
+    assert servers["prometheus"].requests == ["/-/ready", "/api/v1/alerts", "/api/v1/targets"]
+
+
+def test_both_ports_taken_here_still_give_a_working_tunnel(
+    staging: config.Environment,
+    servers: dict[str, FakeHttp],
+    ports: tuple[int, int],
+    taken: Callable[[int], socket.socket],
+) -> None:
+    taken(ports[0])
+    taken(ports[1])
+    with monitor.reachable(staging, routed(servers, ports)) as at:
+        chosen = {port_of(at.prometheus), port_of(at.alertmanager)}
+        assert len(chosen) == 2
+        assert not chosen & set(ports)
+        assert monitor.read(staging, at).down
+
+
+def test_a_failed_connection_is_reported_as_is_not_retried_on_another_port(
+    staging: config.Environment, ports: tuple[int, int]
+) -> None:
+    class Unreachable(FakeRemote):
+        attempts = 0
+
+        def _transport(self) -> Any:
+            Unreachable.attempts += 1
+            raise OpsError("cannot reach deploy@203.0.113.10:22 over SSH: timed out. Fix: ...")
+
+    with (
+        pytest.raises(OpsError, match=r"cannot reach deploy@203\.0\.113\.10:22 over SSH"),
+        monitor.reachable(staging, Unreachable({})),
+    ):
+        pass
+    assert Unreachable.attempts == 1
+    assert refused(ports[0])  # no listener left behind
+
+
+def test_the_tunnel_and_the_connection_are_closed_after_the_block(
+    staging: config.Environment, servers: dict[str, FakeHttp], ports: tuple[int, int]
+) -> None:
+    remote = routed(servers, ports)
+    with monitor.reachable(staging, remote) as at:
+        assert not refused(port_of(at.prometheus))
+        assert not remote.closed
+    assert refused(port_of(at.prometheus))
+    assert refused(port_of(at.alertmanager))
+    assert remote.closed
+
+
+# ---------------------------------------------------------------------------- the view
+
+
+def test_the_view_through_the_tunnel_lists_firing_alerts_and_targets_down(
+    staging: config.Environment, servers: dict[str, FakeHttp], ports: tuple[int, int]
+) -> None:
+    with monitor.reachable(staging, routed(servers, ports)) as at:
+        result = monitor.read(staging, at)
+    base = f"http://127.0.0.1:{ports[0]}"
+    assert result.lines() == [
+        f"Prometheus    {base}/",
+        f"Alertmanager  http://127.0.0.1:{ports[1]}/",
+        f"tunnel        SSH to {HOST}, to its 127.0.0.1:{ports[0]} (Prometheus) and "
+        f"127.0.0.1:{ports[1]} (Alertmanager)",
+        f"consoles      {base}/consoles/index.html",
+        "firing alerts: 2",
+        f"  critical {'APIDown':<32} since 2026-12-01T10:00:00  no API replica answers",
+        f"  warning  {'DiskFilling':<32} since 2026-12-01T09:00:00  disk fills",
+        "targets not up: 1",
+        "  postgres postgres-exporter:9187: connection refused",
+    ]
+
+
+@pytest.mark.parametrize("missing", ["Prometheus", "Alertmanager"])
+def test_a_service_not_answering_on_the_host_names_it_the_host_and_the_fix(
+    staging: config.Environment,
+    servers: dict[str, FakeHttp],
+    ports: tuple[int, int],
+    missing: str,
+) -> None:
+    # The host refuses the tunnel's connection (nothing listens there): the local connection
+    # is accepted, then closed without an answer.
+    remote = routed(servers, ports)
+    index = 0 if missing == "Prometheus" else 1
+    del remote.fake.routes[ports[index]]
+    with monitor.reachable(staging, remote) as at, pytest.raises(OpsError) as err:
+        monitor.read(staging, at)
+    message = str(err.value)
+    assert message.startswith(
+        f"{missing} does not answer on {HOST} at 127.0.0.1:{ports[index]} (through the SSH "
+        f"tunnel at http://127.0.0.1:"
+    )
+    assert message.endswith(
+        "Fix: deploy the environment with monitoring on, `invoke deploy --env=staging`, then "
+        "see `invoke status --env=staging`"
+    )
+
+
+def test_something_else_than_prometheus_on_the_port_is_named(
+    staging: config.Environment, ports: tuple[int, int]
+) -> None:
+    impostor = FakeHttp({**prometheus_routes(), "/api/v1/alerts": b"<html>hello</html>"})
+    alertmanager = FakeHttp({"/-/ready": b"OK"})
+    try:
+        remote = FakeRemote({ports[0]: impostor.port, ports[1]: alertmanager.port})
+        with monitor.reachable(staging, remote) as at, pytest.raises(OpsError) as err:
+            monitor.read(staging, at)
+    finally:
+        impostor.close()
+        alertmanager.close()
+    assert "/api/v1/alerts did not answer like Prometheus' API (JSONDecodeError" in str(err.value)
+    assert "Fix: check that monitoring.prometheus_port is Prometheus' port" in str(err.value)
+
+
+# ---------------------------------------------------------------------------- holding it open
+
+
+class Signalling(monitor.Endpoints):
+    """Endpoints whose connection check (run on every poll of hold_open) sends a signal to this
+    process the first time: it arrives while hold_open waits, with its handlers installed."""
+
+    def connected(self) -> bool:
+        if not SENT:
+            SENT.append(True)
+            os.kill(os.getpid(), SIGNAL[0])
+        return True
+
+
+SENT: list[bool] = []
+SIGNAL: list[int] = [signal.SIGTERM]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_hold_open_returns_on_sigterm_or_ctrl_c_and_restores_the_handlers(
+    staging: config.Environment, sig: int
+) -> None:
+    SENT.clear()
+    SIGNAL[0] = sig
+    before = signal.getsignal(sig)
+    monitor.hold_open(staging, Signalling("http://a", "http://b"), poll=0.01)
+    assert SENT == [True]
+    assert signal.getsignal(sig) is before
+
+
+def test_hold_open_fails_when_the_ssh_connection_is_lost(
+    staging: config.Environment, servers: dict[str, FakeHttp], ports: tuple[int, int]
+) -> None:
+    remote = routed(servers, ports)
+    with monitor.reachable(staging, remote) as at:
+        remote.fake.active = False
+        with pytest.raises(
+            OpsError,
+            match=rf"SSH connection to {HOST} was lost: the tunnel is closed\. Fix: "
+            r"`invoke monitor --env=staging` again",
+        ):
+            monitor.hold_open(staging, at, poll=0.01)
+
+
+# ---------------------------------------------------------------------------- the task
+
+
+def test_task_once_prints_the_view_and_closes_the_tunnel(
+    staging: config.Environment,
+    servers: dict[str, FakeHttp],
+    ports: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    made: list[FakeRemote] = []
+
+    def remote_for(host: config.Host) -> FakeRemote:
+        assert host == staging.hosts[0]
+        made.append(routed(servers, ports))
+        return made[-1]
+
+    monkeypatch.setattr(monitor, "Remote", remote_for)
+    monkeypatch.setattr(monitor, "hold_open", lambda *a, **k: pytest.fail("held open"))
+    monitor_tasks.show(Context(), env="staging", once=True)
+    out = capsys.readouterr().out
+    assert f"Prometheus    http://127.0.0.1:{ports[0]}/" in out
+    assert "firing alerts: 2" in out
+    assert "Ctrl-C" not in out
+    assert made[0].closed
+    assert refused(ports[0])
+
+
+def test_task_keeps_the_tunnel_open_until_stopped_then_closes_it(
+    staging: config.Environment,
+    servers: dict[str, FakeHttp],
+    ports: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[bytes] = []
+
+    def stopped_at_once(env: config.Environment, at: monitor.Endpoints) -> None:
+        # While held open: the URL printed answers through the tunnel.
+        with socket.create_connection(("127.0.0.1", ports[0]), timeout=5) as conn:
+            conn.sendall(b"GET /-/ready HTTP/1.0\r\n\r\n")
+            seen.append(conn.makefile("rb").read())
+
+    monkeypatch.setattr(monitor, "Remote", lambda host: routed(servers, ports))
+    monkeypatch.setattr(monitor, "hold_open", stopped_at_once)
+    monitor_tasks.show(Context(), env="staging")
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [
+        "The SSH tunnel stays open for the URLs above. Close it with Ctrl-C (or SIGTERM).",
+        "tunnel closed",
+    ]
+    assert seen and seen[0].startswith(b"HTTP/1.0 200") and b"Prometheus Server is Ready" in seen[0]
+    assert refused(ports[0])
+
+
+def test_task_fails_with_the_message_when_prometheus_does_not_answer_on_the_host(
+    staging: config.Environment, ports: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor, "Remote", lambda host: FakeRemote({}))
+    with pytest.raises(Exit) as err:
+        monitor_tasks.show(Context(), env="staging", once=True)
+    assert err.value.code == 1
+    assert str(err.value.message).startswith(f"error: Prometheus does not answer on {HOST}")
+    assert refused(ports[0])
+
+
+def test_task_on_a_local_stack_is_unchanged_with_or_without_once(
+    write_env: WriteEnv, servers: dict[str, FakeHttp], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prometheus, alertmanager = servers["prometheus"].port, servers["alertmanager"].port
+    write_env(
+        "local",
+        LOCAL_YAML
+        + f"monitoring: {{prometheus_port: {prometheus}, alertmanager_port: {alertmanager}}}\n",
+    )
+    outputs = []
+    for once in (False, True):
+        monitor_tasks.show(Context(), env="local", once=once)
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert outputs[0].splitlines()[:3] == [
+        f"Prometheus    http://127.0.0.1:{prometheus}/",
+        f"Alertmanager  http://127.0.0.1:{alertmanager}/",
+        f"consoles      http://127.0.0.1:{prometheus}/consoles/index.html",
+    ]
+    assert "tunnel" not in outputs[0]
