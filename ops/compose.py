@@ -319,9 +319,8 @@ def acme_env(env: Environment) -> dict[str, str]:
 
 def runs_monitoring(env: Environment) -> bool:
     """Whether the environment's stack includes Prometheus, Alertmanager, the exporters and the
-    central log collector: local stacks and one host (Compose over SSH). Not yet several hosts
-    (Docker Swarm): docs/architecture.md, "Monitoring: not built yet"."""
-    return env.monitoring.enabled and (env.target == "local" or len(env.hosts) == 1)
+    central log collector (local stacks, one host, Docker Swarm alike)."""
+    return env.monitoring.enabled
 
 
 def profiles(env: Environment) -> list[str]:

@@ -38,7 +38,17 @@ _TSDB_SIZE_RE = re.compile(r"^[1-9][0-9]*(MB|GB|TB)$")
 _MIN_LOG_SIZE = 64 * 1024 * 1024
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # Services whose containers get `resources:` limits (compose deploy.resources.limits).
-RESOURCE_SERVICES = ("api", "worker", "postgres", "redis", "nginx", "certbot")
+RESOURCE_SERVICES = (
+    "api",
+    "worker",
+    "postgres",
+    "redis",
+    "nginx",
+    "certbot",
+    "prometheus",
+    "alertmanager",
+    "logs",
+)
 MAX_RENEW_BEFORE_DAYS = 89
 LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 DEFAULT_REMOTE_ROOT = "/srv/slipway"
@@ -177,6 +187,9 @@ class Resources:
     redis: Limits = field(default_factory=Limits)
     nginx: Limits = field(default_factory=Limits)
     certbot: Limits = field(default_factory=Limits)
+    prometheus: Limits = field(default_factory=Limits)
+    alertmanager: Limits = field(default_factory=Limits)
+    logs: Limits = field(default_factory=Limits)
 
     def compose_env(self) -> dict[str, str]:
         """SLIPWAY_<SERVICE>_CPUS and SLIPWAY_<SERVICE>_MEMORY (bytes) for every service.

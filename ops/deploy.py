@@ -61,6 +61,7 @@ MONITORING_IMAGES = {
     "SLIPWAY_EXPORTERS_TAG": "slipway/exporters",
 }
 LOG_SERVICE = "logs"
+ALERTMANAGER_ENTRYPOINT = "/usr/local/bin/alertmanager-entrypoint"
 MONITORING_SERVICES = (
     "prometheus",
     "alertmanager",
@@ -326,8 +327,17 @@ class Deployment:
             )
         self.check_registry()
         self.secrets = secrets.require(self.env)
+        self.check_receivers_set()
+        return f"{self.env.source.name}: {self.host.label}, version {self.build.version}"
+
+    def check_receivers_set(self) -> None:
+        """Production with monitoring never deploys alerts that reach nobody. A rollback runs
+        with the secrets its release recorded: not checked."""
+        assert self.secrets is not None
+        if self.kind == "rollback" or not self.monitoring:
+            return
         receivers = [n for n in secrets.ALERT_RECEIVERS if self.secrets.values.get(n)]
-        if self.monitoring and self.env.listings_env == "production" and not receivers:
+        if self.env.listings_env == "production" and not receivers:
             raise OpsError(
                 f"{self.env.name} runs in production mode with monitoring, but no alert receiver "
                 f"is set: its alerts would reach nobody. Fix: set {secrets.ALERT_RECEIVERS[0]} "
@@ -335,7 +345,6 @@ class Deployment:
                 f"ALERT_SMTP_FROM) in {secrets.env_file(self.env).name} or the CI secrets "
                 '(docs/environments.md, "Secrets")'
             )
-        return f"{self.env.source.name}: {self.host.label}, version {self.build.version}"
 
     def check_registry(self) -> None:
         """The registry images ship through, if any; half-set or unusable credentials stop the
@@ -359,9 +368,12 @@ class Deployment:
         given = {n: values[n] for n in secrets.OPTIONAL if n.startswith("ALERT_") and values.get(n)}
         ref = next(r for r in image_refs(self.build, monitoring=True) if "/alertmanager:" in r)
         try:
+            # The rendered configuration holds the secrets: to /dev/null inside the container,
+            # never to Docker's log driver (a file, or a log service).
             self.docker().containers.run(
                 ref,
-                ["render"],
+                ["-c", f"exec {ALERTMANAGER_ENTRYPOINT} render >/dev/null"],
+                entrypoint="/bin/sh",
                 environment=given,
                 network_mode="none",
                 remove=True,
@@ -463,11 +475,17 @@ class Deployment:
                 ("udp", mon.log_port, LOG_SERVICE, "monitoring.log_port"),
             ]
         held = ports.listening(remote.run(ports.SOCKET_TABLES, what="ports in use").stdout)
-        ours = remote.run(
-            "docker ps --filter label=com.docker.compose.project="
-            f"{quote(env.project_name)} --format '{{{{.Label \"com.docker.compose.service\"}}}}'",
+        # The stack's services, run by Compose or (an environment that had several hosts, which
+        # the plan then refuses with its own message) by Swarm.
+        project = quote(env.project_name)
+        found = remote.run(
+            f"docker ps --filter label=com.docker.compose.project={project} "
+            "--format '{{.Label \"com.docker.compose.service\"}}'; "
+            f"docker ps --filter label=com.docker.stack.namespace={project} "
+            "--format '{{.Label \"com.docker.swarm.service.name\"}}'",
             what="services running",
         ).stdout.split()
+        ours = [name.removeprefix(f"{env.project_name}_") for name in found]
         clashes = ports.host_conflicts(held, wanted, ours)
         if clashes:
             raise OpsError(
@@ -750,15 +768,34 @@ class Deployment:
 
     def stop_monitoring(self) -> None:
         """Remove the monitoring containers of a stack that no longer runs them (data volumes
-        stay): an environment switched to monitoring.enabled: false leaves nothing behind."""
-        names = " ".join(quote(n) for n in (LOG_SERVICE, *MONITORING_SERVICES))
+        stay): an environment switched to monitoring.enabled: false leaves nothing behind. The
+        collector stays while a container still sends it its lines (after a rollback to such
+        a release, postgres and redis keep the log driver the newer one gave them)."""
         project = quote(self.env.project_name)
+        drivers = (
+            self.sh()
+            .run(
+                f"docker ps -q --filter label=com.docker.compose.project={project} | xargs -r "
+                "docker inspect -f '{{.HostConfig.LogConfig.Type}}'",
+                what="log drivers",
+            )
+            .stdout.split()
+        )
+        keep_collector = "syslog" in drivers
+        services = (*([] if keep_collector else [LOG_SERVICE]), *MONITORING_SERVICES)
+        names = " ".join(quote(n) for n in services)
         self.sh().run(
             f"for s in {names}; do docker ps -aq --filter label=com.docker.compose.project="
             f"{project} --filter label=com.docker.compose.service=$s; done | "
             "xargs -r docker rm -f >/dev/null",
             what="remove the monitoring containers",
         )
+        if keep_collector:
+            print(
+                "    the log collector stays: containers still send it their lines (they change "
+                "log driver when next recreated by a deploy)",
+                flush=True,
+            )
 
     def wait_healthy(self, services: tuple[str, ...], timeout: float = SERVICE_WAIT) -> None:
         """Every container of `services` passes its healthcheck (run now, not at Docker's pace)."""

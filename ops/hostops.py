@@ -50,11 +50,10 @@ class Host:
     def compose(self) -> RemoteCompose:
         """Compose of the current release: one-off containers (and, on one host, the stack)."""
         current = self.current()
-        if len(self.env.hosts) > 1:
-            overlays: tuple[str, ...] = (SWARM_ONEOFF_FILE,)
-        else:
-            # The files that release was deployed with (central logs or not).
-            overlays = tuple(ReleaseStore(self.remote, self.root).get(current).overlays)
+        # The files that release was deployed with (central logs or not).
+        overlays = tuple(ReleaseStore(self.remote, self.root).get(current).overlays)
+        if len(self.env.hosts) > 1 and SWARM_ONEOFF_FILE not in overlays:
+            overlays = (SWARM_ONEOFF_FILE,)  # a swarm release recorded before overlays were
         return RemoteCompose(
             self.remote, self.env.project_name, self.root, current, overlays=overlays
         )
@@ -184,7 +183,8 @@ def logs(
 ) -> None:
     """`docker compose logs` of the current release on the host, streamed here."""
     with Host(env) as host:
-        args = ["logs", "--no-color", "--tail", str(tail)]
+        # 0: every line (as locally); docker's own --tail 0 would print none.
+        args = ["logs", "--no-color", "--tail", str(tail) if tail > 0 else "all"]
         if follow:
             args.append("--follow")
         if since:

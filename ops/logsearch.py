@@ -8,8 +8,10 @@ prefilters inside the container, then the functions here filter exactly, put the
 order and format them as `<ts> <service> <line>`.
 
 A `Collector` is where that container runs: `LocalCollector` (this machine's engine, `docker
-exec`) or `RemoteCollector` (a one-host environment's host, `docker exec` over SSH); the search
-is the same for both. Everything but the collectors is pure.
+exec`) or `RemoteCollector` (a host, `docker exec` over SSH); the search is the same for both.
+Several hosts (Docker Swarm) run a collector each, holding the lines of the containers on that
+host: `print_hosts_search` searches every one and merges their matches in time order. Everything
+but the collectors is pure.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import subprocess  # nosec B404: fixed docker argv, no shell
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -289,13 +291,29 @@ def format_entry(entry: Entry) -> str:
     return f"{entry.ts_text} {entry.service or '-'} {entry.line}"
 
 
-def search(raw_lines: Iterable[str], query: Query) -> Iterator[str]:
-    """The formatted matching lines of the collector's raw lines, in time order."""
+def search_entries(raw_lines: Iterable[str], query: Query) -> Iterator[Entry]:
+    """The matching entries of the collector's raw lines, in time order (the newest
+    `query.tail` only, when set)."""
     parsed = (parse_entry(raw) for raw in raw_lines)
     wanted = (e for e in parsed if e is not None and matches(e, query))
-    ordered = (format_entry(e) for e in in_time_order(wanted))
+    ordered = in_time_order(wanted)
     if query.tail > 0:
         yield from deque(ordered, maxlen=query.tail)
+    else:
+        yield from ordered
+
+
+def search(raw_lines: Iterable[str], query: Query) -> Iterator[str]:
+    """The formatted matching lines of the collector's raw lines, in time order."""
+    return (format_entry(e) for e in search_entries(raw_lines, query))
+
+
+def merged(streams: Iterable[Iterable[Entry]], tail: int = 0) -> Iterator[Entry]:
+    """Several streams in time order (one per host) as one in time order, streaming; equal
+    times keep the streams' order. tail > 0: the newest `tail` of them all."""
+    ordered = heapq.merge(*streams, key=lambda entry: entry.ts)
+    if tail > 0:
+        yield from deque(ordered, maxlen=tail)
     else:
         yield from ordered
 
@@ -430,25 +448,29 @@ class RemoteCollector:
         self.env_name = env_name
 
     @classmethod
-    def find(cls, remote: Remote, project: str, env_name: str) -> RemoteCollector:
-        """The running `logs` container of the compose project on the host."""
-        command = _remote_command(
-            "docker",
-            "ps",
-            "-q",
-            *_label_filters(project),
-            "--filter",
-            f"label=com.docker.compose.service={COLLECTOR_SERVICE}",
-            "--filter",
-            "label=com.docker.compose.oneoff=False",
-            "--filter",
-            "status=running",
-        )
+    def find(
+        cls, remote: Remote, project: str, env_name: str, swarm: bool = False
+    ) -> RemoteCollector:
+        """The running `logs` container of the compose project on the host; with `swarm`, the
+        host's task of the stack's global service `<project>_logs`."""
+        if swarm:
+            service = f"{project}_{COLLECTOR_SERVICE}"
+            labels = ["--filter", f"label=com.docker.swarm.service.name={service}"]
+        else:
+            service = COLLECTOR_SERVICE
+            labels = [
+                *_label_filters(project),
+                "--filter",
+                f"label=com.docker.compose.service={COLLECTOR_SERVICE}",
+                "--filter",
+                "label=com.docker.compose.oneoff=False",
+            ]
+        command = _remote_command("docker", "ps", "-q", *labels, "--filter", "status=running")
         result = _run_echoed(remote, command, "find the log collector")
         found = result.stdout.split()
         if not found:
             raise OpsError(
-                f"the log collector of {project} (service {COLLECTOR_SERVICE}) is not running on "
+                f"the log collector of {project} (service {service}) is not running on "
                 f"{remote.host.label}. Fix: `invoke deploy --env={env_name}` starts it (with "
                 f"monitoring.enabled); `invoke status --env={env_name}` shows what runs, and "
                 f"`invoke logs --env={env_name} --follow` shows the containers' own logs meanwhile"
@@ -502,6 +524,25 @@ def services_on_host(remote: Remote, project: str) -> list[str]:
     return sorted({name for name in result.stdout.split() if name})
 
 
+def swarm_services(remote: Remote, stack: str) -> list[str]:
+    """The services of the swarm stack, without the `<stack>_` prefix (one `docker service ls`
+    on the manager)."""
+    command = _remote_command(
+        "docker",
+        "service",
+        "ls",
+        "--filter",
+        f"label=com.docker.stack.namespace={stack}",
+        "--format",
+        "{{.Name}}",
+    )
+    result = _run_echoed(remote, command, "list the services")
+    prefix = f"{stack}_"
+    return sorted(
+        {name.removeprefix(prefix) for name in result.stdout.split() if name.startswith(prefix)}
+    )
+
+
 def _label_filters(project: str) -> list[str]:
     return ["--filter", f"label=com.docker.compose.project={project}"]
 
@@ -528,16 +569,36 @@ def tail_for(tail: int, query: Query) -> int:
     return 0 if query.filtered else DEFAULT_TAIL
 
 
-def newest(collector: Collector, names: Sequence[str], query: Query) -> list[str]:
+def newest_entries(collector: Collector, names: Sequence[str], query: Query) -> list[Entry]:
     """The last `query.tail` matches, reading only as many of the newest files as that takes
     (1, 2, 4, ... of them): `invoke logs --service api` need not read 30 days of history."""
     count = 1
     while True:
         with collector.read_lines(names[-count:], prefilters(query)) as raw:
-            found = list(search(raw, query))
+            found = list(search_entries(raw, query))
         if len(found) >= query.tail or count >= len(names):
             return found
         count *= 2
+
+
+def newest(collector: Collector, names: Sequence[str], query: Query) -> list[str]:
+    """newest_entries, formatted."""
+    return [format_entry(e) for e in newest_entries(collector, names, query)]
+
+
+def _print_all(entries: Iterable[Entry]) -> int:
+    """Print the entries on stdout; how many were printed (up to a reader that went away)."""
+    printed = 0
+    try:
+        for entry in entries:
+            print(format_entry(entry))
+            printed += 1
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Whoever reads our output (`| head`) has gone: not an error. Python would report the
+        # pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return printed
 
 
 def print_search(collector: Collector, query: Query) -> int:
@@ -545,20 +606,57 @@ def print_search(collector: Collector, query: Query) -> int:
     names = select_files(collector.list_files(), query.since)
     if not names:
         return 0
-    printed = 0
-    try:
-        if query.tail > 0:
-            for line in newest(collector, names, query):
-                print(line)
-                printed += 1
-        else:
-            with collector.read_lines(names, prefilters(query)) as raw:
-                for line in search(raw, query):
-                    print(line)
-                    printed += 1
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Whoever reads our output (`| head`) has gone: not an error. Python would report the
-        # pipe again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return printed
+    if query.tail > 0:
+        return _print_all(newest_entries(collector, names, query))
+    with collector.read_lines(names, prefilters(query)) as raw:
+        return _print_all(search_entries(raw, query))
+
+
+@dataclass(frozen=True)
+class HostsSearch:
+    """What print_hosts_search did: lines printed, and the hosts it could not search, each
+    with the reason (their lines are missing from the result)."""
+
+    printed: int
+    skipped: list[str]
+
+
+def print_hosts_search(
+    remotes: Sequence[Remote], stack: str, env_name: str, query: Query
+) -> HostsSearch:
+    """Search the collector of every host of a swarm and print the matches of all of them on
+    stdout, merged in time order (`query.tail`: the newest of them all).
+
+    A host whose collector cannot be found or listed (the host is down, the collector is not
+    running) is skipped with a warning on stderr naming it and the fix, so that the others'
+    lines are still shown; the caller reports the skipped hosts again after the lines.
+    """
+    found: list[tuple[Collector, list[str]]] = []
+    skipped = []
+    for remote in remotes:
+        try:
+            collector = RemoteCollector.find(remote, stack, env_name, swarm=True)
+            names = select_files(collector.list_files(), query.since)
+        except OpsError as exc:
+            print(
+                f"warning: the central logs of {remote.host.label} are NOT searched, its lines "
+                f"are missing below: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            skipped.append(f"{remote.host.label}: {exc}")
+            continue
+        if names:
+            found.append((collector, names))
+    if query.tail > 0:
+        # Each host's newest `tail` holds every line of the newest `tail` of them all.
+        newest_of_each = [newest_entries(collector, names, query) for collector, names in found]
+        return HostsSearch(_print_all(merged(newest_of_each, query.tail)), skipped)
+    with ExitStack() as readers:
+        streams = [
+            search_entries(
+                readers.enter_context(collector.read_lines(names, prefilters(query))), query
+            )
+            for collector, names in found
+        ]
+        return HostsSearch(_print_all(merged(streams)), skipped)

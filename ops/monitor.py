@@ -3,9 +3,12 @@
 Local stacks publish both on 127.0.0.1 (monitoring.prometheus_port / alertmanager_port). One
 host (`target: ssh`) publishes them on the host's loopback only, at the same ports: this machine
 reaches them through an SSH tunnel (ops/remote.py `Remote.forward`, both over one connection),
-at the same local ports when they are free here, else at ports the system picks. Either way this
-checks that they answer and prints the firing alerts and the targets that are not up. Several
-hosts (Docker Swarm) run no monitoring yet.
+at the same local ports when they are free here, else at ports the system picks. Several hosts
+(Docker Swarm) run both as tasks on the first host (the manager), published on no port (Swarm
+cannot publish on a loopback only): the tunnels lead, over one connection to that host, to their
+containers' addresses on its `docker_gwbridge` bridge network, which the host itself reaches.
+Either way this checks that they answer and prints the firing alerts and the targets that are
+not up.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import http.client
 import json
 import signal
 import socket
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -26,9 +30,14 @@ from typing import Any
 from ops import compose
 from ops.config import Environment
 from ops.errors import OpsError
-from ops.remote import Remote
+from ops.remote import Remote, Result, quote
 
 LOOPBACK = "127.0.0.1"
+# Swarm: the ports Prometheus and Alertmanager listen on in their containers, and the host's
+# bridge network through which the host itself reaches a task attached to an overlay network.
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+GWBRIDGE = "docker_gwbridge"
 TIMEOUT = 5.0
 # How often a tunnel held open checks that its SSH connection is still there.
 CONNECTION_CHECK_SECONDS = 1.0
@@ -74,6 +83,9 @@ class Endpoints:
     alertmanager: str
     remote: Remote | None = None  # None: a local stack, no tunnel
     tunnel: str = ""
+    # address:port each tunnel leads to, as the host sees it
+    prometheus_target: str = ""
+    alertmanager_target: str = ""
 
     def connected(self) -> bool:
         """False once the SSH connection under the tunnel is gone (always True locally)."""
@@ -82,13 +94,6 @@ class Endpoints:
 
 def refuse_unless_monitored(env: Environment) -> None:
     """OpsError when the environment runs no Prometheus and Alertmanager, saying what to do."""
-    if env.is_ssh and len(env.hosts) > 1:
-        raise OpsError(
-            f"environment {env.name!r} has {len(env.hosts)} hosts (Docker Swarm): deploys there "
-            "do not run Prometheus and Alertmanager yet, so there is nothing to monitor or tunnel "
-            'to (docs/architecture.md, "Monitoring: not built yet"). Fix: none for several hosts '
-            f"yet; `invoke status --env={env.name}` shows the services and their replicas"
-        )
     if not compose.runs_monitoring(env):
         start = (
             f"`invoke up --env {env.name}`" if env.is_local else f"`invoke deploy --env={env.name}`"
@@ -103,10 +108,15 @@ def urls(env: Environment) -> tuple[str, str]:
     """Base URLs of a local stack's Prometheus and Alertmanager, or OpsError saying why not."""
     refuse_unless_monitored(env)
     if not env.is_local:
+        where = (
+            "on that host's docker_gwbridge only (Docker Swarm)"
+            if _is_swarm(env)
+            else "on that host's loopback only"
+        )
         raise OpsError(
             f"environment {env.name!r} runs on {env.hosts[0].label}, whose Prometheus and "
-            "Alertmanager answer on that host's loopback only. Fix: "
-            f"`invoke monitor --env={env.name}` opens an SSH tunnel to them"
+            f"Alertmanager answer {where}. Fix: `invoke monitor --env={env.name}` opens an SSH "
+            "tunnel to them"
         )
     mon = env.monitoring
     return f"http://{LOOPBACK}:{mon.prometheus_port}", f"http://{LOOPBACK}:{mon.alertmanager_port}"
@@ -123,15 +133,110 @@ def _free_here(port: int) -> bool:
     return True
 
 
-def _forward(tunnels: ExitStack, remote: Remote, port: int) -> int:
-    """A tunnel to the host's 127.0.0.1:<port>, at the same port here when it is free (a local
-    stack may hold it), else at one the system picks. Returns the local port."""
+def _is_swarm(env: Environment) -> bool:
+    return env.is_ssh and len(env.hosts) > 1
+
+
+def _forward(
+    tunnels: ExitStack, remote: Remote, port: int, target: str = LOOPBACK, target_port: int = 0
+) -> int:
+    """A tunnel to <target>:<target_port> as the host sees it (default: its 127.0.0.1:<port>),
+    at <port> here when it is free (a local stack may hold it), else at one the system picks.
+    Returns the local port."""
+    remote_port = target_port or port
     try:
-        return int(tunnels.enter_context(remote.forward(port, LOOPBACK, local_port=port)))
+        return int(tunnels.enter_context(remote.forward(remote_port, target, local_port=port)))
     except OpsError:
         if _free_here(port):
             raise  # not the port: the connection itself failed
-    return int(tunnels.enter_context(remote.forward(port, LOOPBACK, local_port=0)))
+    return int(tunnels.enter_context(remote.forward(remote_port, target, local_port=0)))
+
+
+def _running_task(remote: Remote, service: str) -> list[str]:
+    """Full ids of the running containers of a swarm service on the host."""
+    command = " ".join(
+        quote(word)
+        for word in (
+            "docker",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            f"label=com.docker.swarm.service.name={service}",
+            "--filter",
+            "status=running",
+        )
+    )
+    return _run(remote, command, f"find the running task of {service}").stdout.split()
+
+
+def _run(remote: Remote, command: str, what: str, check: bool = True) -> Result:
+    # Echoed on stderr, naming the host, like every command; stdout is left to the view.
+    print(f"{remote.host.label} $ {command}", file=sys.stderr, flush=True)
+    return remote.run(command, check=check, what=what)
+
+
+def gwbridge_addresses(text: str) -> dict[str, str]:
+    """Container id -> IPv4 address (no prefix length) from `docker network inspect
+    docker_gwbridge -f '{{json .Containers}}'`; entries without an address are left out."""
+    try:
+        containers = json.loads(text)
+    except ValueError as exc:
+        raise OpsError(
+            f"`docker network inspect {GWBRIDGE}` did not print its containers as JSON "
+            f"({exc}): {text.strip()[:200]!r}"
+        ) from exc
+    if containers is None:  # a network without containers prints null
+        return {}
+    if not isinstance(containers, dict):
+        raise OpsError(
+            f"`docker network inspect {GWBRIDGE}` printed a {type(containers).__name__}, not "
+            "its containers by id"
+        )
+    found = {}
+    for container_id, details in containers.items():
+        address = details.get("IPv4Address", "") if isinstance(details, dict) else ""
+        if isinstance(address, str) and address:
+            found[container_id] = address.split("/", 1)[0]
+    return found
+
+
+def swarm_targets(env: Environment, remote: Remote) -> tuple[str, str]:
+    """The docker_gwbridge addresses of the running Prometheus and Alertmanager tasks on the
+    swarm manager (`remote`), or OpsError naming the one missing and the fix."""
+    services = {
+        name: f"{env.project_name}_{name.lower()}" for name in ("Prometheus", "Alertmanager")
+    }
+    tasks = {name: _running_task(remote, service) for name, service in services.items()}
+    fix = (
+        f"Fix: deploy the environment with monitoring on, `invoke deploy --env={env.name}`, "
+        f"then see `invoke status --env={env.name}`"
+    )
+    for name, found in tasks.items():
+        if not found:
+            raise OpsError(
+                f"{name} (service {services[name]}) has no running task on the swarm manager "
+                f"{remote.host.label}. {fix}"
+            )
+    inspect = f"docker network inspect {GWBRIDGE} -f {quote('{{json .Containers}}')}"
+    result = _run(remote, inspect, f"list the containers on {GWBRIDGE}", check=False)
+    if not result.ok:
+        raise OpsError(
+            f"`{inspect}` failed on {remote.host.label} (exit {result.code}): "
+            f"{result.stderr.strip()[-500:]}: the host is no swarm node. {fix}"
+        )
+    addresses = gwbridge_addresses(result.stdout)
+    targets = []
+    for name, found in tasks.items():
+        address = next((addresses[i] for i in found if i in addresses), "")
+        if not address:
+            raise OpsError(
+                f"{name}'s task ({found[0][:12]}) on {remote.host.label} has no address on "
+                f"{GWBRIDGE}, so the host cannot reach it (it must be attached to a non-internal "
+                f"overlay network). {fix}"
+            )
+        targets.append(address)
+    return targets[0], targets[1]
 
 
 @contextmanager
@@ -145,6 +250,9 @@ def reachable(env: Environment, remote: Remote | None = None) -> Iterator[Endpoi
         return
     mon = env.monitoring
     with remote or Remote(env.hosts[0]) as ssh, ExitStack() as tunnels:
+        if _is_swarm(env):
+            yield _swarm_tunnels(env, ssh, tunnels)
+            return
         prometheus = _forward(tunnels, ssh, mon.prometheus_port)
         alertmanager = _forward(tunnels, ssh, mon.alertmanager_port)
         yield Endpoints(
@@ -153,7 +261,28 @@ def reachable(env: Environment, remote: Remote | None = None) -> Iterator[Endpoi
             ssh,
             f"SSH to {ssh.host.label}, to its {LOOPBACK}:{mon.prometheus_port} (Prometheus) "
             f"and {LOOPBACK}:{mon.alertmanager_port} (Alertmanager)",
+            f"{LOOPBACK}:{mon.prometheus_port}",
+            f"{LOOPBACK}:{mon.alertmanager_port}",
         )
+
+
+def _swarm_tunnels(env: Environment, ssh: Remote, tunnels: ExitStack) -> Endpoints:
+    """The tunnels, over `ssh` to the swarm manager, to its Prometheus and Alertmanager tasks."""
+    mon = env.monitoring
+    prometheus_ip, alertmanager_ip = swarm_targets(env, ssh)
+    prometheus = _forward(tunnels, ssh, mon.prometheus_port, prometheus_ip, PROMETHEUS_PORT)
+    alertmanager = _forward(tunnels, ssh, mon.alertmanager_port, alertmanager_ip, ALERTMANAGER_PORT)
+    prometheus_target = f"{prometheus_ip}:{PROMETHEUS_PORT}"
+    alertmanager_target = f"{alertmanager_ip}:{ALERTMANAGER_PORT}"
+    return Endpoints(
+        f"http://{LOOPBACK}:{prometheus}",
+        f"http://{LOOPBACK}:{alertmanager}",
+        ssh,
+        f"SSH to {ssh.host.label} (swarm manager), to {prometheus_target} (Prometheus) and "
+        f"{alertmanager_target} (Alertmanager) on its {GWBRIDGE}",
+        prometheus_target,
+        alertmanager_target,
+    )
 
 
 def _get(url: str) -> Any:
@@ -161,7 +290,7 @@ def _get(url: str) -> Any:
         return json.load(response) if "/api/" in url else response.read()
 
 
-def _check(name: str, base: str, service_port: int, env: Environment, at: Endpoints) -> None:
+def _check(name: str, base: str, target: str, env: Environment, at: Endpoints) -> None:
     try:
         _get(f"{base}/-/ready")
     except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
@@ -172,7 +301,7 @@ def _check(name: str, base: str, service_port: int, env: Environment, at: Endpoi
                 f"`invoke up --env {env.name}`, then see `invoke status --env {env.name}`"
             ) from exc
         raise OpsError(
-            f"{name} does not answer on {at.remote.host.label} at {LOOPBACK}:{service_port} "
+            f"{name} does not answer on {at.remote.host.label} at {target} "
             f"(through the SSH tunnel at {base}: {reason}). Fix: deploy the environment with "
             f"monitoring on, `invoke deploy --env={env.name}`, then see "
             f"`invoke status --env={env.name}`"
@@ -198,9 +327,8 @@ def _api(base: str, path: str, key: str) -> list[dict[str, Any]]:
 
 def read(env: Environment, at: Endpoints) -> View:
     """Check that both answer at `at`, then what Prometheus sees: firing alerts, targets down."""
-    mon = env.monitoring
-    _check("Prometheus", at.prometheus, mon.prometheus_port, env, at)
-    _check("Alertmanager", at.alertmanager, mon.alertmanager_port, env, at)
+    _check("Prometheus", at.prometheus, at.prometheus_target, env, at)
+    _check("Alertmanager", at.alertmanager, at.alertmanager_target, env, at)
     alerts = _api(at.prometheus, "/api/v1/alerts", "alerts")
     firing = [
         Alert(

@@ -264,9 +264,15 @@ class Remote:
         """The standard output of `command` line by line, as it comes (large outputs, never
         held in memory). Leaving early closes the channel, which stops the command; a command
         that ran to its end and failed raises OpsError with its standard error."""
-        channel = self._transport().open_session()
         try:
-            channel.exec_command(command)
+            channel = self._transport().open_session()
+        except (OSError, paramiko.SSHException) as exc:
+            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+        try:
+            try:
+                channel.exec_command(command)
+            except (OSError, paramiko.SSHException) as exc:
+                raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
             stdout = channel.makefile("rb")
             read_all: list[bool] = []
 

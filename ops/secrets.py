@@ -221,6 +221,13 @@ def problems(env: Environment, values: Mapping[str, str]) -> list[str]:
                 f"{name} looks like a placeholder or development value "
                 f"(listings_env {env.listings_env} refuses it)"
             )
+    if not env.is_local:
+        # They travel in the release's secrets.env, one quoted line each (ops.deploy.dotenv).
+        found += [
+            f"{name} contains a quote or a line break, which the release's secrets.env cannot hold"
+            for name in OPTIONAL
+            if any(c in values.get(name, "") for c in "'\n\r")
+        ]
     return found
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -438,11 +439,12 @@ def logs(
 ) -> None:
     """Show, follow or search the logs of one service or of all.
 
-    Where the environment runs the central log collector (compose.runs_monitoring: local
-    stacks and one host), its history is searched (ops.logsearch) in time order; --follow, the
-    collector's own messages and environments without it use `docker compose logs` (over SSH
-    for a host). tail < 0: the default (200 lines, or every match of a search with --since,
-    --grep or --request-id); 0: no limit.
+    Where the environment runs the central log collector (compose.runs_monitoring), its
+    history is searched (ops.logsearch) in time order: a local stack's, one host's, or every
+    host's of a swarm (one collector per host, merged). --follow, the collector's own messages
+    and environments without it use `docker compose logs` (`docker service logs` on a swarm;
+    over SSH for hosts). tail < 0: the default (200 lines, or every match of a search with
+    --since, --grep or --request-id); 0: no limit.
     """
     env = config.load(env_name)
     now = datetime.now(UTC)
@@ -453,11 +455,6 @@ def logs(
     central = compose.runs_monitoring(env)
     if searching and not central:
         piped = f"`invoke logs --env={env.name} --since=1h --tail=0 | grep <text>`"
-        if env.target == "ssh" and len(env.hosts) > 1:
-            raise OpsError(
-                f"--grep and --request-id search the central logs, which several hosts (Docker "
-                f"Swarm: {env.name} has {len(env.hosts)}) do not collect yet. Fix: {piped}"
-            )
         if env.target == "ssh":
             raise OpsError(
                 f"{env.name} does not run the central log collector (monitoring.enabled is "
@@ -485,6 +482,27 @@ def logs(
                 since=logsearch.docker_since(since, now) if since else "",
                 tail=tail if tail >= 0 else logsearch.DEFAULT_TAIL,
             )
+            return
+        if len(env.hosts) > 1:
+            with ExitStack() as connections:
+                remotes = [connections.enter_context(Remote(host)) for host in env.hosts]
+                if service:
+                    # The manager knows the stack's services, wherever their tasks run.
+                    known = logsearch.swarm_services(remotes[0], env.project_name)
+                    logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, ACME_SERVICE})
+                found = logsearch.print_hosts_search(remotes, env.project_name, env.name, query)
+            if found.printed == 0 and len(found.skipped) < len(env.hosts):
+                print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
+            if found.skipped:
+                # After the lines, so that it is the last thing seen; and an exit status that
+                # tells a script the search is incomplete.
+                raise OpsError(
+                    f"the central logs of {len(found.skipped)} of {len(env.hosts)} hosts were "
+                    "not searched, so lines of the containers that ran there are missing"
+                    + (" (the lines above are the other hosts')" if found.printed else "")
+                    + ": "
+                    + "; ".join(found.skipped)
+                )
             return
         with Remote(env.hosts[0]) as remote:
             on_host = logsearch.RemoteCollector.find(remote, env.project_name, env.name)

@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
-from ops import config, paths, proc, secrets, steps
+from ops import compose, config, paths, proc, secrets, steps
 from ops.deploy import (
     ACME_SERVICE,
+    LOG_SERVICE,
+    MONITORING_SERVICES,
     Deployment,
     dotenv,
     ensure_certificates,
@@ -356,9 +358,23 @@ class SwarmDeployment(Deployment):
     def stack(self) -> str:
         return self.env.project_name
 
+    def overlays(self) -> list[str]:
+        """What the release's one-off containers run with (the stack has its own file); the
+        central logs' file marks a release that runs the monitoring stack."""
+        return [ONEOFF_FILE, *([compose.LOGGING_OVERLAY] if self.monitoring else [])]
+
+    def data_services(self) -> tuple[str, ...]:
+        """What the data stack starts first: the stores, after the hosts' log collectors."""
+        return (*([LOG_SERVICE] if self.monitoring else []), *DATA_SERVICES)
+
     def rcompose(self, release_id: str) -> RemoteCompose:
+        """One-off containers on the manager (migrations, ACME), with the central logs' file
+        when the release has it (their lines go to the manager's collector)."""
+        release = self.release if self.release and self.release.id == release_id else None
+        recorded = tuple(release.overlays) if release else tuple(self.overlays())
+        overlays = recorded if ONEOFF_FILE in recorded else (ONEOFF_FILE,)
         return RemoteCompose(
-            self.sh(), self.env.project_name, self.root, release_id, overlays=(ONEOFF_FILE,)
+            self.sh(), self.env.project_name, self.root, release_id, overlays=overlays
         )
 
     def stack_deploy(self, release_id: str, file: str, prune: bool) -> str:
@@ -376,7 +392,7 @@ class SwarmDeployment(Deployment):
         fmt = (
             "{{.Spec.Name}}\t{{if .UpdateStatus}}{{.UpdateStatus.State}}\t"
             "{{.UpdateStatus.Message}}{{else}}\t{{end}}\t"
-            "{{if .Spec.Mode.Replicated}}{{.Spec.Mode.Replicated.Replicas}}{{else}}0{{end}}"
+            "{{if .Spec.Mode.Replicated}}{{.Spec.Mode.Replicated.Replicas}}{{else}}global{{end}}"
         )
         names = (
             self.sh()
@@ -398,14 +414,22 @@ class SwarmDeployment(Deployment):
             )
             .stdout
         )
+        nodes = 0
+        if "\tglobal" in inspected:
+            # A global service runs one task per node that can take one (Ready and Active).
+            listed = self.sh().run(
+                "docker node ls --format '{{.Status}} {{.Availability}}'", what="list nodes"
+            )
+            nodes = listed.stdout.split("\n").count("Ready Active")
         for line in inspected.splitlines():
             parts = ([*line.split("\t"), "", "", "", ""])[:4]
             name, state, message, desired = parts
             short = name.removeprefix(f"{self.stack}_")
+            wanted = nodes if desired == "global" else int(desired or 0)
             result[short] = {
                 "update_state": state,
                 "update_message": message,
-                "desired": int(desired or 0),
+                "desired": wanted,
                 "running": 0,
                 "failed": 0,
                 "error": "",
@@ -476,6 +500,7 @@ class SwarmDeployment(Deployment):
                 "is for hosts reached over SSH (target: ssh). Fix: use `invoke up` for local"
             )
         self.secrets = secrets.require(self.env)
+        self.check_receivers_set()
         self.check_registry()
         labels = ", ".join(h.label for h in self.env.hosts)
         return f"{self.env.source.name}: swarm of {len(self.env.hosts)} hosts ({labels})"
@@ -490,7 +515,7 @@ class SwarmDeployment(Deployment):
                 continue
             self.lacking[index] = [
                 ref
-                for ref in image_refs(self.build, self.acme)
+                for ref in image_refs(self.build, self.acme, self.monitoring)
                 if not host_has(remote, ref, engine.images.get(ref).id)
             ]
             print(
@@ -612,7 +637,8 @@ class SwarmDeployment(Deployment):
         files[ONEOFF_FILE] = oneoff_overlay()
         resolved = self.render(release_id)
         files[STACK_FILE] = stack_text(stack_document(resolved), release_id)
-        files[DATA_STACK_FILE] = stack_text(stack_document(resolved, DATA_SERVICES), release_id)
+        data = stack_document(resolved, self.data_services())
+        files[DATA_STACK_FILE] = stack_text(data, release_id)
         return files
 
     def release_variables(self, release_id: str) -> dict[str, str]:
@@ -631,19 +657,11 @@ class SwarmDeployment(Deployment):
         env = {**self.release_variables(release_id), **sentinel_secrets()}
         env["PATH"] = os.environ.get("PATH", "")
         env["HOME"] = os.environ.get("HOME", "")
-        argv = [
-            "docker",
-            "compose",
-            "-p",
-            self.stack,
-            "-f",
-            str(paths.compose_dir() / "compose.yaml"),
-            "-f",
-            str(paths.compose_dir() / "swarm.yaml"),
-            "config",
-            "--format",
-            "json",
-        ]
+        names = ["compose.yaml"]
+        names += [compose.LOGGING_OVERLAY] if self.monitoring else []
+        names += ["swarm.yaml"]  # last: it overrides the central logs' network mode
+        files = [word for name in names for word in ("-f", str(paths.compose_dir() / name))]
+        argv = ["docker", "compose", "-p", self.stack, *files, "config", "--format", "json"]
         result = proc.run(argv, env=env, cwd=root, capture=True, quiet=True, check=False)
         if result.returncode != 0:
             raise OpsError(f"compose/swarm.yaml does not render: {result.stderr.strip()}")
@@ -690,7 +708,15 @@ class SwarmDeployment(Deployment):
         for line in out.splitlines():
             if line.strip():
                 print(f"    {line}", flush=True)
-        return "postgres, redis: " + self.wait_converged(DATA_SERVICES, timeout=240)
+        started = self.data_services()
+        return f"{', '.join(started)}: " + self.wait_converged(started, timeout=240)
+
+    def start_monitoring(self) -> str:
+        """In the stack deployed with the API (or removed by its --prune): wait for it."""
+        if not self.release_runs_monitoring():
+            return "not part of this release (the stack deploy removed its services)"
+        services = (LOG_SERVICE, *MONITORING_SERVICES)
+        return "in the stack: " + self.wait_converged(services, timeout=240)
 
     def nginx_running(self) -> bool:
         running = self.service_states().get("nginx", {}).get("running", 0)

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -181,3 +182,15 @@ def remove_images(pattern: str) -> None:
         check=False,
         capture_output=True,
     )
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float) -> object:
+    """check()'s first truthy result, tried every 3 s; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(3)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {str(last)[-1500:]})")

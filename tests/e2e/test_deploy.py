@@ -18,14 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from alert_receiver import run_argv
-from sandboxes import SandboxEnv, derived_image
+from sandboxes import SandboxEnv, derived_image, wait_until
 
 from ops.deploy import LOG_SERVICE, MONITORING_SERVICES
 
@@ -180,17 +180,6 @@ def received(path: str) -> list[dict[str, object]]:
     with httpx.Client(timeout=10) as client:
         notes = client.get(f"http://{port}/received").json()
     return [n for n in notes if n["path"] == path]
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(3)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {str(last)[-1500:]})")
 
 
 @pytest.fixture(scope="module")
@@ -650,6 +639,10 @@ def test_production_is_a_separate_host_that_staging_never_touched(hosts: dict[st
         "LocalPort => 9090, Listen => 1, ReuseAddr => 1) or die; "
         'open(my $f, ">", "/tmp/holder.pid"); print $f $$; close $f; sleep 600\' '
         ">/dev/null 2>&1 &"
+    )
+    # It writes its pid once it listens.
+    production.on_host(
+        "for i in $(seq 50); do test -s /tmp/holder.pid && exit 0; sleep 0.2; done; exit 1"
     )
     try:
         clash = production.invoke("deploy", f"--env={PRODUCTION}", check=False, version=V1)

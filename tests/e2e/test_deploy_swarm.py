@@ -15,8 +15,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
-from sandboxes import ROOT, SandboxEnv, derived_image, remove_images, sandbox
+from sandboxes import ROOT, SandboxEnv, derived_image, remove_images, sandbox, wait_until
+
+from ops import health
 
 pytestmark = pytest.mark.e2e
 
@@ -103,6 +106,57 @@ def test_the_first_deploy_forms_the_swarm_and_spreads_the_api_over_both_hosts(
     assert swarm.version() == V1
     status = swarm.invoke("status", f"--env={NAME}").stdout
     assert "overall: ready" in status
+
+
+def test_monitoring_and_central_logs_run_on_every_host_of_the_swarm(swarm: SandboxEnv) -> None:
+    both = [f"{NAME}-1", f"{NAME}-2"]
+    assert _tasks(swarm, "node-exporter") == both
+    assert _tasks(swarm, "logs") == both
+    assert _tasks(swarm, "prometheus") == [f"{NAME}-1"]
+    assert _tasks(swarm, "alertmanager") == [f"{NAME}-1"]
+
+    # Prometheus scrapes every host's node exporter (and every other target), seen through
+    # `invoke monitor`'s tunnel to the first host.
+    def every_target_up() -> str:
+        out = swarm.invoke("monitor", f"--env={NAME}", "--once", check=False).stdout
+        return out if "targets not up: 0" in out else ""
+
+    out = str(wait_until("every target up through the tunnel", every_target_up, 180))
+    assert "Watchdog" in out
+    nodes = swarm.on_host(
+        f"docker exec $(docker ps -q --filter label=com.docker.swarm.service.name={STACK}_"
+        "blackbox-exporter) curl -fsS 'http://prometheus:9090/api/v1/query?query=up%7Bjob%3D%22"
+        "node%22%7D'"
+    )
+    assert nodes.count('"value"') == 2, nodes
+
+    # Requests spread over the replicas of both hosts; each host's collector keeps its own
+    # lines and `invoke logs` merges them in time order.
+    marker = secrets.token_hex(12)
+    env = swarm.environment
+    with httpx.Client(verify=swarm.verify(), timeout=10) as client:
+        for n in range(10):
+            client.headers["X-Request-ID"] = f"{marker}{n:08x}"
+            answer = health.public_get(client, env.https_url, "/api/v1/listings", env.connect_to)
+            assert answer.status_code == 200
+            assert answer.headers["x-request-id"] == f"{marker}{n:08x}"
+
+    def all_lines() -> str:
+        out = swarm.invoke("logs", f"--env={NAME}", f"--grep={marker}").stdout
+        lines = [line for line in out.splitlines() if marker in line]
+        services = [line.split()[1] for line in lines]
+        return out if services.count("api") == 10 and services.count("nginx") == 10 else ""
+
+    out = str(wait_until("the ten requests' nginx and api lines from both hosts", all_lines, 90))
+    stamps = [line.split()[0] for line in out.splitlines() if marker in line]
+    assert stamps == sorted(stamps)
+    for index in (1, 2):
+        kept = swarm.on_host(
+            f"docker exec $(docker ps -q --filter label=com.docker.swarm.service.name={STACK}_logs)"
+            f' slipway-logs-read cat --fixed {marker} | grep -c \'"service":"api"\'; true',
+            index,
+        )
+        assert int(kept.strip() or 0) > 0, f"no api line of the requests kept on host {index}"
 
 
 def test_deploying_v1_again_changes_nothing(swarm: SandboxEnv) -> None:

@@ -267,6 +267,21 @@ def test_lines_land_in_order_with_their_service_and_container(
     ]
 
 
+def test_swarm_task_names_give_their_service(lab: Lab, collector: Collector) -> None:
+    """Docker Swarm names a task's container <stack>_<service>.<slot or node id>.<task id>,
+    often longer than the 48 characters syslog keeps: the service still comes out."""
+    marker = f"s{secrets.token_hex(4)}"
+    replica = f"{PROJECT}_api.2.{'a' * 25}"
+    per_host = f"{PROJECT}_node-exporter.{'b' * 25}.{'c' * 25}"
+    lab.emit(collector, "api", f'echo "{marker} replica"', name=replica)
+    lab.emit(collector, "node-exporter", f'echo "{marker} global"', name=per_host)
+    found = lines_of(collector, marker, 2)
+    assert {e.line.split()[1]: e.service for e in found} == {
+        "replica": "api",
+        "global": "node-exporter",
+    }
+
+
 def test_the_line_is_kept_exactly_as_the_container_wrote_it(lab: Lab, collector: Collector) -> None:
     marker = f"x{secrets.token_hex(4)}"
     tricky = [

@@ -61,23 +61,20 @@ def test_disabled_monitoring_leaves_the_profile_out(write_env: WriteEnv) -> None
     assert compose.MONITORING_PROFILE not in compose.profiles(env)
 
 
-def test_one_host_runs_monitoring_and_a_swarm_does_not_yet(write_env: WriteEnv) -> None:
+def test_hosts_run_monitoring_one_or_several_unless_disabled(write_env: WriteEnv) -> None:
     text = LOCAL_YAML.replace("target: local", "target: ssh").replace(
         "name: local", "name: staging"
     )
     assert "target: ssh" in text
-    write_env("staging", text + "hosts:\n  - ssh: deploy@203.0.113.10\n")
-    one = config.load("staging")
-    assert one.monitoring.enabled
-    assert compose.runs_monitoring(one)
-    assert compose.MONITORING_PROFILE in compose.profiles(one)
-    write_env(
-        "staging", text + "hosts:\n  - ssh: deploy@203.0.113.10\n  - ssh: deploy@203.0.113.11\n"
-    )
-    swarm = config.load("staging")
-    assert swarm.monitoring.enabled
-    assert not compose.runs_monitoring(swarm)
-    assert compose.MONITORING_PROFILE not in compose.profiles(swarm)
+    one_host = "hosts:\n  - ssh: deploy@203.0.113.10\n"
+    two_hosts = one_host + "  - ssh: deploy@203.0.113.11\n"
+    for hosts in (one_host, two_hosts):
+        write_env("staging", text + hosts)
+        env = config.load("staging")
+        assert compose.runs_monitoring(env)
+        assert compose.MONITORING_PROFILE in compose.profiles(env)
+        write_env("staging", text + hosts + "monitoring: {enabled: false}\n")
+        assert not compose.runs_monitoring(config.load("staging"))
 
 
 @pytest.mark.parametrize(

@@ -565,7 +565,7 @@ def test_resources_become_compose_variables_with_zero_for_no_limit(write_env: Wr
         "staging",
         SSH_YAML
         + "resources:\n  api: {cpus: 1.5, memory: 512m}\n  postgres: {memory: 2G}\n"
-        + "  nginx: {cpus: 1}\n",
+        + "  nginx: {cpus: 1}\n  prometheus: {memory: 1g}\n  logs: {cpus: 0.25}\n",
     )
     resources = config.load("staging").resources
     assert resources.api == config.Limits(cpus=1.5, memory="512m")
@@ -584,13 +584,23 @@ def test_resources_become_compose_variables_with_zero_for_no_limit(write_env: Wr
         "SLIPWAY_NGINX_MEMORY": "0",
         "SLIPWAY_CERTBOT_CPUS": "0",
         "SLIPWAY_CERTBOT_MEMORY": "0",
+        "SLIPWAY_PROMETHEUS_CPUS": "0",
+        "SLIPWAY_PROMETHEUS_MEMORY": str(1024**3),
+        "SLIPWAY_ALERTMANAGER_CPUS": "0",
+        "SLIPWAY_ALERTMANAGER_MEMORY": "0",
+        "SLIPWAY_LOGS_CPUS": "0.25",
+        "SLIPWAY_LOGS_MEMORY": "0",
     }
 
 
 @pytest.mark.parametrize(
     ("section", "field", "fix"),
     [
-        ("{db: {cpus: 1}}", "resources.db", "api, certbot, nginx, postgres, redis, worker"),
+        (
+            "{db: {cpus: 1}}",
+            "resources.db",
+            "alertmanager, api, certbot, logs, nginx, postgres, prometheus, redis, worker",
+        ),
         ("{api: {cpu: 1}}", "resources.api.cpu", "cpus, memory"),
         ("{api: 2}", "resources.api", "write key: value pairs"),
         ("{api: {cpus: 0}}", "resources.api.cpus", "a number of CPUs >= 0.01"),

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops import compose, config, deploy, releases, secrets
+from ops import compose, config, deploy, hostops, releases, secrets, swarm
 from ops.compose import Build
 from ops.errors import OpsError
+from ops.remote import Remote
+from ops.rollout import RemoteCompose
 
 pytestmark = pytest.mark.unit
 
@@ -32,6 +34,10 @@ GOOD = {
     "POSTGRES_PASSWORD": "p" * 8 + "Q3x9Lm2Vb7Nc4Zs1",
     "REDIS_PASSWORD": "r" * 8 + "T5y8Ui2Op4As6Df1",
     "LISTINGS_API_KEY_PEPPER": "k" * 8 + "G7h2Jk5Lq8Wz3Xc6Vb9Nm1Rt4Ye6Pa0",
+}
+OPTIONAL_VALUES = {
+    "ALERT_WEBHOOK_URL": "https://hooks.test/Wh00kSecretPath",
+    "SENTRY_DSN": "https://Sentr7Key@sentry.test/1",
 }
 TAGS = {
     "SLIPWAY_POSTGRES_TAG": "c.1",
@@ -92,10 +98,12 @@ def test_release_files_include_the_logging_overlay_only_with_monitoring(
     tree: Path, write_env: WriteEnv
 ) -> None:
     write_env("staging", ONE_HOST.format(name="staging", mode="staging"))
-    d = deployment("staging", GOOD)
+    d = deployment("staging", {**GOOD, **OPTIONAL_VALUES})
     assert d.monitoring
     assert d.overlays() == ["remote.yaml", "logging.yaml"]
     files = d.release_files("r1")
+    for value in [*GOOD.values(), *OPTIONAL_VALUES.values()]:
+        assert all(value not in text for text in files.values()), value
     assert set(files) == {"compose.yaml", "remote.yaml", "release.env", "logging.yaml"}
     assert "COMPOSE_PROFILES='monitoring'" in files["release.env"]
     # No secret, optional or not, in the non-secret variables.
@@ -168,6 +176,20 @@ def test_production_with_monitoring_refuses_to_deploy_without_an_alert_receiver(
     d = deployment("production", {})
     with pytest.raises(OpsError) as err:
         d.check_config()
+    # Several hosts too (Swarm has its own check_config).
+    write_env(
+        "production",
+        ONE_HOST.format(name="production", mode="production") + "  - ssh: deploy@203.0.113.11\n",
+    )
+    many = swarm.SwarmDeployment(config.load("production"), Build("v7", "abc", Path("/x"), TAGS))
+    with pytest.raises(OpsError, match="no alert receiver is set"):
+        many.check_config()
+    # A rollback runs with the secrets its release recorded: never refused for this.
+    back = swarm.SwarmDeployment(
+        config.load("production"), Build("v7", "abc", Path("/x"), TAGS), kind="rollback"
+    )
+    assert "swarm of 2 hosts" in back.check_config()
+    write_env("production", ONE_HOST.format(name="production", mode="production"))
     message = str(err.value)
     assert "no alert receiver" in message
     assert "Fix: set ALERT_WEBHOOK_URL" in message
@@ -183,3 +205,92 @@ def test_production_with_monitoring_refuses_to_deploy_without_an_alert_receiver(
         ONE_HOST.format(name="production", mode="production") + "monitoring: {enabled: false}\n",
     )
     assert "production" in deployment("production", {}).check_config()
+
+
+# ------------------------------------------------------------------------------ several hosts
+
+TWO_HOSTS = ONE_HOST + "  - ssh: deploy@203.0.113.11\n"
+
+
+class _Canned:
+    """A Remote answering `docker ...` commands with canned output (by the command's start)."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+
+    def run(self, command: str, **_: object) -> object:
+        for start, out in self.answers.items():
+            if command.startswith(start):
+                return type("R", (), {"stdout": out, "ok": True})()
+        raise AssertionError(f"unexpected command {command}")
+
+
+def test_a_swarm_release_records_the_logs_and_starts_the_collectors_with_the_stores(
+    tree: Path, write_env: WriteEnv
+) -> None:
+    write_env("staging", TWO_HOSTS.format(name="staging", mode="staging"))
+    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
+    assert d.monitoring
+    assert d.overlays() == ["swarm-oneoff.yaml", "logging.yaml"]
+    assert d.data_services() == ("logs", "postgres", "redis")
+    write_env(
+        "staging",
+        TWO_HOSTS.format(name="staging", mode="staging") + "monitoring: {enabled: false}\n",
+    )
+    off = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), {}))
+    assert off.overlays() == ["swarm-oneoff.yaml"]
+    assert off.data_services() == ("postgres", "redis")
+
+
+def test_a_global_service_wants_one_task_per_active_node(tree: Path, write_env: WriteEnv) -> None:
+    write_env("staging", TWO_HOSTS.format(name="staging", mode="staging"))
+    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
+    d.remote = _Canned(  # type: ignore[assignment]
+        {
+            "docker service ls": "id1\nid2\n",
+            # Three nodes, one drained: a global service wants a task on the two others.
+            "docker node ls": "Ready Active\nReady Drain\nReady Active\n",
+            "docker service inspect": "slipway-staging_logs\t\t\tglobal\n"
+            "slipway-staging_api\t\t\t2\n",
+            "docker stack ps": "slipway-staging_logs.n1\tRunning\tRunning 1 minute ago\t\n"
+            "slipway-staging_api.1\tRunning\tRunning 1 minute ago\t\n"
+            "slipway-staging_api.2\tRunning\tRunning 1 minute ago\t\n",
+        }
+    )
+    states = d.service_states()
+    assert states["logs"]["desired"] == 2 and states["logs"]["running"] == 1
+    assert states["api"]["desired"] == 2 and states["api"]["running"] == 2
+    done, waiting = swarm.converged(states)
+    assert not done and waiting == "logs 1/2"
+
+
+def test_host_logs_with_tail_0_ask_docker_for_every_line(
+    tree: Path, write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--tail=0` means no limit, as locally: docker's own `--tail 0` would print nothing."""
+    streamed: list[str] = []
+    monkeypatch.setattr(Remote, "stream", lambda self, command, what="": streamed.append(command))
+    monkeypatch.setattr(
+        hostops.Host,
+        "compose",
+        lambda self: RemoteCompose(self.remote, "slipway-staging", "/srv/x", "r1"),
+    )
+    for text in (ONE_HOST, TWO_HOSTS):
+        write_env("staging", text.format(name="staging", mode="staging"))
+        env = config.load("staging")
+        hostops.logs(env, service="api", tail=0)
+        hostops.logs(env, service="api", tail=30)
+    assert ["--tail all" in c for c in streamed] == [True, False, True, False]
+    assert ["--tail 30" in c for c in streamed] == [False, True, False, True]
+
+
+def test_an_optional_secret_a_release_file_cannot_hold_stops_the_deploy_in_pre_flight(
+    tree: Path, write_env: WriteEnv
+) -> None:
+    write_env("staging", ONE_HOST.format(name="staging", mode="staging"))
+    env = config.load("staging")
+    (tree / ".env.staging").write_text("".join(f"{k}={v}\n" for k, v in GOOD.items()))
+    with pytest.raises(OpsError) as err:
+        secrets.require(env, environ={"ALERT_SMTP_PASSWORD": "it's"})
+    assert "ALERT_SMTP_PASSWORD contains a quote or a line break" in str(err.value)
+    assert "it's" not in str(err.value)

@@ -435,21 +435,6 @@ def test_bad_input_for_a_host_fails_before_ssh(
             stack.logs("staging", **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kwargs", [{"grep": "error"}, {"request_id": "id-1"}])
-def test_several_hosts_refuse_a_search_naming_swarm_and_the_pipe(
-    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, str]
-) -> None:
-    write_env("staging", SWARM_YAML)
-    no_ssh(monkeypatch)
-    monkeypatch.setattr(hostops, "logs", lambda *a, **k: pytest.fail("host reached"))
-    with pytest.raises(OpsError) as caught:
-        stack.logs("staging", **kwargs)  # type: ignore[arg-type]
-    message = str(caught.value)
-    assert "several hosts (Docker Swarm: staging has 2)" in message
-    assert "Fix: `invoke logs --env=staging --since=1h --tail=0 | grep <text>`" in message
-    assert "local stacks" not in message
-
-
 def test_a_host_without_monitoring_refuses_a_search_naming_the_setting(
     write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,13 +448,10 @@ def test_a_host_without_monitoring_refuses_a_search_naming_the_setting(
     assert "--since=1h --tail=0 | grep <text>" in message
 
 
-@pytest.mark.parametrize(
-    "text", [STAGING_YAML + "monitoring: {enabled: false}\n", SWARM_YAML], ids=["off", "swarm"]
-)
 def test_hosts_without_the_collector_still_show_compose_logs(
-    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch, text: str
+    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_env("staging", text)
+    write_env("staging", STAGING_YAML + "monitoring: {enabled: false}\n")
     no_ssh(monkeypatch)
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(hostops, "logs", lambda env, **kwargs: calls.append(kwargs))

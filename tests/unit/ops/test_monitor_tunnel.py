@@ -228,30 +228,6 @@ def taken() -> Iterator[Callable[[int], socket.socket]]:
 # ---------------------------------------------------------------------------- refusals
 
 
-def test_several_hosts_are_refused_naming_swarm_the_docs_and_what_to_do(
-    write_env: WriteEnv,
-) -> None:
-    write_env(
-        "production",
-        "name: production\ntarget: ssh\nhosts:\n"
-        "  - {ssh: deploy@10.0.0.1}\n  - {ssh: deploy@10.0.0.2}\n"
-        "domains: [prod.example.org]\nbind: 0.0.0.0\nports: {http: 80, https: 443}\n",
-    )
-    env = config.load("production")
-    expected = (
-        r"has 2 hosts \(Docker Swarm\).*not run Prometheus and Alertmanager yet.*"
-        r'"Monitoring: not built yet".*Fix: .*`invoke status --env=production`'
-    )
-    with pytest.raises(OpsError, match=expected):
-        monitor.urls(env)
-    with pytest.raises(OpsError, match=expected), monitor.reachable(env):
-        pass
-    with pytest.raises(Exit) as err:
-        monitor_tasks.show(Context(), env="production", once=True)
-    assert err.value.code == 1
-    assert "Docker Swarm" in str(err.value.message)
-
-
 def test_monitoring_off_on_a_host_says_to_deploy_and_on_a_local_stack_to_go_up(
     write_env: WriteEnv,
 ) -> None:
