@@ -456,24 +456,29 @@ class Deployment:
                 )
         room = ", ".join(f"{kib // 1024} MiB free in {where}" for where, kib in free.items())
         versions = f"docker {info[0]}" + (f", compose {info[1]}" if first else "")
-        if first and len(self.env.hosts) == 1:  # Swarm publishes its own way: not checked
-            room += "; " + self.check_host_ports(host, remote)
+        if first or self.monitoring:  # every swarm host runs a log collector
+            room += "; " + self.check_host_ports(host, remote, first)
         return (f"{versions}, " if first else f"{host.label}: {versions}, ") + room
 
-    def check_host_ports(self, host: config.Host, remote: Remote) -> str:
+    def check_host_ports(self, host: config.Host, remote: Remote, first: bool = True) -> str:
         """The ports the stack takes on the host are free, or held by the stack itself (two
-        environments on one host must not share one: a clash found now changes nothing)."""
+        environments on one host must not share one: a clash found now changes nothing). The
+        first host: nginx's, and on one host Prometheus' and Alertmanager's loopback ports
+        (a swarm publishes neither); with monitoring every host: the log collector's."""
         env, mon = self.env, self.env.monitoring
-        wanted = [
-            ("tcp", env.ports.http, "nginx", "ports.http"),
-            ("tcp", env.ports.https, "nginx", "ports.https"),
-        ]
-        if self.monitoring:
+        wanted = []
+        if first:
+            wanted += [
+                ("tcp", env.ports.http, "nginx", "ports.http"),
+                ("tcp", env.ports.https, "nginx", "ports.https"),
+            ]
+        if self.monitoring and first and len(env.hosts) == 1:
             wanted += [
                 ("tcp", mon.prometheus_port, "prometheus", "monitoring.prometheus_port"),
                 ("tcp", mon.alertmanager_port, "alertmanager", "monitoring.alertmanager_port"),
-                ("udp", mon.log_port, LOG_SERVICE, "monitoring.log_port"),
             ]
+        if self.monitoring:
+            wanted.append(("udp", mon.log_port, LOG_SERVICE, "monitoring.log_port"))
         held = ports.listening(remote.run(ports.SOCKET_TABLES, what="ports in use").stdout)
         # The stack's services, run by Compose or (an environment that had several hosts, which
         # the plan then refuses with its own message) by Swarm.

@@ -294,3 +294,30 @@ def test_an_optional_secret_a_release_file_cannot_hold_stops_the_deploy_in_pre_f
         secrets.require(env, environ={"ALERT_SMTP_PASSWORD": "it's"})
     assert "ALERT_SMTP_PASSWORD contains a quote or a line break" in str(err.value)
     assert "it's" not in str(err.value)
+
+
+def test_the_port_pre_flight_of_a_swarm_checks_the_log_port_on_every_host(
+    tree: Path, write_env: WriteEnv
+) -> None:
+    write_env("staging", TWO_HOSTS.format(name="staging", mode="staging"))
+    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
+    # 80/tcp, 443/tcp and 5514/udp held on the host.
+    tables = (
+        "== tcp\n   0: 00000000:0050 00000000:0000 0A 0\n   1: 00000000:01BB 00000000:0000 0A 0\n"
+        "== udp\n   2: 0100007F:158A 00000000:0000 07 0\n"
+    )
+    host = d.env.hosts[1]
+
+    def on(services: str) -> Remote:
+        return _Canned({"for t in": tables, "docker ps": services})  # type: ignore[return-value]
+
+    # A second host: only the collector's port is checked, and another's collector is a clash.
+    with pytest.raises(OpsError, match=r"5514/udp \(monitoring\.log_port\) is in use"):
+        d.check_host_ports(host, on(""), first=False)
+    assert "1 ports" in d.check_host_ports(host, on("slipway-staging_logs\n"), first=False)
+    # The first host: nginx's ports too (held by the stack's own nginx task), never 9090/9093.
+    with pytest.raises(OpsError) as err:
+        d.check_host_ports(d.env.hosts[0], on("slipway-staging_logs\n"), first=True)
+    assert "80/tcp (ports.http)" in str(err.value) and "prometheus" not in str(err.value)
+    ours = "slipway-staging_nginx\nslipway-staging_logs\n"
+    assert "3 ports" in d.check_host_ports(d.env.hosts[0], on(ours), first=True)

@@ -403,10 +403,11 @@ def test_no_collector_on_the_host_fails_naming_the_deploy(
     assert fake.commands == [FIND]
 
 
-def test_follow_and_the_collectors_own_messages_use_compose_logs_on_the_host(
-    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("text", [STAGING_YAML, SWARM_YAML], ids=["one host", "swarm"])
+def test_follow_and_the_collectors_own_messages_use_compose_or_service_logs_on_hosts(
+    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch, text: str
 ) -> None:
-    write_env("staging", STAGING_YAML)
+    write_env("staging", text)
     no_ssh(monkeypatch)
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(hostops, "logs", lambda env, **kwargs: calls.append(kwargs))

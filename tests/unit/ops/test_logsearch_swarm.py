@@ -329,21 +329,6 @@ def test_a_read_failing_on_one_host_fails_the_search_after_the_lines_so_far(
     assert all(host.closed for host in hosts.values())
 
 
-def test_follow_and_the_collectors_own_messages_use_service_logs_on_a_swarm(
-    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    write_env("staging", SWARM_YAML)
-    no_ssh(monkeypatch)
-    calls: list[dict[str, object]] = []
-    monkeypatch.setattr(hostops, "logs", lambda env, **kwargs: calls.append(kwargs))
-    stack.logs("staging", service="api", follow=True)
-    stack.logs("staging", service="logs", since="1d", tail=0)
-    assert calls == [
-        {"service": "api", "follow": True, "since": "", "tail": 200},
-        {"service": "logs", "follow": False, "since": "24h", "tail": 0},
-    ]
-
-
 def test_a_swarm_without_monitoring_refuses_a_search_and_shows_service_logs(
     write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
