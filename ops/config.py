@@ -296,6 +296,11 @@ class Environment:
         return self.target == "ssh"
 
     @property
+    def is_swarm(self) -> bool:
+        """Several hosts: Docker Swarm (one host: Compose over SSH)."""
+        return self.is_ssh and len(self.hosts) > 1
+
+    @property
     def primary_domain(self) -> str:
         """The first domain: the one URLs are printed and checked with."""
         return self.domains[0]

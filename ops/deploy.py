@@ -366,6 +366,8 @@ class Deployment:
         assert self.secrets is not None
         values = self.secrets.values
         given = {n: values[n] for n in secrets.OPTIONAL if n.startswith("ALERT_") and values.get(n)}
+        if not given:
+            return "alert receivers: none (alerts are dropped)"
         ref = next(r for r in image_refs(self.build, monitoring=True) if "/alertmanager:" in r)
         try:
             # The rendered configuration holds the secrets: to /dev/null inside the container,
@@ -386,7 +388,7 @@ class Deployment:
             raise OpsError(
                 f"the alert receivers of {self.env.name} are not usable: {detail.strip()[-600:]}"
             ) from exc
-        return "alert receivers: " + (", ".join(sorted(given)) or "none (alerts are dropped)")
+        return "alert receivers: " + ", ".join(sorted(given))
 
     def ensure_images(self) -> str:
         engine = self.docker()
@@ -472,7 +474,7 @@ class Deployment:
                 ("tcp", env.ports.http, "nginx", "ports.http"),
                 ("tcp", env.ports.https, "nginx", "ports.https"),
             ]
-        if self.monitoring and first and len(env.hosts) == 1:
+        if self.monitoring and first and not env.is_swarm:
             wanted += [
                 ("tcp", mon.prometheus_port, "prometheus", "monitoring.prometheus_port"),
                 ("tcp", mon.alertmanager_port, "alertmanager", "monitoring.alertmanager_port"),

@@ -52,7 +52,7 @@ class Host:
         current = self.current()
         # The files that release was deployed with (central logs or not).
         overlays = tuple(ReleaseStore(self.remote, self.root).get(current).overlays)
-        if len(self.env.hosts) > 1 and SWARM_ONEOFF_FILE not in overlays:
+        if self.env.is_swarm and SWARM_ONEOFF_FILE not in overlays:
             overlays = (SWARM_ONEOFF_FILE,)  # a swarm release recorded before overlays were
         return RemoteCompose(
             self.remote, self.env.project_name, self.root, current, overlays=overlays
@@ -104,10 +104,7 @@ def status(env: config.Environment) -> bool:
             print("  release: none (never deployed)")
         else:
             print(f"  release: {release.id} (version {release.version}, {release.outcome})")
-        if len(env.hosts) > 1:
-            healthy = _swarm_services(host, env)
-        else:
-            healthy = _containers(host, env, current)
+        healthy = _swarm_services(host, env) if env.is_swarm else _containers(host, env, current)
         holder, now = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl).status()
         print("  lock: " + (holder.describe(now) if holder else "free"))
         maintenance = host.remote.run(
@@ -189,7 +186,7 @@ def logs(
             args.append("--follow")
         if since:
             args += ["--since", since]
-        if len(env.hosts) > 1:
+        if env.is_swarm:
             # A stack has no `logs`: each service's, from every host its tasks ran on.
             names = [service] if service else list(SWARM_SERVICES)
             options = " ".join(quote(a) for a in args[1:] if a != "--no-color")

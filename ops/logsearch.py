@@ -33,7 +33,7 @@ from typing import Protocol
 import docker
 
 from ops.errors import OpsError
-from ops.remote import Remote, Result, quote
+from ops.remote import Remote
 
 # The compose service of the collector (compose/logging.yaml).
 COLLECTOR_SERVICE = "logs"
@@ -465,8 +465,8 @@ class RemoteCollector:
                 "--filter",
                 "label=com.docker.compose.oneoff=False",
             ]
-        command = _remote_command("docker", "ps", "-q", *labels, "--filter", "status=running")
-        result = _run_echoed(remote, command, "find the log collector")
+        command = shlex.join(("docker", "ps", "-q", *labels, "--filter", "status=running"))
+        result = remote.run_echoed(command, "find the log collector")
         found = result.stdout.split()
         if not found:
             raise OpsError(
@@ -484,8 +484,8 @@ class RemoteCollector:
         )
 
     def list_files(self) -> list[LogFile]:
-        command = _remote_command("docker", "exec", self.container, *reader_list())
-        result = _run_echoed(self.remote, command, "list the central logs", check=False)
+        command = shlex.join(("docker", "exec", self.container, *reader_list()))
+        result = self.remote.run_echoed(command, "list the central logs", check=False)
         if not result.ok:
             raise OpsError(
                 f"listing the central logs on {self.remote.host.label} failed (exit "
@@ -495,8 +495,8 @@ class RemoteCollector:
 
     @contextmanager
     def read_lines(self, names: Sequence[str], fixed: Sequence[str]) -> Iterator[Iterator[str]]:
-        command = _remote_command("docker", "exec", self.container, *reader_cat(names, fixed))
-        _echo_remote(self.remote, command)
+        command = shlex.join(("docker", "exec", self.container, *reader_cat(names, fixed)))
+        self.remote.echo(command)
         finished = False
         try:
             with self.remote.lines(command, what="read the central logs") as lines:
@@ -512,31 +512,35 @@ class RemoteCollector:
 def services_on_host(remote: Remote, project: str) -> list[str]:
     """The compose services of the project's containers on the host, running or not (one
     `docker ps`, much cheaper than the release's `docker compose config`)."""
-    command = _remote_command(
-        "docker",
-        "ps",
-        "-a",
-        *_label_filters(project),
-        "--format",
-        '{{.Label "com.docker.compose.service"}}',
+    command = shlex.join(
+        (
+            "docker",
+            "ps",
+            "-a",
+            *_label_filters(project),
+            "--format",
+            '{{.Label "com.docker.compose.service"}}',
+        )
     )
-    result = _run_echoed(remote, command, "list the services")
+    result = remote.run_echoed(command, "list the services")
     return sorted({name for name in result.stdout.split() if name})
 
 
 def swarm_services(remote: Remote, stack: str) -> list[str]:
     """The services of the swarm stack, without the `<stack>_` prefix (one `docker service ls`
     on the manager)."""
-    command = _remote_command(
-        "docker",
-        "service",
-        "ls",
-        "--filter",
-        f"label=com.docker.stack.namespace={stack}",
-        "--format",
-        "{{.Name}}",
+    command = shlex.join(
+        (
+            "docker",
+            "service",
+            "ls",
+            "--filter",
+            f"label=com.docker.stack.namespace={stack}",
+            "--format",
+            "{{.Name}}",
+        )
     )
-    result = _run_echoed(remote, command, "list the services")
+    result = remote.run_echoed(command, "list the services")
     prefix = f"{stack}_"
     return sorted(
         {name.removeprefix(prefix) for name in result.stdout.split() if name.startswith(prefix)}
@@ -545,20 +549,6 @@ def swarm_services(remote: Remote, stack: str) -> list[str]:
 
 def _label_filters(project: str) -> list[str]:
     return ["--filter", f"label=com.docker.compose.project={project}"]
-
-
-def _remote_command(*words: str) -> str:
-    return " ".join(quote(word) for word in words)
-
-
-def _echo_remote(remote: Remote, command: str) -> None:
-    # Like _echo, naming the host the command runs on.
-    print(f"{remote.host.label} $ {command}", file=sys.stderr, flush=True)
-
-
-def _run_echoed(remote: Remote, command: str, what: str, check: bool = True) -> Result:
-    _echo_remote(remote, command)
-    return remote.run(command, check=check, what=what)
 
 
 def tail_for(tail: int, query: Query) -> int:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import shlex
 import signal
 import socket
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -30,7 +30,7 @@ from typing import Any
 from ops import compose
 from ops.config import Environment
 from ops.errors import OpsError
-from ops.remote import Remote, Result, quote
+from ops.remote import Remote, quote
 
 LOOPBACK = "127.0.0.1"
 # Swarm: the ports Prometheus and Alertmanager listen on in their containers, and the host's
@@ -110,7 +110,7 @@ def urls(env: Environment) -> tuple[str, str]:
     if not env.is_local:
         where = (
             "on that host's docker_gwbridge only (Docker Swarm)"
-            if _is_swarm(env)
+            if env.is_swarm
             else "on that host's loopback only"
         )
         raise OpsError(
@@ -133,10 +133,6 @@ def _free_here(port: int) -> bool:
     return True
 
 
-def _is_swarm(env: Environment) -> bool:
-    return env.is_ssh and len(env.hosts) > 1
-
-
 def _forward(
     tunnels: ExitStack, remote: Remote, port: int, target: str = LOOPBACK, target_port: int = 0
 ) -> int:
@@ -154,9 +150,8 @@ def _forward(
 
 def _running_task(remote: Remote, service: str) -> list[str]:
     """Full ids of the running containers of a swarm service on the host."""
-    command = " ".join(
-        quote(word)
-        for word in (
+    command = shlex.join(
+        (
             "docker",
             "ps",
             "-q",
@@ -167,13 +162,7 @@ def _running_task(remote: Remote, service: str) -> list[str]:
             "status=running",
         )
     )
-    return _run(remote, command, f"find the running task of {service}").stdout.split()
-
-
-def _run(remote: Remote, command: str, what: str, check: bool = True) -> Result:
-    # Echoed on stderr, naming the host, like every command; stdout is left to the view.
-    print(f"{remote.host.label} $ {command}", file=sys.stderr, flush=True)
-    return remote.run(command, check=check, what=what)
+    return remote.run_echoed(command, f"find the running task of {service}").stdout.split()
 
 
 def gwbridge_addresses(text: str) -> dict[str, str]:
@@ -219,7 +208,7 @@ def swarm_targets(env: Environment, remote: Remote) -> tuple[str, str]:
                 f"{remote.host.label}. {fix}"
             )
     inspect = f"docker network inspect {GWBRIDGE} -f {quote('{{json .Containers}}')}"
-    result = _run(remote, inspect, f"list the containers on {GWBRIDGE}", check=False)
+    result = remote.run_echoed(inspect, f"list the containers on {GWBRIDGE}", check=False)
     if not result.ok:
         raise OpsError(
             f"`{inspect}` failed on {remote.host.label} (exit {result.code}): "
@@ -250,7 +239,7 @@ def reachable(env: Environment, remote: Remote | None = None) -> Iterator[Endpoi
         return
     mon = env.monitoring
     with remote or Remote(env.hosts[0]) as ssh, ExitStack() as tunnels:
-        if _is_swarm(env):
+        if env.is_swarm:
             yield _swarm_tunnels(env, ssh, tunnels)
             return
         prometheus = _forward(tunnels, ssh, mon.prometheus_port)

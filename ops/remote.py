@@ -12,6 +12,7 @@ import os
 import select
 import shlex
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -235,6 +236,15 @@ class Remote:
             raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
         if res.exited != 0:
             raise OpsError(f"{what or command!r} failed on {self.host.label} (exit {res.exited})")
+
+    def echo(self, command: str) -> None:
+        """Say on stderr what runs where (stdout stays for what a command prints)."""
+        print(f"{self.host.label} $ {command}", file=sys.stderr, flush=True)
+
+    def run_echoed(self, command: str, what: str, check: bool = True) -> Result:
+        """run(), said first on stderr (commands an operator may want to run by hand)."""
+        self.echo(command)
+        return self.run(command, check=check, what=what)
 
     def put_text(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a file atomically: a temporary file in the same directory, then rename."""

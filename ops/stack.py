@@ -483,7 +483,7 @@ def logs(
                 tail=tail if tail >= 0 else logsearch.DEFAULT_TAIL,
             )
             return
-        if len(env.hosts) > 1:
+        if env.is_swarm:
             with ExitStack() as connections:
                 remotes = [connections.enter_context(Remote(host)) for host in env.hosts]
                 if service:

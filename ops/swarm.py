@@ -752,4 +752,4 @@ class SwarmDeployment(Deployment):
 
 def is_swarm(env: config.Environment) -> bool:
     """Several hosts: Docker Swarm (one host: Compose, ops/deploy.py)."""
-    return env.target == "ssh" and len(env.hosts) > 1
+    return env.is_swarm

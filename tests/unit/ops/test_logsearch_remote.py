@@ -102,6 +102,10 @@ class FakeRemote:
         self.commands: list[str] = []
         self.closed = False
 
+    # The real ones: they only say the command on stderr and call run() below.
+    echo = Remote.echo
+    run_echoed = Remote.run_echoed
+
     def __enter__(self) -> FakeRemote:
         return self
 
