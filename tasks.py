@@ -3,6 +3,7 @@
 from invoke.collection import Collection
 
 from ops.tasks import apikey, bench, certs, db, images, lock, monitor, sandbox, stack
+from ops.tasks import backup as backups
 from ops.tasks import deploy as deploys
 
 ns = Collection()
@@ -22,6 +23,10 @@ ns.add_task(deploys.releases)
 ns.add_task(deploys.version)
 ns.add_task(deploys.maintenance)
 ns.add_collection(Collection.from_module(lock, name="lock"))
+
+# Backups and restores (pgBackRest): `invoke backup` is backup.run.
+ns.add_collection(Collection("backup", backups.run, backups.list_, backups.drill))
+ns.add_task(backups.restore)
 
 # Parts of it, one at a time.
 ns.add_collection(Collection.from_module(images, name="images"))

@@ -275,6 +275,7 @@ def compose_env(
         }
     )
     result.update(env.resources.compose_env())
+    result.update(env.backup.compose_env())
     result.update(acme_env(env))
     result.update(monitoring_env(env))
     result["COMPOSE_PROFILES"] = ",".join(profiles(env))

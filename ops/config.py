@@ -227,6 +227,37 @@ class Monitoring:
     log_port: int = 5514
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+COMPRESS_TYPES = ("lz4", "zst", "gz", "none")
+_TIME_OF_DAY_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+@dataclass(frozen=True)
+class Backup:
+    """pgBackRest backups (docs/disaster-recovery.md): schedule, retention, resources."""
+
+    time: str = "02:00"  # daily backup, HH:MM UTC
+    full_days: tuple[str, ...] = ("sun",)  # full on these days, differential the others
+    retention_days: int = 30  # restorable window: full backups are kept to cover it
+    check_every: int = 1800  # seconds between `pgbackrest check` runs (WAL switch + archive)
+    retry_every: int = 3600  # seconds between catch-up attempts after a missed/failed backup
+    process_max: int = 2  # parallel processes for compression and transfer
+    compress: str = "lz4"
+    before_migrations: bool = True  # `invoke deploy` backs up before running migrations
+
+    def compose_env(self) -> dict[str, str]:
+        """Variables of compose.yaml's x-pgbackrest and backup service."""
+        return {
+            "SLIPWAY_BACKUP_TIME": self.time,
+            "SLIPWAY_BACKUP_FULL_DAYS": ",".join(self.full_days),
+            "SLIPWAY_BACKUP_RETENTION_DAYS": str(self.retention_days),
+            "SLIPWAY_BACKUP_CHECK_INTERVAL": str(self.check_every),
+            "SLIPWAY_BACKUP_RETRY_INTERVAL": str(self.retry_every),
+            "SLIPWAY_BACKUP_PROCESS_MAX": str(self.process_max),
+            "SLIPWAY_BACKUP_COMPRESS": self.compress,
+        }
+
+
 @dataclass(frozen=True)
 class Deploy:
     """How a deploy to hosts proceeds (docs/architecture.md); `target: local` ignores it."""
@@ -268,6 +299,7 @@ class Environment:
     registry: Registry | None = None  # None: `registry: none`, images go over SSH
     resources: Resources = field(default_factory=Resources)
     monitoring: Monitoring = field(default_factory=Monitoring)
+    backup: Backup = field(default_factory=Backup)
     deploy: Deploy = field(default_factory=Deploy)
 
     def __post_init__(self) -> None:
@@ -419,6 +451,7 @@ def parse(data: object, path: Path, name: str) -> Environment:
             "registry",
             "resources",
             "monitoring",
+            "backup",
             "deploy",
         },
     )
@@ -498,6 +531,7 @@ def parse(data: object, path: Path, name: str) -> Environment:
         registry=_registry(reader, top),
         resources=_resources(reader, top),
         monitoring=_monitoring(reader, top, ports),
+        backup=_backup(reader, top),
         deploy=_deploy(reader, top, name),
     )
 
@@ -836,6 +870,71 @@ def _resources(reader: _Reader, top: Mapping[str, Any]) -> Resources:
                 )
         result[service] = Limits(cpus=cpus, memory=memory)
     return Resources(**result)
+
+
+def _backup(reader: _Reader, top: Mapping[str, Any]) -> Backup:
+    keys = {
+        "time",
+        "full_days",
+        "retention_days",
+        "check_every",
+        "retry_every",
+        "process_max",
+        "compress",
+        "before_migrations",
+    }
+    data = reader.section(top, "backup", keys)
+    at = str(data.get("time", Backup.time)).strip()
+    if not _TIME_OF_DAY_RE.match(at):
+        reader.fail(
+            "backup.time", f"is {at!r}, not a time of day", 'write HH:MM in UTC, e.g. "02:00"'
+        )
+    days = data.get("full_days", list(Backup.full_days))
+    if isinstance(days, str):
+        days = [d.strip() for d in days.split(",")]
+    if (
+        not isinstance(days, list)
+        or not days
+        or any(str(d).lower()[:3] not in WEEKDAYS for d in days)
+    ):
+        reader.fail(
+            "backup.full_days",
+            f"is {days!r}, not a list of days",
+            f"write e.g. [sun] or [wed, sun] (days: {', '.join(WEEKDAYS)})",
+        )
+    full_days = tuple(dict.fromkeys(str(d).lower()[:3] for d in days))
+    before = data.get("before_migrations", Backup.before_migrations)
+    if not isinstance(before, bool):
+        reader.fail(
+            "backup.before_migrations",
+            f"must be true or false, got {before!r}",
+            "write true or false",
+        )
+    compress = str(data.get("compress", Backup.compress)).strip()
+    if compress not in COMPRESS_TYPES:
+        reader.fail(
+            "backup.compress",
+            f"is {compress!r}, not a pgBackRest compression",
+            f"use one of: {', '.join(COMPRESS_TYPES)}",
+        )
+    return Backup(
+        time=at,
+        full_days=full_days,
+        retention_days=reader.integer(
+            data, "backup.retention_days", "retention_days", Backup.retention_days, minimum=1
+        ),
+        check_every=reader.integer(
+            data, "backup.check_every", "check_every", Backup.check_every, minimum=60
+        ),
+        retry_every=reader.integer(
+            data, "backup.retry_every", "retry_every", Backup.retry_every, minimum=60
+        ),
+        process_max=reader.integer(
+            data, "backup.process_max", "process_max", Backup.process_max, minimum=1
+        ),
+        compress=compress,
+        before_migrations=bool(before),
+    )
 
 
 def _monitoring(reader: _Reader, top: Mapping[str, Any], ports: Ports) -> Monitoring:

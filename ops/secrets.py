@@ -30,7 +30,7 @@ from ops import paths
 from ops.config import Environment
 from ops.errors import OpsError
 
-REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER")
+REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER", "BACKUP_PASSPHRASE")
 # Optional: Sentry, and where Alertmanager sends alerts (docs/environments.md, "Secrets").
 # Absent, the feature is off; present, they travel with the release like the required ones.
 ALERT_RECEIVERS = ("ALERT_WEBHOOK_URL", "ALERT_SLACK_URL", "ALERT_EMAIL_TO")

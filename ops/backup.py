@@ -1,0 +1,517 @@
+"""Backups, restores and restore drills with pgBackRest (docs/disaster-recovery.md).
+
+The work happens in the stack's own containers (services/postgres: backup-run, backup-drill,
+backup-restore), reached through compose: on this machine for local stacks, over SSH on the
+host of a one-host environment. This module decides what to run and in which order, checks
+what can be checked before anything changes, and asks before anything is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from ops import config, hostops, secrets, stack
+from ops.errors import OpsError
+from ops.steps import Report, Runner, Step
+
+BACKUP_TYPES = ("full", "diff", "incr")
+BACKUP_SERVICE = "backup"
+DRILL_SERVICE = "backup-drill"
+RESTORE_SERVICE = "backup-restore"
+# Stopped during an in-place restore: everything that writes to (or reads from) PostgreSQL.
+WRITERS = ("api", "worker", BACKUP_SERVICE)
+PRODUCTION = "production"
+
+
+class Target(Protocol):
+    """Compose of one environment's running stack."""
+
+    label: str
+
+    def compose(self, *args: str, what: str, stream: bool = False) -> str:
+        """Run `docker compose <args>`; the output (stream: printed as it comes, returns "").
+        Raises OpsError naming `what` when it fails."""
+        ...
+
+    def maintenance(self, on: bool) -> str:
+        """Maintenance mode on or off (nginx answers 503); a note for the step summary."""
+        ...
+
+
+class LocalTarget:
+    """The local stack on this machine's engine."""
+
+    def __init__(self, env: config.Environment) -> None:
+        self.stack = stack.open_stack(env.name)
+        self.label = f"{env.project_name} (this machine)"
+
+    def compose(self, *args: str, what: str, stream: bool = False) -> str:
+        result = self.stack.compose().run(*args, capture=not stream, what=what)
+        return "" if stream else result.stdout
+
+    def maintenance(self, on: bool) -> str:
+        return "local stacks have no maintenance page: nginx answers 502 meanwhile"
+
+
+class HostTarget:
+    """The current release on the host of a one-host environment."""
+
+    def __init__(self, host: hostops.Host) -> None:
+        self.host = host
+        self.env = host.env
+        self.label = f"{host.env.project_name} on {host.remote.host.label}"
+
+    def compose(self, *args: str, what: str, stream: bool = False) -> str:
+        output = self.host.compose().run(*args, what=what)
+        if stream:
+            print(output.rstrip(), flush=True)
+            return ""
+        return output
+
+    def maintenance(self, on: bool) -> str:
+        return hostops.maintenance(self.env, on)
+
+
+@contextmanager
+def open_target(env: config.Environment) -> Iterator[Target]:
+    """The stack of `env`: local, or the current release on its one host."""
+    if env.is_local:
+        yield LocalTarget(env)
+        return
+    if env.is_swarm:
+        raise OpsError(
+            f"backups of {env.name} (Docker Swarm, {len(env.hosts)} hosts) are not driven from "
+            "here yet: run `pgbackrest` in the backup task's container on the data host "
+            '(docs/disaster-recovery.md, "Several hosts")'
+        )
+    with hostops.Host(env) as host:
+        yield HostTarget(host)
+
+
+# ------------------------------------------------------------------------------ repository info
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    """One backup in the repository (a row of `pgbackrest info`)."""
+
+    label: str
+    type: str
+    start: datetime
+    stop: datetime
+    size: int  # database size
+    repo_size: int  # what this backup added to the repository (compressed, encrypted)
+    repo: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.stop - self.start).total_seconds()
+
+
+@dataclass(frozen=True)
+class Repository:
+    """What the repository holds and the window it can restore."""
+
+    status: str  # "ok" or pgBackRest's message
+    backups: tuple[BackupSet, ...]
+    latest_archived: datetime | None  # the newest WAL PostgreSQL archived (None: none yet)
+
+    @property
+    def earliest(self) -> datetime | None:
+        """The earliest restorable time: the end of the oldest backup."""
+        return min((b.stop for b in self.backups), default=None)
+
+    @property
+    def latest(self) -> datetime | None:
+        """The latest restorable time: the newest archived WAL, or the newest backup's end."""
+        newest = max((b.stop for b in self.backups), default=None)
+        if newest is None:
+            return None
+        return max(newest, self.latest_archived) if self.latest_archived else newest
+
+
+def _when(epoch: Any) -> datetime:
+    return datetime.fromtimestamp(int(epoch), tz=UTC)
+
+
+def parse_info(text: str) -> tuple[str, tuple[BackupSet, ...]]:
+    """Status and backups from `pgbackrest info --output=json` (one stanza)."""
+    try:
+        data = json.loads(text)
+        stanza = data[0]
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise OpsError(f"`pgbackrest info` did not answer JSON: {text.strip()[-500:]}") from exc
+    status = stanza.get("status", {})
+    code = int(status.get("code", 0))
+    # 0 ok; 1 no stanza yet; 2 stanza without backups: all readable, just empty.
+    message = "ok" if code in (0, 1, 2) else str(status.get("message", f"status {code}"))
+    for repo in stanza.get("repo", []):
+        repo_code = int(repo.get("status", {}).get("code", 0))
+        if repo_code not in (0, 1, 2):
+            message = f"repo{repo.get('key')}: {repo['status'].get('message', repo_code)}"
+    backups = tuple(
+        BackupSet(
+            label=b["label"],
+            type=b["type"],
+            start=_when(b["timestamp"]["start"]),
+            stop=_when(b["timestamp"]["stop"]),
+            size=int(b.get("info", {}).get("size", 0)),
+            repo_size=int(b.get("info", {}).get("repository", {}).get("delta", 0)),
+            repo=int(b.get("database", {}).get("repo-key", 1)),
+        )
+        for b in stanza.get("backup", [])
+    )
+    return message, backups
+
+
+def advice(output: str) -> str:
+    """What to do about a pgBackRest failure (empty when nothing specific applies)."""
+    if any(
+        mark in output
+        for mark in ("CryptoError", "key/value found outside of section", "[095]", "cipher")
+    ):
+        return (
+            "the repository cannot be decrypted with this BACKUP_PASSPHRASE. Fix: set the "
+            "passphrase the repository was created with (docs/disaster-recovery.md, "
+            '"Rotating the passphrase"); nothing was changed'
+        )
+    return ""
+
+
+def read_repository(target: Target, tool: bool = False) -> Repository:
+    """The repository's backups and restorable window. Read in the running backup container,
+    or (tool) in a one-off container that needs neither it nor PostgreSQL (a lost volume)."""
+    where = (
+        ["run", "--rm", "--no-deps", "-T", RESTORE_SERVICE]
+        if tool
+        else ["exec", "-T", BACKUP_SERVICE]
+    )
+    try:
+        text = target.compose(
+            *where, "pgbackrest", "info", "--output=json",
+            what="read the backup repository (pgbackrest info)",
+        )  # fmt: skip
+    except OpsError as exc:
+        raise OpsError(_not_running_hint(str(exc), target)) from exc
+    status, backups = parse_info(text)
+    if status != "ok":
+        hint = advice(status)
+        raise OpsError(
+            f"the backup repository of {target.label} cannot be read: {status.strip()[:400]}"
+            + (f". {hint}" if hint else "")
+        )
+    return Repository(status, backups, last_archived(target))
+
+
+def last_archived(target: Target) -> datetime | None:
+    """When PostgreSQL last archived a WAL segment (None when it is down or archived none)."""
+    try:
+        archived = target.compose(
+            "exec", "-T", "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
+            "SELECT coalesce(extract(epoch FROM last_archived_time)::bigint::text, '') "
+            "FROM pg_stat_archiver",
+            what="ask PostgreSQL for the last archived WAL",
+        ).strip()  # fmt: skip
+    except OpsError:
+        return None
+    return _when(archived) if archived.isdigit() else None
+
+
+def archive_now(target: Target) -> bool:
+    """Switch and archive the current WAL segment (`pgbackrest check`), so the repository
+    holds every committed change up to now. False when PostgreSQL is not running."""
+    try:
+        target.compose(
+            "exec", "-T", BACKUP_SERVICE, "pgbackrest", "check",
+            what="archive the current WAL (pgbackrest check)",
+        )  # fmt: skip
+    except OpsError:
+        return False
+    return True
+
+
+def _not_running_hint(message: str, target: Target) -> str:
+    if "is not running" in message or "no container" in message.lower():
+        return (
+            f"the backup service of {target.label} is not running. Fix: `invoke up` (local) or "
+            f"`invoke deploy` starts it; `invoke status` shows what runs. ({message})"
+        )
+    hint = advice(message)
+    return f"{message}. {hint}" if hint else message
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GB"
+
+
+def format_listing(repo: Repository, label: str) -> list[str]:
+    """The `invoke backup.list` table: one line per backup, then the restorable window."""
+    lines = [
+        f"{'label':<26} {'type':<5} {'start':<20} {'stop':<20} {'secs':>6} "
+        f"{'db size':>9} {'stored':>9} repo"
+    ]
+    for b in repo.backups:
+        lines.append(
+            f"{b.label:<26} {b.type:<5} {_iso(b.start):<20} {_iso(b.stop):<20} "
+            f"{b.seconds:>6.0f} {_size(b.size):>9} {_size(b.repo_size):>9} repo{b.repo}"
+        )
+    if not repo.backups:
+        lines.append(f"no backups in the repository of {label} yet")
+        return lines
+    lines.append(
+        f"recovery window: {_iso(repo.earliest)} .. {_iso(repo.latest)} "
+        "(earliest: end of the oldest backup; latest: the newest archived WAL)"
+    )
+    return lines
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def backup(env_name: str, kind: str = "diff") -> None:
+    """`invoke backup`: one backup now, in the stack's backup container."""
+    if kind not in BACKUP_TYPES:
+        raise OpsError(f"--type={kind} is not a backup type: use full, diff or incr")
+    env = config.load(env_name)
+    with open_target(env) as target:
+        print(f"==> backup ({kind}) of {target.label}", flush=True)
+        try:
+            target.compose(
+                "exec", "-T", BACKUP_SERVICE, "backup-run", f"--type={kind}",
+                what=f"{kind} backup", stream=True,
+            )  # fmt: skip
+        except OpsError as exc:
+            raise OpsError(
+                _not_running_hint(str(exc), target)
+                + " (the lines above say why; `invoke backup.list` shows what the repository has)"
+            ) from exc
+
+
+def list_backups(env_name: str) -> list[str]:
+    """`invoke backup.list`: the repository's backups and its recovery window."""
+    env = config.load(env_name)
+    with open_target(env) as target:
+        return format_listing(read_repository(target), target.label)
+
+
+def drill(env_name: str, at: str = "") -> None:
+    """`invoke backup.drill`: restore into a scratch container and verify against live data."""
+    env = config.load(env_name)
+    args = [f"--at={normalize_time(at)}"] if at else []
+    with open_target(env) as target:
+        print(f"==> restore drill of {target.label}", flush=True)
+        try:
+            target.compose(
+                "run", "--rm", "--no-deps", "-T", DRILL_SERVICE, "backup-drill", *args,
+                what="restore drill", stream=True,
+            )  # fmt: skip
+        except OpsError as exc:
+            raise OpsError(
+                f"the restore drill of {target.label} FAILED (its lines above say where). "
+                "Runbook: docs/runbook.md#backupdrillfailing"
+            ) from exc
+
+
+def normalize_time(text: str) -> str:
+    """An ISO 8601 time with an offset, as pgBackRest and `date -d` read it (UTC, seconds)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise OpsError(
+            f"--at={text} is not an ISO 8601 time. Fix: write e.g. 2026-11-30T12:00:00+00:00"
+        ) from exc
+    if moment.tzinfo is None:
+        raise OpsError(
+            f"--at={text} has no UTC offset, so it is ambiguous. Fix: add one, e.g. "
+            f"{text}+00:00 or {text}Z"
+        )
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What an in-place restore will do, decided before anything changes."""
+
+    args: tuple[str, ...]  # for backup-restore
+    target_text: str  # "2026-... (point in time)" or "the end of backup X"
+    lost_since: datetime | None  # writes after this are lost from the live database
+
+
+def plan_restore(
+    repo: Repository, at: str = "", label: str = "", now: datetime | None = None
+) -> RestorePlan:
+    """Check the target against the repository; explain what it will cost."""
+    if at and label:
+        raise OpsError("--at and --backup both given: choose one restore target")
+    now = now or datetime.now(UTC)
+    if not repo.backups:
+        raise OpsError(
+            "the repository has no backup to restore from. Fix: `invoke backup` first; "
+            "`invoke backup.list` shows what it holds"
+        )
+    if label:
+        chosen = [b for b in repo.backups if b.label == label]
+        if not chosen:
+            known = ", ".join(b.label for b in repo.backups)
+            raise OpsError(f"--backup={label} is not in the repository (it holds: {known})")
+        stop = chosen[0].stop
+        return RestorePlan(
+            (f"--backup={label}",), f"the end of backup {label} ({_iso(stop)})", stop
+        )
+    if at:
+        text = normalize_time(at)
+        moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S+00").replace(tzinfo=UTC)
+        earliest, latest = repo.earliest, repo.latest
+        if earliest and moment < earliest:
+            raise OpsError(
+                f"--at={at} is before the recovery window ({_iso(earliest)} .. {_iso(latest)}): "
+                "no backup ends before it. Fix: pick a time inside the window "
+                "(`invoke backup.list`)"
+            )
+        if moment > now + timedelta(seconds=5):
+            raise OpsError(f"--at={at} is in the future. Fix: pick a time inside the window")
+        if latest and moment > latest:
+            raise OpsError(
+                f"--at={at} is after the newest archived WAL ({_iso(latest)}): PostgreSQL could "
+                "not reach it. Fix: pick an earlier time, or omit --at for everything archived"
+            )
+        return RestorePlan((f"--at={text}",), f"{_iso(moment)} (point in time)", moment)
+    return RestorePlan((), f"everything archived (up to about {_iso(repo.latest)})", repo.latest)
+
+
+def confirm_restore(
+    env: config.Environment,
+    plan: RestorePlan,
+    label: str,
+    yes: bool,
+    interactive: bool | None = None,
+    ask: Callable[[str], str] = input,
+) -> None:
+    """Say exactly what is lost; go on only with --yes or the environment's name typed."""
+    lost = (
+        f"every change written after {_iso(plan.lost_since)}"
+        if plan.lost_since
+        else "every change not yet archived"
+    )
+    print(
+        f"Restoring {label} in place to {plan.target_text} loses {lost}: the live database is "
+        "replaced. The API and worker stop meanwhile. The WAL written since stays in the "
+        "repository for the retention period.",
+        flush=True,
+    )
+    if yes:
+        return
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    if not interactive:
+        raise OpsError(
+            f"refusing to restore {env.name} in place without confirmation. Fix: add --yes if "
+            "you really mean it (nothing was changed)"
+        )
+    answer = ask(f"Type the environment's name ({env.name}) to restore it: ").strip()
+    if answer != env.name:
+        raise OpsError(f"not confirmed: {env.name} left as it was")
+
+
+def restore(
+    env_name: str,
+    at: str = "",
+    label: str = "",
+    source: str = "",
+    yes: bool = False,
+    runner: Runner | None = None,
+) -> Report:
+    """`invoke restore`: the environment's own backups, in place, the service stopped meanwhile."""
+    env = config.load(env_name)
+    if source and source != env.name:
+        raise OpsError(
+            f"--from={source}: restoring another environment's backups into {env.name} is not "
+            "supported yet (sanitized copies into staging are planned: issue 5). Nothing was "
+            "changed"
+        )
+    if not env.is_local:
+        secrets.require(env)
+    with open_target(env) as target:
+        # Everything committed so far into the repository first: the live pg_wal is replaced.
+        archived = archive_now(target)
+        repo = read_repository(target, tool=True)
+        if not archived:
+            print(
+                "PostgreSQL or the backup service is not running: restoring what the "
+                "repository holds (the newest archived WAL is the latest point)",
+                flush=True,
+            )
+        plan = plan_restore(repo, at, label)
+        confirm_restore(env, plan, target.label, yes)
+        return _restore_steps(env, target, plan, runner)
+
+
+def _restore_steps(
+    env: config.Environment, target: Target, plan: RestorePlan, runner: Runner | None
+) -> Report:
+    def stop_writers() -> str:
+        target.compose("stop", *WRITERS, what="stop the API, the worker and the backup service")
+        return ", ".join(WRITERS) + " stopped"
+
+    def stop_postgres() -> str:
+        target.compose("stop", "postgres", what="stop PostgreSQL (clean shutdown)")
+        return "stopped"
+
+    def run_restore() -> str:
+        target.compose(
+            "run", "--rm", "--no-deps", "-T", RESTORE_SERVICE, "backup-restore", *plan.args,
+            what="pgbackrest restore", stream=True,
+        )  # fmt: skip
+        return plan.target_text
+
+    def start_postgres() -> str:
+        target.compose(
+            "up", "-d", "--no-deps", "--wait", "--wait-timeout", "3600", "postgres",
+            what="start PostgreSQL: replay WAL to the target, promote",
+        )  # fmt: skip
+        return "recovered, promoted and healthy"
+
+    def migrate() -> str:
+        target.compose(
+            "run", "--rm", "--no-deps", "-T", stack.MIGRATE_SERVICE,
+            what="bring the schema to the release's head",
+        )  # fmt: skip
+        return "schema at head"
+
+    def start_writers() -> str:
+        target.compose(
+            "up", "-d", "--no-deps", "--wait", "--wait-timeout", "300", *WRITERS,
+            what="start the backup service, the API and the worker",
+        )  # fmt: skip
+        return "healthy"
+
+    hint = (
+        f"the service is stopped. Fix the cause, then run the same `invoke restore` again "
+        f"(it is safe to repeat), or `invoke status --env={env.name}`"
+    )
+    steps = [
+        Step("maintenance mode on", lambda: target.maintenance(True), impacting=True),
+        Step("stop the API, the worker and the backups", stop_writers, impacting=True),
+        Step("stop PostgreSQL", stop_postgres, impacting=True, on_failure=hint),
+        Step("restore the data volume (pgbackrest)", run_restore, True, hint),
+        Step("start PostgreSQL (WAL replay, promotion)", start_postgres, True, hint),
+        Step("check the schema (migrate to head)", migrate, True, hint),
+        Step("start the backups, the API and the worker", start_writers, True, hint),
+        Step("maintenance mode off", lambda: target.maintenance(False), impacting=True),
+    ]
+    runner = runner or Runner(f"invoke restore --env {env.name} ({target.label})")
+    return runner.run(steps)

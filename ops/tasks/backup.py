@@ -1,0 +1,61 @@
+"""Backup tasks: `invoke backup`, `backup.list`, `backup.drill` (pgBackRest, ops/backup.py)."""
+
+from __future__ import annotations
+
+from invoke.context import Context
+from invoke.tasks import task
+
+from ops import backup as backups
+from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
+
+
+@task(
+    default=True,
+    help={"env": ENV_HELP, "type": "full, diff (default) or incr"},
+)
+def run(c: Context, env: str = DEFAULT_ENV, type: str = "diff") -> None:
+    """Take a backup now (encrypted, into the environment's repository)."""
+    with exits():
+        backups.backup(env, type)
+
+
+@task(name="list", help={"env": ENV_HELP})
+def list_(c: Context, env: str = DEFAULT_ENV) -> None:
+    """List the backups and the recovery window (earliest and latest restorable time)."""
+    with exits():
+        for line in backups.list_backups(env):
+            print(line)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "at": "restore to this time instead of a fresh marker (ISO 8601 with offset)",
+    }
+)
+def drill(c: Context, env: str = DEFAULT_ENV, at: str = "") -> None:
+    """Restore into a scratch container and verify it against the live data."""
+    with exits():
+        backups.drill(env, at)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "at": "restore to this time (ISO 8601 with offset, e.g. 2026-11-30T12:00:00+00:00)",
+        "backup": "restore to the end of this backup (a label from `invoke backup.list`)",
+        "from": "the environment whose backups to restore (default: --env itself)",
+        "yes": "do not ask: the live database is replaced",
+    },
+)
+def restore(
+    c: Context,
+    env: str = DEFAULT_ENV,
+    at: str = "",
+    backup: str = "",
+    from_: str = "",
+    yes: bool = False,
+) -> None:
+    """Restore the database in place (maintenance mode, writers stopped, schema checked)."""
+    with exits():
+        backups.restore(env, at=at, label=backup, source=from_, yes=yes)
