@@ -76,6 +76,10 @@ ACME_SERVICE = "certbot"
 PREPARE_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
 ACME_TIMEOUT = 600.0
 DATA_SERVICES = ("postgres", "redis")
+# Scheduled backups (services/postgres/backup-scheduler); also where the pre-migration backup runs.
+BACKUP_SERVICE = "backup"
+# How long the pre-migration backup waits for a running one (the scheduler's) to end.
+BACKUP_LOCK_WAIT = 3600
 SMOKE_TIMEOUT = 60.0
 SERVICE_WAIT = 180.0
 
@@ -220,6 +224,7 @@ class Deployment:
     build: Build
     kind: str = "deploy"
     explicit_version: bool = False  # --version given: never build, only use existing images
+    skip_backup: bool = False  # --skip-backup: no backup before the migrations
     secrets: secrets.Secrets | None = None
     remote: Remote | None = None
     lock: locks.DeployLock | None = None
@@ -750,9 +755,51 @@ class Deployment:
         collector = (LOG_SERVICE,) if self.release_runs_monitoring() else ()
         if collector:
             rc.run("up", "-d", "--no-deps", *collector, what="start the log collector")
+        self.check_backup_repository(rc)
         rc.run("up", "-d", "--no-deps", *DATA_SERVICES, what="start postgres and redis")
         self.wait_healthy((*collector, *DATA_SERVICES))
-        return ", ".join((*collector, *DATA_SERVICES)) + " healthy"
+        rc.run("up", "-d", "--no-deps", BACKUP_SERVICE, what="start the backup service")
+        self.wait_healthy((BACKUP_SERVICE,))
+        return ", ".join((*collector, *DATA_SERVICES, BACKUP_SERVICE)) + " healthy"
+
+    def check_backup_repository(self, rc: RemoteCompose) -> None:
+        """The release's BACKUP_PASSPHRASE opens the host's backup repository (or there is none
+        yet), checked before PostgreSQL is recreated with it: its entrypoint refuses to start
+        with a passphrase that does not, which would take the database down."""
+        from ops import backup
+
+        out = rc.run(
+            "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE,
+            "pgbackrest", "info", "--output=json",
+            what="open the backup repository with the release's passphrase",
+        )  # fmt: skip
+        start = out.find("[")
+        status, _ = backup.parse_info(out[start:] if start >= 0 else out)
+        if status != "ok":
+            hint = backup.advice(status) or "see docs/disaster-recovery.md"
+            raise OpsError(
+                f"the backup repository on {self.host.label} cannot be read with this release's "
+                f"secrets: {status.strip()[:300]}. {hint}. PostgreSQL was not touched"
+            )
+
+    def backup_before_migrations(self) -> str:
+        """A backup right before the schema changes (`backup.before_migrations`, --skip-backup)."""
+        if self.skip_backup:
+            return "skipped: --skip-backup"
+        if not self.env.backup.before_migrations:
+            return "skipped: backup.before_migrations is false"
+        if self.first_deploy:
+            return "skipped: first deploy, no data to protect yet"
+        self.refresh_lock()
+        out = self.run_backup(self.rcompose(self.release_id()))
+        return _backup_label(out)
+
+    def run_backup(self, rc: RemoteCompose) -> str:
+        return rc.run(
+            "exec", "-T", BACKUP_SERVICE, "backup-run", "--type=incr",
+            f"--wait={BACKUP_LOCK_WAIT}",
+            what="backup before migrations", timeout=BACKUP_LOCK_WAIT + 3600,
+        )  # fmt: skip
 
     def release_runs_monitoring(self) -> bool:
         """The release being deployed or put back has the monitoring stack (its own record)."""
@@ -1148,13 +1195,15 @@ def deployment_for(env: config.Environment, build: Build, **options: object) -> 
     return kind(env, build, **options)  # type: ignore[arg-type]
 
 
-def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> steps.Report | None:
-    """Pre-flight, lock, ship, migrate, roll the API, workers, nginx, smoke, record, unlock."""
+def deploy(
+    env_name: str, version: str | None = None, dry_run: bool = False, skip_backup: bool = False
+) -> steps.Report | None:
+    """Pre-flight, lock, ship, back up, migrate, roll the API, workers, nginx, smoke, record."""
     env = config.load(env_name)
     build = compose.detect_build()
     if version:
         build = Build(compose.tag_safe(version), build.git_sha, build.ca_bundle, build.image_tags)
-    d = deployment_for(env, build, explicit_version=bool(version))
+    d = deployment_for(env, build, explicit_version=bool(version), skip_backup=skip_backup)
     title = f"invoke deploy --env={env.name} (version {build.version})"
     preflight = [
         steps.Step("check configuration and secrets", d.check_config),
@@ -1168,6 +1217,12 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
         steps.Step("ship images", d.ship, True, "the running release is untouched"),
         steps.Step("write the release files", d.write_release, True, "running release untouched"),
         steps.Step("start postgres and redis", d.start_data, True),
+        steps.Step(
+            "backup before migrations",
+            d.backup_before_migrations,
+            True,
+            "the running release is untouched; `invoke backup.list` shows the repository",
+        ),
         steps.Step(
             "migrate the schema (new image)", d.migrate, True, "the running release is untouched"
         ),
@@ -1210,6 +1265,17 @@ def deploy(env_name: str, version: str | None = None, dry_run: bool = False) -> 
         raise
     finally:
         d.unlock()
+
+
+def _backup_label(output: str) -> str:
+    """The summary note of a backup: its label as backup-run logged it."""
+    for line in reversed(output.splitlines()):
+        if "backup (" in line and " done in " in line:
+            try:
+                return str(json.loads(line)["message"])
+            except (ValueError, KeyError, TypeError):
+                return line.strip()[-120:]
+    return "backup taken"
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ import yaml
 from ops import compose, config, paths, proc, secrets, steps
 from ops.deploy import (
     ACME_SERVICE,
+    BACKUP_LOCK_WAIT,
     LOG_SERVICE,
     MONITORING_SERVICES,
     Deployment,
@@ -710,6 +711,28 @@ class SwarmDeployment(Deployment):
                 print(f"    {line}", flush=True)
         started = self.data_services()
         return f"{', '.join(started)}: " + self.wait_converged(started, timeout=240)
+
+    def run_backup(self, rc: RemoteCompose) -> str:
+        """In the backup task's container on the data host (the first host), if one runs: the
+        service comes with the full stack, after the migrations, so a first deploy has none."""
+        label = f"com.docker.swarm.service.name={self.stack}_backup"
+        found = (
+            self.sh()
+            .run(f"docker ps -q --filter {quote('label=' + label)}", what="find the backup task")
+            .stdout.split()
+        )
+        if not found:
+            return "skipped: no backup task runs yet (it starts with this release)"
+        return (
+            self.sh()
+            .run(
+                f"docker exec {quote(found[0])} backup-run --type=incr --wait={BACKUP_LOCK_WAIT} "
+                "2>&1",
+                what="backup before migrations",
+                timeout=BACKUP_LOCK_WAIT + 3600,
+            )
+            .stdout
+        )
 
     def start_monitoring(self) -> str:
         """In the stack deployed with the API (or removed by its --prune): wait for it."""

@@ -18,12 +18,15 @@ ENV_HELP = "environment name: environments/<env>.yaml with target: ssh"
         "env": ENV_HELP,
         "version": "image version to deploy (default: this checkout's, built if missing)",
         "dry-run": "run the pre-flight checks and print the plan, change nothing",
+        "skip-backup": "no backup before the migrations (default: one is taken)",
     }
 )
-def deploy(c: Context, env: str, version: str = "", dry_run: bool = False) -> None:
+def deploy(
+    c: Context, env: str, version: str = "", dry_run: bool = False, skip_backup: bool = False
+) -> None:
     """Deploy to the environment's host: zero downtime, automatic rollback on failure."""
     with exits():
-        deploys.deploy(env, version=version or None, dry_run=dry_run)
+        deploys.deploy(env, version=version or None, dry_run=dry_run, skip_backup=skip_backup)
 
 
 @task(
