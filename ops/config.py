@@ -239,7 +239,7 @@ class Backup:
     time: str = "02:00"  # daily backup, HH:MM UTC
     full_days: tuple[str, ...] = ("sun",)  # full on these days, differential the others
     retention_days: int = 30  # restorable window: full backups are kept to cover it
-    check_every: int = 1800  # seconds between `pgbackrest check` runs (WAL switch + archive)
+    check_every: int = 900  # seconds between `pgbackrest check` runs (WAL switch + archive)
     retry_every: int = 3600  # seconds between catch-up attempts after a missed/failed backup
     process_max: int = 2  # parallel processes for compression and transfer
     compress: str = "lz4"

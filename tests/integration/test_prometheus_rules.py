@@ -46,6 +46,7 @@ COMPONENTS = {
     "tls",
     "probe",
     "monitoring",
+    "backup",
 }
 # Always firing: there is no "should be silent" case to show.
 NEVER_SILENT = {"Watchdog"}
