@@ -35,6 +35,7 @@ def built_image(
         POSTGRES_PASSWORD=secrets.token_urlsafe(24),
         REDIS_PASSWORD=secrets.token_urlsafe(24),
         LISTINGS_API_KEY_PEPPER=secrets.token_urlsafe(32),
+        BACKUP_PASSPHRASE=secrets.token_urlsafe(32),
         **build.image_tags,
     )
     image = f"slipway/{name or service}:{build.image_tags[tag_variable]}"

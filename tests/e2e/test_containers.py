@@ -20,6 +20,8 @@ LONG_RUNNING = {
     "api",
     "worker",
     "nginx",
+    # Scheduled backups and archive checks (pgBackRest, the postgres image).
+    "backup",
     # Monitoring (profile monitoring) and the central log collector (compose/logging.yaml).
     "prometheus",
     "alertmanager",
@@ -38,7 +40,12 @@ PUBLISHED = {
     "prometheus": {"9090/tcp"},
     "alertmanager": {"9093/tcp"},
 }
-SECRET_NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER")
+SECRET_NAMES = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "LISTINGS_API_KEY_PEPPER",
+    "BACKUP_PASSPHRASE",
+)
 
 
 def _containers() -> list[Any]:

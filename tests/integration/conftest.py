@@ -89,6 +89,7 @@ def _build_env(pg_port: int, redis_port: int, password: str, redis_password: str
         POSTGRES_PASSWORD=password,
         REDIS_PASSWORD=redis_password,
         LISTINGS_API_KEY_PEPPER=secrets.token_urlsafe(32),
+        BACKUP_PASSPHRASE=secrets.token_urlsafe(32),
         SLIPWAY_TLS_DIR=str(ROOT / ".slipway" / "it-unused"),
     )
     return env

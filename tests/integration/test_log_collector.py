@@ -74,10 +74,11 @@ def compose_config() -> dict[str, Any]:
         POSTGRES_PASSWORD="x",
         REDIS_PASSWORD="x",
         LISTINGS_API_KEY_PEPPER="x",
+        BACKUP_PASSPHRASE="x",
         SLIPWAY_BUILD_CA=os.devnull,
         SLIPWAY_TLS_DIR="/nonexistent",
         SLIPWAY_LOG_PORT="15514",
-        COMPOSE_PROFILES="monitoring,acme",
+        COMPOSE_PROFILES="monitoring,acme,tools",
     )
     argv = ["docker", "compose", "-p", PROJECT]
     for name in ("compose.yaml", "local.yaml", "logging.yaml"):

@@ -19,6 +19,7 @@ VALUES = {
     "POSTGRES_PASSWORD": "Pg7s3cretValue00123",
     "REDIS_PASSWORD": "Rd7s3cretValue00456",
     "LISTINGS_API_KEY_PEPPER": "Pepper7s3cretValue0000000000789xyz",
+    "BACKUP_PASSPHRASE": "Backup7s3cretPassphrase00000000246abc",
     "ALERT_WEBHOOK_URL": "https://hooks.test/Wh00kSecretPath",
     "SENTRY_DSN": "https://Sentr7Key@sentry.test/1",
 }

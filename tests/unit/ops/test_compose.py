@@ -17,7 +17,12 @@ from ops.secrets import Secrets
 pytestmark = pytest.mark.unit
 
 WriteEnv = Callable[[str, str], Path]
-SECRETS = {"POSTGRES_PASSWORD": "pg", "REDIS_PASSWORD": "rd", "LISTINGS_API_KEY_PEPPER": "pp"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg",
+    "REDIS_PASSWORD": "rd",
+    "LISTINGS_API_KEY_PEPPER": "pp",
+    "BACKUP_PASSPHRASE": "bp",
+}
 
 
 @pytest.fixture
@@ -90,6 +95,14 @@ def test_env_carries_config_build_facts_and_secrets(
         "SLIPWAY_READY_RATE_LIMIT": "5r/s",
         "SLIPWAY_READY_RATE_BURST": "10",
         "SLIPWAY_INGEST_CONNECTIONS": "4",
+        # The environment file has no `backup:` section: the defaults.
+        "SLIPWAY_BACKUP_TIME": "02:00",
+        "SLIPWAY_BACKUP_FULL_DAYS": "sun",
+        "SLIPWAY_BACKUP_RETENTION_DAYS": "30",
+        "SLIPWAY_BACKUP_CHECK_INTERVAL": "900",
+        "SLIPWAY_BACKUP_RETRY_INTERVAL": "3600",
+        "SLIPWAY_BACKUP_PROCESS_MAX": "2",
+        "SLIPWAY_BACKUP_COMPRESS": "lz4",
         **SECRETS,
     }
     assert {k: env[k] for k in expected} == expected

@@ -34,6 +34,7 @@ GOOD = {
     "POSTGRES_PASSWORD": "p" * 8 + "Q3x9Lm2Vb7Nc4Zs1",
     "REDIS_PASSWORD": "r" * 8 + "T5y8Ui2Op4As6Df1",
     "LISTINGS_API_KEY_PEPPER": "k" * 8 + "G7h2Jk5Lq8Wz3Xc6Vb9Nm1Rt4Ye6Pa0",
+    "BACKUP_PASSPHRASE": "b" * 8 + "N4m7Qw2Er5Ty8Ui1Op3As6Df9Gh0Jk",
 }
 OPTIONAL_VALUES = {
     "ALERT_WEBHOOK_URL": "https://hooks.test/Wh00kSecretPath",

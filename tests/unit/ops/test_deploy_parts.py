@@ -31,7 +31,16 @@ def test_the_rendered_compose_file_has_no_build_sections_or_build_secrets() -> N
         assert "build" not in service, name
     # Everything else survives, merge keys expanded: the API still has its healthcheck.
     assert data["services"]["api"]["healthcheck"]["test"][-1] == "api"
-    assert data["services"]["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    assert data["services"]["postgres"]["volumes"] == [
+        "postgres-data:/var/lib/postgresql/data",
+        "postgres-backups:/var/lib/pgbackrest",  # the backup repository, on its own volume
+        "postgres-socket:/run/postgresql",  # pgBackRest reaches PostgreSQL over this socket
+    ]
+    # The backup passphrase reaches every pgBackRest container from the environment (the
+    # release's secrets.env), never a default: rendering keeps the required interpolation.
+    for name in ("postgres", "backup", "backup-drill", "backup-restore"):
+        cipher = data["services"][name]["environment"]["PGBACKREST_REPO1_CIPHER_PASS"]
+        assert cipher.startswith("${BACKUP_PASSPHRASE:?"), name
 
 
 def test_rendering_refuses_a_file_without_services() -> None:

@@ -134,6 +134,7 @@ def test_registry_credentials_are_never_release_secrets(
         "POSTGRES_PASSWORD": "Jq3vN8xR2mT5wK7pL4sY9b",
         "REDIS_PASSWORD": "Hd6fG1kZ8cV3nB5mQ2wE7r",
         "LISTINGS_API_KEY_PEPPER": "uT4yI9oP2aS6dF1gH8jK3lZ7xC5vB0nM4qW",
+        "BACKUP_PASSPHRASE": "Rk2wQ9zL5tX8vC1nB7mJ4hG6fD3sA0pY2eU",
     }
     text = "".join(f"{k}={v}\n" for k, v in good.items()) + f"{USER}=ci-bot\n{PASSWORD}={SECRET}\n"
     path = _env_file(tmp_path, text)

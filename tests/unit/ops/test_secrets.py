@@ -28,6 +28,7 @@ GOOD = {
     "POSTGRES_PASSWORD": "Jq3vN8xR2mT5wK7pL4sY9b",
     "REDIS_PASSWORD": "Hd6fG1kZ8cV3nB5mQ2wE7r",
     "LISTINGS_API_KEY_PEPPER": "uT4yI9oP2aS6dF1gH8jK3lZ7xC5vB0nM4qW",
+    "BACKUP_PASSPHRASE": "Rk2wQ9zL5tX8vC1nB7mJ4hG6fD3sA0pY2eU",
 }
 
 
@@ -83,7 +84,7 @@ def test_existing_values_are_kept_and_only_missing_ones_added(
     path = tmp_path / ".env.local"
     path.write_text("# mine\nPOSTGRES_PASSWORD='kept-value'\nOTHER=1")
     loaded = secrets.load(local, environ={})
-    assert loaded.generated == ("REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER")
+    assert loaded.generated == ("REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER", "BACKUP_PASSPHRASE")
     text = path.read_text()
     assert text.startswith("# mine\nPOSTGRES_PASSWORD='kept-value'\nOTHER=1\n")
     assert loaded.values["POSTGRES_PASSWORD"] == "kept-value"
@@ -106,7 +107,10 @@ def test_missing_secret_outside_local_names_it_and_where_to_set_it(
     with pytest.raises(OpsError) as err:
         secrets.load(staging, environ={})
     message = str(err.value)
-    assert "  - REDIS_PASSWORD is missing\n  - LISTINGS_API_KEY_PEPPER is missing\n" in message
+    assert (
+        "  - REDIS_PASSWORD is missing\n  - LISTINGS_API_KEY_PEPPER is missing\n"
+        "  - BACKUP_PASSPHRASE is missing\n" in message
+    )
     assert f"Fix: set them in {path} (see .env.example) or export them" in message
     assert "POSTGRES_PASSWORD" not in message
     assert path.read_text() == before
@@ -160,7 +164,12 @@ def test_placeholder_secret_outside_local_is_refused(
 def test_a_host_in_local_mode_accepts_short_values(
     sandbox: config.Environment, tmp_path: Path
 ) -> None:
-    short = {"POSTGRES_PASSWORD": "pw1", "REDIS_PASSWORD": "pw2", "LISTINGS_API_KEY_PEPPER": "p3"}
+    short = {
+        "POSTGRES_PASSWORD": "pw1",
+        "REDIS_PASSWORD": "pw2",
+        "LISTINGS_API_KEY_PEPPER": "p3",
+        "BACKUP_PASSPHRASE": "p4",
+    }
     (tmp_path / ".env.sandbox").write_text(dotenv(short))
     assert dict(secrets.require(sandbox, environ={}).values) == short
 
@@ -185,6 +194,7 @@ def test_every_unfit_secret_is_listed_at_once_in_staging(
                 "POSTGRES_PASSWORD": "short",
                 "REDIS_PASSWORD": "my-dev-redis-password-0123",
                 "LISTINGS_API_KEY_PEPPER": "x" * 40,
+                "BACKUP_PASSPHRASE": "Rk2wQ9zL5tX8vC1nB7mJ",
             }
         )
     )
@@ -194,8 +204,27 @@ def test_every_unfit_secret_is_listed_at_once_in_staging(
     assert "  - POSTGRES_PASSWORD is shorter than 16 characters (listings_env staging" in message
     assert "  - REDIS_PASSWORD looks like a placeholder or development value" in message
     assert "  - LISTINGS_API_KEY_PEPPER is the placeholder from .env.example" in message
+    assert "  - BACKUP_PASSPHRASE is shorter than 32 characters (listings_env staging" in message
     assert "token_urlsafe(32)" in message
     assert "my-dev-redis-password-0123" not in message  # names only, never values
+
+
+def test_a_missing_or_placeholder_backup_passphrase_stops_a_host_deploy(
+    staging: config.Environment, tmp_path: Path
+) -> None:
+    """Without the passphrase no backup can be written or restored: it is required like the
+    database password, and the example value is refused on hosts."""
+    missing = {name: value for name, value in GOOD.items() if name != "BACKUP_PASSPHRASE"}
+    (tmp_path / ".env.staging").write_text(dotenv(missing))
+    with pytest.raises(OpsError, match=r"  - BACKUP_PASSPHRASE is missing"):
+        secrets.require(staging, environ={})
+    (tmp_path / ".env.staging").write_text(dotenv({**GOOD, "BACKUP_PASSPHRASE": "change-me"}))
+    with pytest.raises(OpsError) as err:
+        secrets.require(staging, environ={})
+    assert "  - BACKUP_PASSPHRASE is the placeholder from .env.example" in str(err.value)
+    assert "POSTGRES_PASSWORD" not in str(err.value)
+    loaded = secrets.require(staging, environ={"BACKUP_PASSPHRASE": GOOD["BACKUP_PASSPHRASE"]})
+    assert loaded.values["BACKUP_PASSPHRASE"] == GOOD["BACKUP_PASSPHRASE"]
 
 
 def _service_refuses(env: str, pepper: str, password: str) -> bool:

@@ -1,0 +1,811 @@
+"""ops/backup.py without Docker: pgBackRest's answers read, the restore target checked against
+the recovery window, the confirmation, and the order an in-place restore runs its commands in
+(a fake Target records every compose argv)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ops_testdata import LOCAL_YAML
+
+from ops import backup, config, hostops, secrets
+from ops.errors import OpsError
+from ops.steps import Runner
+
+pytestmark = pytest.mark.unit
+
+WriteEnv = Callable[[str, str], Path]
+Argv = tuple[str, ...]
+
+LABEL = "slipway-local (this machine)"
+FULL = "20261129-020001F"
+DIFF = "20261129-020001F_20261130-020002D"
+
+# The compose argv ops/backup.py runs (prefixes: the psql query follows its -c).
+INFO_LIVE: Argv = ("exec", "-T", "backup", "pgbackrest", "info", "--output=json")
+INFO_TOOL: Argv = (
+    "run", "--rm", "--no-deps", "-T", "backup-restore", "pgbackrest", "info", "--output=json",
+)  # fmt: skip
+PSQL: Argv = ("exec", "-T", "postgres", "psql")
+CHECK: Argv = ("exec", "-T", "backup", "pgbackrest", "check")
+RESTORE_RUN: Argv = ("run", "--rm", "--no-deps", "-T", "backup-restore", "backup-restore")
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------ pgbackrest info --output=json
+
+_LOCK = {"backup": {"held": False}, "restore": {"held": False}}
+
+
+def _stanza(code: int, message: str, repo_code: int, repo_message: str, **rest: Any) -> str:
+    """One stanza as pgBackRest 2.4x prints it for `info --output=json --stanza=listings`."""
+    stanza = {
+        "archive": rest.get("archive", []),
+        "backup": rest.get("backup", []),
+        "cipher": "aes-256-cbc",
+        "db": rest.get("db", []),
+        "name": "listings",
+        "repo": [
+            {
+                "cipher": "aes-256-cbc",
+                "key": 1,
+                "status": {"code": repo_code, "message": repo_message},
+            }
+        ],
+        "status": {"code": code, "lock": _LOCK, "message": message},
+    }
+    return json.dumps([stanza], indent=4)
+
+
+def _backup_row(
+    label: str,
+    kind: str,
+    start: int,
+    stop: int,
+    size: int,
+    delta: int,
+    prior: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "archive": {"start": "000000010000000000000003", "stop": "000000010000000000000003"},
+        "backrest": {"format": 5, "version": "2.48"},
+        "database": {"id": 1, "repo-key": 1},
+        "error": False,
+        "info": {
+            "delta": size if kind == "full" else delta,
+            "repository": {"delta": delta, "size": delta},
+            "size": size,
+        },
+        "label": label,
+        "link": None,
+        "lsn": {"start": "0/3000028", "stop": "0/3000100"},
+        "prior": prior,
+        "reference": [prior] if prior else None,
+        "tablespace": None,
+        "timestamp": {"start": start, "stop": stop},
+        "type": kind,
+    }
+
+
+NO_STANZA = _stanza(1, "missing stanza path", 1, "missing stanza path")
+NO_BACKUPS = _stanza(
+    2,
+    "no valid backups",
+    0,
+    "ok",
+    db=[{"id": 1, "repo-key": 1, "system-id": 7311522712391234567, "version": "15"}],
+)
+TWO_BACKUPS = _stanza(
+    0,
+    "ok",
+    0,
+    "ok",
+    archive=[
+        {
+            "database": {"id": 1, "repo-key": 1},
+            "id": "15-1",
+            "max": "000000010000000000000009",
+            "min": "000000010000000000000001",
+        }
+    ],
+    backup=[
+        # 2026-11-29T02:00:01Z .. 02:00:09Z, then 2026-11-30T02:00:02Z .. 02:00:05Z
+        _backup_row(FULL, "full", 1795917601, 1795917609, 31876983, 4072346),
+        _backup_row(DIFF, "diff", 1796004002, 1796004005, 31876983, 212345, prior=FULL),
+    ],
+    db=[{"id": 1, "repo-key": 1, "system-id": 7311522712391234567, "version": "15"}],
+)
+WRONG_PASSPHRASE_MESSAGE = (
+    "[095]: unable to load info file '/var/lib/pgbackrest/backup/listings/backup.info' or "
+    "'/var/lib/pgbackrest/backup/listings/backup.info.copy':\n"
+    "FormatError: key/value found outside of section at line 1: \x0f\x9d\xb2-\n"
+    "FormatError: key/value found outside of section at line 1: \x0f\x9d\xb2-\n"
+    "HINT: is or was the repo encrypted?\n"
+    "HINT: use option --stanza if encryption settings are different for the stanza than the "
+    "global settings."
+)
+WRONG_PASSPHRASE = _stanza(99, "other", 99, WRONG_PASSPHRASE_MESSAGE)
+# pg_stat_archiver's last_archived_time as the psql query prints it: 2026-11-30T03:40:00Z.
+LAST_ARCHIVED = "1796010000\n"
+NOW = _utc("2026-11-30T04:00:00")
+
+
+# ------------------------------------------------------------------------------ a fake Target
+
+
+class FakeTarget:
+    """Records every compose argv (and maintenance switch) in order; answers from `answers`,
+    keyed by an argv prefix, the longest matching prefix winning. An OpsError answer is raised.
+    Anything unanswered succeeds with no output."""
+
+    label = LABEL
+
+    def __init__(self, answers: dict[Argv, str | OpsError] | None = None) -> None:
+        self.answers = answers or {}
+        self.calls: list[Argv] = []
+        self.streamed: list[Argv] = []
+
+    def compose(self, *args: str, what: str, stream: bool = False) -> str:
+        assert what, "every compose call says what it does"
+        self.calls.append(args)
+        if stream:
+            self.streamed.append(args)
+        matches = [key for key in self.answers if args[: len(key)] == key]
+        if not matches:
+            return ""
+        answer = self.answers[max(matches, key=len)]
+        if isinstance(answer, OpsError):
+            raise answer
+        return "" if stream else answer
+
+    def maintenance(self, on: bool) -> str:
+        self.calls.append(("maintenance", "on" if on else "off"))
+        return f"maintenance {'on' if on else 'off'}"
+
+
+def _healthy_target() -> FakeTarget:
+    answers: dict[Argv, str | OpsError] = {
+        INFO_LIVE: TWO_BACKUPS,
+        INFO_TOOL: TWO_BACKUPS,
+        PSQL: LAST_ARCHIVED,
+    }
+    return FakeTarget(answers)
+
+
+def _repository() -> backup.Repository:
+    return backup.read_repository(_healthy_target())
+
+
+@pytest.fixture
+def local(write_env: WriteEnv) -> config.Environment:
+    write_env("local", LOCAL_YAML)
+    return config.load("local")
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeTarget]]:
+    """backup.open_target yields the FakeTarget appended to this list (one per test)."""
+    targets: list[FakeTarget] = []
+
+    @contextmanager
+    def fake_open(env: config.Environment) -> Iterator[FakeTarget]:
+        assert targets, "the test did not provide a target"
+        yield targets[0]
+
+    monkeypatch.setattr(backup, "open_target", fake_open)
+    yield targets
+
+
+def _no_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything reaches a stack or loads secrets."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("reached a stack: the refusal came too late")
+
+    monkeypatch.setattr(backup, "open_target", refuse)
+    monkeypatch.setattr(secrets, "require", refuse)
+
+
+# ------------------------------------------------------------------------------------ parse_info
+
+
+def test_a_repository_without_the_stanza_reads_as_empty() -> None:
+    assert backup.parse_info(NO_STANZA) == ("ok", ())
+
+
+def test_a_stanza_without_backups_reads_as_empty() -> None:
+    assert backup.parse_info(NO_BACKUPS) == ("ok", ())
+
+
+def test_a_full_and_a_differential_backup_are_read_with_their_times_and_sizes() -> None:
+    status, backups = backup.parse_info(TWO_BACKUPS)
+    assert status == "ok"
+    assert backups == (
+        backup.BackupSet(
+            label=FULL,
+            type="full",
+            start=_utc("2026-11-29T02:00:01"),
+            stop=_utc("2026-11-29T02:00:09"),
+            size=31876983,
+            repo_size=4072346,
+            repo=1,
+        ),
+        backup.BackupSet(
+            label=DIFF,
+            type="diff",
+            start=_utc("2026-11-30T02:00:02"),
+            stop=_utc("2026-11-30T02:00:05"),
+            size=31876983,
+            repo_size=212345,
+            repo=1,
+        ),
+    )
+    assert [b.seconds for b in backups] == [8.0, 3.0]
+
+
+def test_a_repository_that_cannot_be_decrypted_reports_the_repository_message() -> None:
+    status, backups = backup.parse_info(WRONG_PASSPHRASE)
+    assert status.startswith("repo1: [095]: unable to load info file")
+    assert "FormatError: key/value found outside of section" in status
+    assert backups == ()
+
+
+def test_an_answer_that_is_not_json_is_refused_with_its_end() -> None:
+    text = "WARN: environment contains invalid option 'cipher-pas'\nERROR: [031]: bad option\n"
+    with pytest.raises(
+        OpsError, match=r"(?s)did not answer JSON: WARN: .*ERROR: \[031\]: bad option"
+    ):
+        backup.parse_info(text)
+    with pytest.raises(OpsError, match="did not answer JSON"):
+        backup.parse_info("[]")
+
+
+# ------------------------------------------------------------------------------ read_repository
+
+
+def test_the_repository_is_read_in_the_backup_service_with_the_archiver_s_last_time() -> None:
+    target = _healthy_target()
+    repo = backup.read_repository(target)
+    assert target.calls[0] == INFO_LIVE
+    assert target.calls[1][: len(PSQL)] == PSQL
+    assert "pg_stat_archiver" in target.calls[1][-1]
+    assert repo.status == "ok"
+    assert [b.label for b in repo.backups] == [FULL, DIFF]
+    assert repo.latest_archived == _utc("2026-11-30T03:40:00")
+    assert repo.earliest == _utc("2026-11-29T02:00:09")  # the end of the oldest backup
+    assert repo.latest == _utc("2026-11-30T03:40:00")  # the newest archived WAL
+
+
+def test_a_lost_volume_is_read_in_a_one_off_container() -> None:
+    target = _healthy_target()
+    backup.read_repository(target, tool=True)
+    assert target.calls[0] == INFO_TOOL
+
+
+def test_without_postgres_the_window_ends_with_the_newest_backup() -> None:
+    target = _healthy_target()
+    target.answers[PSQL] = OpsError("service postgres is not running")
+    repo = backup.read_repository(target)
+    assert repo.latest_archived is None
+    assert repo.latest == _utc("2026-11-30T02:00:05")
+    # Nothing archived yet (an empty answer) reads the same.
+    target.answers[PSQL] = "\n"
+    assert backup.read_repository(target).latest == _utc("2026-11-30T02:00:05")
+
+
+def test_a_wrong_passphrase_names_backup_passphrase_and_changes_nothing() -> None:
+    target = FakeTarget({INFO_LIVE: WRONG_PASSPHRASE})
+    with pytest.raises(OpsError) as err:
+        backup.read_repository(target)
+    message = str(err.value)
+    assert message.startswith(f"the backup repository of {LABEL} cannot be read: repo1: [095]")
+    assert "cannot be decrypted with this BACKUP_PASSPHRASE" in message
+    assert "Rotating the passphrase" in message
+    assert "nothing was changed" in message
+    assert target.calls == [INFO_LIVE]
+
+
+def test_a_decryption_failure_of_the_command_itself_gets_the_same_advice() -> None:
+    target = FakeTarget(
+        {INFO_LIVE: OpsError("read the backup repository failed: ERROR: [095]: CryptoError")}
+    )
+    with pytest.raises(OpsError, match=r"CryptoError\. the repository cannot be decrypted"):
+        backup.read_repository(target)
+
+
+def test_a_stopped_backup_service_says_how_to_start_it() -> None:
+    target = FakeTarget({INFO_LIVE: OpsError('service "backup" is not running')})
+    with pytest.raises(OpsError) as err:
+        backup.read_repository(target)
+    assert f"the backup service of {LABEL} is not running. Fix: `invoke up`" in str(err.value)
+
+
+def test_an_empty_repository_can_be_read() -> None:
+    target = FakeTarget({INFO_LIVE: NO_STANZA, PSQL: LAST_ARCHIVED})
+    repo = backup.read_repository(target)
+    assert repo.backups == ()
+    assert (repo.earliest, repo.latest) == (None, None)
+
+
+# ------------------------------------------------------------------------------ format_listing
+
+
+def test_the_listing_has_one_line_per_backup_and_the_recovery_window() -> None:
+    lines = backup.format_listing(_repository(), LABEL)
+    assert lines[0].split() == [
+        "label", "type", "start", "stop", "secs", "db", "size", "stored", "repo",
+    ]  # fmt: skip
+    assert lines[1].split() == [
+        FULL, "full", "2026-11-29T02:00:01Z", "2026-11-29T02:00:09Z", "8", "30.4MB", "3.9MB",
+        "repo1",
+    ]  # fmt: skip
+    assert lines[2].split() == [
+        DIFF, "diff", "2026-11-30T02:00:02Z", "2026-11-30T02:00:05Z", "3", "30.4MB", "207.4KB",
+        "repo1",
+    ]  # fmt: skip
+    assert lines[3].startswith(
+        "recovery window: 2026-11-29T02:00:09Z .. 2026-11-30T03:40:00Z (earliest: end of the "
+        "oldest backup; latest: the newest archived WAL)"
+    )
+    assert len(lines) == 4
+
+
+def test_an_empty_repository_is_listed_as_such_without_a_window() -> None:
+    lines = backup.format_listing(backup.Repository("ok", (), None), LABEL)
+    assert lines[1:] == [f"no backups in the repository of {LABEL} yet"]
+    assert not any("recovery window" in line for line in lines)
+
+
+def test_list_backups_reads_the_environment_s_repository(
+    local: config.Environment, opened: list[FakeTarget]
+) -> None:
+    opened.append(_healthy_target())
+    lines = backup.list_backups("local")
+    assert lines[-1].startswith("recovery window: 2026-11-29T02:00:09Z .. 2026-11-30T03:40:00Z")
+
+
+# ------------------------------------------------------------------------------ normalize_time
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-30T12:00:00Z", "2026-11-30 12:00:00+00"),
+        ("2026-11-30T12:00:00+00:00", "2026-11-30 12:00:00+00"),
+        ("2026-11-30T14:00:00+02:00", "2026-11-30 12:00:00+00"),  # converted to UTC
+        ("2026-11-30T01:30:00-05:00", "2026-11-30 06:30:00+00"),
+        ("2026-12-01T00:30:00+01:00", "2026-11-30 23:30:00+00"),  # across midnight
+        (" 2026-11-30T12:00:00.750Z ", "2026-11-30 12:00:00+00"),  # blanks, fractions dropped
+    ],
+)
+def test_times_with_an_offset_become_utc(text: str, expected: str) -> None:
+    assert backup.normalize_time(text) == expected
+
+
+def test_a_time_without_offset_is_refused_with_the_fix() -> None:
+    with pytest.raises(OpsError) as err:
+        backup.normalize_time("2026-11-30T12:00:00")
+    assert str(err.value) == (
+        "--at=2026-11-30T12:00:00 has no UTC offset, so it is ambiguous. Fix: add one, e.g. "
+        "2026-11-30T12:00:00+00:00 or 2026-11-30T12:00:00Z"
+    )
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-11-31T12:00:00Z", "12:00", "now+1h"])
+def test_garbage_is_refused_with_an_example(text: str) -> None:
+    with pytest.raises(OpsError) as err:
+        backup.normalize_time(text)
+    assert f"--at={text} is not an ISO 8601 time" in str(err.value)
+    assert "Fix: write e.g. 2026-11-30T12:00:00+00:00" in str(err.value)
+
+
+# -------------------------------------------------------------------------------- plan_restore
+
+
+def test_a_time_inside_the_window_is_restored_as_a_point_in_time() -> None:
+    plan = backup.plan_restore(_repository(), at="2026-11-30T01:00:00+01:00", now=NOW)
+    assert plan == backup.RestorePlan(
+        ("--at=2026-11-30 00:00:00+00",),
+        "2026-11-30T00:00:00Z (point in time)",
+        _utc("2026-11-30T00:00:00"),
+    )
+
+
+def test_the_window_s_ends_are_inside_it() -> None:
+    repo = _repository()
+    earliest = backup.plan_restore(repo, at="2026-11-29T02:00:09Z", now=NOW)
+    latest = backup.plan_restore(repo, at="2026-11-30T03:40:00Z", now=NOW)
+    assert earliest.args == ("--at=2026-11-29 02:00:09+00",)
+    assert latest.args == ("--at=2026-11-30 03:40:00+00",)
+
+
+def test_a_time_before_the_oldest_backup_ends_is_refused() -> None:
+    with pytest.raises(OpsError) as err:
+        backup.plan_restore(_repository(), at="2026-11-29T02:00:08Z", now=NOW)
+    assert str(err.value).startswith(
+        "--at=2026-11-29T02:00:08Z is before the recovery window "
+        "(2026-11-29T02:00:09Z .. 2026-11-30T03:40:00Z): no backup ends before it."
+    )
+    assert "Fix: pick a time inside the window (`invoke backup.list`)" in str(err.value)
+
+
+def test_a_time_after_the_newest_archived_wal_is_refused() -> None:
+    with pytest.raises(OpsError) as err:
+        backup.plan_restore(_repository(), at="2026-11-30T03:50:00Z", now=NOW)
+    assert str(err.value).startswith(
+        "--at=2026-11-30T03:50:00Z is after the newest archived WAL (2026-11-30T03:40:00Z): "
+        "PostgreSQL could not reach it."
+    )
+    assert "omit --at for everything archived" in str(err.value)
+
+
+def test_a_time_in_the_future_is_refused() -> None:
+    with pytest.raises(OpsError, match=r"--at=2026-12-24T00:00:00Z is in the future\. Fix:"):
+        backup.plan_restore(_repository(), at="2026-12-24T00:00:00Z", now=NOW)
+
+
+def test_a_time_without_offset_is_refused_by_the_plan_too() -> None:
+    with pytest.raises(OpsError, match="has no UTC offset"):
+        backup.plan_restore(_repository(), at="2026-11-30T00:00:00", now=NOW)
+
+
+def test_a_known_backup_is_restored_to_its_end() -> None:
+    plan = backup.plan_restore(_repository(), label=DIFF, now=NOW)
+    assert plan == backup.RestorePlan(
+        (f"--backup={DIFF}",),
+        f"the end of backup {DIFF} (2026-11-30T02:00:05Z)",
+        _utc("2026-11-30T02:00:05"),
+    )
+
+
+def test_an_unknown_backup_is_refused_listing_the_known_ones() -> None:
+    with pytest.raises(OpsError) as err:
+        backup.plan_restore(_repository(), label="20261101-020001F", now=NOW)
+    assert str(err.value) == (
+        f"--backup=20261101-020001F is not in the repository (it holds: {FULL}, {DIFF})"
+    )
+
+
+def test_a_time_and_a_backup_together_are_refused() -> None:
+    with pytest.raises(OpsError, match="--at and --backup both given: choose one restore target"):
+        backup.plan_restore(_repository(), at="2026-11-30T00:00:00Z", label=FULL, now=NOW)
+
+
+@pytest.mark.parametrize(("at", "label"), [("", ""), ("2026-11-30T00:00:00Z", ""), ("", FULL)])
+def test_an_empty_repository_has_nothing_to_restore(at: str, label: str) -> None:
+    empty = backup.Repository("ok", (), _utc("2026-11-30T03:40:00"))
+    with pytest.raises(OpsError, match=r"has no backup to restore from\. Fix: `invoke backup`"):
+        backup.plan_restore(empty, at=at, label=label, now=NOW)
+
+
+def test_without_a_target_everything_archived_is_restored() -> None:
+    plan = backup.plan_restore(_repository(), now=NOW)
+    assert plan == backup.RestorePlan(
+        (),
+        "everything archived (up to about 2026-11-30T03:40:00Z)",
+        _utc("2026-11-30T03:40:00"),
+    )
+
+
+# ----------------------------------------------------------------------------- confirm_restore
+
+
+def _never_asked(prompt: str) -> str:
+    raise AssertionError(f"asked {prompt!r}")
+
+
+POINT = backup.RestorePlan(
+    ("--at=2026-11-30 00:00:00+00",),
+    "2026-11-30T00:00:00Z (point in time)",
+    _utc("2026-11-30T00:00:00"),
+)
+
+
+def test_yes_goes_on_without_asking_and_says_what_is_lost(
+    local: config.Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup.confirm_restore(local, POINT, LABEL, yes=True, interactive=True, ask=_never_asked)
+    said = capsys.readouterr().out
+    assert said.startswith(
+        f"Restoring {LABEL} in place to 2026-11-30T00:00:00Z (point in time) loses every "
+        "change written after 2026-11-30T00:00:00Z: the live database is replaced."
+    )
+    assert "The API and worker stop meanwhile." in said
+
+
+def test_without_yes_and_without_a_terminal_nothing_is_restored(
+    local: config.Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(OpsError) as err:
+        backup.confirm_restore(local, POINT, LABEL, yes=False, interactive=False, ask=_never_asked)
+    assert str(err.value) == (
+        "refusing to restore local in place without confirmation. Fix: add --yes if you really "
+        "mean it (nothing was changed)"
+    )
+    # The cost is printed even when refused: the operator sees what --yes would do.
+    assert "loses every change written after 2026-11-30T00:00:00Z" in capsys.readouterr().out
+
+
+def test_a_closed_stdin_counts_as_no_terminal(
+    local: config.Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(OpsError, match="without confirmation"):
+        backup.confirm_restore(local, POINT, LABEL, yes=False, ask=_never_asked)
+
+
+@pytest.mark.parametrize("typed", ["", "y", "yes", "Local", "production"])
+def test_a_wrong_typed_name_refuses(local: config.Environment, typed: str) -> None:
+    prompts: list[str] = []
+
+    def ask(prompt: str) -> str:
+        prompts.append(prompt)
+        return typed
+
+    with pytest.raises(OpsError, match=r"^not confirmed: local left as it was$"):
+        backup.confirm_restore(local, POINT, LABEL, yes=False, interactive=True, ask=ask)
+    assert prompts == ["Type the environment's name (local) to restore it: "]
+
+
+def test_the_typed_name_confirms(local: config.Environment) -> None:
+    backup.confirm_restore(
+        local, POINT, LABEL, yes=False, interactive=True, ask=lambda prompt: "  local\n"
+    )
+
+
+def test_without_a_known_point_the_unarchived_changes_are_named(
+    local: config.Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = backup.RestorePlan((), "everything archived (up to about -)", None)
+    backup.confirm_restore(local, plan, LABEL, yes=True)
+    assert "loses every change not yet archived" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- restore
+
+
+def test_another_environment_s_backups_are_refused_before_anything_is_touched(
+    local: config.Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_target(monkeypatch)
+    with pytest.raises(OpsError) as err:
+        backup.restore("local", source="production", yes=True)
+    assert str(err.value).startswith("--from=production: restoring another environment's")
+    assert str(err.value).endswith("Nothing was changed")
+
+
+def test_a_host_without_its_secrets_is_refused_before_its_stack_is_reached(
+    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_env(
+        "staging",
+        "name: staging\ntarget: ssh\ndomains: [app.example.org]\n"
+        "hosts: [{ssh: deploy@203.0.113.10}]\n",
+    )
+    (tmp_path / ".env.staging").write_text("POSTGRES_PASSWORD=Jq3vN8xR2mT5wK7pL4sY9b\n")
+    monkeypatch.delenv("BACKUP_PASSPHRASE", raising=False)
+
+    def refuse(env: config.Environment) -> None:
+        raise AssertionError("reached the host")
+
+    monkeypatch.setattr(backup, "open_target", refuse)
+    with pytest.raises(OpsError, match=r"  - BACKUP_PASSPHRASE is missing"):
+        backup.restore("staging", yes=True)
+
+
+def test_a_restore_archives_reads_the_repository_then_runs_the_steps(
+    local: config.Environment,
+    opened: list[FakeTarget],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backup, "datetime", _FrozenDatetime)
+    target = _healthy_target()
+    opened.append(target)
+    report = backup.restore(
+        "local", at="2026-11-30T00:00:00Z", source="local", yes=True, runner=_quiet()
+    )
+    assert [o.status for o in report.outcomes] == ["ok"] * 8
+    assert target.calls[0] == CHECK  # everything committed into the repository first
+    assert target.calls[1] == INFO_TOOL  # read by a one-off container: postgres may be down
+    assert target.calls[2][: len(PSQL)] == PSQL
+    assert target.calls[3] == ("maintenance", "on")
+    assert (*RESTORE_RUN, "--at=2026-11-30 00:00:00+00") in target.calls
+    assert target.calls[-1] == ("maintenance", "off")
+
+
+def test_a_restore_without_yes_off_a_terminal_changes_nothing(
+    local: config.Environment,
+    opened: list[FakeTarget],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    target = _healthy_target()
+    opened.append(target)
+    with pytest.raises(OpsError, match=r"without confirmation.*\(nothing was changed\)"):
+        backup.restore("local", runner=_quiet())
+    _only_reads(target)
+
+
+def test_a_restore_to_a_time_outside_the_window_changes_nothing(
+    local: config.Environment, opened: list[FakeTarget]
+) -> None:
+    target = _healthy_target()
+    opened.append(target)
+    with pytest.raises(OpsError, match="is before the recovery window"):
+        backup.restore("local", at="2020-01-01T00:00:00Z", yes=True, runner=_quiet())
+    _only_reads(target)
+
+
+def test_a_restore_with_an_undecryptable_repository_changes_nothing(
+    local: config.Environment, opened: list[FakeTarget]
+) -> None:
+    target = FakeTarget({INFO_TOOL: WRONG_PASSPHRASE, CHECK: OpsError("check failed")})
+    opened.append(target)
+    with pytest.raises(OpsError, match=r"BACKUP_PASSPHRASE.*nothing was changed"):
+        backup.restore("local", yes=True, runner=_quiet())
+    _only_reads(target)
+
+
+def _only_reads(target: FakeTarget) -> None:
+    for argv in target.calls:
+        assert argv[:1] == ("exec",) or argv == INFO_TOOL, f"{argv} changes the stack"
+
+
+class _FrozenDatetime(datetime):
+    """datetime with now() at NOW, for restore()'s own call of plan_restore."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> _FrozenDatetime:
+        return cls.fromtimestamp(NOW.timestamp(), tz=tz)
+
+
+def _quiet() -> Runner:
+    return Runner("invoke restore --env local", out=io.StringIO(), clock=lambda: 0.0, groups=False)
+
+
+# ---------------------------------------------------------------------------- the restore steps
+
+
+def test_the_restore_steps_run_in_a_safe_order(local: config.Environment) -> None:
+    target = FakeTarget()
+    plan = backup.plan_restore(_repository(), at="2026-11-30T00:00:00Z", now=NOW)
+    report = backup._restore_steps(local, target, plan, _quiet())
+    assert target.calls == [
+        ("maintenance", "on"),
+        # Everything that writes to PostgreSQL stops before it does.
+        ("stop", "api", "worker", "backup"),
+        ("stop", "postgres"),
+        (*RESTORE_RUN, "--at=2026-11-30 00:00:00+00"),
+        # Started alone and waited for: WAL replay and promotion before anything connects.
+        ("up", "-d", "--no-deps", "--wait", "--wait-timeout", "3600", "postgres"),
+        ("run", "--rm", "--no-deps", "-T", "migrate"),
+        ("up", "-d", "--no-deps", "--wait", "--wait-timeout", "300", "api", "worker", "backup"),
+        ("maintenance", "off"),
+    ]
+    assert target.streamed == [(*RESTORE_RUN, "--at=2026-11-30 00:00:00+00")]
+    assert all(o.step.impacting for o in report.outcomes)
+    assert [o.note for o in report.outcomes][3] == "2026-11-30T00:00:00Z (point in time)"
+
+
+@pytest.mark.parametrize(
+    ("plan_args", "restore_argv"),
+    [
+        ({"label": FULL}, (*RESTORE_RUN, f"--backup={FULL}")),
+        ({}, RESTORE_RUN),  # everything archived: backup-restore without a target
+    ],
+)
+def test_the_restore_runs_with_the_plan_s_arguments(
+    local: config.Environment, plan_args: dict[str, str], restore_argv: Argv
+) -> None:
+    target = FakeTarget()
+    plan = backup.plan_restore(_repository(), now=NOW, **plan_args)
+    backup._restore_steps(local, target, plan, _quiet())
+    assert target.calls[3] == restore_argv
+
+
+def test_a_failed_restore_stops_there_in_maintenance_and_says_it_can_be_repeated(
+    local: config.Environment,
+) -> None:
+    target = FakeTarget({RESTORE_RUN: OpsError("pgbackrest restore failed (exit 41)")})
+    out = io.StringIO()
+    runner = Runner("invoke restore --env local", out=out, clock=lambda: 0.0, groups=False)
+    plan = backup.plan_restore(_repository(), now=NOW)
+    with pytest.raises(OpsError, match="exit 41"):
+        backup._restore_steps(local, target, plan, runner)
+    assert target.calls[-1] == RESTORE_RUN  # nothing started on a half-restored volume
+    assert ("maintenance", "off") not in target.calls
+    printed = out.getvalue()
+    assert "FAILED at step 'restore the data volume (pgbackrest)'" in printed
+    assert "it is safe to repeat" in printed and "invoke status --env=local" in printed
+
+
+# ------------------------------------------------------------------------------ backup and drill
+
+
+def test_an_unknown_backup_type_is_refused_before_anything_is_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(name: str) -> None:
+        raise AssertionError("loaded the environment")
+
+    monkeypatch.setattr(config, "load", refuse)
+    _no_target(monkeypatch)
+    with pytest.raises(OpsError) as err:
+        backup.backup("local", kind="weekly")
+    assert str(err.value) == "--type=weekly is not a backup type: use full, diff or incr"
+
+
+@pytest.mark.parametrize("kind", backup.BACKUP_TYPES)
+def test_a_backup_runs_in_the_backup_service_streaming_its_lines(
+    local: config.Environment, opened: list[FakeTarget], kind: str
+) -> None:
+    target = FakeTarget()
+    opened.append(target)
+    backup.backup("local", kind=kind)
+    assert target.calls == [("exec", "-T", "backup", "backup-run", f"--type={kind}")]
+    assert target.streamed == target.calls
+
+
+def test_a_failed_backup_points_at_its_lines_and_the_listing(
+    local: config.Environment, opened: list[FakeTarget]
+) -> None:
+    opened.append(FakeTarget({("exec", "-T", "backup"): OpsError("diff backup failed (exit 1)")}))
+    with pytest.raises(OpsError) as err:
+        backup.backup("local")
+    assert "diff backup failed (exit 1)" in str(err.value)
+    assert "`invoke backup.list` shows what the repository has" in str(err.value)
+
+
+def test_a_drill_runs_in_a_scratch_container_with_the_time_in_utc(
+    local: config.Environment, opened: list[FakeTarget]
+) -> None:
+    target = FakeTarget()
+    opened.append(target)
+    backup.drill("local", at="2026-11-30T01:00:00+01:00")
+    assert target.calls == [
+        (
+            "run", "--rm", "--no-deps", "-T", "backup-drill", "backup-drill",
+            "--at=2026-11-30 00:00:00+00",
+        )
+    ]  # fmt: skip
+    opened[0] = failing = FakeTarget({("run",): OpsError("drill failed")})
+    with pytest.raises(OpsError, match=r"restore drill of .* FAILED.*docs/runbook\.md#backup"):
+        backup.drill("local")
+    assert failing.calls[0][-1] == "backup-drill"  # no --at: the drill writes its own marker
+
+
+# -------------------------------------------------------------------------------- open_target
+
+
+def test_swarm_environments_are_refused_with_where_to_look(
+    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_env(
+        "staging",
+        "name: staging\ntarget: ssh\nlistings_env: staging\nhosts:\n"
+        "  - ssh: deploy@203.0.113.10\n    swarm_address: 10.0.0.10\n"
+        "  - ssh: deploy@203.0.113.11\n",
+    )
+    env = config.load("staging")
+    assert env.is_swarm
+
+    def no_host(env: config.Environment) -> None:
+        raise AssertionError("connected to a host")
+
+    monkeypatch.setattr(hostops, "Host", no_host)
+    with pytest.raises(OpsError) as err, backup.open_target(env):
+        pass
+    assert str(err.value).startswith(
+        "backups of staging (Docker Swarm, 2 hosts) are not driven from here yet"
+    )
+    assert "docs/disaster-recovery.md" in str(err.value)
