@@ -149,12 +149,21 @@ def parse_info(text: str) -> tuple[str, tuple[BackupSet, ...]]:
         raise OpsError(f"`pgbackrest info` did not answer JSON: {text.strip()[-500:]}") from exc
     status = stanza.get("status", {})
     code = int(status.get("code", 0))
-    # 0 ok; 1 no stanza yet; 2 stanza without backups: all readable, just empty.
-    message = "ok" if code in (0, 1, 2) else str(status.get("message", f"status {code}"))
-    for repo in stanza.get("repo", []):
-        repo_code = int(repo.get("status", {}).get("code", 0))
-        if repo_code not in (0, 1, 2):
-            message = f"repo{repo.get('key')}: {repo['status'].get('message', repo_code)}"
+    # 0 ok; 1 no stanza yet; 2 stanza without backups: all readable, just empty. With several
+    # repositories the stanza's own status says only "different across repos" (4) when they
+    # differ (one empty, one not): each repository's status decides then.
+    repos = stanza.get("repo", [])
+    readable = (0, 1, 2)
+    message = "ok"
+    if repos:
+        for repo in repos:
+            repo_code = int(repo.get("status", {}).get("code", 0))
+            if repo_code not in readable:
+                text = repo.get("status", {}).get("message", f"status {repo_code}")
+                message = f"repo{repo.get('key')}: {text}"
+                break
+    elif code not in readable:
+        message = str(status.get("message", f"status {code}"))
     backups = tuple(
         BackupSet(
             label=b["label"],
@@ -309,10 +318,11 @@ def list_backups(env_name: str) -> list[str]:
         return format_listing(read_repository(target), target.label)
 
 
-def drill(env_name: str, at: str = "") -> None:
+def drill(env_name: str, at: str = "", repo: int = 0) -> None:
     """`invoke backup.drill`: restore into a scratch container and verify against live data."""
     env = config.load(env_name)
     args = [f"--at={normalize_time(at)}"] if at else []
+    args += repo_args(env, repo)
     with open_target(env) as target:
         print(f"==> restore drill of {target.label}", flush=True)
         try:
@@ -325,6 +335,20 @@ def drill(env_name: str, at: str = "") -> None:
                 f"the restore drill of {target.label} FAILED (its lines above say where). "
                 "Runbook: docs/runbook.md#backupdrillfailing"
             ) from exc
+
+
+def repo_args(env: config.Environment, repo: int) -> list[str]:
+    """--repo for the scripts (0: pgBackRest picks: the local repository first)."""
+    if repo == 0:
+        return []
+    if repo == 1 or (repo == 2 and env.backup.s3 is not None):
+        return [f"--repo={repo}"]
+    if repo == 2:
+        raise OpsError(
+            f"--repo=2 is the off-site repository, but {env.name} has none. Fix: set backup.s3 "
+            f"in {env.source.name} (docs/disaster-recovery.md), or use --repo=1"
+        )
+    raise OpsError(f"--repo={repo}: use 1 (the local repository) or 2 (the off-site one)")
 
 
 def normalize_time(text: str) -> str:
@@ -353,12 +377,21 @@ class RestorePlan:
 
 
 def plan_restore(
-    repo: Repository, at: str = "", label: str = "", now: datetime | None = None
+    repo: Repository,
+    at: str = "",
+    label: str = "",
+    now: datetime | None = None,
+    only: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> RestorePlan:
-    """Check the target against the repository; explain what it will cost."""
+    """Check the target against the repository (only: one of its repositories); explain what
+    it will cost. `extra` arguments go to backup-restore as they are (--repo)."""
     if at and label:
         raise OpsError("--at and --backup both given: choose one restore target")
     now = now or datetime.now(UTC)
+    if only:
+        kept = tuple(b for b in repo.backups if b.repo == only)
+        repo = Repository(repo.status, kept, repo.latest_archived)
     if not repo.backups:
         raise OpsError(
             "the repository has no backup to restore from. Fix: `invoke backup` first; "
@@ -390,8 +423,8 @@ def plan_restore(
                 f"--at={at} is after the newest archived WAL ({_iso(latest)}): PostgreSQL could "
                 "not reach it. Fix: pick an earlier time, or omit --at for everything archived"
             )
-        return RestorePlan((f"--at={text}",), f"{_iso(moment)} (point in time)", moment)
-    return RestorePlan((), f"everything archived (up to about {_iso(repo.latest)})", repo.latest)
+        return RestorePlan((f"--at={text}", *extra), f"{_iso(moment)} (point in time)", moment)
+    return RestorePlan(extra, f"everything archived (up to about {_iso(repo.latest)})", repo.latest)
 
 
 def confirm_restore(
@@ -434,6 +467,7 @@ def restore(
     source: str = "",
     yes: bool = False,
     runner: Runner | None = None,
+    repo: int = 0,
 ) -> Report:
     """`invoke restore`: the environment's own backups, in place, the service stopped meanwhile."""
     env = config.load(env_name)
@@ -445,17 +479,18 @@ def restore(
         )
     if not env.is_local:
         secrets.require(env)
+    extra = tuple(repo_args(env, repo))
     with open_target(env) as target:
         # Everything committed so far into the repository first: the live pg_wal is replaced.
         archived = archive_now(target)
-        repo = read_repository(target, tool=True)
+        stored = read_repository(target, tool=True)
         if not archived:
             print(
                 "PostgreSQL or the backup service is not running: restoring what the "
                 "repository holds (the newest archived WAL is the latest point)",
                 flush=True,
             )
-        plan = plan_restore(repo, at, label)
+        plan = plan_restore(stored, at, label, only=repo, extra=extra)
         confirm_restore(env, plan, target.label, yes)
         return _restore_steps(env, target, plan, runner)
 

@@ -43,6 +43,8 @@ ACME_PROFILE = "acme"
 MONITORING_PROFILE = "monitoring"
 # Overlay that sends every container's output to the central log collector (service `logs`).
 LOGGING_OVERLAY = "logging.yaml"
+# The backups' off-site second repository on S3 (environments with `backup.s3`).
+BACKUP_S3_OVERLAY = "backup-s3.yaml"
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,8 @@ def compose_files(env: Environment, root: Path) -> list[Path]:
     files = [base, overlay]
     if runs_monitoring(env):
         files.append(root / "compose" / LOGGING_OVERLAY)
+    if env.backup.s3 is not None:
+        files.append(root / "compose" / BACKUP_S3_OVERLAY)
     return files
 
 
@@ -275,7 +279,7 @@ def compose_env(
         }
     )
     result.update(env.resources.compose_env())
-    result.update(env.backup.compose_env())
+    result.update(env.backup.compose_env(env.name))
     result.update(acme_env(env))
     result.update(monitoring_env(env))
     result["COMPOSE_PROFILES"] = ",".join(profiles(env))

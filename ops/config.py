@@ -8,6 +8,7 @@ local), never silently misread.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -232,6 +233,38 @@ COMPRESS_TYPES = ("lz4", "zst", "gz", "none")
 _TIME_OF_DAY_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
+S3_URI_STYLES = ("host", "path")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class S3Repository:
+    """The off-site second repository (pgBackRest repo2) on S3-compatible object storage.
+    Its access key and secret are secrets: BACKUP_S3_KEY and BACKUP_S3_KEY_SECRET."""
+
+    endpoint: str  # host name of the S3 API (no scheme: always HTTPS)
+    bucket: str
+    region: str = "us-east-1"
+    port: int = 443
+    path: str = ""  # inside the bucket; empty: /slipway/<environment>
+    uri_style: str = "host"  # host (AWS) or path (most self-hosted servers)
+    ca_file: Path | None = None  # a private CA that verifies the endpoint; None: system CAs
+    retention_days: int = 0  # 0: backup.retention_days
+
+    def ca_b64(self) -> str:
+        """The CA file as base64 PEM for the containers (empty: the system CAs)."""
+        if self.ca_file is None:
+            return ""
+        try:
+            return base64.b64encode(self.ca_file.read_bytes()).decode()
+        except OSError as exc:
+            raise OpsError(
+                f"backup.s3.ca_file {self.ca_file} cannot be read ({exc.strerror}). Fix: point "
+                "it at the PEM file of the CA that signs the endpoint's certificate"
+            ) from exc
+
+
 @dataclass(frozen=True)
 class Backup:
     """pgBackRest backups (docs/disaster-recovery.md): schedule, retention, resources."""
@@ -244,10 +277,26 @@ class Backup:
     process_max: int = 2  # parallel processes for compression and transfer
     compress: str = "lz4"
     before_migrations: bool = True  # `invoke deploy` backs up before running migrations
+    s3: S3Repository | None = None  # the off-site second repository (compose/backup-s3.yaml)
 
-    def compose_env(self) -> dict[str, str]:
-        """Variables of compose.yaml's x-pgbackrest and backup service."""
+    def compose_env(self, env_name: str = "") -> dict[str, str]:
+        """Variables of compose.yaml's x-pgbackrest and backup service (and backup-s3.yaml)."""
+        s3 = {}
+        if self.s3 is not None:
+            s3 = {
+                "SLIPWAY_BACKUP_S3_ENDPOINT": self.s3.endpoint,
+                "SLIPWAY_BACKUP_S3_PORT": str(self.s3.port),
+                "SLIPWAY_BACKUP_S3_BUCKET": self.s3.bucket,
+                "SLIPWAY_BACKUP_S3_REGION": self.s3.region,
+                "SLIPWAY_BACKUP_S3_PATH": self.s3.path or f"/slipway/{env_name}",
+                "SLIPWAY_BACKUP_S3_URI_STYLE": self.s3.uri_style,
+                "SLIPWAY_BACKUP_S3_RETENTION_DAYS": str(
+                    self.s3.retention_days or self.retention_days
+                ),
+                "SLIPWAY_BACKUP_S3_CA_B64": self.s3.ca_b64(),
+            }
         return {
+            **s3,
             "SLIPWAY_BACKUP_TIME": self.time,
             "SLIPWAY_BACKUP_FULL_DAYS": ",".join(self.full_days),
             "SLIPWAY_BACKUP_RETENTION_DAYS": str(self.retention_days),
@@ -882,6 +931,7 @@ def _backup(reader: _Reader, top: Mapping[str, Any]) -> Backup:
         "process_max",
         "compress",
         "before_migrations",
+        "s3",
     }
     data = reader.section(top, "backup", keys)
     at = str(data.get("time", Backup.time)).strip()
@@ -934,6 +984,76 @@ def _backup(reader: _Reader, top: Mapping[str, Any]) -> Backup:
         ),
         compress=compress,
         before_migrations=bool(before),
+        s3=_backup_s3(reader, data),
+    )
+
+
+def _backup_s3(reader: _Reader, backup: Mapping[str, Any]) -> S3Repository | None:
+    if backup.get("s3") is None:
+        return None
+    keys = {
+        "endpoint",
+        "bucket",
+        "region",
+        "port",
+        "path",
+        "uri_style",
+        "ca_file",
+        "retention_days",
+    }
+    data = reader.section(backup, "s3", keys, where="backup.s3")
+    endpoint = str(data.get("endpoint", "")).strip()
+    if "://" in endpoint or not _HOSTNAME_RE.match(endpoint):
+        reader.fail(
+            "backup.s3.endpoint",
+            f"is {endpoint!r}, not a host name",
+            "write the S3 API's host name without scheme or port, e.g. s3.eu-west-1.amazonaws.com "
+            "(the port goes in backup.s3.port; it is always HTTPS)",
+        )
+    bucket = str(data.get("bucket", "")).strip()
+    if not _BUCKET_RE.match(bucket):
+        reader.fail(
+            "backup.s3.bucket",
+            f"is {bucket!r}, not a bucket name",
+            "write the bucket's name: 3 to 63 lowercase letters, digits, '.' and '-'",
+        )
+    region = str(data.get("region", S3Repository.region)).strip()
+    if not region:
+        reader.fail("backup.s3.region", "is empty", 'write the region, e.g. "us-east-1"')
+    path = str(data.get("path", "")).strip()
+    if path and (not path.startswith("/") or path.endswith("/") or "//" in path):
+        reader.fail(
+            "backup.s3.path",
+            f"is {path!r}",
+            "write an absolute path inside the bucket without a trailing '/', e.g. /slipway/prod",
+        )
+    uri_style = str(data.get("uri_style", S3Repository.uri_style)).strip()
+    if uri_style not in S3_URI_STYLES:
+        reader.fail(
+            "backup.s3.uri_style",
+            f"is {uri_style!r}",
+            "write host (bucket.endpoint, AWS) or path (endpoint/bucket, most self-hosted servers)",
+        )
+    ca_file = None
+    if data.get("ca_file") is not None:
+        ca_file = reader.local_path(str(data["ca_file"]), "backup.s3.ca_file")
+        if not ca_file.is_file():
+            reader.fail(
+                "backup.s3.ca_file",
+                f"{ca_file} does not exist",
+                "point it at the PEM file of the CA that signs the endpoint's certificate",
+            )
+    return S3Repository(
+        endpoint=endpoint,
+        bucket=bucket,
+        region=region,
+        port=reader.port(data, "backup.s3.port", "port", S3Repository.port),
+        path=path,
+        uri_style=uri_style,
+        ca_file=ca_file,
+        retention_days=reader.integer(
+            data, "backup.s3.retention_days", "retention_days", 0, minimum=0
+        ),
     )
 
 

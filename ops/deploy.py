@@ -264,7 +264,11 @@ class Deployment:
 
     def overlays(self) -> list[str]:
         """The compose files of a new release after compose.yaml."""
-        return ["remote.yaml", *([compose.LOGGING_OVERLAY] if self.monitoring else [])]
+        return [
+            "remote.yaml",
+            *([compose.LOGGING_OVERLAY] if self.monitoring else []),
+            *([compose.BACKUP_S3_OVERLAY] if self.env.backup.s3 else []),
+        ]
 
     def sh(self) -> Remote:
         if self.remote is None:
@@ -619,6 +623,9 @@ class Deployment:
         if self.monitoring:
             name = compose.LOGGING_OVERLAY
             files[name] = render_compose((compose_dir / name).read_text(), name)
+        if self.env.backup.s3:
+            name = compose.BACKUP_S3_OVERLAY
+            files[name] = (compose_dir / name).read_text()
         return files
 
     def write_release(self) -> str:

@@ -34,8 +34,11 @@ REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "LISTINGS_API_KEY_PEPPER", "B
 # Optional: Sentry, and where Alertmanager sends alerts (docs/environments.md, "Secrets").
 # Absent, the feature is off; present, they travel with the release like the required ones.
 ALERT_RECEIVERS = ("ALERT_WEBHOOK_URL", "ALERT_SLACK_URL", "ALERT_EMAIL_TO")
+# The off-site backup repository's S3 login: required when the environment sets backup.s3.
+S3_SECRETS = ("BACKUP_S3_KEY", "BACKUP_S3_KEY_SECRET")
 OPTIONAL = (
     "SENTRY_DSN",
+    *S3_SECRETS,
     *ALERT_RECEIVERS,
     "ALERT_WATCHDOG_URL",
     "ALERT_SMTP_HOST",
@@ -221,6 +224,13 @@ def problems(env: Environment, values: Mapping[str, str]) -> list[str]:
                 f"{name} looks like a placeholder or development value "
                 f"(listings_env {env.listings_env} refuses it)"
             )
+    if env.backup.s3 is not None:
+        found += [
+            f"{name} is missing: backup.s3 is set in {env.source.name} (the off-site repository's "
+            "login)"
+            for name in S3_SECRETS
+            if not values.get(name)
+        ]
     if not env.is_local:
         # They travel in the release's secrets.env, one quoted line each (ops.deploy.dotenv).
         found += [

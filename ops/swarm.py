@@ -362,7 +362,11 @@ class SwarmDeployment(Deployment):
     def overlays(self) -> list[str]:
         """What the release's one-off containers run with (the stack has its own file); the
         central logs' file marks a release that runs the monitoring stack."""
-        return [ONEOFF_FILE, *([compose.LOGGING_OVERLAY] if self.monitoring else [])]
+        return [
+            ONEOFF_FILE,
+            *([compose.LOGGING_OVERLAY] if self.monitoring else []),
+            *([compose.BACKUP_S3_OVERLAY] if self.env.backup.s3 else []),
+        ]
 
     def data_services(self) -> tuple[str, ...]:
         """What the data stack starts first: the stores, after the hosts' log collectors."""
@@ -660,6 +664,7 @@ class SwarmDeployment(Deployment):
         env["HOME"] = os.environ.get("HOME", "")
         names = ["compose.yaml"]
         names += [compose.LOGGING_OVERLAY] if self.monitoring else []
+        names += [compose.BACKUP_S3_OVERLAY] if self.env.backup.s3 else []
         names += ["swarm.yaml"]  # last: it overrides the central logs' network mode
         files = [word for name in names for word in ("-f", str(paths.compose_dir() / name))]
         argv = ["docker", "compose", "-p", self.stack, *files, "config", "--format", "json"]

@@ -27,16 +27,20 @@ def list_(c: Context, env: str = DEFAULT_ENV) -> None:
             print(line)
 
 
+REPO_HELP = "1: the local repository, 2: the off-site one (backup.s3); default: pgBackRest picks"
+
+
 @task(
     help={
         "env": ENV_HELP,
         "at": "restore to this time instead of a fresh marker (ISO 8601 with offset)",
+        "repo": REPO_HELP,
     }
 )
-def drill(c: Context, env: str = DEFAULT_ENV, at: str = "") -> None:
+def drill(c: Context, env: str = DEFAULT_ENV, at: str = "", repo: int = 0) -> None:
     """Restore into a scratch container and verify it against the live data."""
     with exits():
-        backups.drill(env, at)
+        backups.drill(env, at, repo)
 
 
 @task(
@@ -46,6 +50,7 @@ def drill(c: Context, env: str = DEFAULT_ENV, at: str = "") -> None:
         "backup": "restore to the end of this backup (a label from `invoke backup.list`)",
         "from": "the environment whose backups to restore (default: --env itself)",
         "yes": "do not ask: the live database is replaced",
+        "repo": REPO_HELP,
     },
 )
 def restore(
@@ -55,7 +60,8 @@ def restore(
     backup: str = "",
     from_: str = "",
     yes: bool = False,
+    repo: int = 0,
 ) -> None:
     """Restore the database in place (maintenance mode, writers stopped, schema checked)."""
     with exits():
-        backups.restore(env, at=at, label=backup, source=from_, yes=yes)
+        backups.restore(env, at=at, label=backup, source=from_, yes=yes, repo=repo)
