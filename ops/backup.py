@@ -234,8 +234,17 @@ def last_archived(target: Target) -> datetime | None:
 
 def archive_now(target: Target) -> bool:
     """Switch and archive the current WAL segment (`pgbackrest check`), so the repository
-    holds every committed change up to now. False when PostgreSQL is not running."""
+    holds every committed change up to now. False when PostgreSQL is not running.
+
+    A commit first (txid_current() takes a transaction id): recovery to a time stops at the
+    first commit after it, and an idle database would otherwise have none in the archive, which
+    PostgreSQL refuses ("recovery ended before configured recovery target was reached")."""
     try:
+        target.compose(
+            "exec", "-T", "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
+            "SELECT txid_current()",
+            what="write a commit record (recovery targets need one after them)",
+        )  # fmt: skip
         target.compose(
             "exec", "-T", BACKUP_SERVICE, "pgbackrest", "check",
             what="archive the current WAL (pgbackrest check)",

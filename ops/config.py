@@ -934,7 +934,11 @@ def _backup(reader: _Reader, top: Mapping[str, Any]) -> Backup:
         "s3",
     }
     data = reader.section(top, "backup", keys)
-    at = str(data.get("time", Backup.time)).strip()
+    raw_time = data.get("time", Backup.time)
+    if isinstance(raw_time, int) and not isinstance(raw_time, bool) and 0 <= raw_time < 24 * 60:
+        # YAML 1.1 reads an unquoted 12:30 as the sexagesimal integer 750 (12 * 60 + 30).
+        raw_time = f"{raw_time // 60:02d}:{raw_time % 60:02d}"
+    at = str(raw_time).strip()
     if not _TIME_OF_DAY_RE.match(at):
         reader.fail(
             "backup.time", f"is {at!r}, not a time of day", 'write HH:MM in UTC, e.g. "02:00"'
@@ -942,17 +946,13 @@ def _backup(reader: _Reader, top: Mapping[str, Any]) -> Backup:
     days = data.get("full_days", list(Backup.full_days))
     if isinstance(days, str):
         days = [d.strip() for d in days.split(",")]
-    if (
-        not isinstance(days, list)
-        or not days
-        or any(str(d).lower()[:3] not in WEEKDAYS for d in days)
-    ):
+    if not isinstance(days, list) or not days or any(_weekday(d) is None for d in days):
         reader.fail(
             "backup.full_days",
             f"is {days!r}, not a list of days",
             f"write e.g. [sun] or [wed, sun] (days: {', '.join(WEEKDAYS)})",
         )
-    full_days = tuple(dict.fromkeys(str(d).lower()[:3] for d in days))
+    full_days = tuple(dict.fromkeys(str(_weekday(d)) for d in days))
     before = data.get("before_migrations", Backup.before_migrations)
     if not isinstance(before, bool):
         reader.fail(
@@ -986,6 +986,19 @@ def _backup(reader: _Reader, top: Mapping[str, Any]) -> Backup:
         before_migrations=bool(before),
         s3=_backup_s3(reader, data),
     )
+
+
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(value: object) -> str | None:
+    """mon..sun for a day written short (sun) or long (Sunday); None for anything else."""
+    text = str(value).strip().lower()
+    if text in WEEKDAYS:
+        return text
+    if text in _DAY_NAMES:
+        return WEEKDAYS[_DAY_NAMES.index(text)]
+    return None
 
 
 def _backup_s3(reader: _Reader, backup: Mapping[str, Any]) -> S3Repository | None:

@@ -35,6 +35,9 @@ INFO_TOOL: Argv = (
 )  # fmt: skip
 PSQL: Argv = ("exec", "-T", "postgres", "psql")
 CHECK: Argv = ("exec", "-T", "backup", "pgbackrest", "check")
+COMMIT_RECORD: Argv = (
+    "exec", "-T", "postgres", "psql", "-X", "-At", "-d", "postgres", "-c", "SELECT txid_current()",
+)  # fmt: skip
 RESTORE_RUN: Argv = ("run", "--rm", "--no-deps", "-T", "backup-restore", "backup-restore")
 
 
@@ -615,10 +618,12 @@ def test_a_restore_archives_reads_the_repository_then_runs_the_steps(
         "local", at="2026-11-30T00:00:00Z", source="local", yes=True, runner=_quiet()
     )
     assert [o.status for o in report.outcomes] == ["ok"] * 8
-    assert target.calls[0] == CHECK  # everything committed into the repository first
-    assert target.calls[1] == INFO_TOOL  # read by a one-off container: postgres may be down
-    assert target.calls[2][: len(PSQL)] == PSQL
-    assert target.calls[3] == ("maintenance", "on")
+    # A commit record, then everything committed into the repository, first.
+    assert target.calls[0] == COMMIT_RECORD
+    assert target.calls[1] == CHECK
+    assert target.calls[2] == INFO_TOOL  # read by a one-off container: postgres may be down
+    assert target.calls[3][: len(PSQL)] == PSQL
+    assert target.calls[4] == ("maintenance", "on")
     assert (*RESTORE_RUN, "--at=2026-11-30 00:00:00+00") in target.calls
     assert target.calls[-1] == ("maintenance", "off")
 

@@ -158,15 +158,19 @@ def test_the_fixes_say_what_to_write(write_env: WriteEnv) -> None:
         _load(write_env, "backup: {compress: bz2}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="YAML 1.1 reads an unquoted 12:30 as the sexagesimal integer 750; ops/config.py "
-    "_backup() refuses it as \"is '750', not a time of day\" (bug reported, not fixed here)",
-)
 def test_an_unquoted_time_of_day_is_read_as_written(write_env: WriteEnv) -> None:
     # `time: 02:00` (the default, leading zero) stays a string; `time: 12:30` does not.
     assert _load(write_env, "backup: {time: 02:00}").backup.time == "02:00"
     assert _load(write_env, "backup: {time: 12:30}").backup.time == "12:30"
+    assert _load(write_env, "backup: {time: 23:59}").backup.time == "23:59"
+
+
+def test_full_days_take_short_and_long_names_and_nothing_else(write_env: WriteEnv) -> None:
+    env = _load(write_env, "backup: {full_days: [Sunday, wed, SAT]}")
+    assert env.backup.full_days == ("sun", "wed", "sat")
+    for bad in ("sunshine", "saturnalia", "tues"):
+        with pytest.raises(OpsError, match=r"backup\.full_days"):
+            _load(write_env, f"backup: {{full_days: [{bad}]}}")
 
 
 def test_the_section_reaches_compose(write_env: WriteEnv, tmp_path: Path) -> None:
