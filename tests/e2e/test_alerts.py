@@ -314,3 +314,30 @@ def test_a_certificate_close_to_expiry_fires_the_certificate_alert(
 
     wait_for("the probe seeing the original certificate again", original_served, timeout=180)
     wait_stack_ready(stack)
+
+
+def test_a_failing_backup_reaches_the_receiver(
+    stack: Stack, receiver: Receiver, report: Callable[[str], None]
+) -> None:
+    """A backup that fails (here: the backup service cannot reach PostgreSQL's socket) is
+    recorded in the backup metrics, scraped through node-exporter's textfile collector, and
+    BackupFailed reaches the receiver; a good backup of the same type then clears the metric."""
+    (backup,) = containers("backup")
+    fault = time.time()
+    failed = subprocess.run(
+        ["docker", "exec", "-e", "PGBACKREST_PG1_SOCKET_PATH=/nonexistent", backup,
+         "backup-run", "--type=incr"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    try:
+        assert failed.returncode != 0, failed.stdout + failed.stderr
+        assert "backup (incr) into repo1 FAILED" in failed.stdout + failed.stderr
+        metrics = docker("exec", backup, "cat", "/var/lib/slipway-metrics/backup.prom")
+        assert 'slipway_backup_last_attempt_success{type="incr",repo="1"} 0' in metrics
+        delay = receiver.wait("BackupFailed", "firing", fault, type="incr", repo="1")
+        report(f"a backup failed -> BackupFailed notified after {delay:.0f}s")
+    finally:
+        # A good backup of the same type: the alert's condition clears for the next modules.
+        docker("exec", backup, "backup-run", "--type=incr")
+    metrics = docker("exec", backup, "cat", "/var/lib/slipway-metrics/backup.prom")
+    assert 'slipway_backup_last_attempt_success{type="incr",repo="1"} 1' in metrics

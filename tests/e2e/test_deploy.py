@@ -221,6 +221,12 @@ def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) 
     # Everything a first deploy creates: volumes, schema, the certificate in its volume.
     volumes = staging.on_host("docker volume ls -q").split()
     assert f"slipway-{STAGING}_postgres-data" in volumes
+    # Backups: their own volume, a scheduler next to PostgreSQL; nothing to back up yet.
+    assert f"slipway-{STAGING}_postgres-backups" in volumes
+    assert re.search(
+        r"backup before migrations\s+impacting\s+ok\s+\S+\s+skipped: first", result.stdout
+    )
+    assert re.search(r"postgres, redis, backup healthy", result.stdout)
     assert f"slipway-{STAGING}-tls" in volumes
     assert staging.psql("SELECT count(*) FROM alembic_version") == "1"
     assert len(staging.api_containers()) == 2
@@ -270,6 +276,13 @@ def test_operating_commands_work_on_the_host(staging: Host) -> None:
         finally:
             staging.invoke("maintenance", f"--env={STAGING}", "off")
         assert client.get(url).status_code == 200
+    # Backups on the host: the scheduler's first full, and a drill against the live data.
+    listed = staging.invoke("backup.list", f"--env={STAGING}").stdout
+    assert re.search(r"\sfull\s.*\srepo1$", listed, re.MULTILINE), listed
+    assert "recovery window:" in listed
+    drill = staging.invoke("backup.drill", f"--env={STAGING}").stdout
+    assert "DRILL PASSED" in drill, drill[-2000:]
+    assert re.search(r"public\.listings: [1-9]\d* rows, checksum equal", drill), drill[-2000:]
 
 
 MONITORING = (LOG_SERVICE, *MONITORING_SERVICES)
@@ -515,6 +528,9 @@ def test_a_failing_migration_aborts_before_traffic_moves(staging: Host) -> None:
     out = result.stdout + result.stderr
     assert result.returncode != 0
     assert "migration failed" in out and "running release was not touched" in out
+    # The backup before the migrations ran: the data the migration meant to change is saved.
+    assert re.search(r"backup before migrations\s+impacting\s+ok\s+\S+\s+backup \(incr\)", out)
+    assert " incr " in staging.invoke("backup.list", f"--env={STAGING}").stdout
     assert re.search(r"rolling update of the API\s+impacting\s+not run", out)
     assert staging.psql("SELECT version_num FROM alembic_version") == revision
     assert staging.psql("SELECT to_regclass('should_not_exist') IS NULL") == "t"
