@@ -797,6 +797,8 @@ class Deployment:
             return "skipped: backup.before_migrations is false"
         if self.first_deploy:
             return "skipped: first deploy, no data to protect yet"
+        if self.unchanged:
+            return "skipped: the current release already runs this, no migration to protect from"
         self.refresh_lock()
         out = self.run_backup(self.rcompose(self.release_id()))
         return _backup_label(out)

@@ -1,0 +1,167 @@
+"""Deploys and backups: the backup before migrations (when it runs, when it is skipped), the
+repository opened with the release's passphrase before PostgreSQL is recreated, the off-site
+overlay in a release, and the swarm's backup in its running task."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops import compose, config, deploy, secrets, swarm
+from ops.compose import Build
+from ops.errors import OpsError
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[3]
+WriteEnv = Callable[[str, str], Path]
+ONE_HOST = """\
+name: staging
+target: ssh
+listings_env: staging
+domains: [app.example.org]
+hosts:
+  - ssh: deploy@203.0.113.10
+"""
+S3 = """\
+backup:
+  s3: {endpoint: s3.example.org, bucket: slipway-backups, uri_style: path}
+"""
+TAGS = {"SLIPWAY_POSTGRES_TAG": "c.1", "SLIPWAY_REDIS_TAG": "c.2", "SLIPWAY_NGINX_TAG": "c.3"}
+DONE = json.dumps(
+    {"service": "backup", "message": "backup (incr) into repo1 done in 2s: 20261130-1F_2I"}
+)
+
+
+class FakeCompose:
+    """RemoteCompose stand-in: records argv, answers with `output`."""
+
+    def __init__(self, output: str = "") -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.output = output
+
+    def run(self, *args: str, what: str = "", timeout: float | None = None) -> str:
+        self.calls.append(args)
+        return self.output
+
+
+def deployment(write_env: WriteEnv, extra: str = "", **options: Any) -> deploy.Deployment:
+    write_env("staging", ONE_HOST + extra)
+    d = deploy.Deployment(
+        config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS), **options
+    )
+    d.secrets = secrets.Secrets({}, Path("/nonexistent"))
+    return d
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCompose:
+    made = FakeCompose(f"backup-run lines\n{DONE}\n")
+    monkeypatch.setattr(deploy.Deployment, "rcompose", lambda self, release_id: made)
+    monkeypatch.setattr(deploy.Deployment, "release_id", lambda self: "r1")
+    monkeypatch.setattr(deploy.Deployment, "refresh_lock", lambda self: None)
+    return made
+
+
+def test_the_backup_before_migrations_waits_for_a_running_one_and_names_its_label(
+    write_env: WriteEnv, fake: FakeCompose
+) -> None:
+    d = deployment(write_env)
+    note = d.backup_before_migrations()
+    assert fake.calls == [
+        ("exec", "-T", "backup", "backup-run", "--type=incr", f"--wait={deploy.BACKUP_LOCK_WAIT}")
+    ]
+    assert note == "backup (incr) into repo1 done in 2s: 20261130-1F_2I"
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "reason"),
+    [
+        ({"skip_backup": True}, "", "skipped: --skip-backup"),
+        ({}, "backup: {before_migrations: false}\n", "skipped: backup.before_migrations is false"),
+        ({"first_deploy": True}, "", "skipped: first deploy"),
+        ({"unchanged": True}, "", "skipped: the current release already runs this"),
+    ],
+)
+def test_the_backup_before_migrations_is_skipped_only_for_a_reason_it_names(
+    write_env: WriteEnv, fake: FakeCompose, setup: dict[str, bool], extra: str, reason: str
+) -> None:
+    d = deployment(write_env, extra, **{k: v for k, v in setup.items() if k == "skip_backup"})
+    for key, value in setup.items():
+        setattr(d, key, value)
+    assert d.backup_before_migrations().startswith(reason)
+    assert fake.calls == []
+
+
+def test_a_passphrase_that_does_not_open_the_repository_stops_before_postgres(
+    write_env: WriteEnv, fake: FakeCompose
+) -> None:
+    status = {"code": 99, "message": "[FormatError] key/value found outside of section"}
+    fake.output = "Pulling...\n" + json.dumps(
+        [{"name": "listings", "status": {"code": 99, "message": "other"},
+          "repo": [{"key": 1, "status": status}], "backup": []}]
+    )  # fmt: skip
+    d = deployment(write_env)
+    with pytest.raises(OpsError, match=r"BACKUP_PASSPHRASE.*PostgreSQL was not touched"):
+        d.check_backup_repository(fake)  # type: ignore[arg-type]
+    assert fake.calls == [
+        ("run", "--rm", "--no-deps", "-T", "backup-restore", "pgbackrest", "info", "--output=json")
+    ]
+
+
+def test_an_empty_or_readable_repository_lets_the_deploy_go_on(
+    write_env: WriteEnv, fake: FakeCompose
+) -> None:
+    for code in (0, 1, 2):
+        fake.output = json.dumps(
+            [{"name": "listings", "status": {"code": code, "message": "x"}, "backup": []}]
+        )
+        deployment(write_env).check_backup_repository(fake)  # type: ignore[arg-type]
+
+
+def test_a_release_with_backup_s3_carries_the_overlay_and_records_it(
+    write_env: WriteEnv, tmp_path: Path
+) -> None:
+    shutil.copytree(ROOT / "compose", tmp_path / "compose")  # the scratch root's compose files
+    plain = deployment(write_env)
+    assert compose.BACKUP_S3_OVERLAY not in plain.overlays()
+    assert compose.BACKUP_S3_OVERLAY not in plain.release_files("r1")
+    offsite = deployment(write_env, S3)
+    assert offsite.overlays()[-1] == compose.BACKUP_S3_OVERLAY
+    text = offsite.release_files("r1")[compose.BACKUP_S3_OVERLAY]
+    assert "PGBACKREST_REPO2_S3_KEY: ${BACKUP_S3_KEY:?" in text
+    release_env = offsite.release_files("r1")["release.env"]
+    assert "SLIPWAY_BACKUP_S3_ENDPOINT='s3.example.org'" in release_env
+    assert "SLIPWAY_BACKUP_S3_PATH='/slipway/staging'" in release_env
+
+
+def test_swarm_backs_up_in_the_running_backup_task_or_says_there_is_none(
+    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_env("staging", ONE_HOST + "  - ssh: deploy@203.0.113.11\n")
+    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/x"), TAGS))
+    commands: list[str] = []
+
+    class Result:
+        def __init__(self, stdout: str) -> None:
+            self.stdout = stdout
+
+    class Shell:
+        def __init__(self, found: str) -> None:
+            self.found = found
+
+        def run(self, command: str, **kwargs: Any) -> Result:
+            commands.append(command)
+            return Result(self.found if command.startswith("docker ps") else DONE)
+
+    monkeypatch.setattr(d, "sh", lambda: Shell(""))
+    assert d.run_backup(None).startswith("skipped: no backup task")  # type: ignore[arg-type]
+    monkeypatch.setattr(d, "sh", lambda: Shell("abc123\n"))
+    assert DONE in d.run_backup(None)  # type: ignore[arg-type]
+    assert "label=com.docker.swarm.service.name=slipway-staging_backup" in commands[-2]
+    assert commands[-1].startswith("docker exec abc123 backup-run --type=incr --wait=")
