@@ -480,6 +480,12 @@ def restore(
 ) -> Report:
     """`invoke restore`: the environment's own backups, in place, the service stopped meanwhile."""
     env = config.load(env_name)
+    if source and source != env.name and env.listings_env == PRODUCTION:
+        raise OpsError(
+            f"--from={source} into {env.name}: production is never overwritten with another "
+            "environment's data (the other direction, production into staging with personal "
+            "data replaced, is the supported one). Nothing was changed"
+        )
     if source and source != env.name:
         raise OpsError(
             f"--from={source}: restoring another environment's backups into {env.name} is not "

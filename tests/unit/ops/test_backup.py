@@ -814,3 +814,15 @@ def test_swarm_environments_are_refused_with_where_to_look(
         "backups of staging (Docker Swarm, 2 hosts) are not driven from here yet"
     )
     assert "docs/disaster-recovery.md" in str(err.value)
+
+
+def test_another_environment_into_production_is_refused_naming_the_direction(
+    write_env: Callable[[str, str], Path],
+) -> None:
+    write_env(
+        "production",
+        "name: production\ntarget: ssh\nlistings_env: production\ndomains: [app.example.org]\n"
+        "hosts:\n  - ssh: deploy@203.0.113.10\n",
+    )
+    with pytest.raises(OpsError, match=r"production is never overwritten.*Nothing was changed"):
+        backup.restore("production", source="staging", yes=True)
