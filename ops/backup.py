@@ -34,9 +34,9 @@ class Target(Protocol):
 
     label: str
 
-    def compose(self, *args: str, what: str, stream: bool = False) -> str:
-        """Run `docker compose <args>`; the output (stream: printed as it comes, returns "").
-        Raises OpsError naming `what` when it fails."""
+    def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
+        """Run `docker compose <args>` (stdin: text fed to it); the output (stream: printed as
+        it comes, returns ""). Raises OpsError naming `what` when it fails."""
         ...
 
     def maintenance(self, on: bool) -> str:
@@ -51,8 +51,10 @@ class LocalTarget:
         self.stack = stack.open_stack(env.name)
         self.label = f"{env.project_name} (this machine)"
 
-    def compose(self, *args: str, what: str, stream: bool = False) -> str:
-        result = self.stack.compose().run(*args, capture=not stream, what=what)
+    def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
+        result = self.stack.compose().run(*args, capture=not stream, what=what, stdin=stdin)
+        if not stream and result.stderr:
+            print(result.stderr.rstrip(), flush=True)
         return "" if stream else result.stdout
 
     def maintenance(self, on: bool) -> str:
@@ -67,8 +69,12 @@ class HostTarget:
         self.env = host.env
         self.label = f"{host.env.project_name} on {host.remote.host.label}"
 
-    def compose(self, *args: str, what: str, stream: bool = False) -> str:
-        output = self.host.compose().run(*args, what=what)
+    def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
+        if stdin is not None:
+            command = self.host.compose().command(*args) + " 2>&1"
+            output = self.host.remote.run(command, stdin=stdin, what=what).stdout
+        else:
+            output = self.host.compose().run(*args, what=what)
         if stream:
             print(output.rstrip(), flush=True)
             return ""
@@ -436,6 +442,28 @@ def plan_restore(
     return RestorePlan(extra, f"everything archived (up to about {_iso(repo.latest)})", repo.latest)
 
 
+def confirm(
+    env: config.Environment,
+    message: str,
+    yes: bool,
+    interactive: bool | None = None,
+    ask: Callable[[str], str] = input,
+) -> None:
+    """Print what is lost; go on only with --yes or the environment's name typed."""
+    print(message, flush=True)
+    if yes:
+        return
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    if not interactive:
+        raise OpsError(
+            f"refusing to replace the database of {env.name} without confirmation. Fix: add "
+            "--yes if you really mean it (nothing was changed)"
+        )
+    answer = ask(f"Type the environment's name ({env.name}) to go on: ").strip()
+    if answer != env.name:
+        raise OpsError(f"not confirmed: {env.name} left as it was")
+
+
 def confirm_restore(
     env: config.Environment,
     plan: RestorePlan,
@@ -450,23 +478,15 @@ def confirm_restore(
         if plan.lost_since
         else "every change not yet archived"
     )
-    print(
+    confirm(
+        env,
         f"Restoring {label} in place to {plan.target_text} loses {lost}: the live database is "
         "replaced. The API and worker stop meanwhile. The WAL written since stays in the "
         "repository for the retention period.",
-        flush=True,
+        yes,
+        interactive,
+        ask,
     )
-    if yes:
-        return
-    interactive = sys.stdin.isatty() if interactive is None else interactive
-    if not interactive:
-        raise OpsError(
-            f"refusing to restore {env.name} in place without confirmation. Fix: add --yes if "
-            "you really mean it (nothing was changed)"
-        )
-    answer = ask(f"Type the environment's name ({env.name}) to restore it: ").strip()
-    if answer != env.name:
-        raise OpsError(f"not confirmed: {env.name} left as it was")
 
 
 def restore(
@@ -477,8 +497,10 @@ def restore(
     yes: bool = False,
     runner: Runner | None = None,
     repo: int = 0,
+    sanitize: bool = False,
 ) -> Report:
-    """`invoke restore`: the environment's own backups, in place, the service stopped meanwhile."""
+    """`invoke restore`: the environment's own backups, in place, the service stopped meanwhile;
+    with `source` (and `sanitize`) another environment's newest backup, personal data replaced."""
     env = config.load(env_name)
     if source and source != env.name and env.listings_env == PRODUCTION:
         raise OpsError(
@@ -487,10 +509,22 @@ def restore(
             "data replaced, is the supported one). Nothing was changed"
         )
     if source and source != env.name:
+        if not sanitize:
+            raise OpsError(
+                f"--from={source} needs --sanitize: the agents' names, e-mails and phone numbers "
+                "and the API keys of another environment must not be copied as they are. "
+                "Nothing was changed"
+            )
+        if at or label:
+            raise OpsError(
+                "--from copies the newest backup of the other environment: --at and --backup "
+                "are for an environment's own backups"
+            )
+        return copy_from(env, config.load(source), sanitize, yes, runner, repo)
+    if sanitize:
         raise OpsError(
-            f"--from={source}: restoring another environment's backups into {env.name} is not "
-            "supported yet (sanitized copies into staging are planned: issue 5). Nothing was "
-            "changed"
+            "--sanitize goes with --from=<another environment>: an environment's own backups "
+            "are restored as they are"
         )
     if not env.is_local:
         secrets.require(env)
@@ -510,12 +544,32 @@ def restore(
         return _restore_steps(env, target, plan, runner)
 
 
+def _stop(target: Target) -> str:
+    target.compose("stop", *WRITERS, what="stop the API, the worker and the backup service")
+    return ", ".join(WRITERS) + " stopped"
+
+
+def _migrate(target: Target) -> str:
+    target.compose(
+        "run", "--rm", "--no-deps", "-T", stack.MIGRATE_SERVICE,
+        what="bring the schema to the release's head",
+    )  # fmt: skip
+    return "schema at head"
+
+
+def _start(target: Target) -> str:
+    target.compose(
+        "up", "-d", "--no-deps", "--wait", "--wait-timeout", "300", *WRITERS,
+        what="start the backup service, the API and the worker",
+    )  # fmt: skip
+    return "healthy"
+
+
 def _restore_steps(
     env: config.Environment, target: Target, plan: RestorePlan, runner: Runner | None
 ) -> Report:
     def stop_writers() -> str:
-        target.compose("stop", *WRITERS, what="stop the API, the worker and the backup service")
-        return ", ".join(WRITERS) + " stopped"
+        return _stop(target)
 
     def stop_postgres() -> str:
         target.compose("stop", "postgres", what="stop PostgreSQL (clean shutdown)")
@@ -536,18 +590,10 @@ def _restore_steps(
         return "recovered, promoted and healthy"
 
     def migrate() -> str:
-        target.compose(
-            "run", "--rm", "--no-deps", "-T", stack.MIGRATE_SERVICE,
-            what="bring the schema to the release's head",
-        )  # fmt: skip
-        return "schema at head"
+        return _migrate(target)
 
     def start_writers() -> str:
-        target.compose(
-            "up", "-d", "--no-deps", "--wait", "--wait-timeout", "300", *WRITERS,
-            what="start the backup service, the API and the worker",
-        )  # fmt: skip
-        return "healthy"
+        return _start(target)
 
     hint = (
         f"the service is stopped. Fix the cause, then run the same `invoke restore` again "
@@ -565,3 +611,99 @@ def _restore_steps(
     ]
     runner = runner or Runner(f"invoke restore --env {env.name} ({target.label})")
     return runner.run(steps)
+
+
+def _last_message(output: str, word: str) -> str:
+    """The message of the last JSON log line of the image's scripts containing `word`."""
+    for line in reversed(output.splitlines()):
+        start = line.find("{")
+        if start < 0 or word not in line:
+            continue
+        try:
+            return str(json.loads(line[start:])["message"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return ""
+
+
+BEGIN_DUMP = "-----BEGIN SLIPWAY SANITIZED DUMP-----"
+END_DUMP = "-----END SLIPWAY SANITIZED DUMP-----"
+
+
+def dump_text(output: str) -> str:
+    """The marked dump in backup-export's output (other lines, such as logs, around it)."""
+    begin, end = output.find(BEGIN_DUMP), output.find(END_DUMP)
+    if begin < 0 or end < begin:
+        raise OpsError(
+            "the export produced no complete dump (its lines above say why): nothing was changed"
+        )
+    return output[begin : end + len(END_DUMP)] + "\n"
+
+
+def copy_from(
+    env: config.Environment,
+    source: config.Environment,
+    sanitize: bool,
+    yes: bool,
+    runner: Runner | None,
+    repo: int = 0,
+) -> Report:
+    """`invoke restore --env=<env> --from=<source> --sanitize`: the source's newest backup,
+    restored and stripped of personal data in a scratch container on the source's host, loaded
+    into env's database in place of its own."""
+    if env.listings_env == PRODUCTION:
+        raise OpsError(f"{env.name} runs production: it is never overwritten from another one")
+    if not sanitize:
+        raise OpsError(f"--from={source.name} needs --sanitize. Nothing was changed")
+    for each in (env, source):
+        if not each.is_local:
+            secrets.require(each)
+    args = repo_args(source, repo)
+    with open_target(source) as src, open_target(env) as dst:
+        confirm(
+            env,
+            f"Replacing the database of {dst.label} with the newest backup of {source.name} "
+            f"({src.label}), personal data replaced, loses every change made in {env.name}. The "
+            "API and worker stop meanwhile.",
+            yes,
+        )
+        dump: list[str] = []
+
+        def export() -> str:
+            out = src.compose(
+                "run", "--rm", "--no-deps", "-T", DRILL_SERVICE, "backup-export", "--sanitize",
+                *args, what=f"export {source.name}'s newest backup, sanitized",
+            )  # fmt: skip
+            text = dump_text(out)
+            dump.append(text)
+            return f"{len(text) // 1024} KiB (gzip, base64), personal data replaced"
+
+        def load() -> str:
+            out = dst.compose(
+                "exec", "-T", "postgres", "backup-import",
+                what=f"load the dump into {env.name}", stdin=dump[0],
+            )  # fmt: skip
+            return _last_message(out, "replaced") or "loaded"
+
+        hint = (
+            f"{env.name} is stopped; fix the cause and run the same command again, or restore "
+            f"its own backups: `invoke restore --env={env.name}`"
+        )
+        steps = [
+            Step(f"export {source.name} (scratch container, personal data replaced)", export),
+            Step("maintenance mode on", lambda: dst.maintenance(True), impacting=True),
+            Step(
+                "stop the API, the worker and the backups",
+                lambda: _stop(dst),
+                impacting=True,
+                on_failure=hint,
+            ),
+            Step(f"load {source.name}'s data", load, True, hint),
+            Step("check the schema (migrate to head)", lambda: _migrate(dst), True, hint),
+            Step("start the backups, the API and the worker", lambda: _start(dst), True, hint),
+            Step("maintenance mode off", lambda: dst.maintenance(False), impacting=True),
+        ]
+        runner = runner or Runner(
+            f"invoke restore --env {env.name} --from={source.name} --sanitize"
+        )
+        return runner.run(steps)

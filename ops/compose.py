@@ -412,9 +412,14 @@ class Compose:
                 )
 
     def run(
-        self, *args: str, capture: bool = False, check: bool = True, what: str = ""
+        self,
+        *args: str,
+        capture: bool = False,
+        check: bool = True,
+        what: str = "",
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `docker compose ... <args>` from the repository root."""
+        """Run `docker compose ... <args>` from the repository root (stdin: text fed to it)."""
         inv = self.invocation(*args)
         return proc.run(
             inv.argv,
@@ -423,6 +428,7 @@ class Compose:
             capture=capture,
             check=check,
             what=what or f"docker compose {args[0] if args else ''}".strip(),
+            stdin=stdin,
         )
 
     def config(self) -> dict[str, object]:

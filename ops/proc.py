@@ -24,8 +24,10 @@ def run(
     check: bool = True,
     quiet: bool = False,
     what: str = "",
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv; on failure raise OpsError naming the command (and its stderr when captured)."""
+    """Run argv (stdin: text fed to it); on failure raise OpsError naming the command (and its
+    stderr when captured)."""
     if not quiet:
         echo(argv)
     sys.stdout.flush()
@@ -37,6 +39,7 @@ def run(
             text=True,
             capture_output=capture,
             check=False,
+            input=stdin,
         )
     except FileNotFoundError as exc:
         raise OpsError(

@@ -51,6 +51,7 @@ def drill(c: Context, env: str = DEFAULT_ENV, at: str = "", repo: int = 0) -> No
         "from": "the environment whose backups to restore (default: --env itself)",
         "yes": "do not ask: the live database is replaced",
         "repo": REPO_HELP,
+        "sanitize": "with --from: replace personal data (contacts, API keys) in the copy",
     },
 )
 def restore(
@@ -61,7 +62,10 @@ def restore(
     from_: str = "",
     yes: bool = False,
     repo: int = 0,
+    sanitize: bool = False,
 ) -> None:
     """Restore the database in place (maintenance mode, writers stopped, schema checked)."""
     with exits():
-        backups.restore(env, at=at, label=backup, source=from_, yes=yes, repo=repo)
+        backups.restore(
+            env, at=at, label=backup, source=from_, yes=yes, repo=repo, sanitize=sanitize
+        )

@@ -671,3 +671,73 @@ def test_production_is_a_separate_host_that_staging_never_touched(hosts: dict[st
     assert production.version() == V1
     assert staging.invoke("releases", f"--env={STAGING}").stdout == staging_releases
     assert staging.version() == V1
+
+
+def test_staging_gets_production_data_with_the_personal_data_replaced(
+    hosts: dict[str, Host],
+) -> None:
+    """`invoke restore --env=staging --from=production --sanitize`: production's newest backup,
+    stripped of personal data on production's host, replaces staging's database; the reverse
+    direction is refused."""
+    production, staging = hosts[PRODUCTION], hosts[STAGING]
+    # One command sees both environments: production's file next to staging's.
+    shutil.copy(production.envdir / f"{PRODUCTION}.yaml", staging.envdir / f"{PRODUCTION}.yaml")
+    created = production.invoke("apikey.create", f"--env={PRODUCTION}", "--name=prod").stdout
+    key = next(w for w in created.split() if w.startswith("slw_"))
+    private = {
+        f"e2e-{i}": (
+            f"Jeanne Private{i}",
+            f"jeanne{i}@private-mail.test",
+            f"+33 6 55 44 33 {i:02d}",
+        )
+        for i in range(3)
+    }
+    with httpx.Client(verify=production.verify(), timeout=10) as client:
+        for source_id, (name, email, phone) in private.items():
+            listing = {
+                "source": "e2e-prod", "source_id": source_id, "title": "Production flat",
+                "kind": "apartment", "price": 250000, "city": "Nantes",
+                "contact_name": name, "contact_email": email, "contact_phone": phone,
+            }  # fmt: skip
+            made = client.post(
+                f"{production.url}/api/v1/listings",
+                json=listing,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert made.status_code == 201, made.text
+    production.invoke("backup", f"--env={PRODUCTION}", "--type=incr")
+
+    reverse = staging.invoke(
+        "restore", f"--env={PRODUCTION}", f"--from={STAGING}", "--sanitize", "--yes", check=False
+    )
+    assert reverse.returncode != 0
+    assert "never overwritten" in reverse.stdout + reverse.stderr
+    unsanitized = staging.invoke(
+        "restore", f"--env={STAGING}", f"--from={PRODUCTION}", "--yes", check=False
+    )
+    assert unsanitized.returncode != 0 and "needs --sanitize" in unsanitized.stderr
+
+    result = staging.invoke(
+        "restore", f"--env={STAGING}", f"--from={PRODUCTION}", "--sanitize", "--yes"
+    )
+    assert "personal data replaced" in result.stdout
+    assert staging.psql("SELECT count(*) FROM listings WHERE source = 'e2e-prod'") == "3"
+    assert staging.psql("SELECT count(*) FROM api_keys") == "0"
+    dump = staging.on_host(f"docker exec slipway-{STAGING}-postgres-1 pg_dump -d listings")
+    for name, email, phone in private.values():
+        assert email not in dump and phone not in dump and name not in dump
+    assert "@example.invalid" in dump
+    with httpx.Client(verify=staging.verify(), timeout=10) as client:
+        assert client.get(f"{staging.url}/ready").status_code == 200
+        refused = client.post(
+            f"{staging.url}/api/v1/listings",
+            json={"source": "x", "source_id": "1", "title": "t", "kind": "land", "price": 1,
+                  "city": "c"},
+            headers={"Authorization": f"Bearer {key}"},
+        )  # fmt: skip
+        assert refused.status_code == 401
+    # Production itself is untouched: its own data and key still there.
+    assert (
+        production.psql("SELECT count(*) FROM listings WHERE contact_email LIKE '%private-mail%'")
+        == "3"
+    )

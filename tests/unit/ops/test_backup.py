@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -158,9 +159,10 @@ class FakeTarget:
         self.calls: list[Argv] = []
         self.streamed: list[Argv] = []
 
-    def compose(self, *args: str, what: str, stream: bool = False) -> str:
+    def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
         assert what, "every compose call says what it does"
         self.calls.append(args)
+        self.stdin = stdin
         if stream:
             self.streamed.append(args)
         matches = [key for key in self.answers if args[: len(key)] == key]
@@ -532,8 +534,8 @@ def test_without_yes_and_without_a_terminal_nothing_is_restored(
     with pytest.raises(OpsError) as err:
         backup.confirm_restore(local, POINT, LABEL, yes=False, interactive=False, ask=_never_asked)
     assert str(err.value) == (
-        "refusing to restore local in place without confirmation. Fix: add --yes if you really "
-        "mean it (nothing was changed)"
+        "refusing to replace the database of local without confirmation. Fix: add --yes if you "
+        "really mean it (nothing was changed)"
     )
     # The cost is printed even when refused: the operator sees what --yes would do.
     assert "loses every change written after 2026-11-30T00:00:00Z" in capsys.readouterr().out
@@ -557,7 +559,7 @@ def test_a_wrong_typed_name_refuses(local: config.Environment, typed: str) -> No
 
     with pytest.raises(OpsError, match=r"^not confirmed: local left as it was$"):
         backup.confirm_restore(local, POINT, LABEL, yes=False, interactive=True, ask=ask)
-    assert prompts == ["Type the environment's name (local) to restore it: "]
+    assert prompts == ["Type the environment's name (local) to go on: "]
 
 
 def test_the_typed_name_confirms(local: config.Environment) -> None:
@@ -583,7 +585,7 @@ def test_another_environment_s_backups_are_refused_before_anything_is_touched(
     _no_target(monkeypatch)
     with pytest.raises(OpsError) as err:
         backup.restore("local", source="production", yes=True)
-    assert str(err.value).startswith("--from=production: restoring another environment's")
+    assert str(err.value).startswith("--from=production needs --sanitize")
     assert str(err.value).endswith("Nothing was changed")
 
 
@@ -826,3 +828,90 @@ def test_another_environment_into_production_is_refused_naming_the_direction(
     )
     with pytest.raises(OpsError, match=r"production is never overwritten.*Nothing was changed"):
         backup.restore("production", source="staging", yes=True)
+
+
+# ------------------------------------------------------------------------ --from with --sanitize
+
+DUMP = f"{backup.BEGIN_DUMP}\nH4sIAAAAAAAAA0tMSgYA\n{backup.END_DUMP}\n"
+EXPORT: Argv = ("run", "--rm", "--no-deps", "-T", "backup-drill", "backup-export", "--sanitize")
+IMPORT: Argv = ("exec", "-T", "postgres", "backup-import")
+
+
+@pytest.fixture
+def two(write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeTarget]:
+    """Environments `prod` (listings_env production) and `stage`, each with its fake stack."""
+    for name, mode in (("prod", "production"), ("stage", "staging")):
+        write_env(name, f"name: {name}\ntarget: local\nlistings_env: {mode}\n")
+    made = {
+        "prod": FakeTarget({EXPORT: "restoring...\n" + DUMP + "export done\n"}),
+        "stage": FakeTarget(
+            {IMPORT: json.dumps({"message": "database listings replaced: 3 listings"})}
+        ),
+    }
+
+    @contextmanager
+    def fake_open(env: config.Environment) -> Iterator[FakeTarget]:
+        yield made[env.name]
+
+    monkeypatch.setattr(backup, "open_target", fake_open)
+    return made
+
+
+def test_a_sanitized_copy_is_exported_on_the_source_and_loaded_into_the_target(
+    two: dict[str, FakeTarget],
+) -> None:
+    report = backup.restore("stage", source="prod", sanitize=True, yes=True, runner=_quiet())
+    assert [o.status for o in report.outcomes] == ["ok"] * 7
+    assert two["prod"].calls == [EXPORT]  # the source is only read, in a scratch container
+    stage = two["stage"].calls
+    assert stage[0] == ("maintenance", "on") and stage[-1] == ("maintenance", "off")
+    assert stage.index(("stop", "api", "worker", "backup")) < stage.index(IMPORT)
+    assert report.outcomes[3].note == "database listings replaced: 3 listings"
+
+
+def test_the_dump_reaches_the_target_exactly_between_its_markers(
+    two: dict[str, FakeTarget], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed: list[str | None] = []
+    original = FakeTarget.compose
+
+    def recording(self: FakeTarget, *args: str, **kwargs: Any) -> str:
+        if args == IMPORT:
+            fed.append(kwargs.get("stdin"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FakeTarget, "compose", recording)
+    backup.restore("stage", source="prod", sanitize=True, yes=True, runner=_quiet())
+    assert fed == [DUMP]
+
+
+@pytest.mark.parametrize(
+    ("env", "source", "sanitize", "message"),
+    [
+        ("prod", "stage", True, "production is never overwritten"),
+        ("stage", "prod", False, "--from=prod needs --sanitize"),
+        ("stage", "", True, "--sanitize goes with --from"),
+    ],
+)
+def test_copies_between_environments_are_refused_before_any_stack_is_touched(
+    write_env: WriteEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    source: str,
+    sanitize: bool,
+    message: str,
+) -> None:
+    for name, mode in (("prod", "production"), ("stage", "staging")):
+        write_env(name, f"name: {name}\ntarget: local\nlistings_env: {mode}\n")
+    _no_target(monkeypatch)
+    with pytest.raises(OpsError, match=re.escape(message)):
+        backup.restore(env, source=source, sanitize=sanitize, yes=True)
+
+
+def test_an_export_without_a_complete_dump_changes_nothing_on_the_target(
+    two: dict[str, FakeTarget],
+) -> None:
+    two["prod"].answers[EXPORT] = f"{backup.BEGIN_DUMP}\nH4sI\n"  # cut off
+    with pytest.raises(OpsError, match="no complete dump"):
+        backup.restore("stage", source="prod", sanitize=True, yes=True, runner=_quiet())
+    assert two["stage"].calls == []
