@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import bench, bench_deploy
+from ops import bench, bench_backup, bench_deploy
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 
@@ -49,3 +49,28 @@ def deploy(c: Context, keep: bool = False) -> None:
     """Deploy and rollback durations and failed requests under traffic, in a sandbox."""
     with exits():
         bench_deploy.run(keep=keep)
+
+
+@task(
+    help={
+        "size": f"database to back up, e.g. 256MB, 1GB, 2GB (default {bench_backup.DEFAULT_SIZE}; "
+        "MB and GB are binary)",
+        "keep": "keep the benchmark's containers and volumes (slipway-bench-backup-*) afterwards",
+        "process-max": "pgBackRest process-max (default: the environments' backup.process_max, 2)",
+        "timeout": "seconds each command and each wait may take (default 1800)",
+    }
+)
+def backup(
+    c: Context,
+    size: str = bench_backup.DEFAULT_SIZE,
+    keep: bool = False,
+    process_max: int = 0,
+    timeout: int = 1800,
+) -> None:
+    """pgBackRest full backup and restore of a throwaway PostgreSQL next to a raw copy."""
+    with exits():
+        bench_backup.run(
+            bench_backup.Options(
+                size=size, keep=keep, process_max=process_max, timeout=float(timeout)
+            )
+        )
