@@ -11,19 +11,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from ops import config, hostops, secrets, stack
+from ops import config, hostops, locks, proc, secrets, stack
 from ops.errors import OpsError
+from ops.releases import ReleaseStore
 from ops.steps import Report, Runner, Step
 
 BACKUP_TYPES = ("full", "diff", "incr")
 BACKUP_SERVICE = "backup"
 DRILL_SERVICE = "backup-drill"
 RESTORE_SERVICE = "backup-restore"
+EXPORT_SERVICE = "backup-export"
 # Stopped during an in-place restore: everything that writes to (or reads from) PostgreSQL.
 WRITERS = ("api", "worker", BACKUP_SERVICE)
 PRODUCTION = "production"
@@ -35,12 +37,17 @@ class Target(Protocol):
     label: str
 
     def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
-        """Run `docker compose <args>` (stdin: text fed to it); the output (stream: printed as
-        it comes, returns ""). Raises OpsError naming `what` when it fails."""
+        """Run `docker compose <args>` (stdin: text fed to it) and return its output (stream:
+        printed too, as it comes where the transport allows). Raises OpsError naming `what` when
+        compose itself fails; a container's own failure needs require_ok (see OK_LINE)."""
         ...
 
     def maintenance(self, on: bool) -> str:
         """Maintenance mode on or off (nginx answers 503); a note for the step summary."""
+        ...
+
+    def locked(self, operation: str) -> AbstractContextManager[None]:
+        """The environment's deploy lock held meanwhile (hosts), so no deploy runs during it."""
         ...
 
 
@@ -52,13 +59,23 @@ class LocalTarget:
         self.label = f"{env.project_name} (this machine)"
 
     def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
-        result = self.stack.compose().run(*args, capture=not stream, what=what, stdin=stdin)
-        if not stream and result.stderr:
+        if stream:
+            inv = self.stack.compose().invocation(*args)
+            code, output = proc.tee(inv.argv, inv.env, self.stack.compose().root, stdin, what)
+            if code != 0:
+                raise OpsError(f"{what} failed (exit {code}): the lines above say why")
+            return output
+        result = self.stack.compose().run(*args, capture=True, what=what, stdin=stdin)
+        if result.stderr:
             print(result.stderr.rstrip(), flush=True)
-        return "" if stream else result.stdout
+        return result.stdout
 
     def maintenance(self, on: bool) -> str:
         return "local stacks have no maintenance page: nginx answers 502 meanwhile"
+
+    @contextmanager
+    def locked(self, operation: str) -> Iterator[None]:
+        yield  # one engine, one operator: `invoke up` and a restore are not run together
 
 
 class HostTarget:
@@ -77,11 +94,26 @@ class HostTarget:
             output = self.host.compose().run(*args, what=what)
         if stream:
             print(output.rstrip(), flush=True)
-            return ""
         return output
 
     def maintenance(self, on: bool) -> str:
         return hostops.maintenance(self.env, on)
+
+    @contextmanager
+    def locked(self, operation: str) -> Iterator[None]:
+        lock = locks.DeployLock(self.host.remote, self.host.root, self.env.deploy.lock_ttl)
+        lock.acquire(
+            self.host.current(), wait=float(self.env.deploy.lock_wait), operation=operation
+        )
+        heartbeat = locks.Heartbeat(lock).start()
+        store = ReleaseStore(self.host.remote, self.host.root)
+        store.audit({"event": f"{operation} started", "who": locks.default_owner()})
+        try:
+            yield
+        finally:
+            heartbeat.stop()
+            lock.release()
+            store.audit({"event": f"{operation} ended", "who": locks.default_owner()})
 
 
 @contextmanager
@@ -94,10 +126,24 @@ def open_target(env: config.Environment) -> Iterator[Target]:
         raise OpsError(
             f"backups of {env.name} (Docker Swarm, {len(env.hosts)} hosts) are not driven from "
             "here yet: run `pgbackrest` in the backup task's container on the data host "
-            '(docs/disaster-recovery.md, "Several hosts")'
+            '(docs/disaster-recovery.md, "Not built yet"). Nothing was changed'
         )
     with hostops.Host(env) as host:
         yield HostTarget(host)
+
+
+# The last line of every image script ops drives through compose when it succeeded
+# (services/postgres/backup-lib): compose does not pass a container's exit code through on
+# every engine.
+OK_LINE = "[slipway-ok]"
+
+
+def require_ok(output: str, what: str, hint: str = "") -> str:
+    """`output` when it ends with OK_LINE; else OpsError saying `what` failed."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if lines and lines[-1] == OK_LINE:
+        return output
+    raise OpsError(f"{what} failed (its lines above say why)" + (f". {hint}" if hint else ""))
 
 
 # ------------------------------------------------------------------------------ repository info
@@ -146,10 +192,19 @@ def _when(epoch: Any) -> datetime:
     return datetime.fromtimestamp(int(epoch), tz=UTC)
 
 
+def info_json(output: str) -> str:
+    """The JSON line of `pgbackrest info --output=json` in output that may carry compose's own
+    lines around it (a host merges stderr: pull notes, "Found orphan containers ([...])")."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("[{"):
+            return line
+    return output
+
+
 def parse_info(text: str) -> tuple[str, tuple[BackupSet, ...]]:
     """Status and backups from `pgbackrest info --output=json` (one stanza)."""
     try:
-        data = json.loads(text)
+        data = json.loads(info_json(text))
         stanza = data[0]
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise OpsError(f"`pgbackrest info` did not answer JSON: {text.strip()[-500:]}") from exc
@@ -189,7 +244,11 @@ def advice(output: str) -> str:
     """What to do about a pgBackRest failure (empty when nothing specific applies)."""
     if any(
         mark in output
-        for mark in ("CryptoError", "key/value found outside of section", "[095]", "cipher")
+        for mark in (
+            "CryptoError",
+            "key/value found outside of section",
+            "is or was the repo encrypted",
+        )
     ):
         return (
             "the repository cannot be decrypted with this BACKUP_PASSPHRASE. Fix: set the "
@@ -199,27 +258,20 @@ def advice(output: str) -> str:
     return ""
 
 
-def read_repository(target: Target, tool: bool = False) -> Repository:
-    """The repository's backups and restorable window. Read in the running backup container,
-    or (tool) in a one-off container that needs neither it nor PostgreSQL (a lost volume)."""
-    where = (
-        ["run", "--rm", "--no-deps", "-T", RESTORE_SERVICE]
-        if tool
-        else ["exec", "-T", BACKUP_SERVICE]
-    )
-    try:
-        text = target.compose(
-            *where, "pgbackrest", "info", "--output=json",
-            what="read the backup repository (pgbackrest info)",
-        )  # fmt: skip
-    except OpsError as exc:
-        raise OpsError(_not_running_hint(str(exc), target)) from exc
+def read_repository(target: Target) -> Repository:
+    """The repository's backups and restorable window, read with the environment's current
+    secrets in a one-off container that needs neither the backup service nor PostgreSQL (a
+    lost volume, a passphrase changed since the stack started)."""
+    text = target.compose(
+        "run", "--rm", "--no-deps", "-T", RESTORE_SERVICE, "pgbackrest", "info", "--output=json",
+        what="read the backup repository (pgbackrest info)",
+    )  # fmt: skip
     status, backups = parse_info(text)
     if status != "ok":
         hint = advice(status)
         raise OpsError(
             f"the backup repository of {target.label} cannot be read: {status.strip()[:400]}"
-            + (f". {hint}" if hint else "")
+            + (f". {hint}" if hint else ". Nothing was changed")
         )
     return Repository(status, backups, last_archived(target))
 
@@ -239,29 +291,22 @@ def last_archived(target: Target) -> datetime | None:
 
 
 def archive_now(target: Target) -> bool:
-    """Switch and archive the current WAL segment (`pgbackrest check`), so the repository
-    holds every committed change up to now. False when PostgreSQL is not running.
-
-    A commit first (txid_current() takes a transaction id): recovery to a time stops at the
-    first commit after it, and an idle database would otherwise have none in the archive, which
-    PostgreSQL refuses ("recovery ended before configured recovery target was reached")."""
+    """Every committed change into the repository now (backup-archive-now in the postgres
+    container: a commit record, a WAL switch, waited for until archived). False when
+    PostgreSQL is not running or archiving does not work."""
     try:
-        target.compose(
-            "exec", "-T", "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
-            "SELECT txid_current()",
-            what="write a commit record (recovery targets need one after them)",
+        out = target.compose(
+            "exec", "-T", "postgres", "backup-archive-now",
+            what="archive the current WAL",
         )  # fmt: skip
-        target.compose(
-            "exec", "-T", BACKUP_SERVICE, "pgbackrest", "check",
-            what="archive the current WAL (pgbackrest check)",
-        )  # fmt: skip
+        require_ok(out, "archiving the current WAL")
     except OpsError:
         return False
     return True
 
 
 def _not_running_hint(message: str, target: Target) -> str:
-    if "is not running" in message or "no container" in message.lower():
+    if "not running" in message or "no container" in message.lower():
         return (
             f"the backup service of {target.label} is not running. Fix: `invoke up` (local) or "
             f"`invoke deploy` starts it; `invoke status` shows what runs. ({message})"
@@ -286,12 +331,12 @@ def _size(count: int) -> str:
 def format_listing(repo: Repository, label: str) -> list[str]:
     """The `invoke backup.list` table: one line per backup, then the restorable window."""
     lines = [
-        f"{'label':<26} {'type':<5} {'start':<20} {'stop':<20} {'secs':>6} "
+        f"{'label':<34} {'type':<5} {'start':<20} {'stop':<20} {'secs':>6} "
         f"{'db size':>9} {'stored':>9} repo"
     ]
     for b in repo.backups:
         lines.append(
-            f"{b.label:<26} {b.type:<5} {_iso(b.start):<20} {_iso(b.stop):<20} "
+            f"{b.label:<34} {b.type:<5} {_iso(b.start):<20} {_iso(b.stop):<20} "
             f"{b.seconds:>6.0f} {_size(b.size):>9} {_size(b.repo_size):>9} repo{b.repo}"
         )
     if not repo.backups:
@@ -315,15 +360,17 @@ def backup(env_name: str, kind: str = "diff") -> None:
     with open_target(env) as target:
         print(f"==> backup ({kind}) of {target.label}", flush=True)
         try:
-            target.compose(
+            out = target.compose(
                 "exec", "-T", BACKUP_SERVICE, "backup-run", f"--type={kind}",
                 what=f"{kind} backup", stream=True,
             )  # fmt: skip
         except OpsError as exc:
-            raise OpsError(
-                _not_running_hint(str(exc), target)
-                + " (the lines above say why; `invoke backup.list` shows what the repository has)"
-            ) from exc
+            raise OpsError(_not_running_hint(str(exc), target)) from exc
+        require_ok(
+            out,
+            f"the {kind} backup of {target.label}",
+            "`invoke backup.list` shows what the repository has; docs/runbook.md#backupfailed",
+        )
 
 
 def list_backups(env_name: str) -> list[str]:
@@ -340,16 +387,19 @@ def drill(env_name: str, at: str = "", repo: int = 0) -> None:
     args += repo_args(env, repo)
     with open_target(env) as target:
         print(f"==> restore drill of {target.label}", flush=True)
+        failed = (
+            f"the restore drill of {target.label} FAILED (its lines above say where). "
+            "Runbook: docs/runbook.md#backupdrillfailing"
+        )
         try:
-            target.compose(
+            out = target.compose(
                 "run", "--rm", "--no-deps", "-T", DRILL_SERVICE, "backup-drill", *args,
                 what="restore drill", stream=True,
             )  # fmt: skip
         except OpsError as exc:
-            raise OpsError(
-                f"the restore drill of {target.label} FAILED (its lines above say where). "
-                "Runbook: docs/runbook.md#backupdrillfailing"
-            ) from exc
+            raise OpsError(failed) from exc
+        if not out.rstrip().endswith(OK_LINE):
+            raise OpsError(failed)
 
 
 def repo_args(env: config.Environment, repo: int) -> list[str]:
@@ -402,7 +452,9 @@ def plan_restore(
     """Check the target against the repository (only: one of its repositories); explain what
     it will cost. `extra` arguments go to backup-restore as they are (--repo)."""
     if at and label:
-        raise OpsError("--at and --backup both given: choose one restore target")
+        raise OpsError(
+            "--at and --backup both given: choose one restore target. Nothing was changed"
+        )
     now = now or datetime.now(UTC)
     if only:
         kept = tuple(b for b in repo.backups if b.repo == only)
@@ -410,16 +462,19 @@ def plan_restore(
     if not repo.backups:
         raise OpsError(
             "the repository has no backup to restore from. Fix: `invoke backup` first; "
-            "`invoke backup.list` shows what it holds"
+            "`invoke backup.list` shows what it holds. Nothing was changed"
         )
     if label:
         chosen = [b for b in repo.backups if b.label == label]
         if not chosen:
             known = ", ".join(b.label for b in repo.backups)
-            raise OpsError(f"--backup={label} is not in the repository (it holds: {known})")
+            raise OpsError(
+                f"--backup={label} is not in the repository (it holds: {known}). Nothing was "
+                "changed"
+            )
         stop = chosen[0].stop
         return RestorePlan(
-            (f"--backup={label}",), f"the end of backup {label} ({_iso(stop)})", stop
+            (f"--backup={label}", *extra), f"the end of backup {label} ({_iso(stop)})", stop
         )
     if at:
         text = normalize_time(at)
@@ -429,14 +484,20 @@ def plan_restore(
             raise OpsError(
                 f"--at={at} is before the recovery window ({_iso(earliest)} .. {_iso(latest)}): "
                 "no backup ends before it. Fix: pick a time inside the window "
-                "(`invoke backup.list`)"
+                "(`invoke backup.list`). Nothing was changed"
             )
         if moment > now + timedelta(seconds=5):
-            raise OpsError(f"--at={at} is in the future. Fix: pick a time inside the window")
-        if latest and moment > latest:
+            raise OpsError(
+                f"--at={at} is in the future. Fix: pick a time inside the window. Nothing was "
+                "changed"
+            )
+        # With PostgreSQL down the newest archived WAL is unknown here: the repository may hold
+        # WAL past the newest backup, and PostgreSQL itself says when a target is out of reach.
+        if repo.latest_archived and latest and moment > latest:
             raise OpsError(
                 f"--at={at} is after the newest archived WAL ({_iso(latest)}): PostgreSQL could "
-                "not reach it. Fix: pick an earlier time, or omit --at for everything archived"
+                "not reach it. Fix: pick an earlier time, or omit --at for everything archived. "
+                "Nothing was changed"
             )
         return RestorePlan((f"--at={text}", *extra), f"{_iso(moment)} (point in time)", moment)
     return RestorePlan(extra, f"everything archived (up to about {_iso(repo.latest)})", repo.latest)
@@ -529,19 +590,23 @@ def restore(
     if not env.is_local:
         secrets.require(env)
     extra = tuple(repo_args(env, repo))
+    if at:
+        normalize_time(at)  # a malformed time stops here, before anything runs
     with open_target(env) as target:
-        # Everything committed so far into the repository first: the live pg_wal is replaced.
+        # Everything committed so far into the repository (again once the writers are stopped):
+        # the window then reaches now, and the live pg_wal is about to be replaced.
         archived = archive_now(target)
-        stored = read_repository(target, tool=True)
+        stored = read_repository(target)
         if not archived:
             print(
-                "PostgreSQL or the backup service is not running: restoring what the "
-                "repository holds (the newest archived WAL is the latest point)",
+                "PostgreSQL is not running (or cannot archive): restoring what the repository "
+                "holds; the newest archived WAL is the latest point",
                 flush=True,
             )
         plan = plan_restore(stored, at, label, only=repo, extra=extra)
         confirm_restore(env, plan, target.label, yes)
-        return _restore_steps(env, target, plan, runner)
+        with target.locked("restore"):
+            return _restore_steps(env, target, plan, runner, archived)
 
 
 def _stop(target: Target) -> str:
@@ -550,11 +615,14 @@ def _stop(target: Target) -> str:
 
 
 def _migrate(target: Target) -> str:
-    target.compose(
+    out = target.compose(
         "run", "--rm", "--no-deps", "-T", stack.MIGRATE_SERVICE,
         what="bring the schema to the release's head",
     )  # fmt: skip
-    return "schema at head"
+    done = [line for line in out.splitlines() if "database schema at" in line]
+    if not done:
+        raise OpsError(f"the migration did not finish: {out.strip()[-600:]}")
+    return done[-1].strip()[-100:]
 
 
 def _start(target: Target) -> str:
@@ -566,20 +634,35 @@ def _start(target: Target) -> str:
 
 
 def _restore_steps(
-    env: config.Environment, target: Target, plan: RestorePlan, runner: Runner | None
+    env: config.Environment,
+    target: Target,
+    plan: RestorePlan,
+    runner: Runner | None,
+    live: bool = True,
 ) -> Report:
     def stop_writers() -> str:
         return _stop(target)
+
+    def archive_last() -> str:
+        if not live:
+            return "skipped: PostgreSQL is not running"
+        out = target.compose(
+            "exec", "-T", "postgres", "backup-archive-now",
+            what="archive the last writes before PostgreSQL stops",
+        )  # fmt: skip
+        require_ok(out, "archiving the last writes", "nothing was restored; the service is stopped")
+        return _last_message(out, "archived") or "archived"
 
     def stop_postgres() -> str:
         target.compose("stop", "postgres", what="stop PostgreSQL (clean shutdown)")
         return "stopped"
 
     def run_restore() -> str:
-        target.compose(
+        out = target.compose(
             "run", "--rm", "--no-deps", "-T", RESTORE_SERVICE, "backup-restore", *plan.args,
             what="pgbackrest restore", stream=True,
         )  # fmt: skip
+        require_ok(out, "pgbackrest restore", "PostgreSQL is stopped and must not be started")
         return plan.target_text
 
     def start_postgres() -> str:
@@ -587,6 +670,15 @@ def _restore_steps(
             "up", "-d", "--no-deps", "--wait", "--wait-timeout", "3600", "postgres",
             what="start PostgreSQL: replay WAL to the target, promote",
         )  # fmt: skip
+        promoted = target.compose(
+            "exec", "-T", "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
+            "SELECT pg_is_in_recovery()", what="check PostgreSQL is promoted",
+        ).strip()  # fmt: skip
+        if not promoted.endswith("f"):
+            raise OpsError(
+                f"PostgreSQL did not come back promoted ({promoted[-300:]!r}): "
+                "`invoke logs --service=postgres` says why"
+            )
         return "recovered, promoted and healthy"
 
     def migrate() -> str:
@@ -600,8 +692,9 @@ def _restore_steps(
         f"(it is safe to repeat), or `invoke status --env={env.name}`"
     )
     steps = [
-        Step("maintenance mode on", lambda: target.maintenance(True), impacting=True),
-        Step("stop the API, the worker and the backups", stop_writers, impacting=True),
+        Step("maintenance mode on", lambda: target.maintenance(True), True, hint),
+        Step("stop the API, the worker and the backups", stop_writers, True, hint),
+        Step("archive the last writes", archive_last, True, hint),
         Step("stop PostgreSQL", stop_postgres, impacting=True, on_failure=hint),
         Step("restore the data volume (pgbackrest)", run_restore, True, hint),
         Step("start PostgreSQL (WAL replay, promotion)", start_postgres, True, hint),
@@ -671,9 +764,10 @@ def copy_from(
 
         def export() -> str:
             out = src.compose(
-                "run", "--rm", "--no-deps", "-T", DRILL_SERVICE, "backup-export", "--sanitize",
+                "run", "--rm", "--no-deps", "-T", EXPORT_SERVICE, "backup-export", "--sanitize",
                 *args, what=f"export {source.name}'s newest backup, sanitized",
             )  # fmt: skip
+            require_ok(out, f"the export of {source.name}", "nothing was changed")
             text = dump_text(out)
             dump.append(text)
             return f"{len(text) // 1024} KiB (gzip, base64), personal data replaced"
@@ -683,6 +777,9 @@ def copy_from(
                 "exec", "-T", "postgres", "backup-import",
                 what=f"load the dump into {env.name}", stdin=dump[0],
             )  # fmt: skip
+            require_ok(
+                out, f"loading the dump into {env.name}", f"{env.name}'s database is as it was"
+            )
             return _last_message(out, "replaced") or "loaded"
 
         hint = (
@@ -691,7 +788,7 @@ def copy_from(
         )
         steps = [
             Step(f"export {source.name} (scratch container, personal data replaced)", export),
-            Step("maintenance mode on", lambda: dst.maintenance(True), impacting=True),
+            Step("maintenance mode on", lambda: dst.maintenance(True), True, hint),
             Step(
                 "stop the API, the worker and the backups",
                 lambda: _stop(dst),
@@ -706,4 +803,5 @@ def copy_from(
         runner = runner or Runner(
             f"invoke restore --env {env.name} --from={source.name} --sanitize"
         )
-        return runner.run(steps)
+        with dst.locked("restore from another environment"):
+            return runner.run(steps)

@@ -43,6 +43,8 @@ ACME_PROFILE = "acme"
 MONITORING_PROFILE = "monitoring"
 # Overlay that sends every container's output to the central log collector (service `logs`).
 LOGGING_OVERLAY = "logging.yaml"
+# One-off backup tools (backup-drill, backup-restore, backup-export): run, never started by up.
+TOOLS_PROFILE = "tools"
 # The backups' off-site second repository on S3 (environments with `backup.s3`).
 BACKUP_S3_OVERLAY = "backup-s3.yaml"
 

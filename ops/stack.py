@@ -385,12 +385,15 @@ def down(env_name: str, volumes: bool = False, yes: bool = False) -> None:
     env = config.load(env_name)
     _local_only(env, "down", f"invoke maintenance --env={env.name} on")
     if volumes:
-        confirm_destroy(f"all data of {env.project_name} (its volumes: PostgreSQL, Redis)", yes)
+        confirm_destroy(
+            f"all data of {env.project_name} (its volumes: PostgreSQL and its backups, Redis)", yes
+        )
     stack = open_stack(env_name)
     args = ["down", "--remove-orphans"]
     if volumes:
         args.append("--volumes")
-    stack.compose().run(*args, what="docker compose down")
+    # The one-off tools' profile too: their volumes (the drills' scratch) go with the others.
+    stack.compose().run("--profile", compose.TOOLS_PROFILE, *args, what="docker compose down")
     left = health.project_containers(stack.docker(), env.project_name)
     if left:
         raise OpsError(

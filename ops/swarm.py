@@ -731,8 +731,9 @@ class SwarmDeployment(Deployment):
         return (
             self.sh()
             .run(
-                f"docker exec {quote(found[0])} backup-run --type=incr --wait={BACKUP_LOCK_WAIT} "
-                "2>&1",
+                f"docker exec {quote(found[0])} backup-run --type=incr --repo=1 "
+                f"--wait={BACKUP_LOCK_WAIT} 2>&1",
+                check=False,  # its lines say what happened; the deploy decides
                 what="backup before migrations",
                 timeout=BACKUP_LOCK_WAIT + 3600,
             )

@@ -61,7 +61,7 @@ def deployment(write_env: WriteEnv, extra: str = "", **options: Any) -> deploy.D
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCompose:
-    made = FakeCompose(f"backup-run lines\n{DONE}\n")
+    made = FakeCompose(f"backup-run lines\n{DONE}\n[slipway-ok]\n")
     monkeypatch.setattr(deploy.Deployment, "rcompose", lambda self, release_id: made)
     monkeypatch.setattr(deploy.Deployment, "release_id", lambda self: "r1")
     monkeypatch.setattr(deploy.Deployment, "refresh_lock", lambda self: None)
@@ -74,9 +74,34 @@ def test_the_backup_before_migrations_waits_for_a_running_one_and_names_its_labe
     d = deployment(write_env)
     note = d.backup_before_migrations()
     assert fake.calls == [
-        ("exec", "-T", "backup", "backup-run", "--type=incr", f"--wait={deploy.BACKUP_LOCK_WAIT}")
-    ]
+        (
+            "exec", "-T", "backup", "backup-run", "--type=incr", "--repo=1",
+            f"--wait={deploy.BACKUP_LOCK_WAIT}",
+        )
+    ]  # fmt: skip
     assert note == "backup (incr) into repo1 done in 2s: 20261130-1F_2I"
+
+
+def test_a_failed_backup_before_migrations_stops_the_deploy_naming_skip_backup(
+    write_env: WriteEnv, fake: FakeCompose
+) -> None:
+    # compose exits 0 whatever the container did: no OK line is a failure.
+    fake.output = '{"message": "backup (incr) into repo1 FAILED after 1s (pgbackrest exit 1)"}\n'
+    with pytest.raises(
+        OpsError, match=r"failed \(the running release is untouched\).*--skip-backup"
+    ):
+        deployment(write_env).backup_before_migrations()
+
+
+def test_a_backup_still_running_after_the_wait_lets_the_deploy_go_on(
+    write_env: WriteEnv, fake: FakeCompose
+) -> None:
+    fake.output = '{"message": "backup (incr) into repo1 not started: another backup is running"}\n'
+    assert (
+        deployment(write_env)
+        .backup_before_migrations()
+        .startswith("skipped: a backup was still running")
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,6 +137,18 @@ def test_a_passphrase_that_does_not_open_the_repository_stops_before_postgres(
     assert fake.calls == [
         ("run", "--rm", "--no-deps", "-T", "backup-restore", "pgbackrest", "info", "--output=json")
     ]
+
+
+def test_an_off_site_repository_that_does_not_answer_only_warns(
+    write_env: WriteEnv, fake: FakeCompose, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.output = "WARN[0000] Found orphan containers ([slipway-x-logs-1])\n" + json.dumps(
+        [{"name": "listings", "status": {"code": 99, "message": "other"}, "backup": [],
+          "repo": [{"key": 1, "status": {"code": 0, "message": "ok"}},
+                   {"key": 2, "status": {"code": 99, "message": "[HostConnectError] timeout"}}]}]
+    )  # fmt: skip
+    deployment(write_env).check_backup_repository(fake)  # type: ignore[arg-type]
+    assert "warning: the off-site repository cannot be read" in capsys.readouterr().out
 
 
 def test_an_empty_or_readable_repository_lets_the_deploy_go_on(
@@ -164,4 +201,4 @@ def test_swarm_backs_up_in_the_running_backup_task_or_says_there_is_none(
     monkeypatch.setattr(d, "sh", lambda: Shell("abc123\n"))
     assert DONE in d.run_backup(None)  # type: ignore[arg-type]
     assert "label=com.docker.swarm.service.name=slipway-staging_backup" in commands[-2]
-    assert commands[-1].startswith("docker exec abc123 backup-run --type=incr --wait=")
+    assert commands[-1].startswith("docker exec abc123 backup-run --type=incr --repo=1 --wait=")
