@@ -107,8 +107,8 @@ class HostTarget:
         )
         heartbeat = locks.Heartbeat(lock).start()
         store = ReleaseStore(self.host.remote, self.host.root)
-        store.audit({"event": f"{operation} started", "who": locks.default_owner()})
         try:
+            store.audit({"event": f"{operation} started", "who": locks.default_owner()})
             yield
         finally:
             heartbeat.stop()
@@ -192,20 +192,26 @@ def _when(epoch: Any) -> datetime:
     return datetime.fromtimestamp(int(epoch), tz=UTC)
 
 
-def info_json(output: str) -> str:
-    """The JSON line of `pgbackrest info --output=json` in output that may carry compose's own
-    lines around it (a host merges stderr: pull notes, "Found orphan containers ([...])")."""
-    for line in reversed(output.splitlines()):
-        if line.startswith("[{"):
-            return line
-    return output
+def info_json(output: str) -> Any:
+    """The document of `pgbackrest info --output=json` in output that may carry compose's own
+    lines around it (a host merges stderr: pull notes, "Found orphan containers ([...])"). Raw
+    control characters in its strings are accepted: pgBackRest quotes the first bytes of a file
+    it cannot decrypt, line breaks included."""
+    decoder = json.JSONDecoder(strict=False)
+    starts = [0] + [i + 1 for i, c in enumerate(output) if c == "\n"]
+    for start in reversed(starts):
+        if output.startswith("[{", start):
+            try:
+                return decoder.raw_decode(output, start)[0]
+            except ValueError:
+                continue
+    raise ValueError("no JSON document")
 
 
 def parse_info(text: str) -> tuple[str, tuple[BackupSet, ...]]:
     """Status and backups from `pgbackrest info --output=json` (one stanza)."""
     try:
-        data = json.loads(info_json(text))
-        stanza = data[0]
+        stanza = info_json(text)[0]
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise OpsError(f"`pgbackrest info` did not answer JSON: {text.strip()[-500:]}") from exc
     status = stanza.get("status", {})
@@ -287,7 +293,9 @@ def last_archived(target: Target) -> datetime | None:
         ).strip()  # fmt: skip
     except OpsError:
         return None
-    return _when(archived) if archived.isdigit() else None
+    # The last line: a host merges compose's own lines (warnings) into the output.
+    lines = archived.splitlines()
+    return _when(lines[-1]) if lines and lines[-1].strip().isdigit() else None
 
 
 def archive_now(target: Target) -> bool:
@@ -398,8 +406,10 @@ def drill(env_name: str, at: str = "", repo: int = 0) -> None:
             )  # fmt: skip
         except OpsError as exc:
             raise OpsError(failed) from exc
-        if not out.rstrip().endswith(OK_LINE):
-            raise OpsError(failed)
+        try:
+            require_ok(out, "the restore drill")
+        except OpsError as exc:
+            raise OpsError(failed) from exc
 
 
 def repo_args(env: config.Environment, repo: int) -> list[str]:
@@ -579,13 +589,13 @@ def restore(
         if at or label:
             raise OpsError(
                 "--from copies the newest backup of the other environment: --at and --backup "
-                "are for an environment's own backups"
+                "are for an environment's own backups. Nothing was changed"
             )
         return copy_from(env, config.load(source), sanitize, yes, runner, repo)
     if sanitize:
         raise OpsError(
             "--sanitize goes with --from=<another environment>: an environment's own backups "
-            "are restored as they are"
+            "are restored as they are. Nothing was changed"
         )
     if not env.is_local:
         secrets.require(env)
@@ -745,7 +755,10 @@ def copy_from(
     restored and stripped of personal data in a scratch container on the source's host, loaded
     into env's database in place of its own."""
     if env.listings_env == PRODUCTION:
-        raise OpsError(f"{env.name} runs production: it is never overwritten from another one")
+        raise OpsError(
+            f"{env.name} runs production: it is never overwritten from another one. Nothing was "
+            "changed"
+        )
     if not sanitize:
         raise OpsError(f"--from={source.name} needs --sanitize. Nothing was changed")
     for each in (env, source):
