@@ -87,14 +87,32 @@ def open_stack(env_name: str, follow_running: bool = True) -> Stack:
     env = config.load(env_name)
     build = compose.detect_build()
     if follow_running:
-        running = running_version(docker_engine.client(), env.project_name)
+        engine = docker_engine.client()
+        running = running_version(engine, env.project_name)
         if running and running != build.version:
             print(f"using version {running}, the one {env.project_name} runs", flush=True)
             build = replace(build, version=running)
+        # The infrastructure images too (content tags): a restore or a drill after an edit of
+        # services/postgres runs the image the stack runs, never an unbuilt one.
+        tags = running_tags(engine, env.project_name)
+        if tags and any(build.image_tags.get(k) != v for k, v in tags.items()):
+            build = replace(build, image_tags={**build.image_tags, **tags})
     stack = Stack(env, build)
     stack.secrets = secrets.load(env)
     stack.compose().check_files()
     return stack
+
+
+def running_tags(engine: docker.DockerClient, project: str) -> dict[str, str]:
+    """SLIPWAY_<NAME>_TAG of each content-tagged image the project's containers run."""
+    found: dict[str, str] = {}
+    for container in health.project_containers(engine, project):
+        image = str(container.attrs.get("Config", {}).get("Image", ""))
+        name, _, tag = image.rpartition(":")
+        variable = f"SLIPWAY_{name.rpartition('/')[2].upper().replace('-', '_')}_TAG"
+        if name.startswith("slipway/") and tag and variable in compose.CONTENT_TAGGED:
+            found[variable] = tag
+    return found
 
 
 def running_version(engine: docker.DockerClient, project: str) -> str | None:

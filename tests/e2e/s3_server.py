@@ -1,0 +1,215 @@
+"""An S3 server for the backup tests: SeaweedFS from the slipway/sandbox-s3 image (built through
+compose/sandbox.yaml when missing), over HTTPS with a certificate from a throwaway CA made here.
+
+The server answers on port 8443 under a network alias of the caller's choosing (the certificate's
+only name), with one bucket and one access key. Its data lives in the container: removing the
+container removes everything it stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import string
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "slipway/sandbox-s3"
+SERVICE = "sandbox-s3"
+# What the image is built from: its tag is a digest of these (as for the other sandbox images).
+BUILD_INPUTS = ("services/sandbox-s3", "compose/sandbox.yaml")
+PORT = 8443
+CONF_DIR = "/etc/sandbox-s3"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    container: str
+    alias: str  # the host name clients use (network alias, certificate SAN)
+    bucket: str
+    key: str
+    secret: str
+    ca_file: Path  # PEM of the CA that signed the server's certificate
+    directory: Path  # certificate, key and identities (mounted read-only)
+
+    @property
+    def port(self) -> int:
+        return PORT
+
+
+def _docker(*args: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"docker {' '.join(args[:3])} exited {result.returncode}: {result.stderr}"
+        )
+    return result
+
+
+def image() -> str:
+    """slipway/sandbox-s3:<content tag>, built with `docker compose -p slipway-sandbox -f
+    compose/sandbox.yaml build sandbox-s3` when missing."""
+    from ops.compose import detect_build
+    from ops.images import engine, ensure_base, has_image
+    from ops.sandbox import image_tag
+
+    tag = image_tag(ROOT, BUILD_INPUTS)
+    name = f"{IMAGE}:{tag}"
+    client = engine()
+    if has_image(client, name):
+        return name
+    ensure_base(client)
+    build = detect_build()
+    env = {
+        **os.environ,
+        "SLIPWAY_BUILD_CA": str(build.ca_bundle),
+        "SLIPWAY_GIT_SHA": build.git_sha,
+        "SLIPWAY_SANDBOX_S3_TAG": tag,
+    }
+    result = subprocess.run(
+        ["docker", "compose", "-p", "slipway-sandbox", "-f", str(ROOT / "compose" / "sandbox.yaml"),
+         "build", SERVICE],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and has_image(client, name), (
+        f"building {name} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    return name
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def write_tls(directory: Path, host: str) -> Path:
+    """A throwaway CA (ca.crt) and a certificate for `host` signed by it (tls.crt, tls.key)."""
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Slipway test S3 CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.key").write_bytes(_pem_key(key))
+    return ca_file
+
+
+def start(container: str, network: str, alias: str, bucket: str, directory: Path) -> S3Server:
+    """The server on `network` as `alias`, with `bucket` and a fresh key; waits until the
+    bucket exists. `directory` receives the CA, certificate, key and identities."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file = write_tls(directory, alias)
+    alphabet = string.ascii_uppercase + string.digits
+    key = "AK" + "".join(secrets.choice(alphabet) for _ in range(18))
+    secret = secrets.token_urlsafe(30)
+    identities = {
+        "identities": [
+            {
+                "name": "backup",
+                "credentials": [{"accessKey": key, "secretKey": secret}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    (directory / "s3.json").write_text(json.dumps(identities))
+    # The image's user (uid 10016) reads them through a read-only bind mount.
+    directory.chmod(0o755)
+    for name in ("tls.crt", "tls.key", "s3.json", "ca.crt"):
+        (directory / name).chmod(0o644)
+    _docker(
+        "run", "-d", "--name", container, "--network", network, "--network-alias", alias,
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+        "-v", f"{directory}:{CONF_DIR}:ro", "-e", f"S3_BUCKETS={bucket}", image(),
+    )  # fmt: skip
+    server = S3Server(container, alias, bucket, key, secret, ca_file, directory)
+    wait_ready(server)
+    return server
+
+
+def logs(container: str) -> str:
+    result = _docker("logs", container, check=False)
+    return result.stdout + result.stderr
+
+
+def wait_ready(server: S3Server, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _docker(
+            "inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", server.container
+        ).stdout.split()
+        out = logs(server.container)
+        if state == ["running", "healthy"] and f"bucket {server.bucket} ready" in out:
+            return
+        assert state[0] == "running", f"{server.container} is {state}:\n{out[-4000:]}"
+        assert time.monotonic() < deadline, (
+            f"{server.container} not ready after {timeout:.0f} s ({state}):\n{out[-4000:]}"
+        )
+        time.sleep(1)
+
+
+def remove(container: str, directory: Path | None = None) -> None:
+    _docker("rm", "-f", "-v", container, check=False)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
