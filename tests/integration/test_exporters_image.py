@@ -288,13 +288,26 @@ def test_node_exporter_reads_the_hosts_filesystems_and_memory(lab: Lab) -> None:
 @pytest.fixture(scope="module")
 def postgres(lab: Lab) -> str:
     image = built_image("postgres", "SLIPWAY_POSTGRES_TAG")
-    env = {"POSTGRES_USER": "listings", "POSTGRES_DB": "listings", "POSTGRES_PASSWORD": PASSWORD}
+    env = {
+        "POSTGRES_USER": "listings",
+        "POSTGRES_DB": "listings",
+        "POSTGRES_PASSWORD": PASSWORD,
+        "PGBACKREST_REPO1_CIPHER_PASS": "exporter-test-passphrase-0123456789",
+    }
+    # As compose runs it: the backup repository and the shared socket directory writable
+    # (volumes there; throwaway tmpfs here).
+    writable = ("/tmp", "/run", "/run/postgresql", "/var/lib/pgbackrest")
     container = lab.run(
         "postgres",
         image,
         alias="postgres",
         env=env,
-        options=("--read-only", "--tmpfs", "/tmp", "--tmpfs", "/run", "--shm-size", "256m"),
+        options=(
+            "--read-only",
+            *(word for path in writable for word in ("--tmpfs", path)),
+            "--shm-size",
+            "256m",
+        ),
     )
 
     def ready() -> bool:
