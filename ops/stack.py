@@ -410,8 +410,10 @@ def down(env_name: str, volumes: bool = False, yes: bool = False) -> None:
     args = ["down", "--remove-orphans"]
     if volumes:
         args.append("--volumes")
-    # The one-off tools' profile too: their volumes (the drills' scratch) go with the others.
-    stack.compose().run("--profile", compose.TOOLS_PROFILE, *args, what="docker compose down")
+    # The one-off tools' profile too (added to the environment's, never instead of them): their
+    # volumes (the drills' scratch) go with the others.
+    tools = replace(stack.compose(), profiles=(compose.TOOLS_PROFILE,))
+    tools.run(*args, what="docker compose down")
     left = health.project_containers(stack.docker(), env.project_name)
     if left:
         raise OpsError(

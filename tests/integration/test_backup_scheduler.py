@@ -224,10 +224,11 @@ def rigs() -> Iterator[Rigs]:
             rig.pg = rig.start_postgres()
         for rig in (diff, full):
             rig.wait_healthy(rig.pg)
-        # The daily time at least a minute away: the first full backup (at start) and the first
-        # archive check come before it, then the scheduled one.
+        # The daily time at least 25 s away (the schedulers start before it: their first full
+        # backup and archive check come first, then the scheduled one), and at most 85 s.
         now = datetime.now(UTC)
-        at = (now + timedelta(seconds=60 + 60 - now.second)).replace(second=0, microsecond=0)
+        ahead = 60 - now.second + (60 if now.second > 35 else 0)
+        at = (now + timedelta(seconds=ahead)).replace(second=0, microsecond=0)
         today = WEEKDAYS[at.weekday()]
         other = WEEKDAYS[(at.weekday() + 3) % 7]
         diff.start_scheduler(at.strftime("%H:%M"), other)
