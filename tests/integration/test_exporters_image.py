@@ -294,9 +294,9 @@ def postgres(lab: Lab) -> str:
         "POSTGRES_PASSWORD": PASSWORD,
         "PGBACKREST_REPO1_CIPHER_PASS": "exporter-test-passphrase-0123456789",
     }
-    # As compose runs it: the backup repository and the shared socket directory writable
-    # (volumes there; throwaway tmpfs here).
-    writable = ("/tmp", "/run", "/run/postgresql", "/var/lib/pgbackrest")
+    # As compose runs it: the backup repository and the shared socket directory on volumes
+    # (anonymous ones here, owned by the postgres user like the image's directories; removed
+    # with the container).
     container = lab.run(
         "postgres",
         image,
@@ -304,7 +304,14 @@ def postgres(lab: Lab) -> str:
         env=env,
         options=(
             "--read-only",
-            *(word for path in writable for word in ("--tmpfs", path)),
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/run",
+            "-v",
+            "/run/postgresql",
+            "-v",
+            "/var/lib/pgbackrest",
             "--shm-size",
             "256m",
         ),
