@@ -87,11 +87,7 @@ class HostTarget:
         self.label = f"{host.env.project_name} on {host.remote.host.label}"
 
     def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
-        if stdin is not None:
-            command = self.host.compose().command(*args) + " 2>&1"
-            output = self.host.remote.run(command, stdin=stdin, what=what).stdout
-        else:
-            output = self.host.compose().run(*args, what=what)
+        output = self.host.compose().run(*args, what=what, stdin=stdin)
         if stream:
             print(output.rstrip(), flush=True)
         return output

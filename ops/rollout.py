@@ -80,9 +80,15 @@ class RemoteCompose:
         ]
         return f"cd {quote(self.root)} && " + " ".join(quote(w) for w in words)
 
-    def run(self, *args: str, what: str = "", timeout: float | None = None) -> str:
+    def run(
+        self, *args: str, what: str = "", timeout: float | None = None, stdin: str | None = None
+    ) -> str:
+        """Output (stderr merged) of `docker compose <args>` on the host; stdin: text fed to it."""
         result = self.remote.run(
-            self.command(*args) + " 2>&1", what=what or f"compose {args[0]}", timeout=timeout
+            self.command(*args) + " 2>&1",
+            what=what or f"compose {args[0]}",
+            timeout=timeout,
+            stdin=stdin,
         )
         return result.stdout
 
