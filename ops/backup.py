@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import yaml
+
 from ops import config, hostops, locks, proc, secrets, stack
 from ops.errors import OpsError
 from ops.releases import ReleaseStore
+from ops.remote import quote
 from ops.steps import Report, Runner, Step
 
 BACKUP_TYPES = ("full", "diff", "incr")
@@ -32,14 +35,30 @@ PRODUCTION = "production"
 
 
 class Target(Protocol):
-    """Compose of one environment's running stack."""
+    """One environment's running stack, through what a backup operation needs of it."""
 
     label: str
 
-    def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
-        """Run `docker compose <args>` (stdin: text fed to it) and return its output (stream:
-        printed too, as it comes where the transport allows). Raises OpsError naming `what` when
-        compose itself fails; a container's own failure needs require_ok (see OK_LINE)."""
+    def exec(
+        self, service: str, *command: str, what: str, stream: bool = False, stdin: str | None = None
+    ) -> str:
+        """`command` in the service's running container; its output (stream: printed too, as it
+        comes where the transport allows; stdin: text fed to it). Raises OpsError naming `what`
+        when it cannot run at all; a container's own failure needs require_ok (see OK_LINE)."""
+        ...
+
+    def oneoff(self, service: str, *command: str, what: str, stream: bool = False) -> str:
+        """A one-off container of the service (the `tools` profile's, the migration), removed
+        after; like exec() otherwise."""
+        ...
+
+    def stop(self, *services: str, what: str) -> None:
+        """The services stopped (cleanly: their stop signal and grace period), returning when
+        they are."""
+        ...
+
+    def start(self, *services: str, what: str, timeout: int) -> None:
+        """The services started as the current release runs them, returning when healthy."""
         ...
 
     def maintenance(self, on: bool) -> str:
@@ -51,7 +70,37 @@ class Target(Protocol):
         ...
 
 
-class LocalTarget:
+class ComposeTarget:
+    """A Target whose stack is a compose project: every operation is a `docker compose` line."""
+
+    label = ""
+
+    def compose(self, *args: str, what: str, stream: bool = False, stdin: str | None = None) -> str:
+        """`docker compose <args>` and its output; raises OpsError naming `what` when compose
+        itself fails."""
+        raise NotImplementedError
+
+    def exec(
+        self, service: str, *command: str, what: str, stream: bool = False, stdin: str | None = None
+    ) -> str:
+        return self.compose("exec", "-T", service, *command, what=what, stream=stream, stdin=stdin)
+
+    def oneoff(self, service: str, *command: str, what: str, stream: bool = False) -> str:
+        return self.compose(
+            "run", "--rm", "--no-deps", "-T", service, *command, what=what, stream=stream
+        )
+
+    def stop(self, *services: str, what: str) -> None:
+        self.compose("stop", *services, what=what)
+
+    def start(self, *services: str, what: str, timeout: int) -> None:
+        self.compose(
+            "up", "-d", "--no-deps", "--wait", "--wait-timeout", str(timeout), *services,
+            what=what,
+        )  # fmt: skip
+
+
+class LocalTarget(ComposeTarget):
     """The local stack on this machine's engine."""
 
     def __init__(self, env: config.Environment) -> None:
@@ -78,7 +127,7 @@ class LocalTarget:
         yield  # one engine, one operator: `invoke up` and a restore are not run together
 
 
-class HostTarget:
+class HostTarget(ComposeTarget):
     """The current release on the host of a one-host environment."""
 
     def __init__(self, host: hostops.Host) -> None:
@@ -112,20 +161,82 @@ class HostTarget:
             store.audit({"event": f"{operation} ended", "who": locks.default_owner()})
 
 
+class SwarmTarget(HostTarget):
+    """The current release of a Docker Swarm environment. PostgreSQL and the backup task run
+    on the first host, which manages the swarm: commands run in their task containers there,
+    one-off containers there too (compose with the release's swarm-oneoff overlay: the stack's
+    volumes and networks), and services stop and start by their replica counts."""
+
+    def __init__(self, host: hostops.Host) -> None:
+        super().__init__(host)
+        self.stack = host.env.project_name
+        self.label = f"{self.stack} (Docker Swarm) on {host.remote.host.label}"
+
+    def container(self, service: str) -> str:
+        """The running task container of the service on the first host; OpsError if none."""
+        label = f"label=com.docker.swarm.service.name={self.stack}_{service}"
+        found = self.host.remote.run(
+            f"docker ps -q --filter {quote(label)}", what=f"find the {service} task"
+        ).stdout.split()
+        if not found:
+            raise OpsError(
+                f"no container of {service} is running on {self.host.remote.host.label} "
+                f"(`docker service ps {self.stack}_{service}` there says why)"
+            )
+        return found[0]
+
+    def exec(
+        self, service: str, *command: str, what: str, stream: bool = False, stdin: str | None = None
+    ) -> str:
+        line = (
+            f"docker exec {'-i ' if stdin is not None else ''}{quote(self.container(service))} "
+            + " ".join(quote(word) for word in command)
+            + " 2>&1"
+        )
+        output = self.host.remote.run(line, what=what, stdin=stdin).stdout
+        if stream:
+            print(output.rstrip(), flush=True)
+        return output
+
+    def replicas(self) -> dict[str, int]:
+        """Replicas of each service as the current release's stack file sets them."""
+        path = f"{self.host.root}/releases/{self.host.current()}/{hostops.SWARM_STACK_FILE}"
+        text = self.host.remote.read_text(path)
+        if text is None:
+            raise OpsError(
+                f"{path} is missing on {self.host.remote.host.label}: the release is incomplete. "
+                f"Fix: `invoke deploy --env={self.env.name}` writes it again"
+            )
+        services = (yaml.safe_load(text) or {}).get("services") or {}
+        return {
+            name: int((spec.get("deploy") or {}).get("replicas", 1))
+            for name, spec in services.items()
+        }
+
+    def scale(self, counts: dict[str, int], what: str, timeout: int) -> None:
+        """`docker service scale`, which waits until the tasks are stopped or running (and
+        healthy: Swarm reports a task with a healthcheck running once it passes)."""
+        pairs = " ".join(quote(f"{self.stack}_{name}={n}") for name, n in counts.items())
+        self.host.remote.run(
+            f"docker service scale {pairs} 2>&1", what=what, timeout=float(timeout)
+        )
+
+    def stop(self, *services: str, what: str) -> None:
+        self.scale({name: 0 for name in services}, what, timeout=600)
+
+    def start(self, *services: str, what: str, timeout: int) -> None:
+        wanted = self.replicas()
+        self.scale({name: wanted.get(name, 1) for name in services}, what, timeout)
+
+
 @contextmanager
 def open_target(env: config.Environment) -> Iterator[Target]:
-    """The stack of `env`: local, or the current release on its one host."""
+    """The stack of `env`: local, the current release on its one host, or its swarm."""
     if env.is_local:
         yield LocalTarget(env)
         return
-    if env.is_swarm:
-        raise OpsError(
-            f"backups of {env.name} (Docker Swarm, {len(env.hosts)} hosts) are not driven from "
-            "here yet: run `pgbackrest` in the backup task's container on the data host "
-            '(docs/disaster-recovery.md, "Not built yet"). Nothing was changed'
-        )
     with hostops.Host(env) as host:
-        yield HostTarget(host)
+        yield SwarmTarget(host) if env.is_swarm else HostTarget(host)
 
 
 # The last line of every image script ops drives through compose when it succeeded
@@ -264,8 +375,8 @@ def read_repository(target: Target) -> Repository:
     """The repository's backups and restorable window, read with the environment's current
     secrets in a one-off container that needs neither the backup service nor PostgreSQL (a
     lost volume, a passphrase changed since the stack started)."""
-    text = target.compose(
-        "run", "--rm", "--no-deps", "-T", RESTORE_SERVICE, "pgbackrest", "info", "--output=json",
+    text = target.oneoff(
+        RESTORE_SERVICE, "pgbackrest", "info", "--output=json",
         what="read the backup repository (pgbackrest info)",
     )  # fmt: skip
     status, backups = parse_info(text)
@@ -281,8 +392,8 @@ def read_repository(target: Target) -> Repository:
 def last_archived(target: Target) -> datetime | None:
     """When PostgreSQL last archived a WAL segment (None when it is down or archived none)."""
     try:
-        archived = target.compose(
-            "exec", "-T", "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
+        archived = target.exec(
+            "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
             "SELECT coalesce(extract(epoch FROM last_archived_time)::bigint::text, '') "
             "FROM pg_stat_archiver",
             what="ask PostgreSQL for the last archived WAL",
@@ -299,8 +410,8 @@ def archive_now(target: Target) -> bool:
     container: a commit record, a WAL switch, waited for until archived). False when
     PostgreSQL is not running or archiving does not work."""
     try:
-        out = target.compose(
-            "exec", "-T", "postgres", "backup-archive-now",
+        out = target.exec(
+            "postgres", "backup-archive-now",
             what="archive the current WAL",
         )  # fmt: skip
         require_ok(out, "archiving the current WAL")
@@ -364,8 +475,8 @@ def backup(env_name: str, kind: str = "diff") -> None:
     with open_target(env) as target:
         print(f"==> backup ({kind}) of {target.label}", flush=True)
         try:
-            out = target.compose(
-                "exec", "-T", BACKUP_SERVICE, "backup-run", f"--type={kind}",
+            out = target.exec(
+                BACKUP_SERVICE, "backup-run", f"--type={kind}",
                 what=f"{kind} backup", stream=True,
             )  # fmt: skip
         except OpsError as exc:
@@ -396,8 +507,8 @@ def drill(env_name: str, at: str = "", repo: int = 0) -> None:
             "Runbook: docs/runbook.md#backupdrillfailing"
         )
         try:
-            out = target.compose(
-                "run", "--rm", "--no-deps", "-T", DRILL_SERVICE, "backup-drill", *args,
+            out = target.oneoff(
+                DRILL_SERVICE, "backup-drill", *args,
                 what="restore drill", stream=True,
             )  # fmt: skip
         except OpsError as exc:
@@ -616,15 +727,12 @@ def restore(
 
 
 def _stop(target: Target) -> str:
-    target.compose("stop", *WRITERS, what="stop the API, the worker and the backup service")
+    target.stop(*WRITERS, what="stop the API, the worker and the backup service")
     return ", ".join(WRITERS) + " stopped"
 
 
 def _migrate(target: Target) -> str:
-    out = target.compose(
-        "run", "--rm", "--no-deps", "-T", stack.MIGRATE_SERVICE,
-        what="bring the schema to the release's head",
-    )  # fmt: skip
+    out = target.oneoff(stack.MIGRATE_SERVICE, what="bring the schema to the release's head")
     done = [line for line in out.splitlines() if "database schema at" in line]
     if not done:
         raise OpsError(f"the migration did not finish: {out.strip()[-600:]}")
@@ -632,10 +740,7 @@ def _migrate(target: Target) -> str:
 
 
 def _start(target: Target) -> str:
-    target.compose(
-        "up", "-d", "--no-deps", "--wait", "--wait-timeout", "300", *WRITERS,
-        what="start the backup service, the API and the worker",
-    )  # fmt: skip
+    target.start(*WRITERS, what="start the backup service, the API and the worker", timeout=300)
     return "healthy"
 
 
@@ -652,32 +757,31 @@ def _restore_steps(
     def archive_last() -> str:
         if not live:
             return "skipped: PostgreSQL is not running"
-        out = target.compose(
-            "exec", "-T", "postgres", "backup-archive-now",
+        out = target.exec(
+            "postgres", "backup-archive-now",
             what="archive the last writes before PostgreSQL stops",
         )  # fmt: skip
         require_ok(out, "archiving the last writes", "nothing was restored; the service is stopped")
         return _last_message(out, "archived") or "archived"
 
     def stop_postgres() -> str:
-        target.compose("stop", "postgres", what="stop PostgreSQL (clean shutdown)")
+        target.stop("postgres", what="stop PostgreSQL (clean shutdown)")
         return "stopped"
 
     def run_restore() -> str:
-        out = target.compose(
-            "run", "--rm", "--no-deps", "-T", RESTORE_SERVICE, "backup-restore", *plan.args,
+        out = target.oneoff(
+            RESTORE_SERVICE, "backup-restore", *plan.args,
             what="pgbackrest restore", stream=True,
         )  # fmt: skip
         require_ok(out, "pgbackrest restore", "PostgreSQL is stopped and must not be started")
         return plan.target_text
 
     def start_postgres() -> str:
-        target.compose(
-            "up", "-d", "--no-deps", "--wait", "--wait-timeout", "3600", "postgres",
-            what="start PostgreSQL: replay WAL to the target, promote",
-        )  # fmt: skip
-        promoted = target.compose(
-            "exec", "-T", "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
+        target.start(
+            "postgres", what="start PostgreSQL: replay WAL to the target, promote", timeout=3600
+        )
+        promoted = target.exec(
+            "postgres", "psql", "-X", "-At", "-d", "postgres", "-c",
             "SELECT pg_is_in_recovery()", what="check PostgreSQL is promoted",
         ).strip()  # fmt: skip
         if not promoted.endswith("f"):
@@ -772,8 +876,8 @@ def copy_from(
         dump: list[str] = []
 
         def export() -> str:
-            out = src.compose(
-                "run", "--rm", "--no-deps", "-T", EXPORT_SERVICE, "backup-export", "--sanitize",
+            out = src.oneoff(
+                EXPORT_SERVICE, "backup-export", "--sanitize",
                 *args, what=f"export {source.name}'s newest backup, sanitized",
             )  # fmt: skip
             require_ok(out, f"the export of {source.name}", "nothing was changed")
@@ -782,8 +886,8 @@ def copy_from(
             return f"{len(text) // 1024} KiB (gzip, base64), personal data replaced"
 
         def load() -> str:
-            out = dst.compose(
-                "exec", "-T", "postgres", "backup-import",
+            out = dst.exec(
+                "postgres", "backup-import",
                 what=f"load the dump into {env.name}", stdin=dump[0],
             )  # fmt: skip
             require_ok(

@@ -83,6 +83,12 @@ BACKUP_SERVICE = "backup"
 BACKUP_LOCK_WAIT = 600
 SMOKE_TIMEOUT = 60.0
 SERVICE_WAIT = 180.0
+# A database restored by `deploy --restore` replays every archived WAL before it is healthy.
+RESTORE_WAIT = 3600.0
+# In a one-off container on the data volume: is there a PostgreSQL cluster?
+DATABASE_PROBE = (
+    'if [ -s "$PGDATA/PG_VERSION" ]; then echo "[slipway-cluster]"; else echo "[slipway-empty]"; fi'
+)
 
 
 # ------------------------------------------------------------------------------ pure parts
@@ -226,6 +232,8 @@ class Deployment:
     kind: str = "deploy"
     explicit_version: bool = False  # --version given: never build, only use existing images
     skip_backup: bool = False  # --skip-backup: no backup before the migrations
+    restore: bool = False  # --restore: a host without its database rebuilds it from the backups
+    restored: bool = False  # this deploy restored the database (PostgreSQL replays WAL at start)
     secrets: secrets.Secrets | None = None
     remote: Remote | None = None
     lock: locks.DeployLock | None = None
@@ -763,17 +771,21 @@ class Deployment:
         collector = (LOG_SERVICE,) if self.release_runs_monitoring() else ()
         if collector:
             rc.run("up", "-d", "--no-deps", *collector, what="start the log collector")
-        self.check_backup_repository(rc)
+        rebuilt = self.rebuild_database(rc, self.check_backup_repository(rc))
         rc.run("up", "-d", "--no-deps", *DATA_SERVICES, what="start postgres and redis")
-        self.wait_healthy((*collector, *DATA_SERVICES))
+        # A restored database replays its archived WAL before it is healthy.
+        self.wait_healthy(
+            (*collector, *DATA_SERVICES), RESTORE_WAIT if self.restored else SERVICE_WAIT
+        )
         rc.run("up", "-d", "--no-deps", BACKUP_SERVICE, what="start the backup service")
         self.wait_healthy((BACKUP_SERVICE,))
-        return ", ".join((*collector, *DATA_SERVICES, BACKUP_SERVICE)) + " healthy"
+        return rebuilt + ", ".join((*collector, *DATA_SERVICES, BACKUP_SERVICE)) + " healthy"
 
-    def check_backup_repository(self, rc: RemoteCompose) -> None:
+    def check_backup_repository(self, rc: RemoteCompose) -> int:
         """The release's BACKUP_PASSPHRASE opens the host's backup repository (or there is none
         yet), checked before PostgreSQL is recreated with it: its entrypoint refuses to start
-        with a passphrase that does not, which would take the database down."""
+        with a passphrase that does not, which would take the database down. Returns how many
+        backups the repositories hold."""
         from ops import backup
 
         out = rc.run(
@@ -781,7 +793,7 @@ class Deployment:
             "pgbackrest", "info", "--output=json",
             what="open the backup repository with the release's passphrase",
         )  # fmt: skip
-        status, _ = backup.parse_info(out)
+        status, stored = backup.parse_info(out)
         if status.startswith("repo2:"):
             # The off-site store not answering must not stop deploys (nor PostgreSQL: its
             # entrypoint is strict about the local repository only); the alerts tell.
@@ -794,6 +806,60 @@ class Deployment:
                 f"the backup repository on {self.host.label} cannot be read with this release's "
                 f"secrets: {status.strip()[:300]}. {hint}. PostgreSQL was not touched"
             )
+        return len(stored)
+
+    def rebuild_database(self, rc: RemoteCompose, stored: int) -> str:
+        """A host without its database (a new host in place of a lost one, a lost volume) next
+        to backups of it: with --restore the newest backup and every archived WAL go into the
+        data volume before PostgreSQL starts; without, the deploy stops here, as PostgreSQL
+        would refuse to start. A note for the step summary ("" when nothing was restored)."""
+        from ops import backup
+
+        probe = rc.run(
+            "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE, "sh", "-c", DATABASE_PROBE,
+            what="look for the database on the data volume",
+        )  # fmt: skip
+        if "[slipway-cluster]" in probe:
+            if self.restore:
+                raise OpsError(
+                    f"--restore rebuilds a host that lost its database, and {self.host.label} has "
+                    f"one. Nothing was changed. To take it back in time: `invoke restore "
+                    f"--env={self.env.name} --at=<time>` (docs/disaster-recovery.md)"
+                )
+            return ""
+        if "[slipway-empty]" not in probe:
+            raise OpsError(
+                f"could not tell whether {self.host.label} has a database: {probe.strip()[-300:]}"
+            )
+        if not stored:
+            if self.restore:
+                raise OpsError(
+                    f"--restore: the backup repositories of {self.env.name} hold no backup to "
+                    "rebuild the database from (`invoke backup.list` shows them; an off-site "
+                    "repository needs backup.s3 and its keys). Nothing was changed"
+                )
+            return ""  # a new environment: PostgreSQL creates its database
+        if not self.restore:
+            raise OpsError(
+                f"{self.host.label} has no database of {self.env.name}, but its backup "
+                f"repositories hold {stored} backup(s) of it: PostgreSQL would refuse to start "
+                "empty next to them. Fix: if this is a new host in place of a lost one (or its "
+                f"data volume was lost), `invoke deploy --env={self.env.name} --restore` "
+                "rebuilds the database from the newest backup and every archived WAL "
+                '(docs/disaster-recovery.md, "Rebuilding a lost host"). PostgreSQL was not started'
+            )
+        self.refresh_lock()
+        out = rc.run(
+            "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE, "backup-restore",
+            what="restore the newest backup and the archived WAL into the data volume",
+            timeout=RESTORE_WAIT,
+        )  # fmt: skip
+        for line in out.splitlines():
+            if line.strip():
+                print(f"    {line}", flush=True)
+        backup.require_ok(out, "the restore", "PostgreSQL was not started")
+        self.restored = True
+        return "database restored (the newest backup, then the archived WAL); "
 
     def backup_before_migrations(self) -> str:
         """A backup right before the schema changes (`backup.before_migrations`, --skip-backup)."""
@@ -1227,14 +1293,20 @@ def deployment_for(env: config.Environment, build: Build, **options: object) -> 
 
 
 def deploy(
-    env_name: str, version: str | None = None, dry_run: bool = False, skip_backup: bool = False
+    env_name: str,
+    version: str | None = None,
+    dry_run: bool = False,
+    skip_backup: bool = False,
+    restore: bool = False,
 ) -> steps.Report | None:
     """Pre-flight, lock, ship, back up, migrate, roll the API, workers, nginx, smoke, record."""
     env = config.load(env_name)
     build = compose.detect_build()
     if version:
         build = Build(compose.tag_safe(version), build.git_sha, build.ca_bundle, build.image_tags)
-    d = deployment_for(env, build, explicit_version=bool(version), skip_backup=skip_backup)
+    d = deployment_for(
+        env, build, explicit_version=bool(version), skip_backup=skip_backup, restore=restore
+    )
     title = f"invoke deploy --env={env.name} (version {build.version})"
     preflight = [
         steps.Step("check configuration and secrets", d.check_config),

@@ -19,6 +19,7 @@ from ops.rollout import RemoteCompose
 MAINTENANCE_FILE = "nginx/maintenance"
 # Several hosts (ops/swarm.py): the release's overlay for one-off containers, the stack's services.
 SWARM_ONEOFF_FILE = "swarm-oneoff.yaml"
+SWARM_STACK_FILE = "stack.yaml"  # the whole stack, as `docker stack deploy` runs it
 SWARM_SERVICES = ("api", "worker", "nginx", "postgres", "redis")
 
 

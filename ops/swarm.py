@@ -29,6 +29,7 @@ from ops.deploy import (
     BACKUP_LOCK_WAIT,
     LOG_SERVICE,
     MONITORING_SERVICES,
+    RESTORE_WAIT,
     Deployment,
     dotenv,
     ensure_certificates,
@@ -38,14 +39,26 @@ from ops.deploy import (
 )
 from ops.errors import OpsError
 from ops.hostops import SWARM_ONEOFF_FILE as ONEOFF_FILE
+from ops.hostops import SWARM_STACK_FILE as STACK_FILE
 from ops.remote import Remote, quote
 from ops.rollout import RemoteCompose, RolloutError
 
-STACK_FILE = "stack.yaml"
 DATA_STACK_FILE = "stack-data.yaml"
 DATA_SERVICES = ("postgres", "redis")
 # Services the stack does not run: one-off containers (`docker compose run` on the manager).
 ONEOFF_SERVICES = ("migrate",)
+# The backup tools' one-off containers (profile `tools`, ops/backup.py), on the first host.
+BACKUP_TOOLS = ("backup-restore", "backup-drill", "backup-export")
+# Volumes of the stack that one-off containers mount (external in the one-off overlay).
+ONEOFF_VOLUMES = (
+    "acme-webroot",
+    "letsencrypt",
+    "postgres-data",
+    "postgres-backups",
+    "postgres-socket",
+    "backup-metrics",
+    "backup-drill",
+)
 NODE_LABELS = ("slipway.data", "slipway.edge")
 STACK_VERSION = "3.9"
 CONVERGE_TIMEOUT = 600.0
@@ -306,6 +319,8 @@ def oneoff_overlay() -> str:
     data = {
         "services": {
             "migrate": {"pull_policy": "never"},
+            # the backup tools (ops/backup.py): drills, restores, exports, on the data volumes
+            **{name: {"pull_policy": "never"} for name in BACKUP_TOOLS},
             ACME_SERVICE: {
                 "pull_policy": "never",
                 "volumes": [
@@ -321,14 +336,17 @@ def oneoff_overlay() -> str:
         },
         "volumes": {
             "tls": {"external": True, "name": "${SLIPWAY_TLS_VOLUME:?}"},
-            "acme-webroot": {"external": True, "name": "${SLIPWAY_STACK:?}_acme-webroot"},
-            "letsencrypt": {"external": True, "name": "${SLIPWAY_STACK:?}_letsencrypt"},
+            **{
+                name: {"external": True, "name": "${SLIPWAY_STACK:?}_" + name}
+                for name in ONEOFF_VOLUMES
+            },
         },
     }
     header = (
         "# One-off containers of a swarm environment (migrations, API keys, certbot's prepare\n"
-        "# and ensure), run with `docker compose run` on the first host, attached to the stack's\n"
-        "# overlay networks and volumes. Written by `invoke deploy` (ops/swarm.py).\n"
+        "# and ensure, backup drills and restores), run with `docker compose run` on the first\n"
+        "# host, attached to the stack's overlay networks and volumes. Written by `invoke deploy`\n"
+        "# (ops/swarm.py).\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False)
 
@@ -701,21 +719,33 @@ class SwarmDeployment(Deployment):
             )
 
     def ensure_volumes(self) -> None:
-        names = [f"{self.stack}_acme-webroot", f"{self.stack}_letsencrypt"]
+        """The first host's volumes that one-off containers mount (certbot's; the backup tools'
+        before the data stack first runs: the repository check of a first deploy), made as
+        `docker stack deploy` would; it uses them as they are."""
+        label = f"com.docker.stack.namespace={self.stack}"
+        names = [f"{self.stack}_{name}" for name in ONEOFF_VOLUMES]
         self.sh().run(
-            " && ".join(f"docker volume create {quote(n)} >/dev/null" for n in names),
+            " && ".join(
+                f"docker volume create --label {quote(label)} {quote(n)} >/dev/null" for n in names
+            ),
             what="volumes",
         )
 
     def start_data(self) -> str:
         self.refresh_lock()
         self.ensure_networks()
+        self.ensure_volumes()
+        # The release's passphrase must open the repository before PostgreSQL restarts with it.
+        rc = self.rcompose(self.release_id())
+        rebuilt = self.rebuild_database(rc, self.check_backup_repository(rc))
         out = self.stack_deploy(self.release_id(), DATA_STACK_FILE, prune=False)
         for line in out.splitlines():
             if line.strip():
                 print(f"    {line}", flush=True)
         started = self.data_services()
-        return f"{', '.join(started)}: " + self.wait_converged(started, timeout=240)
+        # A restored database replays its archived WAL before it is healthy.
+        timeout = RESTORE_WAIT if self.restored else 240
+        return f"{rebuilt}{', '.join(started)}: " + self.wait_converged(started, timeout=timeout)
 
     def run_backup(self, rc: RemoteCompose) -> str:
         """In the backup task's container on the data host (the first host), if one runs: the

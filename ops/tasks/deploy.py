@@ -19,14 +19,23 @@ ENV_HELP = "environment name: environments/<env>.yaml with target: ssh"
         "version": "image version to deploy (default: this checkout's, built if missing)",
         "dry-run": "run the pre-flight checks and print the plan, change nothing",
         "skip-backup": "no backup before the migrations (default: one is taken)",
+        "restore": "a host without its database (new, rebuilt, volume lost): restore it from "
+        "the backups before PostgreSQL starts",
     }
 )
 def deploy(
-    c: Context, env: str, version: str = "", dry_run: bool = False, skip_backup: bool = False
+    c: Context,
+    env: str,
+    version: str = "",
+    dry_run: bool = False,
+    skip_backup: bool = False,
+    restore: bool = False,
 ) -> None:
     """Deploy to the environment's host: zero downtime, automatic rollback on failure."""
     with exits():
-        deploys.deploy(env, version=version or None, dry_run=dry_run, skip_backup=skip_backup)
+        deploys.deploy(
+            env, version=version or None, dry_run=dry_run, skip_backup=skip_backup, restore=restore
+        )
 
 
 @task(

@@ -742,3 +742,45 @@ def test_staging_gets_production_data_with_the_personal_data_replaced(
         production.psql("SELECT count(*) FROM listings WHERE contact_email LIKE '%private-mail%'")
         == "3"
     )
+
+
+def test_a_host_that_lost_everything_but_its_backups_is_rebuilt_by_deploy_restore(
+    staging: Host,
+) -> None:
+    """The staging host loses its containers, its data and log volumes and its releases: only
+    the backup repository's volume is left (the off-site repository's case, nothing local, is
+    the local stack's in test_backups.py). A deploy stops before PostgreSQL starts and names
+    `--restore`; `invoke deploy --restore` rebuilds the database from the backups and serves."""
+    project = f"slipway-{STAGING}"
+    version = staging.version()
+    staging.psql(
+        "INSERT INTO listings (source, source_id, title, kind, price, city) "
+        "VALUES ('e2e-rebuild', 'last', 'Last write', 'land', 1, 'Lorient')"
+    )
+    archived = staging.on_host(f"docker exec {project}-postgres-1 backup-archive-now")
+    assert "[slipway-ok]" in archived, archived
+    expected = staging.psql("SELECT count(*) FROM listings")
+    staging.on_host(
+        f"docker ps -aq --filter label=com.docker.compose.project={project} | xargs -r docker rm -f"
+        f" && docker volume ls -q --filter label=com.docker.compose.project={project}"
+        f" | grep -vx {project}_postgres-backups | xargs -r docker volume rm"
+        f" && rm -rf /srv/slipway/{STAGING}/releases /srv/slipway/{STAGING}/current"
+    )
+    volumes = staging.on_host("docker volume ls -q").split()
+    assert f"{project}_postgres-backups" in volumes and f"{project}_postgres-data" not in volumes
+
+    refused = staging.invoke("deploy", f"--env={STAGING}", f"--version={version}", check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0, out[-3000:]
+    assert f"has no database of {STAGING}" in out and f"--env={STAGING} --restore" in out, out
+    assert staging.on_host(f"docker ps -q --filter name={project}-postgres") == ""
+
+    rebuilt = staging.invoke("deploy", f"--env={STAGING}", f"--version={version}", "--restore")
+    assert "database restored (the newest backup, then the archived WAL)" in rebuilt.stdout
+    assert staging.psql("SELECT count(*) FROM listings") == expected
+    assert staging.psql("SELECT title FROM listings WHERE source = 'e2e-rebuild'") == "Last write"
+    assert staging.version() == version
+    assert "overall: ready" in staging.invoke("status", f"--env={STAGING}").stdout
+    # The scheduler goes on backing up into the same repository.
+    listed = staging.invoke("backup.list", f"--env={STAGING}").stdout
+    assert "recovery window:" in listed

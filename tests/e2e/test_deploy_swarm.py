@@ -14,6 +14,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -178,9 +179,48 @@ def test_the_backup_task_runs_next_to_postgres_and_backs_up(swarm: SandboxEnv) -
     metrics = str(wait_until("the first backup in the metrics", backed_up, 180))
     assert 'slipway_backup_last_attempt_success{type="full",repo="1"} 1' in metrics
     assert 'slipway_backup_repo_ok{repo="1"} 1' in metrics
-    # backup.list and the drill are not driven on a swarm yet: refused, naming it.
-    refused = swarm.invoke("backup.list", f"--env={NAME}", check=False)
-    assert refused.returncode != 0 and "Docker Swarm" in refused.stderr
+
+
+def _psql(box: SandboxEnv, sql: str) -> str:
+    """SQL in the postgres task's container on the data host."""
+    task = box.on_host(
+        f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_postgres"
+    ).split()
+    assert len(task) == 1, task
+    return box.on_host(f'docker exec {task[0]} psql -X -d listings -tA -c "{sql}"').strip()
+
+
+def test_backups_are_driven_on_the_swarm_and_restore_to_a_point_in_time(
+    swarm: SandboxEnv,
+) -> None:
+    """`invoke backup`, `backup.list`, `backup.drill` and `restore --at` on a swarm: in the
+    tasks' containers and one-off containers on the data host, the services scaled to zero
+    meanwhile and back to the release's replicas."""
+    taken = swarm.invoke("backup", f"--env={NAME}", "--type=incr").stdout
+    assert "(Docker Swarm)" in taken
+    listed = swarm.invoke("backup.list", f"--env={NAME}").stdout
+    assert re.search(r"\sincr\s.*\srepo1$", listed, re.MULTILINE), listed
+    assert "recovery window:" in listed
+    drill = swarm.invoke("backup.drill", f"--env={NAME}").stdout
+    assert "DRILL PASSED" in drill, drill[-2000:]
+
+    rows = "INSERT INTO listings (source, source_id, title, kind, price, city) VALUES "
+    _psql(swarm, rows + "('e2e-pitr', 'a', 'Before', 'house', 1, 'Brest')")
+    time.sleep(1.5)
+    moment = datetime.now(UTC).isoformat(timespec="seconds")  # one clock: containers
+    time.sleep(1.5)
+    _psql(swarm, rows + "('e2e-pitr', 'b', 'After', 'house', 1, 'Brest')")
+    restored = swarm.invoke("restore", f"--env={NAME}", f"--at={moment}", "--yes")
+    out = restored.stdout
+    assert "start the backups, the API and the worker" in out, out[-3000:]
+    assert (
+        _psql(swarm, "SELECT string_agg(source_id, ',') FROM listings WHERE source = 'e2e-pitr'")
+        == "a"
+    )
+    # Back as the release runs them: one API replica per host, the backup task on the data host.
+    assert _tasks(swarm, "api") == [f"{NAME}-1", f"{NAME}-2"]
+    assert _tasks(swarm, "backup") == [f"{NAME}-1"]
+    assert "overall: ready" in swarm.invoke("status", f"--env={NAME}").stdout
 
 
 def test_deploying_v1_again_changes_nothing(swarm: SandboxEnv) -> None:

@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from ops_testdata import LOCAL_YAML
 
-from ops import backup, config, hostops, secrets
+from ops import backup, config, hostops, remote, secrets
 from ops.errors import OpsError
 from ops.steps import Runner
 
@@ -174,7 +175,7 @@ NOW = _utc("2026-11-30T04:00:00")
 # ------------------------------------------------------------------------------ a fake Target
 
 
-class FakeTarget:
+class FakeTarget(backup.ComposeTarget):
     """Records every compose argv (and maintenance switch, and the deploy lock taken and given
     back) in order, in `calls` and in `journal` (which two targets may share); answers from
     WORKING updated with `answers`, keyed by an argv prefix, the longest matching prefix
@@ -1242,29 +1243,143 @@ def test_a_failed_drill_points_at_the_runbook(
 # -------------------------------------------------------------------------------- open_target
 
 
-def test_swarm_environments_are_refused_with_where_to_look(
+SWARM_YAML = (
+    "name: staging\ntarget: ssh\nlistings_env: staging\nhosts:\n"
+    "  - ssh: deploy@203.0.113.10\n    swarm_address: 10.0.0.10\n"
+    "  - ssh: deploy@203.0.113.11\n"
+)
+STACK_YAML = (
+    "# written by invoke deploy\nversion: '3.9'\nservices:\n"
+    "  api:\n    deploy: {replicas: 3}\n  worker:\n    deploy: {replicas: 2}\n"
+    "  backup:\n    deploy: {placement: {constraints: [node.labels.slipway.data == true]}}\n"
+    "  postgres:\n    image: slipway/postgres:1\n"
+)
+
+
+class FakeRemote:
+    """The first host of a swarm: records each shell line; `docker ps` finds `containers`."""
+
+    def __init__(self, containers: str = "c0ffee\n", stack_file: str | None = STACK_YAML) -> None:
+        self.host = SimpleNamespace(label="deploy@203.0.113.10")
+        self.lines: list[tuple[str, str | None, float | None]] = []
+        self.containers = containers
+        self.stack_file = stack_file
+        self.read: list[str] = []
+
+    def run(
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        what: str = "",
+    ) -> remote.Result:
+        assert what, "every remote command says what it does"
+        self.lines.append((command, stdin, timeout))
+        out = self.containers if command.startswith("docker ps") else "[slipway-ok]\n"
+        return remote.Result(command, 0, out, "")
+
+    def read_text(self, path: str) -> str | None:
+        self.read.append(path)
+        return self.stack_file
+
+
+class FakeHost:
+    def __init__(self, env: config.Environment, fake: FakeRemote) -> None:
+        self.env = env
+        self.remote = fake
+        self.root = "/srv/slipway"
+
+    def current(self) -> str:
+        return "20261130-1200-abc1234"
+
+
+def _swarm_target(write_env: WriteEnv, fake: FakeRemote) -> backup.SwarmTarget:
+    write_env("staging", SWARM_YAML)
+    env = config.load("staging")
+    return backup.SwarmTarget(FakeHost(env, fake))  # type: ignore[arg-type]
+
+
+def test_a_swarm_environment_opens_its_first_host_as_a_swarm_target(
     write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_env(
-        "staging",
-        "name: staging\ntarget: ssh\nlistings_env: staging\nhosts:\n"
-        "  - ssh: deploy@203.0.113.10\n    swarm_address: 10.0.0.10\n"
-        "  - ssh: deploy@203.0.113.11\n",
-    )
+    write_env("staging", SWARM_YAML)
     env = config.load("staging")
     assert env.is_swarm
+    fake = FakeRemote()
 
-    def no_host(env: config.Environment) -> None:
-        raise AssertionError("connected to a host")
+    @contextmanager
+    def fake_host(env: config.Environment) -> Iterator[FakeHost]:
+        yield FakeHost(env, fake)
 
-    monkeypatch.setattr(hostops, "Host", no_host)
-    with pytest.raises(OpsError) as err, backup.open_target(env):
-        pass
-    assert str(err.value).startswith(
-        "backups of staging (Docker Swarm, 2 hosts) are not driven from here yet"
+    monkeypatch.setattr(hostops, "Host", fake_host)
+    with backup.open_target(env) as target:
+        assert isinstance(target, backup.SwarmTarget)
+        assert target.label == "slipway-staging (Docker Swarm) on deploy@203.0.113.10"
+
+
+def test_swarm_exec_runs_in_the_task_container_on_the_first_host(write_env: WriteEnv) -> None:
+    fake = FakeRemote(containers="c0ffee\nbadbad\n")
+    target = _swarm_target(write_env, fake)
+    out = target.exec("postgres", "psql", "-c", "SELECT 1", what="ask")
+    assert out == "[slipway-ok]\n"
+    find, run = fake.lines
+    assert find[0] == (
+        "docker ps -q --filter label=com.docker.swarm.service.name=slipway-staging_postgres"
     )
-    assert "docs/disaster-recovery.md" in str(err.value)
-    assert str(err.value).endswith("Nothing was changed")
+    assert run == ("docker exec c0ffee psql -c 'SELECT 1' 2>&1", None, None)
+    target.exec("postgres", "backup-import", what="load", stdin="dump")
+    assert fake.lines[-1] == ("docker exec -i c0ffee backup-import 2>&1", "dump", None)
+
+
+def test_swarm_exec_without_a_running_task_names_the_service_and_the_fix(
+    write_env: WriteEnv,
+) -> None:
+    target = _swarm_target(write_env, FakeRemote(containers=""))
+    with pytest.raises(OpsError) as err:
+        target.exec("backup", "backup-run", "--type=full", what="full backup")
+    message = str(err.value)
+    assert message.startswith("no container of backup is running on deploy@203.0.113.10")
+    assert "`docker service ps slipway-staging_backup`" in message
+    # `invoke backup` turns it into the "is not running" advice
+    assert "is not running. Fix: `invoke up` (local) or `invoke deploy`" in (
+        backup._not_running_hint(message, target)
+    )
+
+
+def test_swarm_stop_and_start_scale_to_zero_and_back_to_the_release_replicas(
+    write_env: WriteEnv,
+) -> None:
+    fake = FakeRemote()
+    target = _swarm_target(write_env, fake)
+    target.stop(*backup.WRITERS, what="stop")
+    target.start(*backup.WRITERS, what="start", timeout=300)
+    stop, start = fake.lines
+    assert stop[0] == (
+        "docker service scale slipway-staging_api=0 slipway-staging_worker=0 "
+        "slipway-staging_backup=0 2>&1"
+    )
+    # replicas as the current release's stack file sets them; 1 where it sets none
+    assert start == (
+        "docker service scale slipway-staging_api=3 slipway-staging_worker=2 "
+        "slipway-staging_backup=1 2>&1",
+        None,
+        300.0,
+    )
+    assert fake.read == ["/srv/slipway/releases/20261130-1200-abc1234/stack.yaml"]
+
+
+def test_swarm_start_without_the_release_stack_file_says_to_deploy_again(
+    write_env: WriteEnv,
+) -> None:
+    fake = FakeRemote(stack_file=None)
+    target = _swarm_target(write_env, fake)
+    with pytest.raises(OpsError) as err:
+        target.start("postgres", what="start PostgreSQL", timeout=3600)
+    assert "releases/20261130-1200-abc1234/stack.yaml is missing" in str(err.value)
+    assert "`invoke deploy --env=staging` writes it again" in str(err.value)
+    assert not fake.lines  # nothing scaled
 
 
 def test_another_environment_into_production_is_refused_naming_the_direction(

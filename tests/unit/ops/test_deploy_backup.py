@@ -202,3 +202,110 @@ def test_swarm_backs_up_in_the_running_backup_task_or_says_there_is_none(
     assert DONE in d.run_backup(None)  # type: ignore[arg-type]
     assert "label=com.docker.swarm.service.name=slipway-staging_backup" in commands[-2]
     assert commands[-1].startswith("docker exec abc123 backup-run --type=incr --repo=1 --wait=")
+
+
+# ------------------------------------------------------------- deploy --restore: a lost host
+
+
+class ScriptedCompose(FakeCompose):
+    """Answers the database probe with `volume` ("cluster" or "empty") and backup-restore with
+    `restored`; records every call with its timeout."""
+
+    def __init__(self, volume: str, restored: str = "restore done\n[slipway-ok]\n") -> None:
+        super().__init__()
+        self.volume = volume
+        self.restored = restored
+        self.timeouts: list[float | None] = []
+
+    def run(self, *args: str, what: str = "", timeout: float | None = None) -> str:
+        assert what
+        self.calls.append(args)
+        self.timeouts.append(timeout)
+        if args[-3:-1] == ("sh", "-c"):
+            assert args[-1] == deploy.DATABASE_PROBE
+            return f"Creating volume\n[slipway-{self.volume}]\n"
+        assert args[-1] == "backup-restore", args
+        return self.restored
+
+
+PROBE = ("run", "--rm", "--no-deps", "-T", "backup-restore", "sh", "-c", deploy.DATABASE_PROBE)
+RESTORE = ("run", "--rm", "--no-deps", "-T", "backup-restore", "backup-restore")
+
+
+def test_a_host_without_its_database_next_to_backups_stops_naming_deploy_restore(
+    write_env: WriteEnv,
+) -> None:
+    fake = ScriptedCompose("empty")
+    d = deployment(write_env)
+    with pytest.raises(OpsError) as err:
+        d.rebuild_database(fake, 3)  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "deploy@203.0.113.10:22 has no database of staging" in message
+    assert "hold 3 backup(s)" in message
+    assert "`invoke deploy --env=staging --restore`" in message
+    assert "Rebuilding a lost host" in message and message.endswith("PostgreSQL was not started")
+    assert fake.calls == [PROBE]  # nothing restored without --restore
+    assert not d.restored
+
+
+def test_deploy_restore_fills_the_empty_volume_before_postgres_starts(
+    write_env: WriteEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = ScriptedCompose("empty")
+    d = deployment(write_env, restore=True)
+    note = d.rebuild_database(fake, 2)  # type: ignore[arg-type]
+    assert note.startswith("database restored (the newest backup, then the archived WAL)")
+    assert fake.calls == [PROBE, RESTORE]  # newest backup, every archived WAL: no target
+    assert fake.timeouts[-1] == deploy.RESTORE_WAIT
+    assert d.restored
+    assert "    restore done" in capsys.readouterr().out
+
+
+def test_a_restore_that_does_not_confirm_stops_the_deploy(write_env: WriteEnv) -> None:
+    fake = ScriptedCompose("empty", restored="ERROR: [028]: backup and archive info mismatch\n")
+    d = deployment(write_env, restore=True)
+    with pytest.raises(OpsError, match="PostgreSQL was not started"):
+        d.rebuild_database(fake, 2)  # type: ignore[arg-type]
+    assert not d.restored
+
+
+def test_deploy_restore_refuses_a_host_that_has_its_database(write_env: WriteEnv) -> None:
+    fake = ScriptedCompose("cluster")
+    with pytest.raises(OpsError) as err:
+        deployment(write_env, restore=True).rebuild_database(fake, 2)  # type: ignore[arg-type]
+    assert "has one. Nothing was changed" in str(err.value)
+    assert "`invoke restore --env=staging --at=<time>`" in str(err.value)
+    assert fake.calls == [PROBE]
+
+
+def test_deploy_restore_without_any_backup_says_where_backups_come_from(
+    write_env: WriteEnv,
+) -> None:
+    fake = ScriptedCompose("empty")
+    with pytest.raises(OpsError, match="hold no backup to rebuild the database from"):
+        deployment(write_env, restore=True).rebuild_database(fake, 0)  # type: ignore[arg-type]
+    assert fake.calls == [PROBE]
+
+
+@pytest.mark.parametrize(("volume", "stored"), [("cluster", 4), ("empty", 0), ("cluster", 0)])
+def test_an_ordinary_deploy_goes_on_with_a_database_or_without_backups(
+    write_env: WriteEnv, volume: str, stored: int
+) -> None:
+    fake = ScriptedCompose(volume)
+    assert deployment(write_env).rebuild_database(fake, stored) == ""  # type: ignore[arg-type]
+    assert fake.calls == [PROBE]
+
+
+def test_check_backup_repository_counts_the_backups_of_every_repository(
+    write_env: WriteEnv, fake: FakeCompose
+) -> None:
+    backups = [
+        {"label": f"2026113{i}-020000F", "type": "full", "database": {"repo-key": key},
+         "timestamp": {"start": 1796000000 + i, "stop": 1796000010 + i},
+         "info": {"size": 1, "repository": {"delta": 1}}}
+        for i, key in ((0, 1), (1, 2), (2, 2))
+    ]  # fmt: skip
+    fake.output = json.dumps(
+        [{"name": "listings", "status": {"code": 0, "message": "ok"}, "backup": backups}]
+    )
+    assert deployment(write_env).check_backup_repository(fake) == 3  # type: ignore[arg-type]

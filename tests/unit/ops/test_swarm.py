@@ -174,6 +174,14 @@ def test_one_off_containers_join_the_stacks_networks_and_volumes() -> None:
     data = yaml.safe_load(swarm.oneoff_overlay())
     assert data["networks"]["backend"] == {"external": True, "name": "${SLIPWAY_STACK:?}_backend"}
     assert data["volumes"]["tls"]["name"] == "${SLIPWAY_TLS_VOLUME:?}"
+    # the backup tools restore and drill on the data host's volumes, as the stack named them
+    for tool in ("backup-restore", "backup-drill", "backup-export"):
+        assert data["services"][tool] == {"pull_policy": "never"}
+    for volume in ("postgres-data", "postgres-backups", "postgres-socket", "backup-drill"):
+        assert data["volumes"][volume] == {
+            "external": True,
+            "name": "${SLIPWAY_STACK:?}_" + volume,
+        }
 
 
 SWARM_YAML = """\
