@@ -448,11 +448,16 @@ def _one(job: dict[str, Any], *prefix: str) -> tuple[int, dict[str, Any], list[s
 
 
 def _deploy_jobs() -> list[tuple[str, str, dict[str, Any]]]:
+    """Jobs that change what an environment runs: they deploy or roll back."""
     return [
         (name, job_id, job)
         for name, workflow in WORKFLOWS.items()
         for job_id, job in _jobs(workflow).items()
         if _environment(job)
+        and any(
+            argv[:2] in (["invoke", "deploy"], ["invoke", "rollback"])
+            for *_, argv in _commands(job)
+        )
     ]
 
 
@@ -551,3 +556,38 @@ def test_rollback_is_manual_with_an_environment_and_a_release() -> None:
 def test_deploy_secrets_cover_every_required_release_secret() -> None:
     """A secret ops/secrets.py requires but the workflows do not pass stops every CI deploy."""
     assert set(secrets.REQUIRED) <= DEPLOY_SECRETS
+
+
+DRILL_EXPRESSION = (
+    "${{ inputs.environment || (github.event.schedule == '30 4 * * 0' && 'production' || "
+    "'staging') }}"
+)
+DRILL_TARGET = _plain(DRILL_EXPRESSION)
+
+
+def test_drills_run_nightly_on_staging_weekly_on_production_and_by_hand() -> None:
+    workflow = WORKFLOWS["drill.yml"]
+    triggers = _triggers(workflow)
+    crons = [entry["cron"] for entry in triggers["schedule"]]
+    # Staging daily after its 02:00 backup; production Sundays, after the weekly full.
+    assert crons == ["30 3 * * *", "30 4 * * 0"]
+    inputs = triggers["workflow_dispatch"]["inputs"]
+    deployed = {_environment(job) for _, _, job in _deploy_jobs()}
+    assert set(inputs["environment"]["options"]) == {"staging", "production"}
+    assert {"staging", "production"} <= deployed
+    (job,) = _jobs(workflow).values()
+    # The production cron, and only it, picks production (the expression names it exactly).
+    assert _plain(str(job["env"]["TARGET_ENV"])) == DRILL_TARGET
+    assert f"'{crons[1]}'" in DRILL_EXPRESSION and crons[0] not in DRILL_EXPRESSION
+    assert (WORKFLOW_DIR / "drill.yml").read_text().count(DRILL_EXPRESSION) == 4
+    _, step, drill = _one(job, "invoke", "backup.drill")
+    assert _resolve(_option(drill, "--env"), step, job) == DRILL_TARGET
+    assert _resolve(_option(drill, "--at"), step, job) == "${{inputs.at}}"
+    assert set(step["env"]) == {"SLIPWAY_SSH_KEY", "SLIPWAY_SSH_KNOWN_HOSTS"}
+    # Not a deploy: its own environment (no reviewer to wait for) and concurrency group (a
+    # queued drill in a deploy group would cancel the deploy waiting there).
+    assert _environment(job) == DRILL_TARGET + "-backups"
+    assert _plain(str(job["concurrency"]["group"])) == "drill-" + DRILL_TARGET
+    assert job["concurrency"]["cancel-in-progress"] is False
+    assert job not in [found for *_, found in _deploy_jobs()]
+    _one(job, "invoke", "backup.list")
