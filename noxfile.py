@@ -6,6 +6,9 @@ may call invoke, an invoke task never calls nox.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import nox
@@ -67,12 +70,51 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", *TYPED_CODE)
 
 
+# The e2e modules that deploy to sandbox hosts (each host its own Docker engine in a container,
+# names and ports of their own): they share nothing with the local stack the other e2e modules
+# start, and spend most of their time waiting on those hosts, so `nox -s tests` runs them beside
+# the rest, in a second pytest process.
+HOST_TESTS = [
+    "tests/e2e/test_deploy.py",
+    "tests/e2e/test_deploy_swarm.py",
+    "tests/e2e/test_deploy_acme.py",
+]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """pytest: unit, integration and e2e (select with -- -m unit, etc.). Needs a Docker engine."""
     session.install("-e", ".[dev]")
-    # Fast feedback first: unit, then integration, then the whole stack.
-    session.run("pytest", *(session.posargs or ["tests/unit", "tests/integration", "tests/e2e"]))
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    log = ROOT / "reports" / "pytest-hosts.log"
+    log.parent.mkdir(exist_ok=True)
+    bin_dir = str(session.bin)
+    env = {**os.environ, **session.env, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    argv = [os.path.join(bin_dir, "pytest"), "-p", "no:cacheprovider", "--durations=10"]
+    session.log(f"sandbox-host e2e tests beside the others: {' '.join(HOST_TESTS)} > {log}")
+    started = time.monotonic()
+    with log.open("w") as out:
+        hosts = subprocess.Popen(  # noqa: S603  # argv list of our own, no shell
+            [*argv, *HOST_TESTS], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        # Fast feedback first: unit, then integration, then the whole stack.
+        session.run(
+            "pytest",
+            "--durations=15",
+            "tests/unit",
+            "tests/integration",
+            "tests/e2e",
+            *[f"--ignore={path}" for path in HOST_TESTS],
+        )
+    finally:
+        code = hosts.wait()
+        session.log(f"sandbox-host e2e tests (exit {code}, {time.monotonic() - started:.0f} s):")
+        print(log.read_text(), flush=True)
+    if code != 0:
+        session.error(f"the sandbox-host e2e tests failed (exit {code}): {log}")
 
 
 @nox.session(default=False)
