@@ -7,6 +7,7 @@ may call invoke, an invoke task never calls nox.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -70,15 +71,23 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", *TYPED_CODE)
 
 
-# The e2e modules that deploy to sandbox hosts (each host its own Docker engine in a container,
-# names and ports of their own): they share nothing with the local stack the other e2e modules
-# start, and spend most of their time waiting on those hosts, so `nox -s tests` runs them beside
-# the rest, in a second pytest process.
+# The tests on sandbox hosts (each host its own Docker engine in a container, names and ports of
+# their own): the e2e modules that deploy to them and the sandbox's own integration tests (all
+# users of the shared sandbox network, which `sandbox.down` removes when it is unused: they stay
+# in one process). They share nothing with the local stack the other e2e modules start and spend
+# most of their time waiting on those hosts, so `nox -s tests` runs them beside the rest, in a
+# second pytest process.
 HOST_TESTS = [
+    *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("tests/integration/test_sandbox_*.py")),
     "tests/e2e/test_deploy.py",
     "tests/e2e/test_deploy_swarm.py",
     "tests/e2e/test_deploy_acme.py",
 ]
+HOST_TESTS_STOP = 120  # seconds the host tests get to clean up when the main run is interrupted
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @nox.session
@@ -88,13 +97,19 @@ def tests(session: nox.Session) -> None:
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
+    # Every image is built from debian:bookworm-slim: made (if missing) before two processes
+    # build at once (`invoke up` would make it; `sandbox.up` only asks for it).
+    session.run("invoke", "images.base")
     log = ROOT / "reports" / "pytest-hosts.log"
     log.parent.mkdir(exist_ok=True)
     bin_dir = str(session.bin)
+    # nox's own environment for its commands: None unsets a variable.
     env = {**os.environ, **session.env, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    env = {key: value for key, value in env.items() if value is not None}
     argv = [os.path.join(bin_dir, "pytest"), "-p", "no:cacheprovider", "--durations=10"]
-    session.log(f"sandbox-host e2e tests beside the others: {' '.join(HOST_TESTS)} > {log}")
+    session.log(f"tests on sandbox hosts beside the others: {' '.join(HOST_TESTS)} > {log}")
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)
     with log.open("w") as out:
         hosts = subprocess.Popen(  # noqa: S603  # argv list of our own, no shell
             [*argv, *HOST_TESTS], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -109,12 +124,22 @@ def tests(session: nox.Session) -> None:
             "tests/e2e",
             *[f"--ignore={path}" for path in HOST_TESTS],
         )
+    except KeyboardInterrupt:
+        # Interrupted (Ctrl-C, or CI cancelling: SIGTERM, see _interrupt): the host tests stop,
+        # through their own teardown (pytest turns SIGINT into KeyboardInterrupt), then for
+        # good. A failure of the main run lets them finish: their result is still worth having.
+        hosts.send_signal(signal.SIGINT)
+        try:
+            hosts.wait(timeout=HOST_TESTS_STOP)
+        except subprocess.TimeoutExpired:
+            hosts.kill()
+        raise
     finally:
         code = hosts.wait()
-        session.log(f"sandbox-host e2e tests (exit {code}, {time.monotonic() - started:.0f} s):")
+        session.log(f"tests on sandbox hosts (exit {code}, {time.monotonic() - started:.0f} s):")
         print(log.read_text(), flush=True)
     if code != 0:
-        session.error(f"the sandbox-host e2e tests failed (exit {code}): {log}")
+        session.error(f"the tests on sandbox hosts failed (exit {code}): {log}")
 
 
 @nox.session(default=False)

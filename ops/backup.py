@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ EXPORT_SERVICE = "backup-export"
 # Stopped during an in-place restore: everything that writes to (or reads from) PostgreSQL.
 WRITERS = ("api", "worker", BACKUP_SERVICE)
 PRODUCTION = "production"
+# How long stopping services may take on a swarm (PostgreSQL's grace period is 60 s).
+STOP_WAIT = 300.0
 
 
 class Target(Protocol):
@@ -214,15 +217,37 @@ class SwarmTarget(HostTarget):
         }
 
     def scale(self, counts: dict[str, int], what: str, timeout: int) -> None:
-        """`docker service scale`, which waits until the tasks are stopped or running (and
-        healthy: Swarm reports a task with a healthcheck running once it passes)."""
+        """`docker service scale`: scaling up returns once the new tasks run (and are healthy:
+        Swarm reports a task with a healthcheck running once it passes); scaling down returns
+        before the old containers have stopped (see stop())."""
         pairs = " ".join(quote(f"{self.stack}_{name}={n}") for name, n in counts.items())
         self.host.remote.run(
             f"docker service scale {pairs} 2>&1", what=what, timeout=float(timeout)
         )
 
-    def stop(self, *services: str, what: str) -> None:
-        self.scale({name: 0 for name in services}, what, timeout=600)
+    def running(self, services: tuple[str, ...]) -> int:
+        """How many tasks of the services still run, on any host (the manager knows)."""
+        names = " ".join(quote(f"{self.stack}_{name}") for name in services)
+        out = self.host.remote.run(
+            f"docker service ps {names} --format '{{{{.CurrentState}}}}'",
+            what="list the services' tasks",
+        ).stdout
+        return sum(1 for line in out.splitlines() if line.startswith("Running"))
+
+    def stop(self, *services: str, what: str, timeout: float = STOP_WAIT) -> None:
+        """Scaled to 0, then waited for until no task runs any more: PostgreSQL's clean
+        shutdown (its checkpoint) may take most of its grace period, and nothing may touch its
+        data volume before it is over."""
+        self.scale({name: 0 for name in services}, what, timeout=int(timeout))
+        deadline = time.monotonic() + timeout
+        while (left := self.running(services)) > 0:
+            if time.monotonic() > deadline:
+                raise OpsError(
+                    f"{what}: {left} task(s) of {', '.join(services)} still run after "
+                    f"{timeout:.0f} s (`docker service ps {self.stack}_{services[0]}` on "
+                    f"{self.host.remote.host.label} says why). Nothing was restored"
+                )
+            time.sleep(1.0)
 
     def start(self, *services: str, what: str, timeout: int) -> None:
         wanted = self.replicas()

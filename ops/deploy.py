@@ -234,6 +234,7 @@ class Deployment:
     skip_backup: bool = False  # --skip-backup: no backup before the migrations
     restore: bool = False  # --restore: a host without its database rebuilds it from the backups
     restored: bool = False  # this deploy restored the database (PostgreSQL replays WAL at start)
+    offsite_problem: str = ""  # why the off-site backup repository could not be read, if not
     secrets: secrets.Secrets | None = None
     remote: Remote | None = None
     lock: locks.DeployLock | None = None
@@ -795,9 +796,11 @@ class Deployment:
         )  # fmt: skip
         status, stored = backup.parse_info(out)
         if status.startswith("repo2:"):
-            # The off-site store not answering must not stop deploys (nor PostgreSQL: its
-            # entrypoint is strict about the local repository only); the alerts tell.
+            # The off-site store not answering must not stop deploys (nor a running PostgreSQL:
+            # its entrypoint asks only before creating a cluster); the alerts tell. A host
+            # without its database is another matter: rebuild_database.
             print(f"    warning: the off-site repository cannot be read: {status[:300]}")
+            self.offsite_problem = status.strip()[:300]
         elif status != "ok":
             hint = backup.advice(status) or (
                 "Fix: check the repository with `invoke backup.list`; docs/disaster-recovery.md"
@@ -830,6 +833,15 @@ class Deployment:
         if "[slipway-empty]" not in probe:
             raise OpsError(
                 f"could not tell whether {self.host.label} has a database: {probe.strip()[-300:]}"
+            )
+        if not stored and self.offsite_problem:
+            raise OpsError(
+                f"{self.host.label} has no database of {self.env.name} and its off-site backup "
+                f"repository cannot be read ({self.offsite_problem}): it may hold this "
+                "database's backups, so neither a new database is created nor a restore "
+                "started. Fix: make the object store answer (backup.s3, BACKUP_S3_KEY and "
+                "BACKUP_S3_KEY_SECRET), then deploy again (with --restore to rebuild from its "
+                "backups). PostgreSQL was not started"
             )
         if not stored:
             if self.restore:

@@ -434,6 +434,7 @@ class Disaster:
     rows: int
     counts: dict[str, int]  # every table just before the loss
     refused: str  # the new postgres container's logs, refusing the empty cluster
+    unreadable: str  # the same with the off-site repository refusing the keys
     health: str  # its health then
     restore_started: float  # when `invoke restore` was run
     restore: subprocess.CompletedProcess[str]
@@ -461,22 +462,41 @@ def disaster(bk: BackupStack) -> Disaster:
     docker("volume", "rm", data, backups)
     assert not {data, backups} & set(project_volumes(PROJECT))
 
+    def decision() -> str:
+        """postgres started on the new, empty volumes; its logs once the entrypoint decided."""
+        bk.compose("up", "-d", "--no-deps", "--no-build", "--pull", "never", "postgres")
+        postgres = bk.container("postgres")
+        deadline = time.monotonic() + 90
+        logs = ""
+        # Until the entrypoint decides: a refusal (or a new cluster).
+        decided = (
+            "invoke restore",
+            "an empty cluster is not created",
+            "initialising a new cluster",
+        )
+        while not any(d in logs for d in decided) and time.monotonic() < deadline:
+            time.sleep(1)
+            logs = container_logs(postgres)
+        return logs
+
+    # The object store refusing these keys meanwhile: an empty local repository says nothing,
+    # so no new cluster either.
+    secret = bk.environ["BACKUP_S3_KEY_SECRET"]
+    bk.environ["BACKUP_S3_KEY_SECRET"] = "not-the-secret-of-this-key"
+    try:
+        unreadable = decision()
+        bk.compose("rm", "--stop", "--force", "postgres")
+    finally:
+        bk.environ["BACKUP_S3_KEY_SECRET"] = secret
     # A new, empty cluster is refused while a repository with backups exists: the off-site one.
-    bk.compose("up", "-d", "--no-deps", "--no-build", "--pull", "never", "postgres")
+    logs = decision()
     postgres = bk.container("postgres")
-    deadline = time.monotonic() + 90
-    logs = ""
-    # Until the entrypoint decides: a refusal (or a new cluster).
-    decided = ("invoke restore", "an empty cluster is not created", "initialising a new cluster")
-    while not any(d in logs for d in decided) and time.monotonic() < deadline:
-        time.sleep(1)
-        logs = container_logs(postgres)
     health = docker("inspect", "-f", "{{.State.Health.Status}}", postgres).strip()
 
     started = time.time()
     result = bk.invoke("restore", "--yes", check=False)
     print(_output(result))
-    return Disaster(source, rows, counts, logs, health, started, result)
+    return Disaster(source, rows, counts, logs, unreadable, health, started, result)
 
 
 def test_postgres_refuses_an_empty_cluster_while_the_offsite_repository_has_backups(
@@ -488,6 +508,15 @@ def test_postgres_refuses_an_empty_cluster_while_the_offsite_repository_has_back
         f"postgres did not refuse the empty cluster:\n{logs}"
     )
     assert disaster.health != "healthy", disaster.health
+
+
+def test_no_cluster_is_created_while_the_offsite_repository_cannot_be_read(
+    disaster: Disaster,
+) -> None:
+    logs = disaster.unreadable
+    assert "initialising a new cluster" not in logs, logs
+    assert "an empty cluster is not created over it" in logs, logs
+    assert "repo2" in logs, logs  # the reason: the off-site repository
 
 
 def test_the_refusal_counts_the_offsite_backups_and_names_invoke_restore(

@@ -1259,12 +1259,18 @@ STACK_YAML = (
 class FakeRemote:
     """The first host of a swarm: records each shell line; `docker ps` finds `containers`."""
 
-    def __init__(self, containers: str = "c0ffee\n", stack_file: str | None = STACK_YAML) -> None:
+    def __init__(
+        self,
+        containers: str = "c0ffee\n",
+        stack_file: str | None = STACK_YAML,
+        tasks: list[str] | None = None,
+    ) -> None:
         self.host = SimpleNamespace(label="deploy@203.0.113.10")
         self.lines: list[tuple[str, str | None, float | None]] = []
         self.containers = containers
         self.stack_file = stack_file
         self.read: list[str] = []
+        self.tasks = tasks or []  # successive `docker service ps` answers; then none running
 
     def run(
         self,
@@ -1277,7 +1283,10 @@ class FakeRemote:
     ) -> remote.Result:
         assert what, "every remote command says what it does"
         self.lines.append((command, stdin, timeout))
-        out = self.containers if command.startswith("docker ps") else "[slipway-ok]\n"
+        if command.startswith("docker service ps"):
+            out = self.tasks.pop(0) if self.tasks else "Shutdown 1 second ago\n"
+        else:
+            out = self.containers if command.startswith("docker ps") else "[slipway-ok]\n"
         return remote.Result(command, 0, out, "")
 
     def read_text(self, path: str) -> str | None:
@@ -1351,14 +1360,21 @@ def test_swarm_exec_without_a_running_task_names_the_service_and_the_fix(
 def test_swarm_stop_and_start_scale_to_zero_and_back_to_the_release_replicas(
     write_env: WriteEnv,
 ) -> None:
-    fake = FakeRemote()
+    # The manager still lists a task running after the scale (stopping on another host).
+    fake = FakeRemote(tasks=["Running 9 minutes ago\nShutdown 2 seconds ago\n"])
     target = _swarm_target(write_env, fake)
     target.stop(*backup.WRITERS, what="stop")
     target.start(*backup.WRITERS, what="start", timeout=300)
-    stop, start = fake.lines
+    stop, still, stopped, start = fake.lines
     assert stop[0] == (
         "docker service scale slipway-staging_api=0 slipway-staging_worker=0 "
         "slipway-staging_backup=0 2>&1"
+    )
+    # waited for until none runs: not before the next step touches the data
+    assert still == stopped
+    assert still[0] == (
+        "docker service ps slipway-staging_api slipway-staging_worker slipway-staging_backup "
+        "--format '{{.CurrentState}}'"
     )
     # replicas as the current release's stack file sets them; 1 where it sets none
     assert start == (
@@ -1368,6 +1384,18 @@ def test_swarm_stop_and_start_scale_to_zero_and_back_to_the_release_replicas(
         300.0,
     )
     assert fake.read == ["/srv/slipway/releases/20261130-1200-abc1234/stack.yaml"]
+
+
+def test_swarm_stop_that_does_not_finish_says_what_still_runs(write_env: WriteEnv) -> None:
+    fake = FakeRemote(tasks=["Running 9 minutes ago\n"] * 3)
+    target = _swarm_target(write_env, fake)
+    with pytest.raises(OpsError) as err:
+        target.stop("postgres", what="stop PostgreSQL", timeout=0)
+    assert str(err.value).startswith(
+        "stop PostgreSQL: 1 task(s) of postgres still run after 0 s "
+        "(`docker service ps slipway-staging_postgres` on deploy@203.0.113.10 says why)"
+    )
+    assert str(err.value).endswith("Nothing was restored")
 
 
 def test_swarm_start_without_the_release_stack_file_says_to_deploy_again(

@@ -309,3 +309,38 @@ def test_check_backup_repository_counts_the_backups_of_every_repository(
         [{"name": "listings", "status": {"code": 0, "message": "ok"}, "backup": backups}]
     )
     assert deployment(write_env).check_backup_repository(fake) == 3  # type: ignore[arg-type]
+
+
+OFFSITE_DOWN = json.dumps(
+    [{"name": "listings", "status": {"code": 99, "message": "other"}, "backup": [],
+      "repo": [{"key": 1, "status": {"code": 1, "message": "missing stanza path"}},
+               {"key": 2, "status": {"code": 99, "message": "[HostConnectError] timeout"}}]}]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_a_host_without_its_database_and_an_unreadable_off_site_repository_stops(
+    write_env: WriteEnv, fake: FakeCompose, restore: bool
+) -> None:
+    """A new host has an empty local repository: an off-site one that does not answer may hold
+    the backups, so an empty count does not mean a new environment."""
+    d = deployment(write_env, S3, restore=restore)
+    fake.output = OFFSITE_DOWN
+    stored = d.check_backup_repository(fake)  # type: ignore[arg-type]
+    assert stored == 0
+    probe = ScriptedCompose("empty")
+    with pytest.raises(OpsError) as err:
+        d.rebuild_database(probe, stored)  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "off-site backup repository cannot be read (repo2: [HostConnectError] timeout" in message
+    assert "BACKUP_S3_KEY" in message and message.endswith("PostgreSQL was not started")
+    assert probe.calls == [PROBE]
+
+
+def test_an_unreadable_off_site_repository_does_not_stop_a_host_that_has_its_database(
+    write_env: WriteEnv, fake: FakeCompose
+) -> None:
+    d = deployment(write_env, S3)
+    fake.output = OFFSITE_DOWN
+    probe = ScriptedCompose("cluster")
+    assert d.rebuild_database(probe, d.check_backup_repository(fake)) == ""  # type: ignore[arg-type]
