@@ -110,7 +110,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     tmp.replace(path)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -118,9 +118,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _make_ca(
-    env_name: str, now: dt.datetime
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_ca(env_name: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -157,7 +155,7 @@ def _make_ca(
     return key, cert
 
 
-def _make_leaf(
+def make_leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
     names: Sequence[str],
@@ -261,16 +259,16 @@ def ensure(
         or _remaining(ca_cert, now) < dt.timedelta(days=RENEW_BEFORE_DAYS)
     ):
         reason = "new CA" if ca_cert is None else "CA unusable or about to expire: new CA"
-        ca_key, ca_cert = _make_ca(env_name, now)
-        _write(paths.ca_key, _key_pem(ca_key), 0o600)
+        ca_key, ca_cert = make_ca(env_name, now)
+        _write(paths.ca_key, key_pem(ca_key), 0o600)
         _write(paths.ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
         ca_created = True
 
     problem = "new CA" if ca_created else _leaf_problem(paths, ca_cert, names, now)
     if problem:
-        leaf_key, leaf = _make_leaf(ca_key, ca_cert, names, now)
+        leaf_key, leaf = make_leaf(ca_key, ca_cert, names, now)
         # 0644: nginx (uid 101) reads it through the read-only mount; .slipway/ is 0700.
-        _write(paths.tls_key, _key_pem(leaf_key), 0o644)
+        _write(paths.tls_key, key_pem(leaf_key), 0o644)
         _write(paths.tls_crt, leaf.public_bytes(serialization.Encoding.PEM), 0o644)
         reason = reason or problem
     return Result(

@@ -17,6 +17,10 @@ def echo(argv: Sequence[str]) -> None:
     print(f"$ {shlex.join(argv)}", flush=True)
 
 
+def _not_installed(argv: Sequence[str], what: str) -> OpsError:
+    return OpsError(f"{argv[0]} is not installed or not on PATH ({what or 'needed here'})")
+
+
 def run(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
@@ -46,9 +50,7 @@ def run(
             input=stdin,
         )
     except FileNotFoundError as exc:
-        raise OpsError(
-            f"{argv[0]} is not installed or not on PATH ({what or 'needed here'})"
-        ) from exc
+        raise _not_installed(argv, what) from exc
     if check and result.returncode != 0:
         detail = f": {result.stderr.strip()[-2000:]}" if capture and result.stderr else ""
         raise OpsError(
@@ -80,9 +82,7 @@ def tee(
             errors="replace",
         )
     except FileNotFoundError as exc:
-        raise OpsError(
-            f"{argv[0]} is not installed or not on PATH ({what or 'needed here'})"
-        ) from exc
+        raise _not_installed(argv, what) from exc
     if stdin is not None and process.stdin is not None:
         feed = process.stdin
 
