@@ -177,16 +177,13 @@ class SwarmTarget(HostTarget):
 
     def container(self, service: str) -> str:
         """The running task container of the service on the first host; OpsError if none."""
-        label = f"label=com.docker.swarm.service.name={self.stack}_{service}"
-        found = self.host.remote.run(
-            f"docker ps -q --filter {quote(label)}", what=f"find the {service} task"
-        ).stdout.split()
-        if not found:
+        found = hostops.swarm_task(self.host.remote, self.stack, service)
+        if found is None:
             raise OpsError(
                 f"no container of {service} is running on {self.host.remote.host.label} "
                 f"(`docker service ps {self.stack}_{service}` there says why)"
             )
-        return found[0]
+        return found
 
     def exec(
         self, service: str, *command: str, what: str, stream: bool = False, stdin: str | None = None

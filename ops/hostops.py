@@ -23,6 +23,15 @@ SWARM_STACK_FILE = "stack.yaml"  # the whole stack, as `docker stack deploy` run
 SWARM_SERVICES = ("api", "worker", "nginx", "postgres", "redis")
 
 
+def swarm_task(remote: Remote, stack: str, service: str) -> str | None:
+    """The id of a running task container of the stack's service on this host (the first host
+    runs PostgreSQL and the backup task), or None."""
+    label = f"label=com.docker.swarm.service.name={stack}_{service}"
+    found = remote.run(f"docker ps -q --filter {quote(label)}", what=f"find the {service} task")
+    ids = found.stdout.split()
+    return ids[0] if ids else None
+
+
 class Host:
     """The host of one environment, with its current release."""
 

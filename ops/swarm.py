@@ -27,6 +27,7 @@ from ops import compose, config, paths, proc, secrets, steps
 from ops.deploy import (
     ACME_SERVICE,
     BACKUP_LOCK_WAIT,
+    BACKUP_SERVICE,
     LOG_SERVICE,
     MONITORING_SERVICES,
     RESTORE_WAIT,
@@ -40,6 +41,7 @@ from ops.deploy import (
 from ops.errors import OpsError
 from ops.hostops import SWARM_ONEOFF_FILE as ONEOFF_FILE
 from ops.hostops import SWARM_STACK_FILE as STACK_FILE
+from ops.hostops import swarm_task
 from ops.remote import Remote, quote
 from ops.rollout import RemoteCompose, RolloutError
 
@@ -750,18 +752,13 @@ class SwarmDeployment(Deployment):
     def run_backup(self, rc: RemoteCompose) -> str:
         """In the backup task's container on the data host (the first host), if one runs: the
         service comes with the full stack, after the migrations, so a first deploy has none."""
-        label = f"com.docker.swarm.service.name={self.stack}_backup"
-        found = (
-            self.sh()
-            .run(f"docker ps -q --filter {quote('label=' + label)}", what="find the backup task")
-            .stdout.split()
-        )
-        if not found:
+        task = swarm_task(self.sh(), self.stack, BACKUP_SERVICE)
+        if task is None:
             return "skipped: no backup task runs yet (it starts with this release)"
         return (
             self.sh()
             .run(
-                f"docker exec {quote(found[0])} backup-run --type=incr --repo=1 "
+                f"docker exec {quote(task)} backup-run --type=incr --repo=1 "
                 f"--wait={BACKUP_LOCK_WAIT} 2>&1",
                 check=False,  # its lines say what happened; the deploy decides
                 what="backup before migrations",
