@@ -1,8 +1,10 @@
-"""SSH to a deploy host: run commands, write files atomically, stream data into a command.
+"""The executor over SSH: one connection to one host, opened lazily and reused.
 
 Built on fabric (paramiko). Host keys are checked against the environment's known_hosts file:
 a host seen for the first time is recorded with a warning (like OpenSSH's accept-new), a host
-whose key changed is refused. Nothing here knows about deploys; ops/deploy.py composes it.
+whose key changed is refused. What runs, echoes and dry runs is ops/executor.py's; this module
+only moves bytes: commands, their input and output, and tunnels (`forward`). Nothing here knows
+about deploys.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from invoke.exceptions import UnexpectedExit
 
 from ops.config import Host
 from ops.errors import OpsError
+from ops.executor import Command, Executor, Result, query
+from ops.executor import quote as quote
 
 CONNECT_TIMEOUT = 15.0
 # CI passes the deploy key and the pinned host keys as secrets in these variables; they win
@@ -33,20 +36,6 @@ CONNECT_TIMEOUT = 15.0
 KEY_VARIABLE = "SLIPWAY_SSH_KEY"
 KNOWN_HOSTS_VARIABLE = "SLIPWAY_SSH_KNOWN_HOSTS"
 CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a remote command printed and returned."""
-
-    command: str
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
 
 
 class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
@@ -94,10 +83,13 @@ def _private_key(text: str) -> paramiko.PKey:
     )
 
 
-class Remote:
-    """One SSH connection to one host, opened lazily and reused."""
+class Remote(Executor):
+    """The executor of one host over SSH; the connection opens at the first command."""
 
-    def __init__(self, host: Host, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self, host: Host, connect_timeout: float = CONNECT_TIMEOUT, dry_run: bool = False
+    ) -> None:
+        super().__init__(host.label, dry_run)
         self.host = host
         self.connect_timeout = connect_timeout
         self._conn: Connection | None = None
@@ -187,102 +179,61 @@ class Remote:
     def __enter__(self) -> Remote:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ------------------------------------------------------------------ commands
 
-    def run(
+    def run(  # type: ignore[override]
         self,
-        command: str,
+        command: Command | str,
         *,
         check: bool = True,
         stdin: str | None = None,
+        echo: bool | None = None,
         timeout: float | None = None,
         what: str = "",
     ) -> Result:
-        """Run a shell command on the host; raise OpsError naming it when check and it fails."""
+        """Executor.run; a plain string is a query (legacy call sites being converted)."""
+        if isinstance(command, str):
+            command = query(command, what, timeout)
+        return super().run(command, check=check, stdin=stdin, echo=echo)
+
+    def _execute(self, command: Command, stdin: bytes | None) -> Result:
         if stdin is not None:
             # fabric feeds stdin a kilobyte at a time and is slow to signal its end: use a raw
             # channel, which sends the data at once and then EOF.
-            result = self._exec_raw(command, [stdin.encode()], what, timeout)
-            if check and not result.ok:
-                raise self._failed(result, what)
-            return result
+            return self._exec_raw(command, [stdin], command.timeout)
         conn = self._connection()
         try:
-            res = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+            res = conn.run(
+                command.line, hide=True, warn=True, in_stream=False, timeout=command.timeout
+            )
         except UnexpectedExit as exc:  # only without warn=True; kept for safety
             res = exc.result
         except Exception as exc:
-            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
-        result = Result(command, int(res.exited), str(res.stdout), str(res.stderr))
-        if check and not result.ok:
-            raise self._failed(result, what)
-        return result
+            raise OpsError(f"{command.description} on {self.label}: {exc}") from exc
+        return Result(command.line, int(res.exited), str(res.stdout), str(res.stderr))
 
-    def _failed(self, result: Result, what: str) -> OpsError:
-        detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
-        return OpsError(
-            f"{what or result.command!r} failed on {self.host.label} (exit {result.code}): {detail}"
-        )
-
-    def stream(self, command: str, what: str = "") -> None:
-        """Run a command, its output streamed here as it comes (logs --follow)."""
+    def _execute_streaming_out(self, command: Command) -> int:
         conn = self._connection()
         try:
-            res = conn.run(command, hide=False, warn=True, in_stream=False)
+            res = conn.run(command.line, hide=False, warn=True, in_stream=False)
         except Exception as exc:
-            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
-        if res.exited != 0:
-            raise OpsError(f"{what or command!r} failed on {self.host.label} (exit {res.exited})")
+            raise OpsError(f"{command.description} on {self.label}: {exc}") from exc
+        return int(res.exited)
 
-    def echo(self, command: str) -> None:
-        """Say on stderr what runs where (stdout stays for what a command prints)."""
-        print(f"{self.host.label} $ {command}", file=sys.stderr, flush=True)
+    def _execute_streaming_in(self, command: Command, chunks: Iterable[bytes]) -> Result:
+        return self._exec_raw(command, chunks, command.timeout)
 
-    def run_echoed(self, command: str, what: str, check: bool = True) -> Result:
-        """run(), said first on stderr (commands an operator may want to run by hand)."""
-        self.echo(command)
-        return self.run(command, check=check, what=what)
-
-    def put_text(self, path: str, text: str, mode: int = 0o644) -> None:
-        """Write a file atomically: a temporary file in the same directory, then rename."""
-        directory = str(Path(path).parent)
-        tmp = f"{path}.tmp.{id(text):x}"
-        script = (
-            f"set -e; mkdir -p -m 755 {shlex.quote(directory)}; umask 077; "
-            f"cat > {shlex.quote(tmp)}; chmod {mode:o} {shlex.quote(tmp)}; "
-            f"mv -f {shlex.quote(tmp)} {shlex.quote(path)}"
-        )
-        self.run(script, stdin=text, what=f"write {path}")
-
-    def read_text(self, path: str) -> str | None:
-        """A file's content, None when it does not exist."""
-        result = self.run(f"cat {shlex.quote(path)} 2>/dev/null", check=False)
-        return result.stdout if result.ok else None
-
-    def stream_into(self, command: str, chunks: Iterable[bytes], what: str = "") -> Result:
-        """Run `command` with `chunks` as its standard input (e.g. `docker load`), fast."""
-        result = self._exec_raw(command, chunks, what, None)
-        if not result.ok:
-            raise self._failed(result, what)
-        return result
-
-    @contextmanager
-    def lines(self, command: str, what: str = "") -> Iterator[Iterator[str]]:
-        """The standard output of `command` line by line, as it comes (large outputs, never
-        held in memory). Leaving early closes the channel, which stops the command; a command
-        that ran to its end and failed raises OpsError with its standard error."""
+    def _open_lines(self, command: Command) -> Iterator[Iterator[str]]:
+        what = command.description
         try:
             channel = self._transport().open_session()
         except (OSError, paramiko.SSHException) as exc:
-            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+            raise OpsError(f"{what} on {self.label}: {exc}") from exc
         try:
             try:
-                channel.exec_command(command)
+                channel.exec_command(command.line)
             except (OSError, paramiko.SSHException) as exc:
-                raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+                raise OpsError(f"{what} on {self.label}: {exc}") from exc
             stdout = channel.makefile("rb")
             read_all: list[bool] = []
 
@@ -294,7 +245,7 @@ class Remote:
                         yield raw.decode("utf-8", errors="replace")
                     read_all.append(True)
                 except (OSError, paramiko.SSHException) as exc:
-                    raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+                    raise OpsError(f"{what} on {self.label}: {exc}") from exc
 
             yield decoded()
             if not read_all:
@@ -303,8 +254,7 @@ class Remote:
             if code != 0:
                 stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
                 raise OpsError(
-                    f"{what or command!r} failed on {self.host.label} (exit {code}): "
-                    f"{stderr.strip()[-2000:]}"
+                    f"{what!r} failed on {self.label} (exit {code}): {stderr.strip()[-2000:]}"
                 )
         finally:
             channel.close()
@@ -391,18 +341,15 @@ class Remote:
         return transport
 
     def _exec_raw(
-        self, command: str, chunks: Iterable[bytes], what: str, timeout: float | None
+        self, command: Command, chunks: Iterable[bytes], timeout: float | None
     ) -> Result:
-        """Run `command` on a raw channel with `chunks` as stdin, then EOF."""
-        conn = self._connection()
-        transport = conn.client.get_transport()
-        if transport is None:
-            raise OpsError(f"SSH connection to {self.host.label} is closed")
+        """Run the command on a raw channel with `chunks` as stdin, then EOF."""
+        transport = self._transport()
         channel = transport.open_session()
         if timeout is not None:
             channel.settimeout(timeout)
         try:
-            channel.exec_command(command)
+            channel.exec_command(command.line)
             for chunk in chunks:
                 channel.sendall(chunk)
             channel.shutdown_write()
@@ -410,12 +357,7 @@ class Remote:
             stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
             code = channel.recv_exit_status()
         except (OSError, paramiko.SSHException) as exc:
-            raise OpsError(f"{what or command} on {self.host.label}: {exc}") from exc
+            raise OpsError(f"{command.description} on {self.label}: {exc}") from exc
         finally:
             channel.close()
-        return Result(command, code, stdout, stderr)
-
-
-def quote(value: str) -> str:
-    """Shell-quote one word for a remote command line."""
-    return shlex.quote(value)
+        return Result(command.line, code, stdout, stderr)
