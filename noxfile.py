@@ -146,7 +146,7 @@ def tests(session: nox.Session) -> None:
 def loadtest(session: nox.Session) -> None:
     """Load test an environment: -- --env=<name> --profile=<smoke|baseline|stress>; SLO gate."""
     session.install("-e", ".[dev]")  # the dev extra includes locust
-    session.run("python", "-m", "ops.loadtest", *session.posargs)
+    session.run("python", "-m", "ops.perf.loadtest", *session.posargs)
 
 
 @nox.session(default=False)

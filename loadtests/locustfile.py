@@ -1,8 +1,8 @@
 """Slipway's users for locust: searchers, viewers and a rare authenticated ingester.
 
-Run it through `python -m ops.loadtest` (or `nox -s loadtest -- --env=local --profile=smoke`),
+Run it through `python -m ops.perf.loadtest` (or `nox -s loadtest -- --env=local --profile=smoke`),
 which passes the environment's URL as --host and its CA in SLIPWAY_LOADTEST_CA, and judges
-the run against loadtests/slo.yaml. Weights and waits come from ops.loadtest.USERS, where the
+the run against loadtests/slo.yaml. Weights and waits come from ops.perf.loadtest.USERS, where the
 request rate a profile can reach is computed from them: every task sends exactly one request.
 
 Requests are named by route template (`/api/v1/listings/{id}`), so stats group per endpoint.
@@ -22,8 +22,8 @@ import gevent
 import gevent.ssl
 from locust import FastHttpUser, between, events, stats, task
 
-from ops import feeds
-from ops.loadtest import (
+from ops.perf import feeds as feeds
+from ops.perf.loadtest import (
     API_KEY_VAR,
     CA_VAR,
     DETAIL_PATH,
@@ -84,7 +84,7 @@ def _note_disabled_ingester(**_: Any) -> None:
 @events.test_stop.add_listener
 def _let_the_csv_catch_up(**_: Any) -> None:
     # locust rewrites <prefix>_stats.csv once a second and not again at exit: without this
-    # pause (users are stopped by now) the CSV that ops.loadtest judges misses the last second.
+    # pause (users are stopped by now) the CSV that ops.perf.loadtest judges misses the last second.
     gevent.sleep(stats.CSV_STATS_INTERVAL_SEC + 0.5)
 
 

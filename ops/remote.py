@@ -12,9 +12,7 @@ from __future__ import annotations
 import io
 import os
 import select
-import shlex
 import socket
-import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -181,7 +179,7 @@ class Remote(Executor):
 
     # ------------------------------------------------------------------ commands
 
-    def run(  # type: ignore[override]
+    def run(
         self,
         command: Command | str,
         *,
@@ -340,9 +338,7 @@ class Remote(Executor):
             raise OpsError(f"SSH connection to {self.host.label} is closed")
         return transport
 
-    def _exec_raw(
-        self, command: Command, chunks: Iterable[bytes], timeout: float | None
-    ) -> Result:
+    def _exec_raw(self, command: Command, chunks: Iterable[bytes], timeout: float | None) -> Result:
         """Run the command on a raw channel with `chunks` as stdin, then EOF."""
         transport = self._transport()
         channel = transport.open_session()

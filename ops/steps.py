@@ -3,6 +3,19 @@
 Every step is announced in one line as it starts and its duration printed when it ends; a
 summary table closes the run. On failure the runner names the step, the error and the state the
 system was left in, then re-raises. Under GitHub Actions each step is a collapsible group.
+
+Every operation has one shape (`Operation`): a state object whose methods are its steps, and
+`steps()`, at the bottom of the class, the table of them in order:
+
+    class Deploy(Operation):
+        def check_config(self) -> str: ...
+        def take_lock(self) -> str: ...
+
+        def steps(self) -> list[Step]:
+            return [
+                preflight("check configuration and secrets", self.check_config),
+                impacting("take the deploy lock", self.take_lock, "no lock was taken"),
+            ]
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -31,6 +45,16 @@ class Step:
     @property
     def phase(self) -> str:
         return IMPACTING if self.impacting else PREFLIGHT
+
+
+def preflight(name: str, action: Callable[[], str | None]) -> Step:
+    """A step that changes nothing anywhere (it runs in a dry run too)."""
+    return Step(name, action)
+
+
+def impacting(name: str, action: Callable[[], str | None], on_failure: str = "") -> Step:
+    """A step that changes something; `on_failure` says what is true if it fails midway."""
+    return Step(name, action, impacting=True, on_failure=on_failure)
 
 
 @dataclass
@@ -166,3 +190,35 @@ def state_after(report: Report, failed: Outcome) -> str:
     if failed.step.on_failure:
         parts.append(failed.step.on_failure)
     return "; ".join(parts)
+
+
+class Operation(ABC):
+    """One operation: its state, its steps as methods, and `steps()`, the table of them.
+
+    `run()` runs the table; `failed()` sees the error of a failed run before it propagates
+    (an automatic rollback, diagnostics), and `close()` runs last whatever happened (locks,
+    connections).
+    """
+
+    title = "operation"
+
+    @abstractmethod
+    def steps(self) -> list[Step]:
+        """The steps in order: pre-flight ones, then impacting ones."""
+
+    def failed(self, error: BaseException) -> None:  # noqa: B027  # optional hook
+        """Called with the error of a failed run, before it propagates (may raise another)."""
+
+    def close(self) -> None:  # noqa: B027  # optional hook
+        """Called last, after success or failure."""
+
+    def run(self, dry_run: bool = False, runner: Runner | None = None) -> Report:
+        """Run the steps (only the pre-flight ones with dry_run)."""
+        runner = runner or Runner(self.title)
+        try:
+            return runner.run(self.steps(), dry_run=dry_run)
+        except (Exception, KeyboardInterrupt) as exc:
+            self.failed(exc)
+            raise
+        finally:
+            self.close()

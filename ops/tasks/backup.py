@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import backup as backups
+from ops.backup import operations as backups
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import config, hostops, stack
+from ops import config
+from ops.stack import host as hostops
+from ops.stack import local as stack
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 

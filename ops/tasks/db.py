@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import stack
+from ops.stack import local as stack
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import compose, config, hostops
-from ops import deploy as deploys
+from ops import compose, config
+from ops.deploy import deployment as deploys
 from ops.errors import OpsError
+from ops.stack import host as hostops
 from ops.tasks._common import exits
 
 ENV_HELP = "environment name: environments/<env>.yaml with target: ssh"

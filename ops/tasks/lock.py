@@ -5,8 +5,9 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import config, hostops
-from ops.stack import confirm_destroy
+from ops import config
+from ops.stack import host as hostops
+from ops.stack.local import confirm_destroy
 from ops.tasks._common import exits
 
 ENV_HELP = "environment name: environments/<env>.yaml with target: ssh"

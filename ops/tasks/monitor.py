@@ -5,7 +5,8 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import config, monitor
+from ops import config
+from ops.monitoring import monitor as monitor
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops import sandbox
+from ops.sandbox import sandbox as sandbox
 from ops.tasks._common import exits
 
 NAME_HELP = (

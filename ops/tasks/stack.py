@@ -6,7 +6,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ops import stack
+from ops.stack import local as stack
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 

@@ -152,7 +152,7 @@ class BackupStack:
     ) -> subprocess.CompletedProcess[str]:
         """`docker compose <args>` for this environment (files, project, variables as ops
         builds them for the invoke tasks; the version the stack runs)."""
-        from ops import stack as ops_stack
+        from ops.stack import local as ops_stack
 
         with self._ops_environ():
             invocation = ops_stack.open_stack(self.name).compose().invocation(*args)

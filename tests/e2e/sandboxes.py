@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from ops import config, health
-from ops.traffic import Traffic
+from ops.perf.traffic import Traffic
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation

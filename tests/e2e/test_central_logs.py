@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 from stack_names import ENV_NAME
 
-from ops import feeds
+from ops.perf import feeds as feeds
 
 if TYPE_CHECKING:
     from conftest import Stack

@@ -34,7 +34,7 @@ from unit.ops.test_dashboards_static import (
     grafana_expr,
 )
 
-from ops import feeds
+from ops.perf import feeds as feeds
 
 if TYPE_CHECKING:
     from conftest import Stack

@@ -27,7 +27,7 @@ import yaml
 from alert_receiver import run_argv
 from sandboxes import SandboxEnv, derived_image, wait_until
 
-from ops.deploy import LOG_SERVICE, MONITORING_SERVICES
+from ops.deploy.deployment import LOG_SERVICE, MONITORING_SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -395,13 +395,13 @@ def test_a_request_is_followed_through_the_central_logs_of_the_host(staging: Hos
 
 
 def test_the_smoke_load_test_gates_a_host_environment(staging: Host, tmp_path: Path) -> None:
-    """What deploy.yml runs after the staging deploy: `nox -s loadtest` runs ops.loadtest."""
+    """What deploy.yml runs after the staging deploy: `nox -s loadtest` runs ops.perf.loadtest."""
     env = {**staging.env, "SLIPWAY_LOADTEST_API_KEY": KEYS["ops"]}
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "ops.loadtest",
+            "ops.perf.loadtest",
             f"--env={STAGING}",
             "--profile=smoke",
             "--run-time=12s",

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ops import feeds, loadtest
+from ops.perf import feeds as feeds
+from ops.perf import loadtest as loadtest
 
 if TYPE_CHECKING:
     from conftest import Stack
@@ -48,7 +49,7 @@ def _loadtest(stack: Stack, *args: str, key: str = "") -> subprocess.CompletedPr
     env = {k: v for k, v in stack.env.items() if k != loadtest.API_KEY_VAR}
     if key:
         env[loadtest.API_KEY_VAR] = key
-    argv = [sys.executable, "-m", "ops.loadtest", "--env=e2e", "--profile=smoke", *args]
+    argv = [sys.executable, "-m", "ops.perf.loadtest", "--env=e2e", "--profile=smoke", *args]
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     print(result.stdout)  # the table, for whoever reads the test log
     return result

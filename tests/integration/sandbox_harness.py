@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ops import config, sandbox
+from ops import config
+from ops.sandbox import sandbox as sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 

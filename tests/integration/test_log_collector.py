@@ -26,8 +26,8 @@ import pytest
 import yaml
 from e2e.built import built_image
 
-from ops import logsearch
-from ops.logsearch import Entry
+from ops.monitoring import logsearch as logsearch
+from ops.monitoring.logsearch import Entry
 
 pytestmark = pytest.mark.integration
 

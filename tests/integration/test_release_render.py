@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops import config, secrets, swarm
+from ops import config, secrets
 from ops.compose import detect_build
+from ops.deploy import swarm as swarm
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from sandbox_harness import Sandbox, assert_down_removes, exec_in, inspect, running_sandbox
 
-from ops import sandbox
+from ops.sandbox import sandbox as sandbox
 
 pytestmark = pytest.mark.integration
 

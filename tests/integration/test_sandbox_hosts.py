@@ -19,7 +19,8 @@ import pytest
 import yaml
 from sandbox_harness import Sandbox, running_sandbox
 
-from ops import config, sandbox
+from ops import config
+from ops.sandbox import sandbox as sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,12 @@ import pytest
 import yaml
 from sandbox_harness import Sandbox, assert_down_removes, exec_in, inspect, running_sandbox
 
-from ops import config, registry, sandbox
+from ops import config
 from ops import secrets as ops_secrets
+from ops.deploy import registry as registry
 from ops.errors import OpsError
 from ops.remote import Remote
+from ops.sandbox import sandbox as sandbox
 
 pytestmark = pytest.mark.integration
 

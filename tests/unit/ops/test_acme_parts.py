@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops import certs, compose, config, deploy, health
+from ops import certs, compose, config, health
+from ops.deploy import deployment as deploy
 from ops.errors import OpsError
 from ops.secrets import Secrets
 

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from ops_testdata import LOCAL_YAML
 
-from ops import backup, config, hostops, remote, secrets
+from ops import config, remote, secrets
+from ops.backup import operations as backup
 from ops.errors import OpsError
+from ops.stack import host as hostops
 from ops.steps import Runner
 
 pytestmark = pytest.mark.unit

@@ -8,9 +8,10 @@ import itertools
 
 import pytest
 
-from ops import bench, feeds
-from ops.bench import Measurement, Results
 from ops.errors import OpsError
+from ops.perf import bench_ingest as bench
+from ops.perf import feeds as feeds
+from ops.perf.bench_ingest import Measurement, Results
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ops import bench_backup
-from ops.bench_backup import GB, MB, Mount, Results
 from ops.errors import OpsError
+from ops.perf import bench_backup as bench_backup
+from ops.perf.bench_backup import GB, MB, Mount, Results
 
 pytestmark = pytest.mark.unit
 

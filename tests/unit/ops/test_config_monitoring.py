@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from ops_testdata import LOCAL_YAML
 
-from ops import compose, config, monitor
+from ops import compose, config
 from ops.errors import OpsError
+from ops.monitoring import monitor as monitor
 from ops.secrets import Secrets
 
 pytestmark = pytest.mark.unit

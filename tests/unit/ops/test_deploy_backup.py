@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from ops import compose, config, deploy, secrets, swarm
+from ops import compose, config, secrets
 from ops.compose import Build
+from ops.deploy import deployment as deploy
+from ops.deploy import swarm as swarm
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit

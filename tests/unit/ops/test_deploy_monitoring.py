@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops import compose, config, deploy, hostops, releases, secrets, swarm
+from ops import compose, config, secrets
 from ops.compose import Build
+from ops.deploy import deployment as deploy
+from ops.deploy import releases as releases
+from ops.deploy import swarm as swarm
+from ops.deploy.rollout import RemoteCompose
 from ops.errors import OpsError
 from ops.remote import Remote
-from ops.rollout import RemoteCompose
+from ops.stack import host as hostops
 
 pytestmark = pytest.mark.unit
 
@@ -270,7 +274,7 @@ def test_host_logs_with_tail_0_ask_docker_for_every_line(
 ) -> None:
     """`--tail=0` means no limit, as locally: docker's own `--tail 0` would print nothing."""
     streamed: list[str] = []
-    monkeypatch.setattr(Remote, "stream", lambda self, command, what="": streamed.append(command))
+    monkeypatch.setattr(Remote, "stream", lambda self, command: streamed.append(command.line))
     monkeypatch.setattr(
         hostops.Host,
         "compose",

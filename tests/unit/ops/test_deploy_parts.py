@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops import compose, deploy, locks, releases
+from ops import compose
 from ops.compose import Build
+from ops.deploy import deployment as deploy
+from ops.deploy import locks as locks
+from ops.deploy import releases as releases
+from ops.deploy.rollout import Rollout
 from ops.errors import OpsError
-from ops.rollout import Rollout
 
 pytestmark = pytest.mark.unit
 
@@ -180,7 +183,7 @@ def test_the_release_digest_follows_files_images_and_secrets_but_holds_no_secret
 
 
 def test_up_and_down_refuse_an_environment_on_a_host(envdir: Path) -> None:
-    from ops import stack
+    from ops.stack import local as stack
 
     (envdir / "staging.yaml").write_text(
         "name: staging\ntarget: ssh\nhosts:\n  - ssh: deploy@203.0.113.10\n"

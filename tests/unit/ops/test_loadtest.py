@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from ops import config, loadtest
+from ops import config
 from ops.errors import OpsError
-from ops.loadtest import EndpointStats, Slo, SloSet
+from ops.perf import loadtest as loadtest
+from ops.perf.loadtest import EndpointStats, Slo, SloSet
 
 pytestmark = pytest.mark.unit
 
@@ -529,7 +530,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
-    """`python -m ops.loadtest` twice at once: healthy with an API key; rate-limited without."""
+    """`python -m ops.perf.loadtest` twice at once: healthy with a key; rate-limited without."""
     base = tmp_path_factory.mktemp("loadtest")
     envs = base / "environments"
     envs.mkdir()
@@ -549,7 +550,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
             service.start()
             env = {**environ, loadtest.API_KEY_VAR: keys[name]} if keys[name] else environ
             argv = [
-                sys.executable, "-m", "ops.loadtest", "--env=lt", "--profile=quick",
+                sys.executable, "-m", "ops.perf.loadtest", "--env=lt", "--profile=quick",
                 f"--profiles={profiles}", f"--host={service.url}", f"--reports={base / name}",
             ]  # fmt: skip
             procs[name] = subprocess.Popen(

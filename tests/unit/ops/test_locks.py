@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import locks
+from ops.deploy import locks as locks
 from ops.errors import OpsError
 from ops.remote import Result
 

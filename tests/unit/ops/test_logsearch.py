@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from ops_testdata import LOCAL_YAML
 
-from ops import hostops, logsearch, stack
 from ops.errors import OpsError
-from ops.logsearch import Entry, LogFile, Query
+from ops.monitoring import logsearch as logsearch
+from ops.monitoring.logsearch import Entry, LogFile, Query
+from ops.stack import host as hostops
+from ops.stack import local as stack
 
 pytestmark = pytest.mark.unit
 

@@ -8,18 +8,21 @@ import io
 import json
 import shlex
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import paramiko
 import pytest
 from ops_testdata import LOCAL_YAML
+from support.recorder import Recorder
 
-from ops import hostops, logsearch, stack
 from ops.config import Host
 from ops.errors import OpsError
-from ops.logsearch import LogFile, Query, RemoteCollector
-from ops.remote import Remote, Result
+from ops.executor import Command, Result, query
+from ops.monitoring import logsearch as logsearch
+from ops.monitoring.logsearch import LogFile, Query, RemoteCollector
+from ops.remote import Remote
+from ops.stack import host as hostops
+from ops.stack import local as stack
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +82,7 @@ def history() -> dict[str, list[str]]:
     }
 
 
-class FakeRemote:
+class FakeRemote(Recorder):
     """What the host answers: `docker ps` with the project's containers, and the collector's
     `slipway-logs-read list|cat` run on `files`. Commands are split like the remote shell
     would, so a badly quoted word breaks the search. Every command is recorded."""
@@ -92,49 +95,39 @@ class FakeRemote:
         services: tuple[str, ...] = ("api", "logs", "nginx", "postgres", "redis", "worker"),
         list_error: str = "",
         cat_error: str = "",
+        host: Host | None = None,
     ) -> None:
-        self.host = Host(user="deploy", address="203.0.113.10")
+        super().__init__(host or Host(user="deploy", address="203.0.113.10"))
         self.files = files
         self.running = running
         self.services = services
         self.list_error = list_error
         self.cat_error = cat_error
-        self.commands: list[str] = []
-        self.closed = False
-
-    # The real ones: they only say the command on stderr and call run() below.
-    echo = Remote.echo
-    run_echoed = Remote.run_echoed
 
     def __enter__(self) -> FakeRemote:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.closed = True
-
-    def run(self, command: str, *, check: bool = True, what: str = "") -> Result:
-        self.commands.append(command)
-        words = shlex.split(command)
+    def respond(self, command: Command, stdin: str | None) -> Result:
+        line = command.line
+        words = shlex.split(line)
         if words[:3] == ["docker", "ps", "-q"]:
-            return Result(command, 0, f"{CONTAINER}\n" if self.running else "", "")
+            return Result(line, 0, f"{CONTAINER}\n" if self.running else "", "")
         if words[:3] == ["docker", "ps", "-a"]:
             # A container per replica: the same service more than once.
             out = "".join(f"{name}\n{name}\n" for name in self.services)
-            return Result(command, 0, out, "")
+            return Result(line, 0, out, "")
         if words == ["docker", "exec", CONTAINER, "slipway-logs-read", "list"]:
             if self.list_error:
-                return Result(command, 1, "", self.list_error)
+                return Result(line, 1, "", self.list_error)
             listing = "".join(
                 f"{name}\t{sum(map(len, lines))}\t1796034000\n"
                 for name, lines in self.files.items()
             )
-            return Result(command, 0, listing, "")
-        raise AssertionError(f"unexpected command {command!r}")
+            return Result(line, 0, listing, "")
+        raise AssertionError(f"unexpected command {line!r}")
 
-    @contextmanager
-    def lines(self, command: str, what: str = "") -> Iterator[Iterator[str]]:
-        self.commands.append(command)
-        words = shlex.split(command)
+    def _open_lines(self, command: Command) -> Iterator[Iterator[str]]:
+        words = shlex.split(command.line)
         assert words[:5] == ["docker", "exec", CONTAINER, "slipway-logs-read", "cat"]
         rest, fixed = words[5:], []
         while rest[:1] == ["--fixed"]:
@@ -143,10 +136,12 @@ class FakeRemote:
         out = [line for name in rest for line in self.files[name] if all(f in line for f in fixed)]
         yield iter(out)
         if self.cat_error:
-            raise OpsError(f"{what!r} failed on {self.host.label} (exit 2): {self.cat_error}")
+            raise OpsError(
+                f"{command.what!r} failed on {self.host.label} (exit 2): {self.cat_error}"
+            )
 
     def reads(self) -> list[str]:
-        return [c for c in self.commands if " slipway-logs-read cat" in c]
+        return [c for c in self.lines_run if " slipway-logs-read cat" in c]
 
 
 @pytest.fixture
@@ -186,7 +181,7 @@ def test_the_host_collector_is_found_by_its_labels_and_read_with_quoted_commands
     with collector.read_lines(["current.log"], ["id-1", '"service":"worker"']) as raw:
         lines = list(raw)
     assert lines == [history()["current.log"][1]]
-    assert fake.commands == [
+    assert fake.lines_run == [
         FIND,
         LIST,
         "docker exec f00dcafe slipway-logs-read cat --fixed id-1 "
@@ -206,7 +201,7 @@ def test_no_collector_on_the_host_names_the_deploy_that_starts_it() -> None:
     message = str(caught.value)
     assert f"not running on {HOST_LABEL}" in message
     assert "Fix: `invoke deploy --env=staging`" in message
-    assert fake.commands == [FIND]
+    assert fake.lines_run == [FIND]
 
 
 def test_a_failed_listing_or_reading_names_the_collectors_own_messages() -> None:
@@ -289,7 +284,7 @@ def test_a_closed_pipe_of_the_reader_stays_a_broken_pipe(monkeypatch: pytest.Mon
     # Remote.lines must neither turn it into an OpsError nor wait for the command.
     channel = FakeChannel(iter([b"a\n", b"b\n"]))
     remote = remote_with(channel, monkeypatch)
-    with pytest.raises(BrokenPipeError), remote.lines("cat x") as lines:
+    with pytest.raises(BrokenPipeError), remote.lines(query("cat x")) as lines:
         assert next(lines) == "a\n"
         raise BrokenPipeError(32, "Broken pipe")
     assert channel.closed
@@ -306,7 +301,7 @@ def test_a_broken_connection_while_reading_names_the_host(
     remote = remote_with(channel, monkeypatch)
     with (
         pytest.raises(OpsError, match=rf"read the logs on {HOST_LABEL}: connection reset"),
-        remote.lines("cat x", what="read the logs") as lines,
+        remote.lines(query("cat x", "read the logs")) as lines,
     ):
         list(lines)
     assert channel.closed
@@ -314,7 +309,7 @@ def test_a_broken_connection_while_reading_names_the_host(
     remote = remote_with(channel, monkeypatch)
     with (
         pytest.raises(OpsError, match=r"failed on .* \(exit 2\): zcat: bad file$"),
-        remote.lines("cat x") as lines,
+        remote.lines(query("cat x")) as lines,
     ):
         assert list(lines) == ["a\n"]
 
@@ -335,7 +330,7 @@ def test_a_search_on_one_host_reads_the_central_history_there(
         '2026-11-30T10:00:03.000000Z api {"request_id":"id-1","msg":"out"}',
     ]
     # --since skipped yesterday's file; no --service: no service listing.
-    assert fake.commands == [
+    assert fake.lines_run == [
         FIND,
         LIST,
         f"docker exec f00dcafe slipway-logs-read cat --fixed id-1 {RECENT} current.log",
@@ -352,7 +347,7 @@ def test_a_service_tail_on_a_host_reads_only_the_newest_files(
     assert capsys.readouterr().out.splitlines() == [
         '2026-11-30T10:00:02.000000Z worker {"request_id":"id-2","job":8}'
     ]
-    assert fake.commands == [
+    assert fake.lines_run == [
         FIND,
         SERVICES,
         LIST,
@@ -404,7 +399,7 @@ def test_no_collector_on_the_host_fails_naming_the_deploy(
     fake = on_host(history(), running=False)
     with pytest.raises(OpsError, match=r"not running on deploy@.*`invoke deploy --env=staging`"):
         stack.logs("staging", grep="error")
-    assert fake.commands == [FIND]
+    assert fake.lines_run == [FIND]
 
 
 @pytest.mark.parametrize("text", [STAGING_YAML, SWARM_YAML], ids=["one host", "swarm"])

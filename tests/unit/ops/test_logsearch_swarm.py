@@ -19,11 +19,13 @@ from test_logsearch_remote import (
     collected,
 )
 
-from ops import hostops, logsearch, stack
 from ops.config import Host
 from ops.errors import OpsError
-from ops.logsearch import Entry, Query, RemoteCollector
-from ops.remote import Result
+from ops.executor import Command, Result
+from ops.monitoring import logsearch as logsearch
+from ops.monitoring.logsearch import Entry, Query, RemoteCollector
+from ops.stack import host as hostops
+from ops.stack import local as stack
 
 pytestmark = pytest.mark.unit
 
@@ -55,20 +57,18 @@ class SwarmHost(FakeRemote):
     def __init__(
         self, address: str, files: dict[str, list[str]], *, down: bool = False, **kwargs: object
     ) -> None:
-        super().__init__(files, **kwargs)  # type: ignore[arg-type]
-        self.host = Host(user="deploy", address=address)
+        super().__init__(files, host=Host(user="deploy", address=address), **kwargs)  # type: ignore[arg-type]
         self.down = down
 
-    def run(self, command: str, *, check: bool = True, what: str = "") -> Result:
+    def respond(self, command: Command, stdin: str | None) -> Result:
         if self.down:
             raise OpsError(
                 f"cannot reach {self.host.label} over SSH: timed out. Fix: check the address"
             )
-        if command.startswith("docker service ls"):
-            self.commands.append(command)
+        if command.line.startswith("docker service ls"):
             out = "".join(f"slipway-staging_{name}\n" for name in STACK_SERVICES)
-            return Result(command, 0, out + "other-stack_api\n", "")
-        return super().run(command, check=check, what=what)
+            return Result(command.line, 0, out + "other-stack_api\n", "")
+        return super().respond(command, stdin)
 
 
 def manager_files() -> dict[str, list[str]]:
@@ -136,7 +136,7 @@ def test_a_swarm_hosts_collector_is_found_by_the_stacks_service_label() -> None:
     fake = SwarmHost(SECOND, second_files())
     collector = RemoteCollector.find(fake, "slipway-staging", "staging", swarm=True)  # type: ignore[arg-type]
     assert collector.container == CONTAINER
-    assert fake.commands == [FIND]
+    assert fake.lines_run == [FIND]
     fake = SwarmHost(SECOND, second_files(), running=False)
     with pytest.raises(OpsError) as caught:
         RemoteCollector.find(fake, "slipway-staging", "staging", swarm=True)  # type: ignore[arg-type]
@@ -151,7 +151,7 @@ def test_the_stacks_services_lose_their_prefix_and_other_stacks_are_left_out(
 ) -> None:
     fake = SwarmHost(MANAGER, {})
     assert logsearch.swarm_services(fake, "slipway-staging") == sorted(STACK_SERVICES)  # type: ignore[arg-type]
-    assert fake.commands == [SERVICES]
+    assert fake.lines_run == [SERVICES]
     assert f"{label(MANAGER)} $ {SERVICES}\n" in capsys.readouterr().err
 
 
@@ -186,9 +186,9 @@ def test_a_request_is_followed_across_every_hosts_collector_in_time_order(
         '2026-11-30T10:00:03.000000Z api {"request_id":"id-1","msg":"out"}',
     ]
     # Each host: its collector, its files, one read of them all (no --service: no listing).
-    assert hosts[MANAGER].commands == [FIND, LIST, cat("--fixed", "id-1", RECENT, "current.log")]
+    assert hosts[MANAGER].lines_run == [FIND, LIST, cat("--fixed", "id-1", RECENT, "current.log")]
     for address in (SECOND, THIRD):
-        assert hosts[address].commands == [FIND, LIST, cat("--fixed", "id-1", "current.log")]
+        assert hosts[address].lines_run == [FIND, LIST, cat("--fixed", "id-1", "current.log")]
         assert f"{label(address)} $ {FIND}\n" in err
     assert all(host.closed for host in hosts.values())
     assert "warning" not in err and "matches" not in err
@@ -230,12 +230,12 @@ def test_a_service_is_checked_against_the_stack_on_the_manager_before_any_read(
         "unknown service 'apii'. Fix: use one of api, certbot, logs, migrate, nginx, postgres, "
         "prometheus, redis, worker"
     )
-    assert hosts[MANAGER].commands == [SERVICES]
-    assert hosts[SECOND].commands == hosts[THIRD].commands == []
+    assert hosts[MANAGER].lines_run == [SERVICES]
+    assert hosts[SECOND].lines_run == hosts[THIRD].lines_run == []
     # migrate ran once and is gone; its lines are in the history.
     stack.logs("staging", service="migrate", since="2026-11-30T10:00:00Z")
     assert capsys.readouterr().err.endswith("no line of slipway-staging's central logs matches\n")
-    assert hosts[MANAGER].commands[-4:] == [
+    assert hosts[MANAGER].lines_run[-4:] == [
         SERVICES,
         FIND,
         LIST,
@@ -274,7 +274,7 @@ def test_a_host_without_collector_is_skipped_loudly_and_the_search_fails_after_t
         f"{label(SECOND)}: the log collector of slipway-staging"
     )
     assert "Fix: `invoke deploy --env=staging` starts it" in message
-    assert hosts[SECOND].commands == [FIND]
+    assert hosts[SECOND].lines_run == [FIND]
     assert all(host.closed for host in hosts.values())
 
 

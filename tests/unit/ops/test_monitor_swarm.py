@@ -31,9 +31,10 @@ from test_monitor_tunnel import (
     taken,
 )
 
-from ops import config, monitor
+from ops import config
 from ops.errors import OpsError
-from ops.remote import Result
+from ops.executor import Command, Result
+from ops.monitoring import monitor as monitor
 from ops.tasks import monitor as monitor_tasks
 
 pytestmark = pytest.mark.unit
@@ -124,7 +125,8 @@ class SwarmRemote(FakeRemote):
         self.inspect_error = inspect_error
         self.commands: list[str] = []
 
-    def run(self, command: str, **kwargs: Any) -> Result:  # type: ignore[override]
+    def _execute(self, cmd: Command, stdin: bytes | None) -> Result:
+        command = cmd.line
         self.commands.append(command)
         words = shlex.split(command)
         if words[:4] == ["docker", "ps", "-q", "--no-trunc"]:

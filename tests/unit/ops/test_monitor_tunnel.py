@@ -24,8 +24,9 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from ops_testdata import LOCAL_YAML
 
-from ops import config, monitor
+from ops import config
 from ops.errors import OpsError
+from ops.monitoring import monitor as monitor
 from ops.remote import Remote
 from ops.tasks import monitor as monitor_tasks
 

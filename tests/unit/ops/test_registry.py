@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from docker.errors import APIError, NotFound
 
-from ops import config, registry, secrets
+from ops import config, secrets
+from ops.deploy import registry as registry
+from ops.deploy.registry import Registry
 from ops.errors import OpsError
-from ops.registry import Registry
 from ops.remote import Result
 
 pytestmark = pytest.mark.unit

@@ -16,9 +16,10 @@ import yaml
 from cryptography import x509
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from ops import certs, compose, config, docker_engine, sandbox, secrets
+from ops import certs, compose, config, docker_engine, secrets
 from ops.errors import OpsError
-from ops.sandbox import AcmeServer, Existing, HostPlan, HostPorts, SandboxFiles
+from ops.sandbox import sandbox as sandbox
+from ops.sandbox.sandbox import AcmeServer, Existing, HostPlan, HostPorts, SandboxFiles
 
 pytestmark = pytest.mark.unit
 

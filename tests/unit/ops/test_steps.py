@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from ops.errors import OpsError
-from ops.steps import Runner, Step, format_duration
+from ops.steps import Operation, Runner, Step, format_duration, impacting, preflight
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +118,55 @@ def test_dry_run_runs_only_preflight_and_lists_the_rest_as_planned() -> None:
     assert [o.status for o in report.outcomes] == ["ok", "planned"]
     act_line = next(line for line in out.getvalue().splitlines() if line.startswith("act "))
     assert act_line.split() == ["act", "impacting", "planned", "-"]
+
+
+class Recorded(Operation):
+    """An operation that records what its hooks saw."""
+
+    title = "recorded"
+
+    def __init__(self, fail_at: str = "") -> None:
+        self.fail_at = fail_at
+        self.events: list[str] = []
+
+    def look(self) -> str:
+        self.events.append("look")
+        return "seen"
+
+    def act(self) -> str:
+        self.events.append("act")
+        if self.fail_at == "act":
+            raise OpsError("act broke")
+        return "done"
+
+    def failed(self, error: BaseException) -> None:
+        self.events.append(f"failed: {error}")
+
+    def close(self) -> None:
+        self.events.append("close")
+
+    def steps(self) -> list[Step]:
+        return [preflight("look", self.look), impacting("act", self.act, "half acted")]
+
+
+def test_an_operation_runs_its_table_then_closes() -> None:
+    op = Recorded()
+    report = op.run(runner=Runner("t", out=io.StringIO()))
+    assert [o.status for o in report.outcomes] == ["ok", "ok"]
+    assert op.events == ["look", "act", "close"]
+
+
+def test_a_dry_run_of_an_operation_runs_only_its_preflight_steps() -> None:
+    op = Recorded()
+    report = op.run(dry_run=True, runner=Runner("t", out=io.StringIO()))
+    assert [o.status for o in report.outcomes] == ["ok", "planned"]
+    assert op.events == ["look", "close"]
+
+
+def test_a_failed_operation_sees_its_error_then_closes_and_reraises() -> None:
+    op = Recorded(fail_at="act")
+    out = io.StringIO()
+    with pytest.raises(OpsError, match="act broke"):
+        op.run(runner=Runner("t", out=out))
+    assert op.events == ["look", "act", "failed: act broke", "close"]
+    assert "state: no impacting step had completed; half acted" in out.getvalue()

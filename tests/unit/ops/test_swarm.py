@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ops import config, swarm
+from ops import config
+from ops.deploy import swarm as swarm
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit

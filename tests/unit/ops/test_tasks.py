@@ -10,9 +10,10 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from ops_testdata import LOCAL_YAML
 
-from ops import stack
 from ops.errors import OpsError
+from ops.stack import local as stack
 from ops.tasks import stack as stack_tasks
+from ops.tasks._common import exits
 
 pytestmark = pytest.mark.unit
 
@@ -84,3 +85,28 @@ def test_every_task_has_a_docstring_and_help_for_every_argument() -> None:
         params = [p for p in task.get_arguments()]
         for arg in params:
             assert arg.help, f"{task.name} --{arg.name} has no help"
+
+
+def test_an_ops_error_ends_a_task_with_its_message_and_exit_1() -> None:
+    with pytest.raises(Exit) as err, exits():
+        raise OpsError("the host is locked. Fix: wait")
+    assert err.value.code == 1
+    assert err.value.message == "error: the host is locked. Fix: wait"
+
+
+def test_any_other_exception_is_reported_as_a_bug_with_its_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def sequencing_bug() -> None:
+        raise AssertionError("release planned before the lock")
+
+    with pytest.raises(Exit) as err, exits():
+        sequencing_bug()
+    assert err.value.code == 70
+    message = str(err.value.message)
+    assert message.startswith("BUG: AssertionError: release planned before the lock.")
+    assert "not in your input or environment" in message
+    assert "deploy failed" not in message
+    traceback_text = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in traceback_text
+    assert "in sequencing_bug" in traceback_text

@@ -19,10 +19,13 @@ from typing import Any, Protocol
 
 import yaml
 
-from ops import config, hostops, locks, proc, secrets, stack
+from ops import config, proc, secrets
+from ops.deploy import locks as locks
+from ops.deploy.releases import ReleaseStore
 from ops.errors import OpsError
-from ops.releases import ReleaseStore
 from ops.remote import quote
+from ops.stack import host as hostops
+from ops.stack import local as stack
 from ops.steps import Report, Runner, Step
 
 BACKUP_TYPES = ("full", "diff", "incr")

@@ -1,6 +1,6 @@
 """Load tests that gate releases: run loadtests/locustfile.py headless, judge it against SLOs.
 
-`python -m ops.loadtest --env=<name> --profile=<smoke|baseline|stress>` loads the profile
+`python -m ops.perf.loadtest --env=<name> --profile=<smoke|baseline|stress>` loads the profile
 (loadtests/profiles.yaml) and the SLOs (loadtests/slo.yaml), checks that the profile stays
 within the environment's nginx rate limits when it claims to, runs locust against the
 environment's HTTPS URL with its CA, writes CSV and HTML reports, prints one line per endpoint
@@ -717,7 +717,7 @@ def run(options: Options, environ: Mapping[str, str] | None = None) -> Outcome:
 
 def parse_args(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m ops.loadtest",
+        prog="python -m ops.perf.loadtest",
         description="Run the locust load test headless against an environment, judge it "
         "against the SLOs; exit 1 naming every breach.",
     )

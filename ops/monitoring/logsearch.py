@@ -33,6 +33,7 @@ from typing import Protocol
 import docker
 
 from ops.errors import OpsError
+from ops.executor import query
 from ops.remote import Remote
 
 # The compose service of the collector (compose/logging.yaml).
@@ -466,7 +467,7 @@ class RemoteCollector:
                 "label=com.docker.compose.oneoff=False",
             ]
         command = shlex.join(("docker", "ps", "-q", *labels, "--filter", "status=running"))
-        result = remote.run_echoed(command, "find the log collector")
+        result = remote.run(query(command, "find the log collector"), echo=True)
         found = result.stdout.split()
         if not found:
             raise OpsError(
@@ -485,7 +486,7 @@ class RemoteCollector:
 
     def list_files(self) -> list[LogFile]:
         command = shlex.join(("docker", "exec", self.container, *reader_list()))
-        result = self.remote.run_echoed(command, "list the central logs", check=False)
+        result = self.remote.run(query(command, "list the central logs"), check=False, echo=True)
         if not result.ok:
             raise OpsError(
                 f"listing the central logs on {self.remote.host.label} failed (exit "
@@ -496,10 +497,9 @@ class RemoteCollector:
     @contextmanager
     def read_lines(self, names: Sequence[str], fixed: Sequence[str]) -> Iterator[Iterator[str]]:
         command = shlex.join(("docker", "exec", self.container, *reader_cat(names, fixed)))
-        self.remote.echo(command)
         finished = False
         try:
-            with self.remote.lines(command, what="read the central logs") as lines:
+            with self.remote.lines(query(command, "read the central logs"), echo=True) as lines:
                 yield lines
                 finished = True
         except OpsError as exc:
@@ -522,7 +522,7 @@ def services_on_host(remote: Remote, project: str) -> list[str]:
             '{{.Label "com.docker.compose.service"}}',
         )
     )
-    result = remote.run_echoed(command, "list the services")
+    result = remote.run(query(command, "list the services"), echo=True)
     return sorted({name for name in result.stdout.split() if name})
 
 
@@ -540,7 +540,7 @@ def swarm_services(remote: Remote, stack: str) -> list[str]:
             "{{.Name}}",
         )
     )
-    result = remote.run_echoed(command, "list the services")
+    result = remote.run(query(command, "list the services"), echo=True)
     prefix = f"{stack}_"
     return sorted(
         {name.removeprefix(prefix) for name in result.stdout.split() if name.startswith(prefix)}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ops import config, paths
 from ops.errors import OpsError
-from ops.traffic import Traffic
+from ops.perf.traffic import Traffic
 
 DEPLOY_TARGET_S = 60.0
 ROLLBACK_TARGET_S = 20.0

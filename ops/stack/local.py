@@ -16,24 +16,14 @@ from pathlib import Path
 
 import docker
 
-from ops import (
-    certs,
-    compose,
-    config,
-    docker_engine,
-    health,
-    hostops,
-    images,
-    logsearch,
-    monitor,
-    paths,
-    ports,
-    secrets,
-)
+from ops import certs, compose, config, docker_engine, health, images, paths, ports, secrets
 from ops.compose import Compose
-from ops.deploy import ACME_SERVICE
+from ops.deploy.deployment import ACME_SERVICE
 from ops.errors import OpsError
+from ops.monitoring import logsearch as logsearch
+from ops.monitoring import monitor as monitor
 from ops.remote import Remote
+from ops.stack import host as hostops
 from ops.steps import Report, Runner, Step
 
 # Service names are part of the compose contract (docs/architecture.md).

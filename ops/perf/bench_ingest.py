@@ -23,8 +23,10 @@ from typing import Any
 
 import httpx
 
-from ops import feeds, health, proc, stack
+from ops import health, proc
 from ops.errors import OpsError
+from ops.perf import feeds as feeds
+from ops.stack import local as stack
 from ops.steps import Report, Runner, Step
 
 BENCH_SOURCE = "slipway-bench"  # the `source` of every benchmark row: what cleanup deletes

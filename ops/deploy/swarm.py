@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from ops import compose, config, paths, proc, secrets, steps
-from ops.deploy import (
+from ops.deploy.deployment import (
     ACME_SERVICE,
     BACKUP_LOCK_WAIT,
     BACKUP_SERVICE,
@@ -38,12 +38,12 @@ from ops.deploy import (
     image_refs,
     release_env,
 )
+from ops.deploy.rollout import RemoteCompose, RolloutError
 from ops.errors import OpsError
-from ops.hostops import SWARM_ONEOFF_FILE as ONEOFF_FILE
-from ops.hostops import SWARM_STACK_FILE as STACK_FILE
-from ops.hostops import swarm_task
 from ops.remote import Remote, quote
-from ops.rollout import RemoteCompose, RolloutError
+from ops.stack.host import SWARM_ONEOFF_FILE as ONEOFF_FILE
+from ops.stack.host import SWARM_STACK_FILE as STACK_FILE
+from ops.stack.host import swarm_task
 
 DATA_STACK_FILE = "stack-data.yaml"
 DATA_SERVICES = ("postgres", "redis")

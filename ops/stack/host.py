@@ -9,12 +9,14 @@ import json
 
 import httpx
 
-from ops import config, health, locks
-from ops.deploy import ACME_SERVICE, ensure_certificates, verify_context
+from ops import config, health
+from ops.deploy import locks as locks
+from ops.deploy.deployment import ACME_SERVICE, ensure_certificates, verify_context
+from ops.deploy.releases import ReleaseStore
+from ops.deploy.rollout import RemoteCompose
 from ops.errors import OpsError
-from ops.releases import ReleaseStore
+from ops.executor import query
 from ops.remote import Remote, quote
-from ops.rollout import RemoteCompose
 
 MAINTENANCE_FILE = "nginx/maintenance"
 # Several hosts (ops/swarm.py): the release's overlay for one-off containers, the stack's services.
@@ -207,11 +209,11 @@ def logs(
             ]
             # --follow never ends: every service's stream at once, not one after the other.
             script = " & ".join(each) + " & wait" if follow else " ; ".join(each)
-            host.remote.stream(script, what="service logs")
+            host.remote.stream(query(script, "service logs"))
             return
         if service:
             args.append(service)
-        host.remote.stream(host.compose().command(*args), what="compose logs")
+        host.remote.stream(query(host.compose().command(*args), "compose logs"))
 
 
 def migrate(env: config.Environment) -> str:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ops import compose, docker_engine, images, proc
-from ops.deploy import image_refs
+from ops.deploy.deployment import image_refs
 from ops.errors import OpsError
 
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ops import backup, config, docker_engine, images, paths, proc
-from ops.bench import verdict
+from ops import config, docker_engine, images, paths, proc
+from ops.backup import operations as backup
 from ops.compose import detect_build
 from ops.errors import OpsError
+from ops.perf.bench_ingest import verdict
 from ops.steps import Report, Runner, Step, format_duration
 
 DEFAULT_SIZE = "1GB"

@@ -53,7 +53,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from ops import certs, compose, config, docker_engine, images, paths, proc, secrets
 from ops.errors import OpsError
-from ops.stack import confirm_destroy
+from ops.stack.local import confirm_destroy
 from ops.steps import Report, Runner, Step
 
 IMAGE = "slipway/sandbox-host"

@@ -30,6 +30,7 @@ from typing import Any
 from ops import compose
 from ops.config import Environment
 from ops.errors import OpsError
+from ops.executor import query
 from ops.remote import Remote, quote
 
 LOOPBACK = "127.0.0.1"
@@ -162,7 +163,9 @@ def _running_task(remote: Remote, service: str) -> list[str]:
             "status=running",
         )
     )
-    return remote.run_echoed(command, f"find the running task of {service}").stdout.split()
+    return remote.run(
+        query(command, f"find the running task of {service}"), echo=True
+    ).stdout.split()
 
 
 def gwbridge_addresses(text: str) -> dict[str, str]:
@@ -208,7 +211,9 @@ def swarm_targets(env: Environment, remote: Remote) -> tuple[str, str]:
                 f"{remote.host.label}. {fix}"
             )
     inspect = f"docker network inspect {GWBRIDGE} -f {quote('{{json .Containers}}')}"
-    result = remote.run_echoed(inspect, f"list the containers on {GWBRIDGE}", check=False)
+    result = remote.run(
+        query(inspect, f"list the containers on {GWBRIDGE}"), check=False, echo=True
+    )
     if not result.ok:
         raise OpsError(
             f"`{inspect}` failed on {remote.host.label} (exit {result.code}): "

@@ -25,25 +25,15 @@ import docker
 import httpx
 import yaml
 
-from ops import (
-    certs,
-    compose,
-    config,
-    docker_engine,
-    health,
-    images,
-    locks,
-    paths,
-    ports,
-    registry,
-    secrets,
-    steps,
-)
+from ops import certs, compose, config, docker_engine, health, images, paths, ports, secrets, steps
 from ops.compose import Build, Compose
+from ops.deploy import locks as locks
+from ops.deploy import registry as registry
+from ops.deploy.releases import Release, ReleaseStore, iso, new_id, utc_now
+from ops.deploy.rollout import RemoteCompose, Rollout, RolloutError
 from ops.errors import OpsError
-from ops.releases import Release, ReleaseStore, iso, new_id, utc_now
+from ops.executor import change
 from ops.remote import Remote, quote
-from ops.rollout import RemoteCompose, Rollout, RolloutError
 
 LISTINGS_IMAGE = "slipway/listings"
 INFRA_IMAGES = {
@@ -690,7 +680,7 @@ class Deployment:
             )
         )
         volume_state = self.sh().stream_into(
-            script, [tls_tarball(cert, key)], what="install the certificate"
+            change(script, "install the certificate"), [tls_tarball(cert, key)]
         )
         changed = volume_state.stdout.strip() == "changed"
         # nginx reads certificates when it (re)loads: whichever machine deployed last, the
@@ -787,7 +777,7 @@ class Deployment:
         yet), checked before PostgreSQL is recreated with it: its entrypoint refuses to start
         with a passphrase that does not, which would take the database down. Returns how many
         backups the repositories hold."""
-        from ops import backup
+        from ops.backup import operations as backup
 
         out = rc.run(
             "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE,
@@ -816,7 +806,7 @@ class Deployment:
         to backups of it: with --restore the newest backup and every archived WAL go into the
         data volume before PostgreSQL starts; without, the deploy stops here, as PostgreSQL
         would refuse to start. A note for the step summary ("" when nothing was restored)."""
-        from ops import backup
+        from ops.backup import operations as backup
 
         probe = rc.run(
             "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE, "sh", "-c", DATABASE_PROBE,
@@ -1247,7 +1237,7 @@ def ship_images(engine: docker.DockerClient, remote: Remote, refs: list[str]) ->
             continue
         began = time.monotonic()
         size = int(image.attrs.get("Size", 0))
-        remote.stream_into("docker load -q", _save_chunks(image, ref), what=f"ship {ref}")
+        remote.stream_into(change("docker load -q", f"ship {ref}"), _save_chunks(image, ref))
         took = time.monotonic() - began
         print(f"    {remote.host.label} {ref}: {size / 1e6:.0f} MB in {took:.1f}s", flush=True)
         shipped.append(ref)
@@ -1298,7 +1288,7 @@ def verify_context(env: config.Environment) -> ssl.SSLContext | bool:
 
 def deployment_for(env: config.Environment, build: Build, **options: object) -> Deployment:
     """Compose on one host; Docker Swarm (ops/swarm.py) for several."""
-    from ops import swarm
+    from ops.deploy import swarm as swarm
 
     kind = swarm.SwarmDeployment if swarm.is_swarm(env) else Deployment
     return kind(env, build, **options)  # type: ignore[arg-type]

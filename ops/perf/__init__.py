@@ -1,0 +1,3 @@
+"""Benchmarks (`invoke bench.*`) and the load-test gate (`nox -s loadtest`), with their
+synthetic feeds and steady traffic.
+"""

@@ -1,0 +1,89 @@
+"""The executor's rules, through the recording executor: changes are echoed with their host,
+queries are quiet, a dry run runs queries and never a change, failures name the command."""
+
+from __future__ import annotations
+
+import pytest
+from support.recorder import Recorder
+
+from ops.errors import OpsError
+from ops.executor import ECHO_QUERIES_VARIABLE, change, query, write_file
+
+pytestmark = pytest.mark.unit
+
+HOST = "deploy@203.0.113.10:22"
+
+
+def test_a_change_is_echoed_with_its_host_and_a_query_is_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = Recorder().on("docker ps", stdout="web\n")
+    assert host.run(query("docker ps -q", "list")).stdout == "web\n"
+    host.run(change("docker stop web", "stop web"))
+    assert capsys.readouterr().err == f"{HOST} $ docker stop web\n"
+    assert host.lines_run == ["docker ps -q", "docker stop web"]
+
+
+def test_queries_are_echoed_when_asked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = Recorder().on("docker ps", stdout="")
+    host.run(query("docker ps -q"), echo=True)
+    monkeypatch.setenv(ECHO_QUERIES_VARIABLE, "1")
+    host.run(query("docker ps -a"))
+    host.run(change("refresh the lock"), echo=False)
+    assert capsys.readouterr().err == f"{HOST} $ docker ps -q\n{HOST} $ docker ps -a\n"
+
+
+def test_a_dry_run_runs_queries_and_only_prints_changes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = Recorder(dry_run=True).on("docker image inspect", stdout="sha256:1\n")
+    assert host.run(query("docker image inspect x")).stdout == "sha256:1\n"
+    result = host.run(change("docker tag sha256:1 x:v2", "tag"))
+    assert result.ok and result.stdout == ""
+    host.put_text("/srv/x/current.txt", "hello")
+    assert host.lines_run == ["docker image inspect x"]
+    assert [c.what for c in host.changes] == ["tag", "write /srv/x/current.txt"]
+    err = capsys.readouterr().err
+    assert f"{HOST} $ docker tag sha256:1 x:v2\n{HOST}   (dry run: not run)\n" in err
+    assert f"{HOST} $ write /srv/x/current.txt (mode 644, 5 bytes)\n" in err
+
+
+def test_a_failed_command_names_what_it_did_the_host_and_its_error() -> None:
+    host = Recorder().on("docker stop", code=1, stderr="Error: No such container: web\n")
+    with pytest.raises(OpsError) as err:
+        host.run(change("docker stop web", "stop the old replicas"))
+    assert str(err.value) == (
+        f"'stop the old replicas' failed on {HOST} (exit 1): Error: No such container: web"
+    )
+    assert not host.run(change("docker stop web"), check=False).ok
+
+
+def test_an_unanswered_query_fails_the_test_rather_than_guessing() -> None:
+    with pytest.raises(AssertionError, match="no rule answers the query 'docker info'"):
+        Recorder().run(query("docker info"))
+
+
+def test_a_file_is_written_atomically_through_a_temporary_name() -> None:
+    host = Recorder()
+    host.put_text("/srv/slipway/releases/r1/release.env", "A='1'\n", mode=0o600)
+    (issued,) = host.issued
+    assert issued.stdin == "A='1'\n"
+    assert issued.command.line == (
+        "set -e; mkdir -p -m 755 /srv/slipway/releases/r1; umask 077; "
+        "tmp=/srv/slipway/releases/r1/release.env.tmp.$$; "
+        'cat > "$tmp"; chmod 600 "$tmp"; mv -f "$tmp" /srv/slipway/releases/r1/release.env'
+    )
+    assert write_file("/a b/c").line.startswith("set -e; mkdir -p -m 755 '/a b';")
+
+
+def test_lines_read_queries_only() -> None:
+    host = Recorder().on("cat", stdout="a\nb\n")
+    with host.lines(query("cat x")) as lines:
+        assert list(lines) == ["a\n", "b\n"]
+    with (
+        pytest.raises(OpsError, match="lines\\(\\) reads queries only"),
+        host.lines(change("rm x")),
+    ):
+        pass
