@@ -30,9 +30,11 @@ def run(
     quiet: bool = False,
     what: str = "",
     stdin: str | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv (stdin: text fed to it); on failure raise OpsError naming the command (and its
-    stderr when captured)."""
+    stderr when captured). timeout: seconds before the command is killed and OpsError raised
+    (whatever `check` says: a command cut short has no result to look at)."""
     if not quiet:
         echo(argv)
     sys.stdout.flush()
@@ -48,9 +50,15 @@ def run(
             capture_output=capture,
             check=False,
             input=stdin,
+            timeout=timeout,
         )
     except FileNotFoundError as exc:
         raise _not_installed(argv, what) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise OpsError(
+            f"{what or 'command'} did not finish within {timeout:g}s and was stopped: "
+            f"{shlex.join(argv)}"
+        ) from exc
     if check and result.returncode != 0:
         detail = f": {result.stderr.strip()[-2000:]}" if capture and result.stderr else ""
         raise OpsError(

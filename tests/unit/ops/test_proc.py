@@ -37,3 +37,8 @@ def test_tee_streams_and_returns_the_output_and_exit_code(
     assert code == 3
     assert output == "FED\n\n"
     assert "FED" in capsys.readouterr().out
+
+
+def test_a_command_past_its_timeout_is_stopped_and_named() -> None:
+    with pytest.raises(OpsError, match=r"^sleeping did not finish within 0.2s and was stopped: "):
+        proc.run(["sleep", "5"], quiet=True, what="sleeping", timeout=0.2, check=False)
