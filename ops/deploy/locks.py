@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ops.deploy.commands import host as host_commands
 from ops.errors import OpsError
-from ops.remote import Remote, quote
+from ops.executor import Command, Executor, change, query, quote
+from ops.remote import Remote
 
 POLL_SECONDS = 2.0
 
@@ -78,13 +80,94 @@ def parse_info(text: str | None, fallback_time: int) -> LockInfo:
     )
 
 
+# ------------------------------------------------------------------------------ commands
+
+
+def _guarded(guard: str, script: str) -> str:
+    """`script` under flock on a guard file: check-then-change steps never interleave."""
+    return f"flock -w 20 {quote(guard)} sh -c {quote(script)}"
+
+
+def read_lock(directory: str) -> Command:
+    """The host's time; then, when the lock is held: `held`, the lock's age, the digest of
+    info.json and info.json itself."""
+    info = quote(f"{directory}/info.json")
+    return query(
+        f"date +%s; if [ -d {quote(directory)} ]; then echo held; "
+        f"stat -c %Y {quote(directory)}; "
+        f"{{ cat {info} 2>/dev/null || true; }} | sha256sum | cut -c1-64; "
+        f"cat {info} 2>/dev/null; fi",
+        "read the deploy lock",
+    )
+
+
+def take_lock(directory: str) -> Command:
+    """mkdir is atomic: the first to create the directory holds the lock and writes info.json
+    from standard input; prints `taken` or `busy`."""
+    info = quote(f"{directory}/info.json")
+    return change(
+        f"mkdir -p {quote(directory.rsplit('/', 1)[0])} && "
+        f"if mkdir {quote(directory)} 2>/dev/null; then "
+        f"cat > {info}; echo taken; else cat >/dev/null; echo busy; fi",
+        "take the deploy lock",
+        shown=f"mkdir {directory} (the deploy lock), then write its info.json",
+    )
+
+
+def break_stale_lock(directory: str, guard: str, digest: str, grave: str) -> Command:
+    """Rename the lock away, but only if info.json is still exactly what was judged stale (a
+    holder that refreshed in between keeps its lock), then remove it."""
+    info = quote(f"{directory}/info.json")
+    script = (
+        f"now=$({{ cat {info} 2>/dev/null || true; }} | sha256sum | cut -c1-64); "
+        f'if [ "$now" = {quote(digest)} ]; then mv -T {quote(directory)} {quote(grave)} '
+        f"&& rm -rf {quote(grave)}; fi; true"
+    )
+    return change(_guarded(guard, script), "remove the stale deploy lock")
+
+
+def refresh_lock(directory: str, guard: str, token: str) -> Command:
+    """Replace info.json with standard input if the lock still carries `token`; prints `ok`
+    or `lost`."""
+    info = quote(f"{directory}/info.json")
+    tmp = quote(f"{directory}/info.json.{token}.tmp")
+    script = f"cat > {tmp}; " + _guarded(
+        guard,
+        f"grep -qF {quote(token)} {info} 2>/dev/null "
+        f"&& mv -f {tmp} {info} && echo ok "
+        f"|| {{ rm -f {tmp}; echo lost; }}",
+    )
+    return change(script, "refresh the deploy lock")
+
+
+def release_lock(directory: str, guard: str, token: str) -> Command:
+    """Remove the lock if it still carries `token`; prints `released` or `not-ours`."""
+    info = quote(f"{directory}/info.json")
+    return change(
+        _guarded(
+            guard,
+            f"grep -qF {quote(token)} {info} 2>/dev/null && "
+            f"rm -rf {quote(directory)} && echo released || echo not-ours",
+        ),
+        "release the deploy lock",
+    )
+
+
+def remove_lock(directory: str) -> Command:
+    return change(f"rm -rf {quote(directory)}", "remove the deploy lock")
+
+
+# ------------------------------------------------------------------------------ the lock
+
+
 class DeployLock:
     """The lock of one environment on one host."""
 
-    def __init__(self, remote: Remote, remote_dir: str, ttl: int) -> None:
+    def __init__(self, remote: Executor, remote_dir: str, ttl: int) -> None:
         self.remote = remote
         self.dir = f"{remote_dir.rstrip('/')}/lock"
         self.info_path = f"{self.dir}/info.json"
+        self.guard = f"{remote_dir.rstrip('/')}/.lock-guard"
         self.ttl = ttl
         self.held: LockInfo | None = None
         self.last_digest = ""
@@ -92,18 +175,11 @@ class DeployLock:
     # ------------------------------------------------------------------ reading
 
     def remote_now(self) -> int:
-        return int(self.remote.run("date +%s", what="read the host's clock").stdout.strip())
+        return int(self.remote.run(host_commands.clock()).stdout.strip())
 
     def status(self) -> tuple[LockInfo | None, int]:
         """(holder or None, host time). Also keeps the digest of info.json in `last_digest`."""
-        info_path = quote(self.info_path)
-        script = (
-            f"date +%s; if [ -d {quote(self.dir)} ]; then echo held; "
-            f"stat -c %Y {quote(self.dir)}; "
-            f"{{ cat {info_path} 2>/dev/null || true; }} | sha256sum | cut -c1-64; "
-            f"cat {info_path} 2>/dev/null; fi"
-        )
-        lines = self.remote.run(script, what="read the deploy lock").stdout.splitlines()
+        lines = self.remote.run(read_lock(self.dir)).stdout.splitlines()
         now = int(lines[0])
         if len(lines) < 2 or lines[1] != "held":
             self.last_digest = ""
@@ -115,34 +191,16 @@ class DeployLock:
             info = LockInfo(info.owner, info.token, info.version, made, made, self.ttl)
         return info, now
 
-    def _guarded(self, script: str) -> str:
-        """`script` under flock on a guard file: check-then-change steps never interleave."""
-        guard = f"{self.dir.rsplit('/', 1)[0]}/.lock-guard"
-        return f"flock -w 20 {quote(guard)} sh -c {quote(script)}"
-
     # ------------------------------------------------------------------ taking
 
-    def _try_mkdir(self, info: LockInfo) -> bool:
-        payload = json.dumps(info.__dict__)
-        script = (
-            f"mkdir -p {quote(str(self.dir).rsplit('/', 1)[0])} && "
-            f"if mkdir {quote(self.dir)} 2>/dev/null; then "
-            f"cat > {quote(self.info_path)}; echo taken; else cat >/dev/null; echo busy; fi"
-        )
-        out = self.remote.run(script, stdin=payload, what="take the deploy lock").stdout
+    def _try_mkdir(self, info: LockInfo, echo: bool | None) -> bool:
+        command = take_lock(self.dir)
+        out = self.remote.run(command, stdin=json.dumps(info.__dict__), echo=echo).stdout
         return out.strip().endswith("taken")
 
     def _break_stale(self, digest: str) -> None:
-        """Rename the stale lock away, but only if info.json is still exactly what was judged
-        stale (a holder that refreshed in between keeps its lock), then remove it."""
         grave = f"{self.dir}.stale.{secrets.token_hex(4)}"
-        info = quote(self.info_path)
-        script = (
-            f"now=$({{ cat {info} 2>/dev/null || true; }} | sha256sum | cut -c1-64); "
-            f'if [ "$now" = {quote(digest)} ]; then mv -T {quote(self.dir)} {quote(grave)} '
-            f"&& rm -rf {quote(grave)}; fi; true"
-        )
-        self.remote.run(self._guarded(script), what="remove the stale deploy lock")
+        self.remote.run(break_stale_lock(self.dir, self.guard, digest, grave))
 
     def acquire(
         self,
@@ -157,6 +215,7 @@ class DeployLock:
         deadline = time.monotonic() + wait
         announced = False
         broken: set[str] = set()
+        attempts = 0
         while True:
             now = self.remote_now()
             mine = LockInfo(
@@ -168,7 +227,9 @@ class DeployLock:
                 ttl=self.ttl,
                 operation=operation,
             )
-            if self._try_mkdir(mine):
+            # Said once: the retries while waiting are the "waiting for the lock" line's.
+            attempts += 1
+            if self._try_mkdir(mine, echo=None if attempts == 1 else False):
                 self.held = mine
                 return mine
             holder, now = self.status()
@@ -179,7 +240,7 @@ class DeployLock:
                     # Already tried to remove this very lock: it cannot be removed from here.
                     if time.monotonic() >= deadline:
                         raise OpsError(
-                            f"a stale deploy lock on {self.remote.host.label} could not be "
+                            f"a stale deploy lock on {self.remote.label} could not be "
                             f"removed ({holder.describe(now)}). Fix: check {self.dir} on the "
                             "host (owner, permissions), then `invoke lock.release --env=<env>`"
                         )
@@ -187,7 +248,7 @@ class DeployLock:
                 else:
                     log(
                         f"    WARNING: taking over a stale deploy lock on "
-                        f"{self.remote.host.label}: {holder.describe(now)} (not refreshed for "
+                        f"{self.remote.label}: {holder.describe(now)} (not refreshed for "
                         f"{now - holder.refreshed}s, ttl {holder.ttl}s): its deploy was killed "
                         "or lost its connection"
                     )
@@ -196,7 +257,7 @@ class DeployLock:
                 continue
             if time.monotonic() >= deadline:
                 raise OpsError(
-                    f"{self.remote.host.label} is locked: {holder.describe(now)}. Fix: wait for "
+                    f"{self.remote.label} is locked: {holder.describe(now)}. Fix: wait for "
                     "it to finish (or pass a longer wait), or if that deploy is dead, "
                     "`invoke lock.release --env=<env>` after checking with its owner"
                 )
@@ -205,22 +266,20 @@ class DeployLock:
                 announced = True
             sleep(POLL_SECONDS)
 
-    def refresh(self) -> None:
+    def refresh(self, echo: bool | None = None) -> None:
         """Push the expiry forward; fail if the lock is no longer ours (taken over)."""
         if self.held is None:
             raise OpsError("refresh of a deploy lock that is not held")
         now = self.remote_now()
         updated = LockInfo(**{**self.held.__dict__, "refreshed": now})
-        tmp = f"{self.info_path}.{self.held.token}.tmp"
-        script = f"cat > {quote(tmp)}; " + self._guarded(
-            f"grep -qF {quote(self.held.token)} {quote(self.info_path)} 2>/dev/null "
-            f"&& mv -f {quote(tmp)} {quote(self.info_path)} && echo ok "
-            f"|| {{ rm -f {quote(tmp)}; echo lost; }}"
+        out = self.remote.run(
+            refresh_lock(self.dir, self.guard, self.held.token),
+            stdin=json.dumps(updated.__dict__),
+            echo=echo,
         )
-        out = self.remote.run(script, stdin=json.dumps(updated.__dict__), what="refresh lock")
         if out.stdout.strip() != "ok":
             raise OpsError(
-                f"the deploy lock on {self.remote.host.label} was taken over by another deploy "
+                f"the deploy lock on {self.remote.label} was taken over by another deploy "
                 "(this one was idle longer than lock_ttl): stopping here"
             )
         self.held = updated
@@ -229,11 +288,8 @@ class DeployLock:
         """Remove the lock if it is still ours; True when removed."""
         if self.held is None:
             return False
-        script = self._guarded(
-            f"grep -qF {quote(self.held.token)} {quote(self.info_path)} 2>/dev/null && "
-            f"rm -rf {quote(self.dir)} && echo released || echo not-ours"
-        )
-        out = self.remote.run(script, what="release the deploy lock").stdout.strip()
+        command = release_lock(self.dir, self.guard, self.held.token)
+        out = self.remote.run(command).stdout.strip()
         self.held = None
         return out == "released"
 
@@ -241,7 +297,7 @@ class DeployLock:
         """Remove whatever lock is there (operator command); returns what it was."""
         holder, _ = self.status()
         if holder is not None:
-            self.remote.run(f"rm -rf {quote(self.dir)}", what="remove the deploy lock")
+            self.remote.run(remove_lock(self.dir))
         return holder
 
 
@@ -250,12 +306,21 @@ class Heartbeat:
     image transfer, a long migration) never lets the lock look stale. `lost` says why it
     stopped if the lock was taken over or the host became unreachable."""
 
-    def __init__(self, lock: DeployLock) -> None:
+    def __init__(self, lock: DeployLock, connect: Callable[[], Executor] | None = None) -> None:
+        """connect: opens the heartbeat's own connection to the lock's host (default: a new
+        SSH connection to the host of the lock's Remote)."""
         self.main = lock
+        self.connect = connect or self._new_ssh_connection
         self.interval = max(5.0, lock.ttl / 3)
         self.lost = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="lock-heartbeat")
+
+    def _new_ssh_connection(self) -> Executor:
+        remote = self.main.remote
+        if not isinstance(remote, Remote):
+            raise OpsError("internal: a heartbeat off SSH needs its `connect`")
+        return Remote(remote.host)
 
     def start(self) -> Heartbeat:
         self._thread.start()
@@ -266,13 +331,14 @@ class Heartbeat:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        remote = Remote(self.main.remote.host)
+        remote = self.connect()
         mirror = DeployLock(remote, self.main.dir.rsplit("/", 1)[0], self.main.ttl)
         mirror.held = self.main.held
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    mirror.refresh()
+                    # Quiet: its lines would land in the middle of the steps' output.
+                    mirror.refresh(echo=False)
                 except OpsError as exc:
                     self.lost = str(exc)
                     return

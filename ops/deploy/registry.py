@@ -25,7 +25,7 @@ from docker.errors import DockerException, NotFound
 
 from ops import config, secrets
 from ops.errors import OpsError
-from ops.remote import Remote, quote
+from ops.executor import Executor, change, quote
 
 # The canonical namespace of our images: slipway/listings:v1 is <prefix>/listings:v1 there.
 CANONICAL_NAMESPACE = "slipway"
@@ -234,7 +234,7 @@ class Registry:
         return "\n".join(lines) + "\n"
 
     def pull_on_host(
-        self, remote: Remote, refs: Sequence[str], expected_ids: Mapping[str, str]
+        self, remote: Executor, refs: Sequence[str], expected_ids: Mapping[str, str]
     ) -> list[Transfer]:
         """Pull each image on the host, check its id, give it its canonical name (one SSH
         command per image; the login lives only as long as that command)."""
@@ -245,17 +245,22 @@ class Registry:
             done.append(self._pull_one(remote, ref, expected_ids[ref]))
         return done
 
-    def _pull_one(self, remote: Remote, ref: str, expected_id: str) -> Transfer:
+    def _pull_one(self, remote: Executor, ref: str, expected_id: str) -> Transfer:
         source = self.pull_ref(ref)
         script = self.host_script(ref, expected_id)
         stdin = None if self.credentials is None else self.credentials.password + "\n"
         began = time.monotonic()
-        result = remote.run(script, check=False, stdin=stdin, what=f"pull {source}")
+        command = change(
+            script,
+            f"pull {source}",
+            shown=f"docker pull {source}; check its id is {expected_id[:19]}...; tag it {ref}",
+        )
+        result = remote.run(command, check=False, stdin=stdin)
         took = time.monotonic() - began
         if not result.ok:
             step = _STEPS.get(result.code, f"exit {result.code}")
             detail = (result.stderr.strip() or result.stdout.strip())[-1500:] or "no output"
-            where = f"the host {remote.host.label}"
+            where = f"the host {remote.label}"
             if result.code == EXIT_ID:
                 fix = (
                     f"Fix: {source} in the registry is not the image built here; push it again "
@@ -264,10 +269,9 @@ class Registry:
             else:
                 fix = _fix(detail, self.pull_from, where, self._credentials_where)
             raise OpsError(
-                f"pull of {ref} from {source} on {remote.host.label} failed ({step}): {detail}. "
-                f"{fix}"
+                f"pull of {ref} from {source} on {remote.label} failed ({step}): {detail}. {fix}"
             )
-        print(f"    {ref}: pulled from {source} on {remote.host.label} in {took:.1f}s", flush=True)
+        print(f"    {ref}: pulled from {source} on {remote.label} in {took:.1f}s", flush=True)
         return Transfer(ref, source, took)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ops.errors import OpsError
-from ops.remote import Remote, quote
+from ops.executor import Command, Executor, change, query, quote
 
 SEPARATOR = "----slipway-release----"
 DEFAULT_OVERLAYS = ("remote.yaml",)
@@ -69,10 +69,53 @@ def iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+# ------------------------------------------------------------------------------ commands
+
+
+def read_current(root: str) -> Command:
+    return query(f"readlink {quote(root + '/current')} || true", "read the current release")
+
+
+def read_records(root: str) -> Command:
+    """Every release.json under releases/, each followed by SEPARATOR."""
+    return query(
+        f"cd {quote(root + '/releases')} 2>/dev/null || exit 0; "
+        f'for f in */release.json; do [ -f "$f" ] || continue; cat "$f"; '
+        f"echo; echo {SEPARATOR}; done",
+        "list releases",
+    )
+
+
+def point_current(root: str, release_id: str) -> Command:
+    """Point `current` at the release: a new symlink renamed over the old one (atomic)."""
+    tmp = f"{root}/current.tmp"
+    return change(
+        f"cd {quote(root)} && ln -sfn {quote('releases/' + release_id)} {quote(tmp)} && "
+        f"mv -Tf {quote(tmp)} {quote(root + '/current')}",
+        "switch the current release",
+    )
+
+
+def append_audit(root: str, line: str) -> Command:
+    """Append standard input to audit.log (O_APPEND: lines from two writers never mix)."""
+    return change(
+        f"mkdir -p {quote(root)} && cat >> {quote(root + '/audit.log')}",
+        "append to the audit log",
+        shown=f"append to {root}/audit.log: {line}",
+    )
+
+
+def remove_release(path: str) -> Command:
+    return change(f"rm -rf {quote(path)}", "prune release")
+
+
+# ------------------------------------------------------------------------------ the store
+
+
 class ReleaseStore:
     """The releases of one environment on one host."""
 
-    def __init__(self, remote: Remote, remote_dir: str) -> None:
+    def __init__(self, remote: Executor, remote_dir: str) -> None:
         self.remote = remote
         self.root = remote_dir.rstrip("/")
 
@@ -83,19 +126,12 @@ class ReleaseStore:
     # ------------------------------------------------------------------ reading
 
     def current_id(self) -> str | None:
-        out = self.remote.run(
-            f"readlink {quote(self.root + '/current')} || true", what="read current release"
-        ).stdout.strip()
+        out = self.remote.run(read_current(self.root)).stdout.strip()
         return out.rsplit("/", 1)[-1] if out else None
 
     def history(self) -> list[Release]:
         """Every recorded release, oldest first; unreadable records are skipped."""
-        script = (
-            f"cd {quote(self.root + '/releases')} 2>/dev/null || exit 0; "
-            f'for f in */release.json; do [ -f "$f" ] || continue; cat "$f"; '
-            f"echo; echo {SEPARATOR}; done"
-        )
-        text = self.remote.run(script, what="list releases").stdout
+        text = self.remote.run(read_records(self.root)).stdout
         found = []
         for chunk in text.split(SEPARATOR):
             if chunk.strip():
@@ -110,7 +146,7 @@ class ReleaseStore:
         if text is None:
             known = ", ".join(r.id for r in self.history()) or "none"
             raise OpsError(
-                f"no release {release_id!r} on {self.remote.host.label}. Known releases: {known}"
+                f"no release {release_id!r} on {self.remote.label}. Known releases: {known}"
             )
         return Release.from_json(text)
 
@@ -125,23 +161,12 @@ class ReleaseStore:
         self.remote.put_text(self.path(release.id, "release.json"), release.to_json())
 
     def set_current(self, release_id: str) -> None:
-        """Point `current` at the release: a new symlink renamed over the old one."""
-        target = f"releases/{release_id}"
-        tmp = f"{self.root}/current.tmp"
-        self.remote.run(
-            f"cd {quote(self.root)} && ln -sfn {quote(target)} {quote(tmp)} && "
-            f"mv -Tf {quote(tmp)} {quote(self.root + '/current')}",
-            what="switch the current release",
-        )
+        self.remote.run(point_current(self.root, release_id))
 
     def audit(self, event: Mapping[str, object]) -> None:
-        """Append one JSON line to audit.log (O_APPEND: lines from two writers never mix)."""
+        """Append one JSON line to audit.log."""
         line = json.dumps({"at": iso(utc_now()), **event}, sort_keys=True)
-        self.remote.run(
-            f"mkdir -p {quote(self.root)} && cat >> {quote(self.root + '/audit.log')}",
-            stdin=line + "\n",
-            what="append to the audit log",
-        )
+        self.remote.run(append_audit(self.root, line), stdin=line + "\n")
 
     def prune(self, keep: int, protect: Sequence[str]) -> list[str]:
         """Delete the oldest release records beyond `keep`, never those in `protect`."""
@@ -150,5 +175,5 @@ class ReleaseStore:
         excess = len(releases) - keep
         doomed = removable[: max(0, excess)]
         for release_id in doomed:
-            self.remote.run(f"rm -rf {quote(self.path(release_id))}", what="prune release")
+            self.remote.run(remove_release(self.path(release_id)))
         return doomed

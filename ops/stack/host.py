@@ -1,6 +1,6 @@
 """Operating commands on a `target: ssh` environment's host, through its current release:
-status, logs, migrations, API keys, maintenance mode. The local stack has its own versions in
-ops/stack.py; the tasks pick one by the environment's target.
+status, logs, migrations, API keys, maintenance mode, certificates. The local stack has its own
+versions in ops/stack/local.py; the tasks pick one by the environment's target.
 """
 
 from __future__ import annotations
@@ -10,27 +10,29 @@ import json
 import httpx
 
 from ops import config, health
-from ops.deploy import locks as locks
-from ops.deploy.deployment import ACME_SERVICE, ensure_certificates, verify_context
+from ops.deploy import locks
+from ops.deploy.certificates import CERTBOT_SERVICE, ensure_certificates
+from ops.deploy.commands import docker
+from ops.deploy.commands import host as host_commands
+from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.releases import ReleaseStore
-from ops.deploy.rollout import RemoteCompose
+from ops.deploy.smoke import verify_context
+from ops.deploy.swarm.stackfile import ONEOFF_FILE as SWARM_ONEOFF_FILE
+from ops.deploy.swarm.stackfile import STACK_FILE as SWARM_STACK_FILE
 from ops.errors import OpsError
-from ops.executor import query
-from ops.remote import Remote, quote
+from ops.executor import Executor, query, quote
+from ops.remote import Remote
 
 MAINTENANCE_FILE = "nginx/maintenance"
-# Several hosts (ops/swarm.py): the release's overlay for one-off containers, the stack's services.
-SWARM_ONEOFF_FILE = "swarm-oneoff.yaml"
-SWARM_STACK_FILE = "stack.yaml"  # the whole stack, as `docker stack deploy` runs it
+# The services of a swarm's stack whose logs `invoke logs` gathers without the collector.
 SWARM_SERVICES = ("api", "worker", "nginx", "postgres", "redis")
+__all__ = ["SWARM_ONEOFF_FILE", "SWARM_STACK_FILE"]  # the backup tools use them too
 
 
-def swarm_task(remote: Remote, stack: str, service: str) -> str | None:
+def swarm_task(remote: Executor, stack: str, service: str) -> str | None:
     """The id of a running task container of the stack's service on this host (the first host
     runs PostgreSQL and the backup task), or None."""
-    label = f"label=com.docker.swarm.service.name={stack}_{service}"
-    found = remote.run(f"docker ps -q --filter {quote(label)}", what=f"find the {service} task")
-    ids = found.stdout.split()
+    ids = remote.run(docker.swarm_task(stack, service)).stdout.split()
     return ids[0] if ids else None
 
 
@@ -119,9 +121,8 @@ def status(env: config.Environment) -> bool:
         healthy = _swarm_services(host, env) if env.is_swarm else _containers(host, env, current)
         holder, now = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl).status()
         print("  lock: " + (holder.describe(now) if holder else "free"))
-        maintenance = host.remote.run(
-            f"test -e {quote(host.root + '/' + MAINTENANCE_FILE)}", check=False
-        ).ok
+        flag = host_commands.exists(f"{host.root}/{MAINTENANCE_FILE}")
+        maintenance = host.remote.run(flag, check=False).ok
         print(f"  maintenance: {'ON' if maintenance else 'off'}")
     try:
         with httpx.Client(verify=verify_context(env), timeout=10) as client:
@@ -139,9 +140,11 @@ def _containers(host: Host, env: config.Environment, current: str | None) -> boo
     """One line per container of the environment's compose project; False if one is not up."""
     fmt = '{{.Names}}\t{{.Status}}\t{{.Image}}\t{{.Label "org.slipway.release"}}'
     out = host.remote.run(
-        f"docker ps -a --filter label=com.docker.compose.project={quote(env.project_name)} "
-        f"--format {quote(fmt)}",
-        what="list containers",
+        query(
+            f"docker ps -a --filter label=com.docker.compose.project={quote(env.project_name)} "
+            f"--format {quote(fmt)}",
+            "list containers",
+        )
     ).stdout
     rows = sorted(line.split("\t") for line in out.splitlines() if line.strip())
     healthy = True
@@ -160,13 +163,18 @@ def _swarm_services(host: Host, env: config.Environment) -> bool:
     """Each service of the stack with its running/desired replicas and where its tasks run."""
     stack = env.project_name
     out = host.remote.run(
-        f"docker stack services {quote(stack)} --format '{{{{.Name}}}}\t{{{{.Replicas}}}}\t"
-        "{{.Image}}'",
-        what="stack services",
+        query(
+            f"docker stack services {quote(stack)} --format '{{{{.Name}}}}\t{{{{.Replicas}}}}\t"
+            "{{.Image}}'",
+            "stack services",
+        )
     ).stdout
     tasks = host.remote.run(
-        f"docker stack ps {quote(stack)} --filter desired-state=running "
-        "--format '{{.Name}}\t{{.Node}}:{{.CurrentState}}'",
+        query(
+            f"docker stack ps {quote(stack)} --filter desired-state=running "
+            "--format '{{.Name}}\t{{.Node}}:{{.CurrentState}}'",
+            "stack tasks",
+        ),
         check=False,
     ).stdout
     places: dict[str, list[str]] = {}
@@ -249,7 +257,7 @@ def maintenance(env: config.Environment, on: bool) -> str:
         if on:
             host.remote.put_text(path, json.dumps({"by": locks.default_owner()}) + "\n")
         else:
-            host.remote.run(f"rm -f {quote(path)}", what="leave maintenance mode")
+            host.remote.run(host_commands.remove_file(path, "leave maintenance mode"))
         ReleaseStore(host.remote, host.root).audit(
             {"event": f"maintenance {'on' if on else 'off'}", "who": locks.default_owner()}
         )
@@ -290,5 +298,5 @@ def certs_status(env: config.Environment) -> str:
     _require_acme(env)
     with Host(env) as host:
         return host.compose().run(
-            "run", "--rm", "--no-deps", "-T", ACME_SERVICE, "status", what="certificate status"
+            "run", "--rm", "--no-deps", "-T", CERTBOT_SERVICE, "status", what="certificate status"
         )

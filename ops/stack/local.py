@@ -18,7 +18,7 @@ import docker
 
 from ops import certs, compose, config, docker_engine, health, images, paths, ports, secrets
 from ops.compose import Compose
-from ops.deploy.deployment import ACME_SERVICE
+from ops.deploy.certificates import CERTBOT_SERVICE
 from ops.errors import OpsError
 from ops.monitoring import logsearch as logsearch
 from ops.monitoring import monitor as monitor
@@ -502,7 +502,7 @@ def logs(
                 if service:
                     # The manager knows the stack's services, wherever their tasks run.
                     known = logsearch.swarm_services(remotes[0], env.project_name)
-                    logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, ACME_SERVICE})
+                    logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, CERTBOT_SERVICE})
                 found = logsearch.print_hosts_search(remotes, env.project_name, env.name, query)
             if found.printed == 0 and len(found.skipped) < len(env.hosts):
                 print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
@@ -523,7 +523,7 @@ def logs(
                 # One-off containers (migrate, certbot) are removed once done; their lines
                 # stay in the history.
                 known = logsearch.services_on_host(remote, env.project_name)
-                logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, ACME_SERVICE})
+                logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, CERTBOT_SERVICE})
             printed = logsearch.print_search(on_host, query)
         if printed == 0:
             print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)

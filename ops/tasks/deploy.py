@@ -6,7 +6,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from ops import compose, config
-from ops.deploy import deployment as deploys
+from ops.deploy import run as deploys
 from ops.errors import OpsError
 from ops.stack import host as hostops
 from ops.tasks._common import exits

@@ -7,7 +7,7 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops.deploy import shipping as shipping
+from ops.deploy import ship as shipping
 from ops.stack import local as stack
 from ops.tasks._common import exits
 

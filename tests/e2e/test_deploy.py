@@ -27,7 +27,7 @@ import yaml
 from alert_receiver import run_argv
 from sandboxes import SandboxEnv, derived_image, wait_until
 
-from ops.deploy.deployment import LOG_SERVICE, MONITORING_SERVICES
+from ops.deploy.onehost import LOG_SERVICE, MONITORING_SERVICES
 
 pytestmark = pytest.mark.e2e
 

@@ -5,57 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.shell import LocalShell
 
 from ops.deploy import locks as locks
 from ops.errors import OpsError
-from ops.remote import Result
 
 pytestmark = pytest.mark.unit
 
 
-@dataclass(frozen=True)
-class _Host:
-    label: str = "deploy@scratch:22"
-
-
-class LocalShell:
-    """Stands in for ops.remote.Remote: runs each command with bash on this machine."""
-
-    def __init__(self) -> None:
-        self.host = _Host()
-        self.commands: list[str] = []
-
-    def run(
-        self,
-        command: str,
-        *,
-        check: bool = True,
-        stdin: str | None = None,
-        timeout: float | None = None,
-        what: str = "",
-    ) -> Result:
-        self.commands.append(command)
-        done = subprocess.run(
-            ["bash", "-c", command],
-            input=stdin or "",
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        result = Result(command, done.returncode, done.stdout, done.stderr)
-        if check and not result.ok:
-            raise OpsError(f"{what}: {done.stderr}")
-        return result
-
-
 def _lock(tmp_path: Path, ttl: int = 60) -> tuple[locks.DeployLock, LocalShell]:
     shell = LocalShell()
-    return locks.DeployLock(shell, str(tmp_path / "env"), ttl), shell  # type: ignore[arg-type]
+    return locks.DeployLock(shell, str(tmp_path / "env"), ttl), shell
 
 
 def test_a_lock_is_taken_released_and_names_its_owner(tmp_path: Path) -> None:
@@ -128,7 +91,7 @@ def test_a_stale_lock_that_cannot_be_removed_fails_instead_of_spinning(tmp_path:
     naps: list[float] = []
     with pytest.raises(OpsError, match="could not be removed"):
         lock.acquire("v1", wait=0.05, sleep=naps.append, log=lambda _: None)
-    assert len(shell.commands) < 200
+    assert len(shell.ran) < 200
 
 
 def test_refresh_fails_once_the_lock_was_taken_over(tmp_path: Path) -> None:

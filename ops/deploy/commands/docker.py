@@ -1,0 +1,149 @@
+"""The host's Docker engine: containers, images and volumes of a stack."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ops.executor import Command, change, join, query, quote
+
+RELEASE_LABEL = "org.slipway.release"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+STACK_LABEL = "com.docker.stack.namespace"
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
+# Tab-separated name, state and release label of a container (ops/deploy/rollout.py reads it).
+CONTAINER_FORMAT = '{{.Names}}\t{{.State}}\t{{.Label "' + RELEASE_LABEL + '"}}'
+
+
+def containers(project: str, service: str) -> Command:
+    """The compose project's containers of `service` (one-offs excluded), any state."""
+    return query(
+        "docker ps -a "
+        f"--filter label={PROJECT_LABEL}={quote(project)} "
+        "--filter label=com.docker.compose.oneoff=False "
+        f"--filter label={SERVICE_LABEL}={quote(service)} "
+        f"--format {quote(CONTAINER_FORMAT)}",
+        f"list {service} containers",
+    )
+
+
+def state_and_healthcheck(name: str) -> Command:
+    return query(
+        "docker inspect -f '{{.State.Status}}\t{{json .Config.Healthcheck}}' " + quote(name),
+        f"inspect {name}",
+    )
+
+
+def probe(name: str, argv: Sequence[str]) -> Command:
+    """A health probe run inside a container now (it reads; it changes nothing)."""
+    return query(f"docker exec {quote(name)} {join(argv)}", f"probe {name}")
+
+
+def recent_logs(name: str, lines: int = 60) -> Command:
+    return query(f"docker logs --tail {lines} {quote(name)} 2>&1", f"logs of {name}")
+
+
+def state(name: str) -> Command:
+    return query(f"docker inspect -f '{{{{json .State}}}}' {quote(name)}", f"state of {name}")
+
+
+def stop(names: Sequence[str], timeout: int) -> Command:
+    """Stop gracefully: SIGTERM, then SIGKILL after `timeout` seconds."""
+    return change(f"docker stop -t {timeout} {join(names)} >/dev/null", "stop replicas")
+
+
+def remove(names: Sequence[str]) -> Command:
+    return change(f"docker rm -f {join(names)} >/dev/null", "remove containers")
+
+
+def image_id(image: str) -> Command:
+    """The id of an image (a reference or an id); empty output when the host has none."""
+    return query(f"docker image inspect -f '{{{{.Id}}}}' {quote(image)} 2>/dev/null", "image id")
+
+
+def tag(image: str, ref: str) -> Command:
+    return change(f"docker tag {quote(image)} {quote(ref)}", f"tag {ref}")
+
+
+def load(ref: str) -> Command:
+    """`docker load` of an image tar on standard input."""
+    return change("docker load -q", f"ship {ref}", shown=f"docker load -q   # {ref}, from here")
+
+
+def image_refs(repository: str) -> Command:
+    return query(
+        f"docker images {quote(repository)} --format '{{{{.Repository}}}}:{{{{.Tag}}}}'",
+        f"images of {repository}",
+    )
+
+
+def remove_images(refs: Sequence[str]) -> Command:
+    """Remove images; those a container still uses stay (docker refuses, and that is fine)."""
+    return change(f"docker image rm {join(refs)} >/dev/null 2>&1; true", "remove unused images")
+
+
+def create_volume(name: str, label: str = "") -> Command:
+    labelled = f"--label {quote(label)} " if label else ""
+    return change(f"docker volume create {labelled}{quote(name)} >/dev/null", f"volume {name}")
+
+
+def stack_services(project: str) -> Command:
+    """Service ids of a Swarm stack of that name (none: it does not run as a stack)."""
+    return query(
+        f"docker service ls -q --filter label={STACK_LABEL}={quote(project)} 2>/dev/null",
+        "stack services",
+    )
+
+
+def compose_namespaces(project: str) -> Command:
+    """Per container of the compose project: its stack namespace followed by `-` (a bare `-`
+    is a container Compose started, not Swarm)."""
+    return query(
+        f"docker ps -a --filter label={PROJECT_LABEL}={quote(project)} "
+        "--format '{{.Label \"" + STACK_LABEL + "\"}}-'",
+        "compose containers",
+    )
+
+
+def running_services(project: str) -> Command:
+    """The services the project runs here, by Compose or (an environment that had several
+    hosts) by Swarm."""
+    return query(
+        f"docker ps --filter label={PROJECT_LABEL}={quote(project)} "
+        "--format '{{.Label \"" + SERVICE_LABEL + "\"}}'; "
+        f"docker ps --filter label={STACK_LABEL}={quote(project)} "
+        "--format '{{.Label \"" + SWARM_SERVICE_LABEL + "\"}}'",
+        "services running",
+    )
+
+
+def log_drivers(project: str) -> Command:
+    return query(
+        f"docker ps -q --filter label={PROJECT_LABEL}={quote(project)} | xargs -r "
+        "docker inspect -f '{{.HostConfig.LogConfig.Type}}'",
+        "log drivers",
+    )
+
+
+def remove_services(project: str, services: Sequence[str]) -> Command:
+    """Remove every container of these compose services (their volumes stay)."""
+    names = " ".join(quote(n) for n in services)
+    return change(
+        f"for s in {names}; do docker ps -aq --filter label={PROJECT_LABEL}="
+        f"{quote(project)} --filter label={SERVICE_LABEL}=$s; done | "
+        "xargs -r docker rm -f >/dev/null",
+        "remove the containers of " + ", ".join(services),
+    )
+
+
+def swarm_task(stack: str, service: str) -> Command:
+    """The running task containers of a stack's service on this host."""
+    label = f"label={SWARM_SERVICE_LABEL}={stack}_{service}"
+    return query(f"docker ps -q --filter {quote(label)}", f"find the {service} task")
+
+
+def exec_in(
+    container: str, argv: Sequence[str], what: str, timeout: float | None = None
+) -> Command:
+    """A command in a running container, its output and errors on one stream."""
+    return change(f"docker exec {quote(container)} {join(argv)} 2>&1", what, timeout)

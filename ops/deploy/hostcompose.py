@@ -1,0 +1,56 @@
+"""Compose of one release on a host: the commands of ops/deploy/commands/compose.py, run by
+the host's executor. What a deploy, a rollback and the operating commands (ops/stack/host.py)
+use to start services and one-off containers of a recorded release."""
+
+from __future__ import annotations
+
+from ops.deploy.commands.compose import ReleaseCompose
+from ops.executor import Executor
+
+
+class RemoteCompose:
+    """`docker compose` for one release of one environment, run on its host."""
+
+    def __init__(
+        self,
+        remote: Executor,
+        project: str,
+        remote_dir: str,
+        release_id: str,
+        overlays: tuple[str, ...] = ("remote.yaml",),
+    ) -> None:
+        self.remote = remote
+        self.spec = ReleaseCompose(project, remote_dir.rstrip("/"), release_id, overlays)
+
+    @property
+    def project(self) -> str:
+        return self.spec.project
+
+    @property
+    def root(self) -> str:
+        return self.spec.root
+
+    @property
+    def release_id(self) -> str:
+        return self.spec.release_id
+
+    @property
+    def overlays(self) -> tuple[str, ...]:
+        return self.spec.overlays
+
+    def command(self, *args: str) -> str:
+        """The shell line of `docker compose <args>` for this release."""
+        return self.spec.line(*args)
+
+    def run(
+        self,
+        *args: str,
+        what: str = "",
+        timeout: float | None = None,
+        stdin: str | None = None,
+        changes: bool = True,
+    ) -> str:
+        """Output (stderr merged) of `docker compose <args>` on the host; stdin: text fed to
+        it. changes=False for a command that only reads (`ps`, `config`)."""
+        command = self.spec.command(*args, what=what, changes=changes, timeout=timeout)
+        return self.remote.run(command, stdin=stdin).stdout

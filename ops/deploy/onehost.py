@@ -1,0 +1,249 @@
+"""A deploy or rollback of an environment with one host: Docker Compose over SSH.
+
+The release's services start with `docker compose up` of its recorded files; the API replicas
+are replaced behind nginx by the rolling update (ops/deploy/rollout.py): new ones started next
+to the old, one nginx reload to switch, old ones drained. The tables of steps are at the bottom
+of the class; the steps every mode shares are in ops/deploy/deployment.py.
+"""
+
+from __future__ import annotations
+
+from ops import compose
+from ops.deploy import certificates, data, preflight, smoke
+from ops.deploy.commands import docker
+from ops.deploy.deployment import Deployment
+from ops.deploy.hostcompose import RemoteCompose
+from ops.deploy.release import release_files
+from ops.deploy.rollout import SERVICE_WAIT, Containers, Rollout
+from ops.steps import Step, impacting
+from ops.steps import preflight as check
+
+DATA_SERVICES = ("postgres", "redis")
+LOG_SERVICE = "logs"
+MONITORING_SERVICES = (
+    "prometheus",
+    "alertmanager",
+    "node-exporter",
+    "postgres-exporter",
+    "redis-exporter",
+    "nginx-exporter",
+    "blackbox-exporter",
+)
+UNTOUCHED = "the running release is untouched"
+
+
+class OneHostDeploy(Deployment):
+    """Deploy or roll back the environment's one host with Compose."""
+
+    # ------------------------------------------------------------------ the mode
+
+    def overlays(self) -> list[str]:
+        return [
+            "remote.yaml",
+            *([compose.LOGGING_OVERLAY] if self.monitoring else []),
+            *([compose.BACKUP_S3_OVERLAY] if self.env.backup.s3 else []),
+        ]
+
+    def rcompose(self, release_id: str) -> RemoteCompose:
+        """Compose of a release with its recorded files (a rollback target may predate some)."""
+        release = self.release if self.release and self.release.id == release_id else None
+        overlays = tuple(release.overlays) if release else tuple(self.overlays())
+        return RemoteCompose(self.sh(), self.env.project_name, self.root, release_id, overlays)
+
+    def release_files(self, release_id: str) -> dict[str, str]:
+        return release_files(self.env, self.build, release_id, self.monitoring)
+
+    def check_mode(self) -> None:
+        preflight.check_not_a_stack(self.env, self.sh())
+
+    def containers(self) -> Containers:
+        return Containers(self.sh(), self.env.project_name)
+
+    def wait_healthy(self, services: tuple[str, ...], timeout: float = SERVICE_WAIT) -> None:
+        self.containers().wait_healthy(services, timeout)
+
+    def install_certificates(self) -> str:
+        if self.acme:
+            return certificates.prepare_acme(self.env, self.sh(), self.rcompose(self.release_id()))
+        nginx = self.containers().running_nginx()
+        return certificates.install_local_ca_certificate(self.env, self.build, self.sh(), nginx)
+
+    def run_backup(self) -> str:
+        return self.rcompose(self.release_id()).run(
+            "exec", "-T", data.BACKUP_SERVICE, *data.backup_run_args(),
+            what="backup before migrations", timeout=data.BACKUP_LOCK_WAIT + 3600,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ steps
+
+    def start_data(self) -> str:
+        rc = self.rcompose(self.release_id())
+        # The log collector first: the data stores' first lines go through it.
+        collector = (LOG_SERVICE,) if self.release_runs_monitoring() else ()
+        if collector:
+            rc.run("up", "-d", "--no-deps", *collector, what="start the log collector")
+        rebuilt = self.database_ready_for(rc)
+        rc.run("up", "-d", "--no-deps", *DATA_SERVICES, what="start postgres and redis")
+        # A restored database replays its archived WAL before it is healthy.
+        self.wait_healthy(
+            (*collector, *DATA_SERVICES), data.RESTORE_WAIT if self.restored else SERVICE_WAIT
+        )
+        rc.run("up", "-d", "--no-deps", data.BACKUP_SERVICE, what="start the backup service")
+        self.wait_healthy((data.BACKUP_SERVICE,))
+        return rebuilt + ", ".join((*collector, *DATA_SERVICES, data.BACKUP_SERVICE)) + " healthy"
+
+    def certificates_before_switch(self) -> str:
+        """With nginx already serving: certificates before any check through it."""
+        if not self.acme:
+            return "skipped: tls local-ca (installed with the release files)"
+        if self.containers().running_nginx() is None:
+            self.acme_deferred = True
+            return "deferred: nginx is not running yet (first deploy); after it starts"
+        self.refresh_lock()
+        return certificates.ensure_certificates(self.rcompose(self.release_id()))
+
+    def roll_api(self) -> str:
+        self.refresh_lock()
+        self.switched = True
+        rollout = Rollout(
+            self.rcompose(self.release_id()),
+            self.env.replicas.api,
+            self.env.deploy.batch,
+            float(self.env.deploy.health_timeout),
+        )
+        assert self.release is not None
+        version = self.release.version
+
+        def through_nginx() -> None:
+            # Before the old replicas go: a failure here switches nginx straight back.
+            if not self.maintenance:
+                smoke.smoke_check(self.env, version, timeout=30.0)
+
+        return rollout.run(verify=through_nginx)
+
+    def roll_workers(self) -> str:
+        self.refresh_lock()
+        self.rcompose(self.release_id()).run(
+            "up", "-d", "--no-deps", "--scale", f"worker={self.env.replicas.worker}", "worker",
+            what="replace workers",
+        )  # fmt: skip
+        if self.env.replicas.worker:
+            self.wait_healthy(("worker",), timeout=float(self.env.deploy.health_timeout))
+        return f"{self.env.replicas.worker} worker(s)"
+
+    def start_nginx(self) -> str:
+        self.rcompose(self.release_id()).run(
+            "up", "-d", "--no-deps", "nginx", what="start or update nginx"
+        )
+        self.wait_healthy(("nginx",), timeout=60.0)
+        return "nginx healthy"
+
+    def certificates_after_nginx(self) -> str:
+        """First deploy: certificates once nginx answers HTTP-01; then the renewal service."""
+        if not self.acme:
+            return "skipped: tls local-ca"
+        rc = self.rcompose(self.release_id())
+        if self.acme_deferred:
+            self.refresh_lock()
+            done = certificates.ensure_certificates(rc)
+        else:
+            done = "obtained before the switch"
+        rc.run(
+            "up", "-d", "--no-deps", certificates.CERTBOT_SERVICE,
+            what="start the renewal service",
+        )  # fmt: skip
+        return f"{done}; renewal service running"
+
+    def start_monitoring(self) -> str:
+        """Prometheus, Alertmanager and the exporters of the release (and the collector, which
+        an older release's rollback target may not have started), healthy."""
+        if not self.release_runs_monitoring():
+            reason = "monitoring.enabled is false" if not self.monitoring else "an older release"
+            self.stop_monitoring()
+            return f"not part of this release ({reason}); the monitoring services are stopped"
+        self.refresh_lock()
+        services = (LOG_SERVICE, *MONITORING_SERVICES)
+        self.rcompose(self.release_id()).run(
+            "up", "-d", "--no-deps", *services, what="start or update the monitoring stack"
+        )
+        self.wait_healthy(services, timeout=float(self.env.deploy.health_timeout) + 60.0)
+        return f"{len(services)} services healthy"
+
+    def stop_monitoring(self) -> None:
+        """Remove the monitoring containers of a stack that no longer runs them (data volumes
+        stay). The collector stays while a container still sends it its lines (after a
+        rollback to such a release, postgres and redis keep the log driver the newer one gave
+        them)."""
+        drivers = self.sh().run(docker.log_drivers(self.env.project_name)).stdout.split()
+        keep_collector = "syslog" in drivers
+        services = (*([] if keep_collector else [LOG_SERVICE]), *MONITORING_SERVICES)
+        self.sh().run(docker.remove_services(self.env.project_name, services))
+        if keep_collector:
+            self.say(
+                "the log collector stays: containers still send it their lines (they change "
+                "log driver when next recreated by a deploy)"
+            )
+
+    def smoke_previous(self) -> str:
+        """The automatic rollback's check: the release put back answers."""
+        assert self.release is not None
+        return smoke.smoke_check(self.env, self.release.version)
+
+    # ------------------------------------------------------------------ the tables
+
+    def deploy_steps(self) -> list[Step]:
+        return [
+            check("check configuration and secrets", self.check_config),
+            check("check the images (built after the lock when missing)", self.check_images),
+            check("check the host (SSH, docker, compose, disk, ports)", self.check_hosts),
+            check("plan", self.plan),
+            impacting("take the deploy lock", self.take_lock, "no lock was taken"),
+            impacting("build missing images", self.build_images, UNTOUCHED),
+            impacting("ship images", self.ship, UNTOUCHED),
+            impacting("write the release files", self.write_release, UNTOUCHED),
+            impacting("start postgres and redis", self.start_data),
+            impacting(
+                "backup before migrations",
+                self.backup_before_migrations,
+                f"{UNTOUCHED}; `invoke backup.list` shows the repository",
+            ),
+            impacting("migrate the schema (new image)", self.migrate, UNTOUCHED),
+            impacting(
+                "TLS certificates from the ACME CA (nginx running)",
+                self.certificates_before_switch,
+                f"{UNTOUCHED}; the previous certificates stay in place",
+            ),
+            impacting("rolling update of the API", self.roll_api),
+            impacting("replace the workers", self.roll_workers),
+            impacting("nginx", self.start_nginx),
+            impacting(
+                "TLS certificates (first deploy) and renewals", self.certificates_after_nginx
+            ),
+            impacting("monitoring and central logs", self.start_monitoring),
+            impacting("smoke checks through the public URL", self.smoke),
+            impacting("record the release", self.record),
+        ]
+
+    def rollback_steps(self) -> list[Step]:
+        return [
+            check("check configuration and secrets", self.check_config),
+            check("check the host (SSH, docker, compose, disk, ports)", self.check_hosts),
+            check("choose the release and check its images", self.choose_release),
+            impacting("take the deploy lock", self.take_lock, "no lock was taken"),
+            impacting("point the image tags at the release's images", self.restore_image_tags),
+            impacting("rolling update of the API", self.roll_api),
+            impacting("replace the workers", self.roll_workers),
+            impacting("nginx", self.start_nginx),
+            impacting("monitoring and central logs", self.start_monitoring),
+            impacting("smoke checks through the public URL", self.smoke),
+            impacting("record the current release", self.record_rollback),
+        ]
+
+    def switch_back_steps(self) -> list[Step]:
+        return [
+            impacting("API replicas back to the previous release", self.roll_api),
+            impacting("workers back", self.roll_workers),
+            impacting("nginx", self.start_nginx),
+            impacting("monitoring and central logs", self.start_monitoring),
+            impacting("smoke checks of the previous release", self.smoke_previous),
+        ]

@@ -1,0 +1,114 @@
+"""Getting a release's images onto its hosts, and out of this machine as one file.
+
+Without a registry an image goes `docker save` here | SSH | `docker load` there, each timed; an
+image the host already has under another tag is only tagged. With a registry
+(ops/deploy/registry.py) each image is pushed once per deploy and pulled by every host that
+lacks it. `save` and `load` carry a release's images between machines as one tar file (CI
+builds once and deploys the same images everywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ops import compose, docker_engine, images, proc
+from ops.deploy.commands import docker
+from ops.deploy.images import LocalEngine, content_tagged, image_refs
+from ops.deploy.registry import Registry
+from ops.errors import OpsError
+from ops.executor import Executor
+
+
+def image_id_on(remote: Executor, image: str) -> str:
+    """The id of `image` (a reference or an id) on the host; "" when it has no such image."""
+    return remote.run(docker.image_id(image), check=False).stdout.strip()
+
+
+def host_has(remote: Executor, ref: str, image_id: str) -> bool:
+    """The host has `ref`: with that image id, or (content-tagged) under that tag at all."""
+    found = image_id_on(remote, ref)
+    return bool(found) and (found == image_id or content_tagged(ref))
+
+
+def over_ssh(local: LocalEngine, remote: Executor, refs: Sequence[str]) -> str:
+    """docker save here | SSH | docker load there, each image timed."""
+    shipped = []
+    for ref in refs:
+        image_id = local.image_id(ref) or ""
+        if image_id and image_id_on(remote, image_id) == image_id:
+            remote.run(docker.tag(image_id, ref))  # same content under another tag
+            shipped.append(f"{ref} (tagged)")
+            continue
+        began = time.monotonic()
+        remote.stream_into(docker.load(ref), local.save(ref))
+        took = time.monotonic() - began
+        print(
+            f"    {remote.label} {ref}: {local.size(ref) / 1e6:.0f} MB in {took:.1f}s", flush=True
+        )
+        shipped.append(ref)
+    return ", ".join(shipped)
+
+
+class Shipper:
+    """Ships the images of one deploy: through the registry (each pushed once) or over SSH."""
+
+    def __init__(self, local: LocalEngine, registry: Registry | None) -> None:
+        self.local = local
+        self.registry = registry
+        self.pushed: set[str] = set()
+
+    def to(self, remote: Executor, refs: Sequence[str]) -> str:
+        if not refs:
+            return "nothing to ship"
+        if self.registry is None:
+            return over_ssh(self.local, remote, refs)
+        new = [r for r in refs if r not in self.pushed]
+        for done in self.registry.push(self.local.client, new):
+            print(f"    pushed {done.registry_ref} in {done.seconds:.1f}s", flush=True)
+        self.pushed.update(new)
+        ids = {ref: self.local.image_id(ref) or "" for ref in refs}
+        for done in self.registry.pull_on_host(remote, refs, ids):
+            print(f"    {remote.label} pulled {done.ref} in {done.seconds:.1f}s", flush=True)
+        return ", ".join(f"{r} (registry)" for r in refs)
+
+
+# ------------------------------------------------------------------------------ one file
+
+
+def release_refs(version: str | None) -> list[str]:
+    """Every image a release of `version` (default: this checkout's) may run: one artifact
+    deploys to local-ca and acme environments, with or without monitoring."""
+    build = compose.detect_build()
+    if version:
+        build = dataclasses.replace(build, version=compose.tag_safe(version))
+    return image_refs(build, acme=True, monitoring=True)
+
+
+def save(output: Path, version: str | None = None) -> str:
+    """`docker save` every image of the release into `output` (written atomically)."""
+    wanted = release_refs(version)
+    engine = docker_engine.client()
+    missing = [r for r in wanted if not images.has_image(engine, r)]
+    if missing:
+        raise OpsError(
+            f"cannot save: {', '.join(missing)} not built. Fix: `invoke build` first "
+            "(with SLIPWAY_VERSION set to the same version)"
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    proc.run(["docker", "save", "-o", str(partial), *wanted], what="docker save")
+    os.replace(partial, output)
+    return f"saved {', '.join(wanted)} to {output} ({output.stat().st_size / 1e6:.0f} MB)"
+
+
+def load(source: Path) -> str:
+    """`docker load` a tar file written by save()."""
+    if not source.is_file():
+        raise OpsError(f"{source} does not exist. Fix: pass the file `invoke images.save` wrote")
+    result = proc.run(["docker", "load", "-i", str(source)], capture=True, what="docker load")
+    loaded = [line.split(": ", 1)[-1] for line in result.stdout.splitlines() if ": " in line]
+    return "loaded " + (", ".join(loaded) or "nothing")

@@ -1,0 +1,297 @@
+"""A simulated deploy host for the orchestration's unit tests: a Recorder that keeps the state
+a deploy changes (files, the lock, images, containers) and answers the deploy's commands from
+it, so a whole `invoke deploy` or `rollback` runs in milliseconds and a test can look at the
+commands it issued, in order, and at what the host holds afterwards.
+
+It knows the commands of ops/deploy/commands/ and of the lock and release store by their
+shape; a command it does not know fails the test (strict), so a new command needs a line here.
+`FakeEngine` stands in for this machine's Docker engine (ops.deploy.images.LocalEngine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ops import config, secrets
+from ops.compose import Build
+from ops.executor import Command, Result
+from support.recorder import Recorder
+
+DEPLOYED_SERVICES = ("logs", "postgres", "redis", "backup", "worker", "nginx", "certbot")
+
+
+@dataclass
+class Container:
+    name: str
+    service: str
+    release: str
+    state: str = "running"
+
+
+class SimHost(Recorder):
+    """One host's state, changed and read by the deploy's commands."""
+
+    def __init__(
+        self,
+        host: config.Host | None = None,
+        project: str = "slipway-staging",
+        dry_run: bool = False,
+    ) -> None:
+        super().__init__(host, dry_run=dry_run)
+        self.project = project
+        self.files: dict[str, str] = {}
+        self.images: dict[str, str] = {}  # ref -> image id
+        self.stored: set[str] = set()  # ids of the images the engine holds, tagged or not
+        self.certificate_installed = False
+        self.containers: list[Container] = []
+        self.clock = itertools.count(1796000000, 5)
+        # A command line containing one of these keys fails with its text (exit 1).
+        self.failing: dict[str, str] = {}
+        # Containers of the services named here never pass their health or /ready probe.
+        self.unhealthy: set[str] = set()
+        self.migrate_output = "INFO  [alembic.runtime.migration] schema at head\n"
+        self.serial = itertools.count(1)
+
+    # ------------------------------------------------------------------ what the test reads
+
+    def running(self, service: str) -> list[Container]:
+        return [c for c in self.containers if c.service == service and c.state == "running"]
+
+    def current(self) -> str | None:
+        target = self.files.get("@current")
+        return target.rsplit("/", 1)[-1] if target else None
+
+    def upstream(self) -> list[str]:
+        text = next((v for k, v in self.files.items() if k.endswith("nginx/upstream.conf")), "")
+        return [
+            line.split()[1].split(":")[0] for line in text.splitlines() if line.startswith("server")
+        ]
+
+    def changed_lines(self) -> list[str]:
+        return [c.display for c in self.changes]
+
+    # ------------------------------------------------------------------ answers
+
+    def respond(self, command: Command, stdin: str | None) -> Result:
+        line = command.line
+        for pattern, text in self.failing.items():
+            if pattern in line:
+                return Result(line, 1, text, text)
+        for handler in (self._lock, self._files, self._images, self._containers, self._facts):
+            answer = handler(line, stdin)
+            if answer is not None:
+                return Result(line, 0, answer, "") if isinstance(answer, str) else answer
+        if " docker compose " in f" {line}":
+            return Result(line, 0, self._compose(line), "")
+        return super().respond(command, stdin)
+
+    def _files(self, line: str, stdin: str | None) -> str | Result | None:
+        if line.startswith("set -e; mkdir -p -m 755"):
+            path = shlex.split(line.rsplit('mv -f "$tmp" ', 1)[1])[0]
+            self.files[path] = stdin or ""
+            return ""
+        if line.startswith("cat ") and line.endswith("2>/dev/null"):
+            path = shlex.split(line)[1]
+            return self.files[path] if path in self.files else Result(line, 1, "", "")
+        if line.startswith("readlink "):
+            return self.files.get("@current", "") + "\n"
+        if "ln -sfn" in line:
+            self.files["@current"] = shlex.split(line.split("ln -sfn ", 1)[1])[0]
+            return ""
+        if "*/release.json" in line:
+            records = [v for k, v in sorted(self.files.items()) if k.endswith("/release.json")]
+            return "".join(f"{r}\n----slipway-release----\n" for r in records)
+        if "cat >> " in line and "audit.log" in line:
+            self.files["@audit"] = self.files.get("@audit", "") + (stdin or "")
+            return ""
+        if line.startswith("rm -rf ") and "/releases/" in line:
+            gone = shlex.split(line)[2]
+            self.files = {k: v for k, v in self.files.items() if not k.startswith(gone + "/")}
+            return ""
+        if line.startswith(("test -e ", "rm -f ")):
+            path = shlex.split(line)[2]
+            if line.startswith("rm -f "):
+                self.files.pop(path, None)
+                return ""
+            return "" if path in self.files else Result(line, 1, "", "")
+        if line.startswith("mkdir -p "):
+            return ""
+        return None
+
+    def _lock(self, line: str, stdin: str | None) -> str | None:
+        if line == "date +%s":
+            return f"{next(self.clock)}\n"
+        if "(the deploy lock)" in line or ("if mkdir" in line and "/lock " in line):
+            if "@lock" in self.files:
+                return "busy\n"
+            self.files["@lock"] = stdin or ""
+            return "taken\n"
+        if line.startswith("date +%s; if [ -d"):
+            now = next(self.clock)
+            if "@lock" not in self.files:
+                return f"{now}\n"
+            return f"{now}\nheld\n{now}\ndigest\n{self.files['@lock']}\n"
+        if "echo released" in line:
+            self.files.pop("@lock", None)
+            return "released\n"
+        if "echo ok" in line and "echo lost" in line:
+            return "ok\n"
+        return None
+
+    def _images(self, line: str, stdin: str | None) -> str | None:
+        if line.startswith("docker image inspect -f"):
+            wanted = shlex.split(line)[5]
+            if wanted in self.images:
+                return self.images[wanted] + "\n"
+            return wanted + "\n" if wanted in self.stored else ""
+        if line.startswith("docker tag "):
+            _, _, image, ref = shlex.split(line)
+            self.images[ref] = self.images.get(image, image)
+            return ""
+        if line == "docker load -q":
+            ref, _, image_id = (stdin or "").partition("=")
+            self.images[ref] = image_id
+            self.stored.add(image_id)
+            return f"Loaded image: {ref}\n"
+        if line.startswith("docker images "):
+            repository = shlex.split(line)[2]
+            return "".join(f"{r}\n" for r in self.images if r.startswith(repository + ":"))
+        if line.startswith("docker image rm "):
+            for ref in shlex.split(line.split(" >/dev/null")[0])[3:]:
+                self.images.pop(ref, None)
+            return ""
+        return None
+
+    def _containers(self, line: str, stdin: str | None) -> str | Result | None:
+        if line.startswith("docker ps -a --filter label=com.docker.compose.project=") and (
+            "com.docker.compose.service=" in line
+        ):
+            service = re.search(r"com\.docker\.compose\.service=(\S+)", line)
+            assert service is not None
+            rows = [c for c in self.containers if c.service == service.group(1)]
+            return "".join(f"{c.name}\t{c.state}\t{c.release}\n" for c in rows)
+        if line.startswith("docker inspect -f '{{.State.Status}}"):
+            name = shlex.split(line)[-1]
+            found = [c for c in self.containers if c.name == name]
+            return f"{found[0].state}\tnull\n" if found else "\n"
+        if line.startswith("docker exec ") and "hutting down" in line:
+            return "0\n"  # no nginx worker of an older configuration left
+        if line.startswith("docker exec ") and " nginx " in line:
+            return ""
+        if line.startswith("docker exec "):
+            name = shlex.split(line)[2]
+            found = [c for c in self.containers if c.name == name]
+            if found and found[0].service in self.unhealthy:
+                return Result(line, 1, "not ready: schema", "")
+            return "ok\n"
+        if line.startswith(("docker stop ", "docker rm -f ")):
+            names = set(shlex.split(line.split(" >/dev/null")[0])[2:])
+            self.containers = [c for c in self.containers if c.name not in names]
+            return ""
+        if line.startswith(("docker logs ", "docker inspect -f '{{json .State}}'")):
+            return "logs\n"
+        return None
+
+    def _facts(self, line: str, stdin: str | None) -> str | None:
+        if "docker run --rm -i --network none" in line:  # the certificate into the tls volume
+            before, self.certificate_installed = self.certificate_installed, True
+            return "same\n" if before else "changed\n"
+        answers = {
+            "docker version -f": "20.10.24\n2.40.3\n",
+            "docker info -f '{{.DockerRootDir}}'": "/var/lib/docker\n",
+            "d=": "/srv\n",
+            "df -Pk": "52428800\n",
+            "for t in tcp": "",
+            "docker ps --filter label=com.docker.compose.project=": "",
+            "docker service ls -q --filter": "",
+            "docker ps -q --filter label=com.docker.compose.project=": "json-file\n",
+            "for s in ": "",
+            "docker volume create": "",
+            "docker ps -q --filter label=com.docker.swarm.service.name=": "",
+        }
+        for start, answer in answers.items():
+            if line.startswith(start):
+                return answer
+        return None
+
+    def _compose(self, line: str) -> str:
+        words = shlex.split(line.split(" && ", 1)[1].removesuffix(" 2>&1"))
+        release = words[words.index("--env-file") + 1].split("/")[1]
+        args = words[words.index("-f", words.index("--env-file")) :]
+        while args[:1] == ["-f"]:
+            args = args[2:]
+        if args[:1] == ["run"]:
+            if "pgbackrest" in args:
+                return (
+                    '[{"name": "listings", "status": {"code": 0, "message": "ok"}, "backup": []}]\n'
+                )
+            if "sh" in args:
+                return "[slipway-cluster]\n"
+            return self.migrate_output if "migrate" in args else ""
+        if args[:1] == ["exec"]:
+            return '{"message": "backup (incr) into repo1 done in 1s: 1I"}\n[slipway-ok]\n'
+        if args[:1] == ["up"]:
+            self._compose_up(args, release)
+        return ""
+
+    def _compose_up(self, args: list[str], release: str) -> None:
+        scale = {a.split("=")[0]: int(a.split("=")[1]) for a in args if re.match(r"^\w+=\d+$", a)}
+        services = [a for a in args[1:] if not a.startswith("-") and "=" not in a]
+        for service in services:
+            wanted = scale.get(service, 1)
+            mine = [c for c in self.containers if c.service == service]
+            stale = any(c.release != release for c in mine)
+            if "--no-recreate" not in args and (stale or len(mine) > wanted):
+                # Compose recreates the containers of another configuration (a release's).
+                self.containers = [c for c in self.containers if c.service != service]
+                mine = []
+            while len(mine) < wanted:
+                number = next(self.serial)
+                made = Container(f"{self.project}-{service}-{number}", service, release)
+                self.containers.append(made)
+                mine.append(made)
+
+
+class FakeEngine:
+    """This machine's engine: images by reference; building adds `buildable` ones missing."""
+
+    def __init__(
+        self, images: dict[str, str] | None = None, buildable: list[str] | None = None
+    ) -> None:
+        self.images = dict(images or {})
+        self.buildable = list(buildable or [])
+        self.built: list[str] = []
+        self.receivers_rendered = 0
+        self.client = None
+
+    def image_id(self, ref: str) -> str | None:
+        return self.images.get(ref)
+
+    def missing(self, refs: list[str]) -> list[str]:
+        return [ref for ref in refs if ref not in self.images]
+
+    def size(self, ref: str) -> int:
+        return 1_000_000
+
+    def save(self, ref: str) -> Iterator[bytes]:
+        yield f"{ref}={self.images[ref]}".encode()
+
+    def build_missing(self, env: config.Environment, values: secrets.Secrets, build: Build) -> str:
+        for ref in self.buildable:
+            if ref not in self.images:
+                self.images[ref] = image_id(ref)
+                self.built.append(ref)
+        return f"built {len(self.built)}"
+
+    def render_alert_receivers(self, ref: str, given: object) -> None:
+        self.receivers_rendered += 1
+
+
+def image_id(ref: str) -> str:
+    """A stable image id for a reference (sha256:<64 hex>)."""
+    return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()

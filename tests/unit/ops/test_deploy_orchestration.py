@@ -1,0 +1,455 @@
+"""The deploy and rollback orchestration on a simulated host (tests/support/simhost.py): the
+step tables, the lock before the first change and released after any outcome, the rolling
+update's waves, the automatic rollback after a failed check through nginx, the choice of the
+release a rollback puts back, and dry runs that issue no change at all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support.simhost import FakeEngine, SimHost, image_id
+
+from ops import config
+from ops.compose import Build
+from ops.deploy import rollback, rollout, smoke
+from ops.deploy.deployment import Deployment
+from ops.deploy.images import image_refs
+from ops.deploy.onehost import OneHostDeploy
+from ops.deploy.releases import Release
+from ops.deploy.swarm.operation import SwarmDeploy
+from ops.errors import OpsError
+from ops.steps import Report
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[3]
+ONE_HOST = """\
+name: staging
+target: ssh
+listings_env: staging
+domains: [app.example.org]
+deploy: {lock_wait: 0}
+hosts:
+  - ssh: deploy@203.0.113.10
+"""
+SECRETS = {
+    "POSTGRES_PASSWORD": "p" * 8 + "Q3x9Lm2Vb7Nc4Zs1",
+    "REDIS_PASSWORD": "r" * 8 + "T5y8Ui2Op4As6Df1",
+    "LISTINGS_API_KEY_PEPPER": "k" * 8 + "G7h2Jk5Lq8Wz3Xc6Vb9Nm1Rt4Ye6Pa0",
+    "BACKUP_PASSPHRASE": "b" * 8 + "N4m7Qw2Er5Ty8Ui1Op3As6Df9Gh0Jk",
+}
+TAGS = {
+    "SLIPWAY_POSTGRES_TAG": "c.1",
+    "SLIPWAY_REDIS_TAG": "c.2",
+    "SLIPWAY_NGINX_TAG": "c.3",
+    "SLIPWAY_LOGS_TAG": "c.4",
+    "SLIPWAY_PROMETHEUS_TAG": "c.5",
+    "SLIPWAY_ALERTMANAGER_TAG": "c.6",
+    "SLIPWAY_EXPORTERS_TAG": "c.7",
+}
+DEPLOY_STEPS = [
+    "check configuration and secrets",
+    "check the images (built after the lock when missing)",
+    "check the host (SSH, docker, compose, disk, ports)",
+    "plan",
+    "take the deploy lock",
+    "build missing images",
+    "ship images",
+    "write the release files",
+    "start postgres and redis",
+    "backup before migrations",
+    "migrate the schema (new image)",
+    "TLS certificates from the ACME CA (nginx running)",
+    "rolling update of the API",
+    "replace the workers",
+    "nginx",
+    "TLS certificates (first deploy) and renewals",
+    "monitoring and central logs",
+    "smoke checks through the public URL",
+    "record the release",
+]
+
+
+def build(version: str) -> Build:
+    return Build(version, "abc", Path("/dev/null"), TAGS)
+
+
+def refs(version: str) -> list[str]:
+    return image_refs(build(version), monitoring=True)
+
+
+class Smoke:
+    """The checks through nginx: they pass unless told to fail for a version."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.seen: list[str] = []
+
+    def __call__(self, env: config.Environment, version: str, timeout: float = 60.0) -> str:
+        self.seen.append(version)
+        if version in self.failing:
+            raise OpsError(f"smoke check through {env.https_url} failed: /ready 503")
+        return f"ready, version {version}"
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, write_env: Callable[[str, str], Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[SimHost, FakeEngine, Smoke]]:
+    """staging on one simulated host; this machine's engine has v1's and v2's images."""
+    shutil.copytree(ROOT / "compose", tmp_path / "compose")
+    write_env("staging", ONE_HOST)
+    (tmp_path / ".env.staging").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+    engine = FakeEngine({ref: image_id(ref) for v in ("v1", "v2") for ref in refs(v)})
+    checks = Smoke()
+    monkeypatch.setattr(smoke, "smoke_check", checks)
+    yield SimHost(), engine, checks
+
+
+def operation(
+    host: SimHost, engine: FakeEngine, version: str = "v1", **options: object
+) -> Deployment:
+    return OneHostDeploy(
+        config.load("staging"),
+        build(version),
+        local=engine,  # type: ignore[arg-type]
+        connect=lambda _: host,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def run(host: SimHost, engine: FakeEngine, version: str = "v1", **options: object) -> Report:
+    return operation(host, engine, version, **options).run(dry_run=bool(options.get("dry_run")))
+
+
+def api(host: SimHost) -> list[str]:
+    return sorted(c.release.rsplit("-", 1)[-1] for c in host.running("api"))
+
+
+# ------------------------------------------------------------------------------ deploy
+
+
+def test_a_deploy_runs_its_table_and_takes_the_lock_before_any_other_change(
+    world: tuple[SimHost, FakeEngine, Smoke], capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, engine, checks = world
+    report = run(host, engine)
+    assert [o.step.name for o in report.outcomes] == DEPLOY_STEPS
+    assert [o.status for o in report.outcomes] == ["ok"] * len(DEPLOY_STEPS)
+    changes = host.changes
+    assert changes[0].what == "take the deploy lock"
+    assert changes[-1].what == "release the deploy lock"
+    assert "@lock" not in host.files
+    # Every change was said, with its host, as it ran.
+    err = capsys.readouterr().err
+    for command in changes:
+        assert f"deploy@203.0.113.10:22 $ {command.display}" in err
+    current = host.current()
+    assert current is not None and current.endswith("-v1")
+    record = json.loads(host.files[f"/srv/slipway/staging/releases/{current}/release.json"])
+    assert record["outcome"] == "succeeded"
+    assert api(host) == ["v1", "v1"]
+    assert checks.seen == ["v1"]  # first deploy: nginx starts after the API, smoke checks once
+
+
+def test_the_rolling_update_starts_new_replicas_switches_once_then_stops_the_old(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    old = sorted(c.name for c in host.running("api"))
+    host.issued.clear()
+    run(host, engine, "v2")
+    lines = host.lines_run
+    scale_ups = [i for i, line in enumerate(lines) if "--scale api=" in line]
+    upstream_writes = [
+        i for i, line in enumerate(lines) if line.startswith("set -e") and "upstream.conf" in line
+    ]
+    reloads = [i for i, line in enumerate(lines) if "nginx -s reload" in line]
+    stops = [i for i, line in enumerate(lines) if line.startswith("docker stop ")]
+    # batch 1: two waves of one new replica each, next to the two old ones.
+    assert ["api=3" in lines[i] for i in scale_ups] == [True, False]
+    assert "api=4" in lines[scale_ups[1]]
+    assert len(upstream_writes) == 1 and len(reloads) == 1  # one switch, one reload
+    assert scale_ups[-1] < upstream_writes[0] < reloads[0] < stops[0]
+    assert [lines[i].split()[4] for i in stops] == old  # the old ones, one at a time
+    assert api(host) == ["v2", "v2"]
+    assert sorted(host.upstream()) == sorted(c.name for c in host.running("api"))
+    assert checks.seen == ["v1", "v2", "v2"]  # through nginx after the switch, then smoke
+
+
+def test_a_failed_check_through_nginx_switches_back_and_rolls_back_automatically(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    first = host.current()
+    checks.failing.add("v2")
+    with pytest.raises(OpsError) as err:
+        run(host, engine, "v2")
+    assert str(err.value).startswith("deploy failed: after the switch: smoke check through")
+    assert str(err.value).endswith(f"rolled back to {first}")
+    assert host.current() == first
+    assert api(host) == ["v1", "v1"]
+    assert sorted(host.upstream()) == sorted(c.name for c in host.running("api"))
+    failed = [json.loads(v) for k, v in host.files.items() if k.endswith(".json") and "-v2/" in k]
+    assert [r["outcome"] for r in failed] == ["rolled back"]
+    assert "@lock" not in host.files
+    assert '"event": "deploy failed, rolled back"' in host.files["@audit"]
+
+
+def test_a_failed_migration_leaves_the_running_release_untouched_and_unlocks(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    before = [(c.name, c.release) for c in host.containers]
+    host.failing["migrate"] = "alembic.util.exc.CommandError: Can't locate revision"
+    with pytest.raises(OpsError, match="migration failed: .* the running release was not touched"):
+        run(host, engine, "v2")
+    assert [(c.name, c.release) for c in host.containers if c.service == "api"] == [
+        (name, release) for name, release in before if "-api-" in name
+    ]
+    assert host.current() is not None and host.current().endswith("-v1")  # type: ignore[union-attr]
+    assert "@lock" not in host.files
+    assert not [line for line in host.lines_run if "--scale api=" in line and "v2" in line]
+
+
+def test_a_bug_in_a_step_surfaces_as_itself_not_as_an_operator_error(
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, engine, _ = world
+
+    def broken(self: Deployment) -> str:
+        raise AssertionError("release planned before the lock")
+
+    monkeypatch.setattr(OneHostDeploy, "migrate", broken)
+    with pytest.raises(AssertionError, match="release planned before the lock"):
+        run(host, engine, "v1")
+    assert "@lock" not in host.files
+
+
+def test_a_second_deploy_of_the_same_release_changes_nothing_but_the_audit(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first = host.current()
+    containers = sorted((c.name, c.release) for c in host.containers)
+    report = run(host, engine, "v1")
+    assert {o.step.name: o.note for o in report.outcomes}["plan"] == "unchanged"
+    assert host.current() == first
+    assert sorted((c.name, c.release) for c in host.containers) == containers
+    assert '"event": "deploy: nothing changed"' in host.files["@audit"]
+
+
+def test_missing_images_are_built_only_after_the_lock(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    engine.images = {}
+    engine.buildable = refs("v3")
+    report = run(host, engine, "v3")
+    notes = {o.step.name: o.note for o in report.outcomes}
+    assert notes["check the images (built after the lock when missing)"].startswith(
+        f"to build after the lock: {len(refs('v3'))}"
+    )
+    assert notes["plan"] == f"{len(refs('v3'))} image(s) to build"
+    assert notes["build missing images"].startswith(f"built {len(refs('v3'))}")
+    assert sorted(engine.built) == sorted(refs("v3"))
+    assert api(host) == ["v3", "v3"]
+
+
+def test_a_held_lock_stops_the_deploy_naming_its_holder_and_changes_nothing_else(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    host.files["@lock"] = json.dumps(
+        {"owner": "ci@runner", "token": "t", "version": "v9", "started": 1796000000,
+         "refreshed": 4102444800, "ttl": 900, "operation": "deploy"}
+    )  # fmt: skip
+    host.issued.clear()
+    with pytest.raises(OpsError, match="is locked: deploy of v9 by ci@runner"):
+        run(host, engine, "v2")
+    assert [c.what for c in host.changes] == ["take the deploy lock"]
+
+
+# ------------------------------------------------------------------------------ dry runs
+
+
+def test_a_dry_run_deploy_issues_no_change_and_builds_nothing(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    engine.images = {r: i for r, i in engine.images.items() if ":v2" not in r}
+    engine.buildable = refs("v2")
+    dry = SimHost(dry_run=True)
+    dry.files, dry.images, dry.containers = (
+        dict(host.files),
+        dict(host.images),
+        list(host.containers),
+    )
+    report = run(dry, engine, "v2", dry_run=True)
+    assert dry.changes == []
+    assert engine.built == []
+    assert [o.status for o in report.outcomes if o.step.impacting] == ["planned"] * 15
+    assert dry.files == host.files
+
+
+def test_a_dry_run_rollback_retags_nothing_and_takes_no_lock(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    run(host, engine, "v2")
+    dry = SimHost(dry_run=True)
+    dry.files, dry.images, dry.stored = dict(host.files), dict(host.images), set(host.stored)
+    report = run(dry, engine, "v2", kind="rollback", dry_run=True)
+    assert dry.changes == []
+    assert {o.step.name: o.note for o in report.outcomes}[
+        "choose the release and check its images"
+    ].endswith("-v1")
+
+
+# ------------------------------------------------------------------------------ rollback
+
+
+def test_a_rollback_puts_the_previous_release_back_with_its_recorded_images(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first = host.current()
+    run(host, engine, "v2")
+    listings = f"slipway/listings:v1"
+    host.images[listings] = "sha256:" + "f" * 64  # the tag was moved by a rebuild since
+    host.stored.add("sha256:" + "f" * 64)
+    host.issued.clear()
+    report = run(host, engine, "v2", kind="rollback")
+    assert [o.step.name for o in report.outcomes][:5] == [
+        "check configuration and secrets",
+        "check the host (SSH, docker, compose, disk, ports)",
+        "choose the release and check its images",
+        "take the deploy lock",
+        "point the image tags at the release's images",
+    ]
+    assert host.current() == first
+    assert host.images[listings] == image_id(listings)
+    assert api(host) == ["v1", "v1"]
+    assert engine.built == []
+    assert host.changes[0].what == "take the deploy lock"
+
+
+def test_a_rollback_whose_images_are_gone_is_refused_in_pre_flight(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    run(host, engine, "v2")
+    listings = "slipway/listings:v1"
+    host.stored.discard(host.images.pop(listings))
+    host.issued.clear()
+    with pytest.raises(OpsError, match=r"images of .*-v1 are no longer on the host: slipway/list"):
+        run(host, engine, "v2", kind="rollback")
+    assert host.changes == []
+
+
+def record(release_id: str, outcome: str = "succeeded") -> Release:
+    return Release(id=release_id, version=release_id.rsplit("-", 1)[-1], outcome=outcome)
+
+
+@pytest.mark.parametrize(
+    ("history", "current", "to", "chosen"),
+    [
+        (["1-a", "2-b", "3-c"], "3-c", None, "2-b"),
+        (["1-a", "2-b", "3-c"], "2-b", None, "1-a"),  # never a newer one
+        (["1-a", "2-b", "3-c"], "3-c", "1-a", "1-a"),
+        (["1-a", "2-b", "3-c"], "3-c", "3-c", "3-c"),  # --to the current one: a repair
+    ],
+)
+def test_a_rollback_chooses_the_newest_older_success_or_the_one_named(
+    history: list[str], current: str, to: str | None, chosen: str
+) -> None:
+    found = rollback.choose_target([record(r) for r in history], current, to, "h", "staging")
+    assert found.id == chosen
+
+
+def test_failed_and_rolled_back_releases_are_never_chosen() -> None:
+    history = [record("1-a"), record("2-b", "rolled back"), record("3-c", "failed"), record("4-d")]
+    assert rollback.choose_target(history, "4-d", None, "h", "staging").id == "1-a"
+    with pytest.raises(OpsError, match="no earlier successful release .* pass one with --to"):
+        rollback.choose_target(history[1:], "4-d", None, "h", "staging")
+    with pytest.raises(OpsError, match="no release '9-z' on h. Known releases: 1-a, 2-b"):
+        rollback.choose_target(history, "4-d", "9-z", "h", "staging")
+
+
+# ------------------------------------------------------------------------------ swarm
+
+
+def test_a_swarm_deploy_has_its_own_table_without_one_host_steps(
+    write_env: Callable[[str, str], Path],
+) -> None:
+    write_env("staging", ONE_HOST + "  - ssh: deploy@203.0.113.11\n")
+    names = [s.name for s in SwarmDeploy(config.load("staging"), build("v1")).deploy_steps()]
+    assert "replace the workers" not in names and "nginx" not in names
+    assert names.index("take the deploy lock") < names.index("build missing images")
+    assert (
+        names.index("build missing images")
+        < names.index("form the swarm (init on the first host, join the others)")
+        < names.index("ship images")
+    )
+    back = [s.name for s in SwarmDeploy(config.load("staging"), build("v1")).rollback_steps()]
+    assert "build missing images" not in back and "ship images" not in back
+
+
+def test_a_swarm_dry_run_issues_no_change_on_any_host(
+    world: tuple[SimHost, FakeEngine, Smoke],
+    write_env: Callable[[str, str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, engine, _ = world
+    write_env(
+        "staging",
+        ONE_HOST.replace("deploy: {lock_wait: 0}\n", "") + "  - ssh: deploy@203.0.113.11\n",
+    )
+    env = config.load("staging")
+    hosts = {h.label: SimHost(h, dry_run=True) for h in env.hosts}
+    for host in hosts.values():
+        host.on(r"^docker info -f '\{\{\.Swarm", stdout="inactive\n")
+        host.on(r"^docker ps -a --filter label=com.docker.compose.project=\S+ --format", stdout="")
+    monkeypatch.setattr(SwarmDeploy, "release_files", lambda self, release_id: {"stack.yaml": "x"})
+    operation = SwarmDeploy(
+        env,
+        build("v1"),
+        dry_run=True,
+        local=engine,
+        connect=lambda h: hosts[h.label],  # type: ignore[arg-type]
+    )
+    report = operation.run(dry_run=True)
+    assert [host.changes for host in hosts.values()] == [[], []]
+    assert {o.step.name: o.note for o in report.outcomes}["plan"].endswith(
+        "swarm: form with deploy@203.0.113.10:22, deploy@203.0.113.11:22"
+    )
+
+
+def test_a_replica_that_never_gets_ready_is_removed_and_nothing_switches(
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    upstream = host.upstream()
+    ticks = iter(range(10**6))  # a clock that moves a second each time it is read
+    monkeypatch.setattr(rollout.time, "monotonic", lambda: float(next(ticks)))
+    monkeypatch.setattr(rollout.time, "sleep", lambda seconds: None)
+    host.unhealthy.add("api")
+    with pytest.raises(OpsError, match="new replica\\(s\\) not ready after 120s"):
+        run(host, engine, "v2")
+    host.unhealthy.clear()
+    assert host.upstream() == upstream
+    assert api(host) == ["v1", "v1"]
