@@ -5,12 +5,14 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops.sandbox import sandbox as sandbox
+from ops.sandbox.down import down as remove_sandbox
+from ops.sandbox.names import DEFAULT_NAME, DEFAULT_TLS, MAX_HOSTS
+from ops.sandbox.up import up as start_sandbox
 from ops.tasks._common import exits
 
 NAME_HELP = (
     "sandbox name, also the environment it writes: environments/<name>.yaml "
-    f"(default: {sandbox.DEFAULT_NAME})"
+    f"(default: {DEFAULT_NAME})"
 )
 
 
@@ -19,7 +21,7 @@ NAME_HELP = (
     auto_shortflags=False,
     help={
         "name": NAME_HELP,
-        "hosts": f"number of hosts, 1 to {sandbox.MAX_HOSTS} (default 1)",
+        "hosts": f"number of hosts, 1 to {MAX_HOSTS} (default 1)",
         "listings-env": "the service's mode in the environment file "
         "(default: staging, or the name when it is staging or production)",
         "tls": "local-ca (default: certificates from the environment's own CA, for localhost) "
@@ -34,17 +36,17 @@ NAME_HELP = (
 )
 def up(
     c: Context,
-    name: str = sandbox.DEFAULT_NAME,
+    name: str = DEFAULT_NAME,
     hosts: int = 1,
     listings_env: str = "",
-    tls: str = sandbox.DEFAULT_TLS,
+    tls: str = DEFAULT_TLS,
     registry: bool = False,
     timeout: int = 120,
     dry_run: bool = False,
 ) -> None:
     """Start (or reuse) sandbox hosts and write the environment that deploys to them."""
     with exits():
-        sandbox.up(
+        start_sandbox(
             name,
             hosts=hosts,
             listings_env=listings_env,
@@ -61,7 +63,7 @@ def up(
         "yes": "do not ask for confirmation (needed when not interactive)",
     }
 )
-def down(c: Context, name: str = sandbox.DEFAULT_NAME, yes: bool = False) -> None:
+def down(c: Context, name: str = DEFAULT_NAME, yes: bool = False) -> None:
     """Remove a sandbox: hosts, engines, ACME server, registry, environment, secrets, keys."""
     with exits():
-        sandbox.down(name, yes=yes)
+        remove_sandbox(name, yes=yes)

@@ -63,7 +63,7 @@ def image() -> str:
     compose/sandbox.yaml build sandbox-s3` when missing."""
     from ops.compose import detect_build
     from ops.images import engine, ensure_base, has_image
-    from ops.sandbox.sandbox import image_tag
+    from ops.sandbox.build import image_tag
 
     tag = image_tag(ROOT, BUILD_INPUTS)
     name = f"{IMAGE}:{tag}"

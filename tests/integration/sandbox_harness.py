@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 import pytest
 
 from ops import config
-from ops.sandbox import sandbox as sandbox
+from ops.sandbox import names
+from ops.sandbox.files import SandboxFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,8 +41,8 @@ class Sandbox:
     up_args: tuple[str, ...] = ()
 
     @property
-    def files(self) -> sandbox.SandboxFiles:
-        return sandbox.SandboxFiles(self.name, ROOT, self.envdir / f"{self.name}.yaml")
+    def files(self) -> SandboxFiles:
+        return SandboxFiles(self.name, ROOT, self.envdir / f"{self.name}.yaml")
 
     def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """An invoke task, run the way a user runs it."""
@@ -71,7 +72,7 @@ class Sandbox:
                 "ps",
                 "-a",
                 "--filter",
-                f"label={sandbox.LABEL}={self.name}",
+                f"label={names.LABEL}={self.name}",
                 "--format",
                 "{{.Names}}",
             ],

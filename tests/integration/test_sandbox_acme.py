@@ -36,14 +36,15 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from sandbox_harness import Sandbox, assert_down_removes, exec_in, inspect, running_sandbox
 
-from ops.sandbox import sandbox as sandbox
+from ops.sandbox import names, plan
+from ops.sandbox.acme_server import AcmeServer, acme_server
 
 pytestmark = pytest.mark.integration
 
 NAME = f"it-acme-{secrets.token_hex(3)}"
-ACME = sandbox.acme_container_name(NAME)
-HOST = sandbox.container_name(NAME, 1)
-DOMAINS = sandbox.acme_domains(NAME)
+ACME = names.acme_container_name(NAME)
+HOST = names.container_name(NAME, 1)
+DOMAINS = names.acme_domains(NAME)
 RESPONDER = "acme-responder"
 # Answers GET /.well-known/acme-challenge/<token> with its key authorization (KEYAUTHS holds
 # "token=keyauth" pairs separated by spaces), anything else with 404; logs each request.
@@ -76,11 +77,11 @@ while (my $client = $server->accept) {
 
 
 def _address(container: str) -> str:
-    return sandbox.network_address(container, inspect(container))
+    return plan.network_address(container, inspect(container))
 
 
-def _pebble() -> sandbox.AcmeServer:
-    return sandbox.acme_server(ACME, inspect(ACME))
+def _pebble() -> AcmeServer:
+    return acme_server(ACME, inspect(ACME))
 
 
 def _get(url: str, ca_file: Path) -> bytes:
@@ -102,7 +103,7 @@ def test_up_writes_a_tls_acme_environment_for_pebble_and_host_1(sbx: Sandbox) ->
     env = sbx.load()
     files = sbx.files
     pebble = _pebble()
-    host_https = sandbox.published_ports(HOST, inspect(HOST)).https
+    host_https = plan.published_ports(HOST, inspect(HOST)).https
     assert env.tls == "acme"
     assert env.domains == DOMAINS
     assert env.acme is not None

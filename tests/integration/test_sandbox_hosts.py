@@ -20,7 +20,7 @@ import yaml
 from sandbox_harness import Sandbox, running_sandbox
 
 from ops import config
-from ops.sandbox import sandbox as sandbox
+from ops.sandbox import names
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ class HostsSandbox(Sandbox):
     def containers(self) -> dict[str, dict[str, object]]:
         """Container name -> id and published ports, for every container with our label."""
         ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label={sandbox.LABEL}={self.name}"],
+            ["docker", "ps", "-aq", "--filter", f"label={names.LABEL}={self.name}"],
             capture_output=True,
             text=True,
             check=True,
@@ -114,7 +114,7 @@ def test_up_writes_an_ssh_environment_and_private_files(
     assert (sbx.files.private_key.stat().st_mode & 0o777) == 0o600
     assert (sbx.files.key_dir.stat().st_mode & 0o777) == 0o700
     containers = sbx.containers()
-    assert sorted(containers) == [sandbox.container_name(NAME, i) for i in (1, 2)]
+    assert sorted(containers) == [names.container_name(NAME, i) for i in (1, 2)]
     for info in containers.values():
         ports = info["ports"]
         assert isinstance(ports, dict)

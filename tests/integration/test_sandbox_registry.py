@@ -28,14 +28,15 @@ from ops import secrets as ops_secrets
 from ops.deploy import registry as registry
 from ops.errors import OpsError
 from ops.remote import Remote
-from ops.sandbox import sandbox as sandbox
+from ops.sandbox import names, servers
+from ops.sandbox.registry_server import REGISTRY_UID, RegistryServer, registry_server
 
 pytestmark = pytest.mark.integration
 
 SUFFIX = secrets.token_hex(3)
 NAME = f"it-reg-{SUFFIX}"
-REGISTRY = sandbox.registry_container_name(NAME)
-HOST = sandbox.container_name(NAME, 1)
+REGISTRY = names.registry_container_name(NAME)
+HOST = names.container_name(NAME, 1)
 # This module's own tag of the base image: the only image name it creates here.
 IMAGE = f"slipway/it-{SUFFIX}:v1"
 FIX = "Fix: check SLIPWAY_REGISTRY_USER/SLIPWAY_REGISTRY_PASSWORD"
@@ -50,8 +51,8 @@ class RegistrySandbox(Sandbox):
         return registry.Registry.from_env(env, ops_secrets.registry_credentials(env, environ={}))
 
 
-def _server() -> sandbox.RegistryServer:
-    return sandbox.registry_server(REGISTRY, inspect(REGISTRY))
+def _server() -> RegistryServer:
+    return registry_server(REGISTRY, inspect(REGISTRY))
 
 
 def _on_host(remote: Remote, command: str) -> str:
@@ -123,8 +124,8 @@ def test_up_writes_the_registry_addresses_and_credentials(sbx: RegistrySandbox) 
     assert ((sbx.files.registry_dir / "tls.key").stat().st_mode & 0o777) == 0o600
     assert sorted(sbx.labelled()) == sorted([HOST, REGISTRY])
     attrs = inspect(REGISTRY)
-    assert attrs["Config"]["Labels"][sandbox.ROLE_LABEL] == "registry"
-    assert attrs["Config"]["User"] == f"{sandbox.REGISTRY_UID}:{sandbox.REGISTRY_UID}"
+    assert attrs["Config"]["Labels"][names.ROLE_LABEL] == "registry"
+    assert attrs["Config"]["User"] == f"{REGISTRY_UID}:{REGISTRY_UID}"
     ports = attrs["NetworkSettings"]["Ports"]
     assert set(ports) == {"5000/tcp"}
     assert {b["HostIp"] for b in ports["5000/tcp"]} == {"127.0.0.1"}
@@ -143,10 +144,10 @@ def test_the_registry_refuses_anonymous_requests_and_accepts_the_credentials(
     credentials = sbx.registry().credentials
     assert credentials is not None
     ca = sbx.files.registry_ca
-    assert sandbox.https_status(server.local_url, ca) == 401
-    assert sandbox.https_status(server.local_url, ca, credentials) == 200
+    assert servers.https_status(server.local_url, ca) == 401
+    assert servers.https_status(server.local_url, ca, credentials) == 200
     wrong = replace(credentials, password="not-" + credentials.password)
-    assert sandbox.https_status(server.local_url, ca, wrong) == 401
+    assert servers.https_status(server.local_url, ca, wrong) == 401
     # Only the sandbox's registry CA vouches for it: the system's roots do not.
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         urllib.request.urlopen(server.local_url, timeout=10)
