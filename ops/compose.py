@@ -11,15 +11,18 @@ import hashlib
 import json
 import os
 import re
-import subprocess  # nosec B404: fixed git argv only
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ops import paths, proc
 from ops.config import Environment, parse_size
 from ops.errors import OpsError
 from ops.secrets import Secrets
+
+if TYPE_CHECKING:
+    import subprocess  # nosec B404: the result type only; proc runs the commands
 
 # Inputs of the images: a dirty tree only changes the version when one of these changed.
 BUILD_INPUTS = ("services", "nginx", "compose", "monitoring")
@@ -72,14 +75,10 @@ class Invocation:
 
 
 def _git(args: Sequence[str], root: Path) -> str | None:
+    """What a git command printed; None when it failed or git is not installed (no checkout)."""
     try:
-        result = subprocess.run(  # noqa: S603  # nosec B603: fixed argv
-            ["git", "-C", str(root), *args],  # noqa: S607  # git from PATH on purpose
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError:
+        result = proc.run(["git", "-C", str(root), *args], capture=True, check=False, quiet=True)
+    except OpsError:  # git is not installed: check=False leaves no other error
         return None
     return result.stdout if result.returncode == 0 else None
 
@@ -158,19 +157,17 @@ def tag_safe(version: str) -> str:
 # ---------------------------------------------------------------------------- CA bundle
 
 
-def pip_config_cert(run_pip: bool = True) -> str | None:
+def pip_config_cert() -> str | None:
     """The `cert` pip is configured with (`pip config list`: global.cert, :env:.cert)."""
-    if not run_pip:
-        return None
     try:
-        result = subprocess.run(  # noqa: S603  # nosec B603: fixed argv
+        result = proc.run(
             [os.environ.get("SLIPWAY_PYTHON", "python3"), "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
+            capture=True,
             check=False,
+            quiet=True,
             timeout=30,
         )
-    except (FileNotFoundError, subprocess.TimeoutExpired):
+    except OpsError:  # no such python, or pip did not answer in time: no configured cert
         return None
     return parse_pip_config_cert(result.stdout) if result.returncode == 0 else None
 
@@ -389,11 +386,6 @@ class Compose:
     # Compose profiles to enable over the environment's own (e.g. ACME_PROFILE for builds of
     # every image a release may run).
     profiles: tuple[str, ...] = ()
-
-    @classmethod
-    def for_env(cls, env: Environment, secrets: Secrets, build: Build | None = None) -> Compose:
-        """Compose for `env` in this checkout."""
-        return cls(env, secrets, build or detect_build(), paths.repo_root())
 
     def invocation(self, *args: str) -> Invocation:
         """The argv and env of `docker compose ... <args>` (pure)."""

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
-from docker.errors import DockerException, NotFound
+from docker.errors import DockerException
 
 from ops.errors import OpsError
 
@@ -237,25 +237,3 @@ def wait_ready(
                     "Fix: check `invoke status` and `invoke logs --service nginx`/`api`"
                 )
             sleep(interval)
-
-
-def container_by_service(
-    engine: docker.DockerClient, project: str
-) -> Mapping[str, list[ContainerState]]:
-    """States grouped by compose service."""
-    grouped: dict[str, list[ContainerState]] = {}
-    for state in states(engine, project):
-        grouped.setdefault(state.service, []).append(state)
-    return grouped
-
-
-def image_versions(engine: docker.DockerClient, project: str) -> dict[str, str]:
-    """Image (name:tag) each service's containers run."""
-    result: dict[str, str] = {}
-    try:
-        for container in project_containers(engine, project):
-            service = (container.labels or {}).get("com.docker.compose.service", "?")
-            result[service] = str(container.attrs.get("Config", {}).get("Image", "?"))
-    except (DockerException, NotFound) as exc:
-        raise OpsError(f"cannot inspect containers of {project}: {exc}") from exc
-    return result

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import docker
 
+from ops import proc
 from ops.errors import OpsError
 from ops.executor import query
 from ops.remote import Remote
@@ -375,9 +376,7 @@ def list_files(container: str) -> list[LogFile]:
     """The collector's files, oldest first (a container of this machine's engine)."""
     argv = ["docker", "exec", container, *reader_list()]
     _echo(argv)
-    result = subprocess.run(  # noqa: S603  # nosec B603: argv list, no shell
-        argv, capture_output=True, text=True, check=False
-    )
+    result = proc.run(argv, capture=True, check=False, quiet=True, what="list the central logs")
     if result.returncode != 0:
         raise OpsError(
             f"listing the central logs failed (exit {result.returncode}): "

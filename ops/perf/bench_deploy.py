@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import ssl
-import subprocess  # nosec B404: fixed argv of our own tasks
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import config, paths
+from ops import config, paths, proc
 from ops.errors import OpsError
 from ops.perf.traffic import Traffic
 
@@ -51,13 +50,13 @@ class Measured:
 
 def _invoke(env: dict[str, str], *args: str) -> None:
     started = time.monotonic()
-    result = subprocess.run(  # noqa: S603  # nosec B603: our own tasks, fixed argv
+    result = proc.run(
         [sys.executable, "-m", "invoke", *args],
-        cwd=paths.repo_root(),
         env=env,
-        capture_output=True,
-        text=True,
+        cwd=paths.repo_root(),
+        capture=True,
         check=False,
+        quiet=True,
     )
     if result.returncode != 0:
         raise OpsError(
@@ -129,8 +128,9 @@ def run(keep: bool = False) -> list[str]:
             _invoke(base, "sandbox.down", f"--name={name}", "--yes")
             shutil.rmtree(envdir, ignore_errors=True)
             shutil.rmtree(paths.env_state_dir(name), ignore_errors=True)
-            subprocess.run(  # noqa: S603  # nosec B603
-                ["docker", "rmi", f"slipway/listings:{v1}", f"slipway/listings:{v2}"],  # noqa: S607
-                capture_output=True,
+            proc.run(
+                ["docker", "rmi", f"slipway/listings:{v1}", f"slipway/listings:{v2}"],
+                capture=True,
                 check=False,
+                quiet=True,
             )

@@ -11,7 +11,10 @@ import pytest
 
 from ops.errors import OpsError
 from ops.perf import bench_backup as bench_backup
-from ops.perf.bench_backup import GB, MB, Mount, Results
+from ops.perf.bench_backup import containers, measure, report
+from ops.perf.bench_backup.containers import Mount
+from ops.perf.bench_backup.measure import GB, MB
+from ops.perf.bench_backup.report import Results
 
 pytestmark = pytest.mark.unit
 
@@ -33,48 +36,48 @@ pytestmark = pytest.mark.unit
     ],
 )
 def test_sizes_are_binary_units_as_postgresql_writes_them(text: str, size: int) -> None:
-    assert bench_backup.parse_size(text) == size
+    assert measure.parse_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["", "GB", "one GB", "1XB", "1 GB of data", "-1GB", "1iB"])
 def test_a_size_that_is_no_size_is_refused_with_examples(text: str) -> None:
     with pytest.raises(OpsError, match=r"--size=.* is not a size: write e\.g\. 256MB, 1GB"):
-        bench_backup.parse_size(text)
+        measure.parse_size(text)
 
 
 def test_a_size_below_the_minimum_is_refused() -> None:
     with pytest.raises(OpsError, match="below the minimum of 16MB"):
-        bench_backup.parse_size("8MB")
+        measure.parse_size("8MB")
 
 
 def test_the_restore_target_is_a_minute_per_gigabyte() -> None:
-    assert bench_backup.restore_target(GB) == 60.0
-    assert bench_backup.restore_target(256 * MB) == 15.0
-    assert bench_backup.restore_target(2 * GB) == 120.0
+    assert measure.restore_target(GB) == 60.0
+    assert measure.restore_target(256 * MB) == 15.0
+    assert measure.restore_target(2 * GB) == 120.0
 
 
 def test_sizes_print_in_one_unit() -> None:
-    assert bench_backup.format_size(1089 * MB) == "1,089 MB"
-    assert bench_backup.format_size(0) == "0 MB"
-    assert bench_backup.format_gb(GB) == "1 GB"
-    assert bench_backup.format_gb(256 * MB) == "0.25 GB"
-    assert bench_backup.format_gb(3 * GB // 2) == "1.50 GB"
+    assert measure.format_size(1089 * MB) == "1,089 MB"
+    assert measure.format_size(0) == "0 MB"
+    assert measure.format_gb(GB) == "1 GB"
+    assert measure.format_gb(256 * MB) == "0.25 GB"
+    assert measure.format_gb(3 * GB // 2) == "1.50 GB"
 
 
 def test_rows_fill_the_database_up_to_the_size_beyond_what_is_not_the_table() -> None:
-    assert bench_backup.rows_needed(GB, 8 * MB, 400.0) == -(-(GB - 8 * MB) // 400)
-    assert bench_backup.rows_needed(MB, 2 * MB, 400.0) == 1
+    assert measure.rows_needed(GB, 8 * MB, 400.0) == -(-(GB - 8 * MB) // 400)
+    assert measure.rows_needed(MB, 2 * MB, 400.0) == 1
     with pytest.raises(OpsError):
-        bench_backup.rows_needed(GB, 0, 0.0)
+        measure.rows_needed(GB, 0, 0.0)
 
 
 def test_batches_cover_every_id_once_in_order() -> None:
-    batches = bench_backup.plan_batches(20_001, 100_000, 30_000)
+    batches = measure.plan_batches(20_001, 100_000, 30_000)
     assert batches == [(20_001, 50_000), (50_001, 80_000), (80_001, 100_000)]
     ids = [i for first, last in batches for i in range(first, last + 1)]
     assert ids == list(range(20_001, 100_001))
-    assert bench_backup.plan_batches(11, 10, 5) == []
-    assert bench_backup.plan_batches(1, 3, 0) == [(1, 1), (2, 2), (3, 3)]
+    assert measure.plan_batches(11, 10, 5) == []
+    assert measure.plan_batches(1, 3, 0) == [(1, 1), (2, 2), (3, 3)]
 
 
 def test_the_duration_is_the_last_elapsed_line_of_the_output() -> None:
@@ -83,18 +86,18 @@ def test_the_duration_is_the_last_elapsed_line_of_the_output() -> None:
         "bench-elapsed 1700000000.250000 1700000001.000000\n"
         "bench-elapsed 1700000010.000000 1700000012.500000\n"
     )
-    assert bench_backup.parse_elapsed(output) == pytest.approx(2.5)
-    assert bench_backup.parse_elapsed("bench-elapsed 10,5 12,0\n") == pytest.approx(1.5)
+    assert measure.parse_elapsed(output) == pytest.approx(2.5)
+    assert measure.parse_elapsed("bench-elapsed 10,5 12,0\n") == pytest.approx(1.5)
     with pytest.raises(OpsError, match="no duration"):
-        bench_backup.parse_elapsed("cp: cannot stat\n")
+        measure.parse_elapsed("cp: cannot stat\n")
 
 
 def test_the_timing_wrapper_measures_the_command_and_keeps_its_exit_code() -> None:
-    argv = bench_backup.timed(["sh", "-c", "sleep 0.2; echo out; exit 3"])
+    argv = measure.timed(["sh", "-c", "sleep 0.2; echo out; exit 3"])
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert result.returncode == 3
     assert result.stdout == "out\n"
-    assert 0.15 < bench_backup.parse_elapsed(result.stderr) < 5
+    assert 0.15 < measure.parse_elapsed(result.stderr) < 5
 
 
 BACKUP_LOG = """\
@@ -113,15 +116,15 @@ segments to archive
 
 
 def test_the_file_copy_is_timed_from_pgbackrests_log() -> None:
-    assert bench_backup.parse_copy_seconds(BACKUP_LOG) == pytest.approx(4.724)
-    assert bench_backup.parse_copy_seconds("P00 INFO: something else\n") is None
+    assert measure.parse_copy_seconds(BACKUP_LOG) == pytest.approx(4.724)
+    assert measure.parse_copy_seconds("P00 INFO: something else\n") is None
     started_only = BACKUP_LOG.split("check archive")[0]
-    assert bench_backup.parse_copy_seconds(started_only) is None
+    assert measure.parse_copy_seconds(started_only) is None
 
 
 def test_du_output_maps_paths_to_bytes() -> None:
     output = "2398093312\t/mnt/volume\n1308622848\t/mnt/volume/pg_wal\ndu: warning\n"
-    assert bench_backup.parse_du(output) == {
+    assert measure.parse_du(output) == {
         "/mnt/volume": 2398093312,
         "/mnt/volume/pg_wal": 1308622848,
     }
@@ -133,7 +136,7 @@ def test_only_the_global_section_of_pgbackrest_conf_is_read() -> None:
         "# process-max=9\nprocess-max=2\n\n[listings]\npg1-path=/var/lib/postgresql/data\n"
         "process-max=7\n"
     )
-    assert bench_backup.conf_global(text) == {
+    assert measure.conf_global(text) == {
         "repo1-cipher-type": "aes-256-cbc",
         "compress-type": "lz4",
         "process-max": "2",
@@ -141,7 +144,7 @@ def test_only_the_global_section_of_pgbackrest_conf_is_read() -> None:
 
 
 def test_servers_and_tools_run_hardened_without_secrets_on_the_command_line() -> None:
-    server = bench_backup.run_argv(
+    server = containers.run_argv(
         "slipway-bench-backup-abc-postgres",
         "slipway/postgres:c.1",
         ["postgres"],
@@ -155,7 +158,7 @@ def test_servers_and_tools_run_hardened_without_secrets_on_the_command_line() ->
     assert "-d" in server and "--rm" not in server and "--shm-size 256m" in text
     assert "-e POSTGRES_PASSWORD -e PGBACKREST_REPO1_CIPHER_PASS" in text
     assert server[-2:] == ["slipway/postgres:c.1", "postgres"]
-    tool = bench_backup.run_argv(
+    tool = containers.run_argv(
         "slipway-bench-backup-abc-backup",
         "slipway/postgres:c.1",
         ["pgbackrest", "backup"],
@@ -176,13 +179,14 @@ def test_bad_options_are_refused_before_anything_runs() -> None:
 
 def test_no_secret_value_reaches_a_command_line() -> None:
     bench = bench_backup.BenchBackup(bench_backup.Options(size="64MB"))
-    secrets = [bench.env["POSTGRES_PASSWORD"], bench.env["PGBACKREST_REPO1_CIPHER_PASS"]]
-    bench.state.image = "slipway/postgres:c.1"
-    argv = bench_backup.run_argv(
-        bench.name("postgres"), bench.state.image, ["postgres"], env_names=list(bench.env)
+    run = bench.containers
+    secrets = [run.env["POSTGRES_PASSWORD"], run.env["PGBACKREST_REPO1_CIPHER_PASS"]]
+    run.image = "slipway/postgres:c.1"
+    argv = containers.run_argv(
+        run.name("postgres"), run.image, ["postgres"], env_names=list(run.env)
     )
     assert not any(secret in arg for secret in secrets for arg in argv)
-    assert bench.name("data").startswith("slipway-bench-backup-")
+    assert run.name("data").startswith("slipway-bench-backup-")
 
 
 BASE = Results(
@@ -222,26 +226,26 @@ def lines_with(lines: list[str], start: str) -> str:
 
 
 def test_a_backup_at_least_half_as_fast_as_the_raw_copy_passes() -> None:
-    lines = bench_backup.report_lines(results(copy_s=4.0, backup_s=8.0))
+    lines = report.report_lines(results(copy_s=4.0, backup_s=8.0))
     assert lines_with(lines, "ratio backup/raw copy").endswith("PASS")
     assert "0.50" in lines_with(lines, "ratio backup/raw copy")
-    lines = bench_backup.report_lines(results(copy_s=3.8, backup_s=8.8))
+    lines = report.report_lines(results(copy_s=3.8, backup_s=8.8))
     assert lines_with(lines, "ratio backup/raw copy").endswith("MISS")
     assert "0.43" in lines_with(lines, "ratio backup/raw copy")
 
 
 def test_the_restore_target_scales_with_the_requested_size_and_says_so() -> None:
-    lines = bench_backup.report_lines(results())
+    lines = report.report_lines(results())
     line = lines_with(lines, "restore, until promoted")
     assert "< 60 s (60 s/GB x 1 GB)" in line and line.endswith("PASS")
     small = results(requested=256 * MB, restore_files_s=10.0, restore_start_s=5.5)
-    line = lines_with(bench_backup.report_lines(small), "restore, until promoted")
+    line = lines_with(report.report_lines(small), "restore, until promoted")
     assert "< 15 s (60 s/GB x 0.25 GB)" in line and line.endswith("MISS")
     assert "15.5" in line
 
 
 def test_the_report_shows_every_duration_rate_and_the_repository() -> None:
-    lines = bench_backup.report_lines(results(), header=["bench.backup: header"])
+    lines = report.report_lines(results(), header=["bench.backup: header"])
     assert lines[0] == "bench.backup: header"
     text = "\n".join(lines)
     assert "raw size: 1,039 MB, the data volume (2,287 MB, 2,908,136 rows)" in text
@@ -261,7 +265,7 @@ def test_the_report_shows_every_duration_rate_and_the_repository() -> None:
 
 
 def test_without_the_log_lines_the_backup_is_not_split() -> None:
-    lines = bench_backup.report_lines(results(backup_copy_s=None))
+    lines = report.report_lines(results(backup_copy_s=None))
     assert not [line for line in lines if "copying files" in line]
     assert lines_with(lines, "pgBackRest full backup")
 
@@ -276,6 +280,6 @@ def test_zero_durations_do_not_divide_by_zero() -> None:
         stored=0,
     )
     assert r.copy_rate == r.backup_rate == r.ratio == r.restore_rate == r.compression == 0.0
-    lines = bench_backup.report_lines(r)
+    lines = report.report_lines(r)
     assert lines_with(lines, "ratio backup/raw copy").endswith("MISS")
     assert lines_with(lines, "raw copy").split()[-1] == "-"

@@ -10,7 +10,7 @@ import pytest
 from docker.errors import ImageNotFound
 from ops_testdata import LOCAL_YAML
 
-from ops import compose, config, images
+from ops import compose, config, images, proc
 from ops.errors import OpsError
 from ops.secrets import Secrets
 
@@ -112,6 +112,13 @@ def test_version_is_dev_outside_git(tmp_path: Path) -> None:
     assert compose.detect_version(tmp_path, {}) == ("dev", "unknown")
 
 
+def test_version_is_dev_where_git_is_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools-here"))
+    assert compose.detect_version(tmp_path, {}) == ("dev", "unknown")
+
+
 def test_exported_version_wins(tmp_path: Path) -> None:
     assert compose.detect_version(tmp_path, {"SLIPWAY_VERSION": "1.0/rc 1"})[0] == "1.0-rc-1"
 
@@ -154,6 +161,37 @@ def test_pip_config_cert_prefers_env_over_global() -> None:
     assert compose.parse_pip_config_cert(PIP_CONFIG) == "/from/env.pem"
     assert compose.parse_pip_config_cert("global.cert='/g.pem'\n") == "/g.pem"
     assert compose.parse_pip_config_cert("global.index-url='x'\n") is None
+
+
+def test_pip_config_cert_asks_pip_quietly_with_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[list[str], dict[str, object]]] = []
+
+    def fake_run(argv: list[str], **options: object) -> subprocess.CompletedProcess[str]:
+        calls.append((argv, options))
+        return subprocess.CompletedProcess(argv, 0, PIP_CONFIG, "")
+
+    monkeypatch.setenv("SLIPWAY_PYTHON", "/opt/python3")
+    monkeypatch.setattr(proc, "run", fake_run)
+    assert compose.pip_config_cert() == "/from/env.pem"
+    assert calls == [
+        (
+            ["/opt/python3", "-m", "pip", "config", "list"],
+            {"capture": True, "check": False, "quiet": True, "timeout": 30},
+        )
+    ]
+
+
+def test_pip_config_cert_is_none_when_pip_cannot_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLIPWAY_PYTHON", str(tmp_path / "no-such-python"))
+    assert compose.pip_config_cert() is None
+
+    def too_slow(argv: list[str], **options: object) -> subprocess.CompletedProcess[str]:
+        raise OpsError("command did not finish within 30s and was stopped: pip config list")
+
+    monkeypatch.setattr(proc, "run", too_slow)
+    assert compose.pip_config_cert() is None
 
 
 def test_ca_bundle_order_pip_cert_then_pip_config_then_requests(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import config
+from ops import config, paths, proc
 from ops.errors import OpsError
 from ops.perf import loadtest as loadtest
 from ops.perf.loadtest import EndpointStats, Slo, SloSet
@@ -666,3 +666,63 @@ def test_an_environment_reached_through_connect_to_is_refused_naming_the_fix(
     err = capsys.readouterr().err
     assert "connect_to is set (127.0.0.1:32771)" in err
     assert "then pass --host=https://app.lt.test" in err
+
+
+# ------------------------------------------------------------------------------ locust, faked
+
+
+class FakeLocust:
+    """Stands in for proc.run: records the call; writes a stats report unless told not to."""
+
+    def __init__(self, code: int = 0, report: bool = True) -> None:
+        self.code, self.report = code, report
+        self.calls: list[tuple[list[str], dict[str, object]]] = []
+
+    def __call__(self, argv: list[str], **options: object) -> subprocess.CompletedProcess[str]:
+        self.calls.append((list(argv), options))
+        prefix = argv[argv.index("--csv") + 1]
+        if self.report:
+            Path(f"{prefix}_stats.csv").write_text(
+                "Type,Name,Request Count,Failure Count,95%,99%\n,Aggregated,0,0,N/A,N/A\n",
+                encoding="utf-8",
+            )
+        return subprocess.CompletedProcess(argv, self.code)
+
+
+def _gate_options(envdir: Path, tmp_path: Path) -> loadtest.Options:
+    (envdir / "lt.yaml").write_text("name: lt\ntarget: local\n", encoding="utf-8")
+    return loadtest.Options(
+        env_name="lt",
+        profile="quick",
+        profiles_file=_write(tmp_path, "profiles.yaml", PROFILE),
+        reports=tmp_path / "reports",
+        host="http://127.0.0.1:9",
+    )
+
+
+def test_locust_runs_echoed_from_the_repository_stopped_after_its_run_time_and_grace(
+    envdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeLocust()
+    monkeypatch.setattr(proc, "run", fake)
+    outcome = loadtest.run(_gate_options(envdir, tmp_path), environ={"PATH": "/bin"})
+    ((argv, options),) = fake.calls
+    assert argv[1:3] == ["-m", "locust"]
+    assert options == {
+        "env": {"PATH": "/bin", loadtest.CA_VAR: ""},
+        "cwd": paths.REPO_ROOT,
+        "check": False,
+        "what": "locust",
+        "timeout": 10 + 120,
+    }
+    assert outcome.prefix.parent == tmp_path / "reports"
+    assert "no requests were sent at all: nothing was load-tested" in outcome.breaches
+
+
+@pytest.mark.parametrize(("code", "report"), [(1, True), (0, False)])
+def test_locust_that_failed_or_wrote_no_report_is_an_error(
+    envdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, report: bool
+) -> None:
+    monkeypatch.setattr(proc, "run", FakeLocust(code, report))
+    with pytest.raises(OpsError, match=rf"^locust exited {code} without a stats report \("):
+        loadtest.run(_gate_options(envdir, tmp_path), environ={})

@@ -42,3 +42,25 @@ def test_tee_streams_and_returns_the_output_and_exit_code(
 def test_a_command_past_its_timeout_is_stopped_and_named() -> None:
     with pytest.raises(OpsError, match=r"^sleeping did not finish within 0.2s and was stopped: "):
         proc.run(["sleep", "5"], quiet=True, what="sleeping", timeout=0.2, check=False)
+
+
+def test_a_quiet_captured_run_prints_nothing_and_returns_what_the_command_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    script = "import sys; print(sys.stdin.read().upper()); print('warn', file=sys.stderr)"
+    result = proc.run(
+        [sys.executable, "-c", script], capture=True, quiet=True, stdin="fed", timeout=30
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "FED\n", "warn\n")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_run_is_echoed_unless_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    proc.run([sys.executable, "-c", "pass"], timeout=30)
+    assert capsys.readouterr().out.startswith(f"$ {sys.executable} -c pass")
+
+
+def test_a_failure_names_the_command_and_its_captured_error() -> None:
+    script = "import sys; sys.exit('no such table')"
+    with pytest.raises(OpsError, match=r"^query failed \(exit 1\): .* -c .*: no such table$"):
+        proc.run([sys.executable, "-c", script], capture=True, quiet=True, what="query")

@@ -1,0 +1,113 @@
+"""The ingest and deploy benchmarks' local commands: run through proc.run (with the options'
+timeout, quiet where the benchmark prints its own line), failures named, without Docker."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ops import config, paths, proc
+from ops.errors import OpsError
+from ops.perf import bench_deploy as bench_deploy
+from ops.perf import bench_ingest as bench_ingest
+from ops.stack import local as stack
+
+pytestmark = pytest.mark.unit
+
+
+class FakeRun:
+    """Stands in for proc.run: records each call, answers with one result."""
+
+    def __init__(self, code: int = 0, stdout: str = "", stderr: str = "") -> None:
+        self.answer = (code, stdout, stderr)
+        self.calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    def __call__(self, argv: Sequence[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append((list(argv), options))
+        return subprocess.CompletedProcess(list(argv), *self.answer)
+
+
+@pytest.fixture
+def ingest(monkeypatch: pytest.MonkeyPatch) -> bench_ingest.Bench:
+    """The ingest benchmark on an environment file, its stack and postgres container faked."""
+    env = config.parse({"name": "b", "target": "local"}, Path("/envs/b.yaml"), "b")
+    monkeypatch.setattr(stack, "open_stack", lambda name: SimpleNamespace(env=env))
+    monkeypatch.setattr(bench_ingest.Bench, "postgres_container", lambda self: "b-postgres-1")
+    return bench_ingest.Bench(bench_ingest.Options("b", timeout=12.0))
+
+
+def test_psql_feeds_its_input_with_the_timeout_and_echoes_a_shortened_line(
+    ingest: bench_ingest.Bench, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeRun(stdout=" 42\n")
+    monkeypatch.setattr(proc, "run", fake)
+    statement = "SELECT " + "x" * 200
+    assert ingest.psql([statement], stdin="id\n1\n", what="count rows") == " 42\n"
+    ((argv, options),) = fake.calls
+    assert argv[:4] == ["docker", "exec", "-i", "b-postgres-1"]
+    assert argv[-2:] == ["-c", statement]
+    assert options == {
+        "capture": True,
+        "check": False,
+        "quiet": True,
+        "what": "count rows",
+        "stdin": "id\n1\n",
+        "timeout": 12.0,
+    }
+    shown = capsys.readouterr().out
+    assert shown.startswith("$ docker exec -i b-postgres-1 psql ")
+    assert statement[:150] + "..." in shown
+    assert statement not in shown
+
+
+def test_psql_without_input_closes_its_input_rather_than_inheriting_ours(
+    ingest: bench_ingest.Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeRun()
+    monkeypatch.setattr(proc, "run", fake)
+    ingest.psql(["SELECT 1"], what="probe")
+    assert fake.calls[0][1]["stdin"] == ""
+
+
+def test_a_failed_psql_names_what_it_did_and_its_error(
+    ingest: bench_ingest.Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(proc, "run", FakeRun(3, "", "ERROR:  relation missing\n"))
+    with pytest.raises(
+        OpsError, match=r"^drop scratch failed \(exit 3\): ERROR:  relation missing$"
+    ):
+        ingest.psql(["DROP TABLE x"], what="drop scratch")
+
+
+def test_the_deploy_benchmark_runs_our_tasks_quietly_from_the_repository(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeRun()
+    monkeypatch.setattr(proc, "run", fake)
+    bench_deploy._invoke({"SLIPWAY_VERSION": "v1"}, "deploy", "--env=bench-1")
+    ((argv, options),) = fake.calls
+    assert argv[1:] == ["-m", "invoke", "deploy", "--env=bench-1"]
+    assert options == {
+        "env": {"SLIPWAY_VERSION": "v1"},
+        "cwd": paths.repo_root(),
+        "capture": True,
+        "check": False,
+        "quiet": True,
+    }
+
+
+def test_a_failed_task_of_the_deploy_benchmark_shows_its_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proc, "run", FakeRun(1, "step 3 failed\n", "Traceback: boom\n"))
+    with pytest.raises(OpsError) as err:
+        bench_deploy._invoke({}, "rollback", "--env=bench-1")
+    message = str(err.value)
+    assert message.startswith("`invoke rollback --env=bench-1` failed after ")
+    assert "step 3 failed" in message
+    assert "Traceback: boom" in message
