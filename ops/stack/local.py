@@ -1,7 +1,7 @@
-"""The operations on a whole stack: up, down, status, logs, build, migrate, API keys.
-
-Each is check → plan → act → verify, written as a flat list of steps (ops.steps). Tasks in
-ops/tasks/ only parse arguments and call these functions.
+"""A stack on this machine's Docker engine: opening it (environment, secrets, the version it
+runs), down, status, build, migrations and API keys in one-off containers, and what `invoke up`
+(ops/stack/up.py) and `invoke logs` (ops/stack/logs.py) share. Tasks in ops/tasks/ only parse
+arguments and call these functions; a `target: ssh` environment goes to ops/stack/host.py.
 """
 
 from __future__ import annotations
@@ -9,20 +9,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
 
-from ops import certs, compose, config, docker_engine, health, images, paths, ports, secrets
+from ops import certs, compose, config, docker_engine, health, images, paths, secrets
 from ops.compose import Compose
-from ops.deploy.certificates import CERTBOT_SERVICE
 from ops.errors import OpsError
 from ops.monitoring import logsearch as logsearch
 from ops.monitoring import monitor as monitor
-from ops.remote import Remote
 from ops.stack import host as hostops
 from ops.steps import Report, Runner, Step
 
@@ -116,12 +112,12 @@ def running_version(engine: docker.DockerClient, project: str) -> str | None:
     return tags.pop() if len(tags) == 1 else None
 
 
-def _services(cfg: dict[str, object]) -> list[str]:
+def service_names(cfg: dict[str, object]) -> list[str]:
     services = cfg.get("services")
     return sorted(services) if isinstance(services, dict) else []
 
 
-def _expected(cfg: dict[str, object]) -> list[str]:
+def expected_services(cfg: dict[str, object]) -> list[str]:
     """Services that must have a container (a service scaled to 0 has none)."""
     services = cfg.get("services")
     if not isinstance(services, dict):
@@ -135,180 +131,20 @@ def _expected(cfg: dict[str, object]) -> list[str]:
     return expected
 
 
-def _long_running(cfg: dict[str, object]) -> list[str]:
-    return [s for s in _services(cfg) if s not in ONE_OFF_SERVICES]
+def long_running_services(cfg: dict[str, object]) -> list[str]:
+    return [s for s in service_names(cfg) if s not in ONE_OFF_SERVICES]
 
 
-# ---------------------------------------------------------------------------------------- up
+# ----------------------------------------------------------------------------- up, shared
 
 
-def _local_only(env: config.Environment, task: str, instead: str) -> None:
+def local_only(env: config.Environment, task: str, instead: str) -> None:
     if env.target != "local":
         raise OpsError(
             f"`invoke {task}` drives this machine's Docker engine, but {env.name} runs on "
             f"{env.hosts[0].label if env.hosts else 'a host'} (target: {env.target}). "
             f"Fix: use `{instead}` for that environment"
         )
-
-
-def up(
-    env_name: str, timeout: float = 240.0, dry_run: bool = False, runner: Runner | None = None
-) -> Report:
-    """Build what is missing, start the stack, wait healthy and ready; print how to reach it."""
-    env = config.load(env_name)
-    _local_only(env, "up", f"invoke deploy --env={env.name}")
-    stack = Stack(env, compose.detect_build())
-    cfg: dict[str, object] = {}
-
-    def check_docker() -> str:
-        return docker_engine.check()
-
-    def check_config() -> str:
-        preview = secrets.load(env, generate=False) if not env.is_local else None
-        stack.secrets = preview or secrets.Secrets(
-            {n: "placeholder-for-planning" for n in secrets.REQUIRED}, secrets.env_file(env)
-        )
-        stack.compose().check_files()
-        cfg.update(stack.compose().config())
-        return f"{env.source.name}, project {env.project_name}, version {stack.build.version}"
-
-    def plan() -> str:
-        engine = stack.docker()
-        stack.all_images = images.built_images(cfg)
-        stack.to_build = images.plan(engine, stack.all_images)
-        lines = [
-            f"base image {images.BASE_IMAGE}: "
-            + ("present" if images.has_image(engine, images.BASE_IMAGE) else "will be built"),
-            f"certificates in {stack.tls_dir}: {'present' if stack.ca_file.exists() else 'new'}",
-            f"secrets file {secrets.env_file(env)}: "
-            + ("present" if secrets.env_file(env).exists() else "will be generated"),
-            "images to build: " + (", ".join(b.image for b in stack.to_build) or "none"),
-            f"start: {', '.join(_services(cfg))} (migrate runs once, before api)",
-        ]
-        for line in lines:
-            print(f"    plan: {line}", flush=True)
-        return f"{len(stack.to_build)} image(s) to build"
-
-    def check_ports() -> str:
-        wanted = (env.ports.http, env.ports.https)
-        result = ports.check_free(
-            stack.docker(), env.bind, wanted, env.project_name, str(env.source)
-        )
-        if compose.runs_monitoring(env):
-            mon = (env.monitoring.prometheus_port, env.monitoring.alertmanager_port)
-            fields = "`monitoring.prometheus_port`/`alertmanager_port`"
-            found = ports.check_free(
-                stack.docker(), monitor.LOOPBACK, mon, env.project_name, str(env.source), fields
-            )
-            logs = ports.check_log_port(
-                stack.docker(),
-                monitor.LOOPBACK,
-                env.monitoring.log_port,
-                env.project_name,
-                str(env.source),
-            )
-            result = f"{result}; monitoring {found}; {logs}"
-        return result
-
-    def base_image() -> str:
-        return images.ensure_base(stack.docker())
-
-    def make_certs() -> str:
-        paths.ensure_state_dir()
-        result = certs.ensure(stack.tls_dir, env.name, env.domains)
-        stack.certs_changed = result.changed
-        return result.reason
-
-    def make_secrets() -> str:
-        stack.secrets = secrets.load(env)
-        if stack.secrets.generated:
-            return f"generated {', '.join(stack.secrets.generated)} into {stack.secrets.file.name}"
-        return "all present"
-
-    def build_images() -> str:
-        todo = images.plan(stack.docker(), stack.all_images)
-        images.build(stack.compose(), todo, engine=stack.docker())
-        for line in images.size_report(stack.docker(), stack.all_images):
-            print(f"    {line}", flush=True)
-        return f"built {len(todo)}" if todo else "all present, nothing built"
-
-    def start_data() -> str:
-        present = [s for s in DATA_SERVICES if s in _services(cfg)]
-        stack.compose().run("up", "-d", *UP_FLAGS, "--wait", *present, what="starting data")
-        health.check_started(stack.docker(), env.project_name, present)
-        return ", ".join(present)
-
-    def migrate() -> str:
-        return run_migrate_service(stack)
-
-    def start_rest() -> str:
-        rest = [s for s in _long_running(cfg) if s not in DATA_SERVICES]
-        recreate = [EDGE_SERVICE] if stack.certs_changed and EDGE_SERVICE in rest else []
-        others = [s for s in rest if s not in recreate]
-        comp = stack.compose()
-        comp.run("up", "-d", *UP_FLAGS, "--no-deps", "--remove-orphans", *others, what="starting")
-        if recreate:
-            # New certificate files: recreate nginx so its bind mounts show them.
-            comp.run("up", "-d", *UP_FLAGS, "--no-deps", "--force-recreate", *recreate)
-        health.check_started(
-            stack.docker(), env.project_name, [s for s in rest if s in _expected(cfg)]
-        )
-        return ", ".join(rest)
-
-    def wait_healthy() -> str:
-        return health.wait_healthy(
-            stack.docker(), env.project_name, _expected(cfg), timeout=timeout
-        )
-
-    def wait_ready() -> str:
-        return health.wait_ready(f"{env.https_url}/ready", stack.ca_file, timeout=timeout / 2)
-
-    state_hint = (
-        f"inspect with `invoke status --env {env.name}`, stop with `invoke down --env {env.name}`"
-    )
-    steps = [
-        Step("check the Docker engine and compose plugin", check_docker),
-        Step(f"check {env.source.name} and the compose files", check_config),
-        Step(f"check ports {env.ports.http} and {env.ports.https} on {env.bind}", check_ports),
-        Step("plan: base image, certificates, secrets, images", plan),
-        Step("ensure the base image", base_image, impacting=True),
-        Step("ensure the local CA and server certificate", make_certs, impacting=True),
-        Step("ensure the secrets", make_secrets, impacting=True),
-        Step(
-            "build missing images",
-            build_images,
-            impacting=True,
-            on_failure="no container was touched; fix the build and run `invoke up` again",
-        ),
-        Step("start postgres and redis", start_data, impacting=True, on_failure=state_hint),
-        Step(
-            "migrate the schema (one-off migrate container)",
-            migrate,
-            impacting=True,
-            on_failure="the schema is as the failed migration left it (transactional DDL: "
-            "unchanged); api was not started with it",
-        ),
-        Step("start api, worker and nginx", start_rest, impacting=True, on_failure=state_hint),
-        Step(
-            "wait until every service is healthy",
-            wait_healthy,
-            impacting=True,
-            on_failure=state_hint,
-        ),
-        Step(
-            "wait for /ready through nginx (TLS verified)",
-            wait_ready,
-            impacting=True,
-            on_failure=state_hint,
-        ),
-    ]
-    runner = runner or Runner(f"invoke up --env {env.name} ({env.project_name})")
-    report = runner.run(steps, dry_run=dry_run)
-    if dry_run:
-        print("dry run: stopped before the impacting steps, nothing was changed")
-    else:
-        print_access(stack)
-    return report
 
 
 def run_migrate_service(stack: Stack) -> str:
@@ -391,7 +227,7 @@ def confirm_destroy(
 def down(env_name: str, volumes: bool = False, yes: bool = False) -> None:
     """Stop and remove the stack's containers (and, with volumes, its data)."""
     env = config.load(env_name)
-    _local_only(env, "down", f"invoke maintenance --env={env.name} on")
+    local_only(env, "down", f"invoke maintenance --env={env.name} on")
     if volumes:
         confirm_destroy(
             f"all data of {env.project_name} (its volumes: PostgreSQL and its backups, Redis)", yes
@@ -439,114 +275,6 @@ def status(env_name: str) -> bool:
     print(f"  url: {env.https_url}/  (CA: {ca})")
     print(f"  overall: {'ready' if ready else 'NOT ready'}")
     return ready
-
-
-def logs(
-    env_name: str,
-    service: str = "",
-    follow: bool = False,
-    since: str = "",
-    tail: int = -1,
-    grep: str = "",
-    request_id: str = "",
-) -> None:
-    """Show, follow or search the logs of one service or of all.
-
-    Where the environment runs the central log collector (compose.runs_monitoring), its
-    history is searched (ops.logsearch) in time order: a local stack's, one host's, or every
-    host's of a swarm (one collector per host, merged). --follow, the collector's own messages
-    and environments without it use `docker compose logs` (`docker service logs` on a swarm;
-    over SSH for hosts). tail < 0: the default (200 lines, or every match of a search with
-    --since, --grep or --request-id); 0: no limit.
-    """
-    env = config.load(env_name)
-    now = datetime.now(UTC)
-    searching = bool(grep or request_id)
-    pattern = logsearch.compile_grep(grep) if grep else None
-    wanted_id = logsearch.check_request_id(request_id) if request_id else ""
-    since_at = logsearch.parse_since(since, now) if since else None
-    central = compose.runs_monitoring(env)
-    if searching and not central:
-        piped = f"`invoke logs --env={env.name} --since=1h --tail=0 | grep <text>`"
-        if env.target == "ssh":
-            raise OpsError(
-                f"{env.name} does not run the central log collector (monitoring.enabled is "
-                f"false in {env.source}), so there is no history to search. Fix: enable "
-                f"monitoring and `invoke deploy --env={env.name}`, or {piped}"
-            )
-        raise OpsError(
-            f"{env.name} does not run the central log collector (monitoring.enabled is false "
-            f"in {env.source}), so there is no history to search. Fix: enable monitoring and "
-            f"`invoke up --env={env.name}`, or pipe `invoke logs --env={env.name}` into grep"
-        )
-    if searching and follow:
-        raise OpsError(
-            "--follow streams new lines as they come and does not search. Fix: drop --follow "
-            "to search the history, or follow one service with --service"
-        )
-    query = logsearch.Query(service=service, since=since_at, grep=pattern, request_id=wanted_id)
-    query = replace(query, tail=logsearch.tail_for(tail, query))
-    if env.target == "ssh":
-        if follow or not central or service == logsearch.COLLECTOR_SERVICE:
-            hostops.logs(
-                env,
-                service=service,
-                follow=follow,
-                since=logsearch.docker_since(since, now) if since else "",
-                tail=tail if tail >= 0 else logsearch.DEFAULT_TAIL,
-            )
-            return
-        if env.is_swarm:
-            with ExitStack() as connections:
-                remotes = [connections.enter_context(Remote(host)) for host in env.hosts]
-                if service:
-                    # The manager knows the stack's services, wherever their tasks run.
-                    known = logsearch.swarm_services(remotes[0], env.project_name)
-                    logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, CERTBOT_SERVICE})
-                found = logsearch.print_hosts_search(remotes, env.project_name, env.name, query)
-            if found.printed == 0 and len(found.skipped) < len(env.hosts):
-                print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
-            if found.skipped:
-                # After the lines, so that it is the last thing seen; and an exit status that
-                # tells a script the search is incomplete.
-                raise OpsError(
-                    f"the central logs of {len(found.skipped)} of {len(env.hosts)} hosts were "
-                    "not searched, so lines of the containers that ran there are missing"
-                    + (" (the lines above are the other hosts')" if found.printed else "")
-                    + ": "
-                    + "; ".join(found.skipped)
-                )
-            return
-        with Remote(env.hosts[0]) as remote:
-            on_host = logsearch.RemoteCollector.find(remote, env.project_name, env.name)
-            if service:
-                # One-off containers (migrate, certbot) are removed once done; their lines
-                # stay in the history.
-                known = logsearch.services_on_host(remote, env.project_name)
-                logsearch.check_service(service, {*known, *ONE_OFF_SERVICES, CERTBOT_SERVICE})
-            printed = logsearch.print_search(on_host, query)
-        if printed == 0:
-            print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
-        return
-    stack = open_stack(env_name, follow_running=False)
-    if service:
-        logsearch.check_service(service, _services(stack.compose().config()))
-    if follow or not central or service == logsearch.COLLECTOR_SERVICE:
-        args = ["logs", "--tail", str(tail if tail > 0 else logsearch.DEFAULT_TAIL)]
-        if tail == 0:
-            args[-1] = "all"
-        if follow:
-            args.append("--follow")
-        if since:
-            args += ["--since", logsearch.docker_since(since, now)]
-        if service:
-            args.append(service)
-        stack.compose().run(*args, what="docker compose logs")
-        return
-    collector = logsearch.LocalCollector.find(stack.docker(), env.project_name)
-    printed = logsearch.print_search(collector, query)
-    if printed == 0:
-        print(f"no line of {env.project_name}'s central logs matches", file=sys.stderr)
 
 
 def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> Report:

@@ -7,6 +7,8 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from ops.stack import local as stack
+from ops.stack.logs import logs as search_logs
+from ops.stack.up import up as bring_up
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 
@@ -20,7 +22,7 @@ from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 def up(c: Context, env: str = DEFAULT_ENV, timeout: int = 240, dry_run: bool = False) -> None:
     """Build what is missing, start the stack, wait until healthy and ready over HTTPS."""
     with exits():
-        stack.up(env, timeout=float(timeout), dry_run=dry_run)
+        bring_up(env, timeout=float(timeout), dry_run=dry_run)
 
 
 @task(
@@ -70,7 +72,7 @@ def logs(
 ) -> None:
     """Search the central logs of the stack in time order; --follow streams new lines."""
     with exits():
-        stack.logs(
+        search_logs(
             env,
             service=service,
             follow=follow,

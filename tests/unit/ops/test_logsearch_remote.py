@@ -22,7 +22,7 @@ from ops.monitoring import logsearch as logsearch
 from ops.monitoring.logsearch import LogFile, Query, RemoteCollector
 from ops.remote import Remote
 from ops.stack import host as hostops
-from ops.stack import local as stack
+from ops.stack import logs as stack
 
 pytestmark = pytest.mark.unit
 

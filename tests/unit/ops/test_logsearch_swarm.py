@@ -25,7 +25,7 @@ from ops.executor import Command, Result
 from ops.monitoring import logsearch as logsearch
 from ops.monitoring.logsearch import Entry, Query, RemoteCollector
 from ops.stack import host as hostops
-from ops.stack import local as stack
+from ops.stack import logs as stack
 
 pytestmark = pytest.mark.unit
 
