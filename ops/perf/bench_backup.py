@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ops import config, docker_engine, images, paths, proc
-from ops.backup import operations as backup
+from ops.backup import repository as backup
 from ops.compose import detect_build
 from ops.errors import OpsError
 from ops.perf.bench_ingest import verdict
