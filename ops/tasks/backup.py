@@ -1,11 +1,12 @@
-"""Backup tasks: `invoke backup`, `backup.list`, `backup.drill` (pgBackRest, ops/backup.py)."""
+"""Backup tasks: `invoke backup`, `backup.list`, `backup.drill`, `restore` (ops/backup/)."""
 
 from __future__ import annotations
 
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops.backup import operations as backups
+from ops.backup import backups
+from ops.backup import restore as restores
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 
@@ -66,6 +67,6 @@ def restore(
 ) -> None:
     """Restore the database in place (maintenance mode, writers stopped, schema checked)."""
     with exits():
-        backups.restore(
+        restores.restore(
             env, at=at, label=backup, source=from_, yes=yes, repo=repo, sanitize=sanitize
         )
