@@ -25,7 +25,7 @@ from invoke.exceptions import UnexpectedExit
 
 from ops.config import Host
 from ops.errors import OpsError
-from ops.executor import Command, Executor, Result, query
+from ops.executor import Command, Executor, Result
 from ops.executor import quote as quote
 
 CONNECT_TIMEOUT = 15.0
@@ -178,21 +178,6 @@ class Remote(Executor):
         return self
 
     # ------------------------------------------------------------------ commands
-
-    def run(
-        self,
-        command: Command | str,
-        *,
-        check: bool = True,
-        stdin: str | None = None,
-        echo: bool | None = None,
-        timeout: float | None = None,
-        what: str = "",
-    ) -> Result:
-        """Executor.run; a plain string is a query (legacy call sites being converted)."""
-        if isinstance(command, str):
-            command = query(command, what, timeout)
-        return super().run(command, check=check, stdin=stdin, echo=echo)
 
     def _execute(self, command: Command, stdin: bytes | None) -> Result:
         if stdin is not None:

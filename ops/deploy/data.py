@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from ops import config
-from ops.backup import operations as backup
+from ops.backup import repository as backup
 from ops.deploy.hostcompose import RemoteCompose
 from ops.errors import OpsError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 
 from ops import config, docker_engine, images, paths, proc
-from ops.backup import operations as backup
+from ops.backup import repository as backup
 from ops.compose import detect_build
 from ops.errors import OpsError
 from ops.perf.bench_backup.containers import (

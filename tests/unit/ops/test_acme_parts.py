@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from ops import certs, compose, config, health
-from ops.deploy import deployment as deploy
+from ops.deploy.certificates import acme_message
+from ops.deploy.images import image_refs
 from ops.errors import OpsError
 from ops.secrets import Secrets
 
@@ -148,8 +149,8 @@ def test_an_acme_release_ships_certbot_at_its_content_tag() -> None:
         "SLIPWAY_CERTBOT_TAG": "c.4",
     }
     build = compose.Build("v2", "abc", Path("/dev/null"), tags)
-    assert deploy.image_refs(build, acme=True)[-1] == "slipway/certbot:c.4"
-    assert "slipway/certbot:c.4" not in deploy.image_refs(build)
+    assert image_refs(build, acme=True)[-1] == "slipway/certbot:c.4"
+    assert "slipway/certbot:c.4" not in image_refs(build)
 
 
 def test_the_deploy_reads_the_last_matching_json_line_of_slipway_acme() -> None:
@@ -161,10 +162,10 @@ def test_the_deploy_reads_the_last_matching_json_line_of_slipway_acme() -> None:
             "not json {",
         ]
     )
-    assert deploy._acme_message(out, "?", prefix="ensure done: ") == (
+    assert acme_message(out, "?", prefix="ensure done: ") == (
         "ensure done: changed app.test, failed none"
     )
-    assert deploy._acme_message("no json here", "fallback") == "fallback"
+    assert acme_message("no json here", "fallback") == "fallback"
 
 
 # ---------------------------------------------------------------- connect_to, for real on TLS

@@ -17,7 +17,6 @@ from ops.backup import backups, commands, targets
 from ops.backup.inplace import WRITERS
 from ops.deploy.rollout import RemoteCompose
 from ops.errors import OpsError
-from ops.executor import Command, Result, query
 from ops.stack import host as hostops
 
 pytestmark = pytest.mark.unit
@@ -43,21 +42,7 @@ STACK_YAML = (
 
 
 class FirstHost(Recorder):
-    """The recording executor of a swarm's first host. It takes a plain string as a query too,
-    as ops.remote.Remote still does: hostops.swarm_task (`docker ps`) passes one."""
-
-    def run(  # type: ignore[override]
-        self,
-        command: Command | str,
-        *,
-        check: bool = True,
-        stdin: str | None = None,
-        echo: bool | None = None,
-        what: str = "",
-    ) -> Result:
-        if isinstance(command, str):
-            command = query(command, what)
-        return super().run(command, check=check, stdin=stdin, echo=echo)
+    """The recording executor of a swarm's first host."""
 
 
 def host_executor(kind: type[Recorder] = Recorder) -> Recorder:

@@ -15,10 +15,12 @@ import yaml
 
 from ops import compose
 from ops.compose import Build
-from ops.deploy import deployment as deploy
 from ops.deploy import locks as locks
 from ops.deploy import releases as releases
-from ops.deploy.rollout import Rollout
+from ops.deploy.commands import nginx
+from ops.deploy.deployment import terminate_as_interrupt
+from ops.deploy.images import image_refs
+from ops.deploy.release import dotenv, release_digest, render_compose, tls_tarball
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_rendered_compose_file_has_no_build_sections_or_build_secrets() -> None:
-    text = deploy.render_compose((ROOT / "compose" / "compose.yaml").read_text())
+    text = render_compose((ROOT / "compose" / "compose.yaml").read_text())
     data = yaml.safe_load(text)
     assert "secrets" not in data
     for name, service in data["services"].items():
@@ -48,13 +50,13 @@ def test_the_rendered_compose_file_has_no_build_sections_or_build_secrets() -> N
 
 def test_rendering_refuses_a_file_without_services() -> None:
     with pytest.raises(OpsError, match="no services"):
-        deploy.render_compose("x-foo: 1\n")
+        render_compose("x-foo: 1\n")
 
 
 def test_dotenv_quotes_values_and_refuses_quotes_inside() -> None:
-    assert deploy.dotenv({"B": "two words", "A": "1"}) == "A='1'\nB='two words'\n"
+    assert dotenv({"B": "two words", "A": "1"}) == "A='1'\nB='two words'\n"
     with pytest.raises(OpsError, match="B contains a quote"):
-        deploy.dotenv({"B": "it's"})
+        dotenv({"B": "it's"})
 
 
 def test_image_refs_use_the_version_for_listings_and_content_tags_for_the_rest() -> None:
@@ -64,7 +66,7 @@ def test_image_refs_use_the_version_for_listings_and_content_tags_for_the_rest()
         Path("/dev/null"),
         {"SLIPWAY_POSTGRES_TAG": "c.1", "SLIPWAY_REDIS_TAG": "c.2", "SLIPWAY_NGINX_TAG": "c.3"},
     )
-    assert deploy.image_refs(build) == [
+    assert image_refs(build) == [
         "slipway/listings:v2",
         "slipway/postgres:c.1",
         "slipway/redis:c.2",
@@ -73,7 +75,7 @@ def test_image_refs_use_the_version_for_listings_and_content_tags_for_the_rest()
 
 
 def test_the_certificate_tarball_gives_nginx_the_files_and_keeps_the_key_private() -> None:
-    data = deploy.tls_tarball(b"CERT", b"KEY")
+    data = tls_tarball(b"CERT", b"KEY")
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert members["tls.key"].mode == 0o600
@@ -84,7 +86,7 @@ def test_the_certificate_tarball_gives_nginx_the_files_and_keeps_the_key_private
 
 
 def test_the_upstream_file_lists_each_replica_once_sorted() -> None:
-    text = Rollout.upstream_text(["p-api-3", "p-api-1"])
+    text = nginx.upstream_text(["p-api-3", "p-api-1"])
     servers = [line for line in text.splitlines() if line.startswith("server")]
     assert servers == [
         "server p-api-1:8000 max_fails=1 fail_timeout=3s;",
@@ -174,23 +176,24 @@ def test_release_records_round_trip_and_ignore_unknown_fields() -> None:
 
 def test_the_release_digest_follows_files_images_and_secrets_but_holds_no_secret() -> None:
     files, ids, keys = {"compose.yaml": "a"}, {"x:1": "sha256:1"}, {"POSTGRES_PASSWORD": "s3cr3t"}
-    same = deploy.release_digest(dict(files), dict(ids), dict(keys))
-    assert same == deploy.release_digest(files, ids, keys)
-    assert deploy.release_digest({"compose.yaml": "b"}, ids, keys) != same
-    assert deploy.release_digest(files, {"x:1": "sha256:2"}, keys) != same
-    assert deploy.release_digest(files, ids, {"POSTGRES_PASSWORD": "rotated"}) != same
+    same = release_digest(dict(files), dict(ids), dict(keys))
+    assert same == release_digest(files, ids, keys)
+    assert release_digest({"compose.yaml": "b"}, ids, keys) != same
+    assert release_digest(files, {"x:1": "sha256:2"}, keys) != same
+    assert release_digest(files, ids, {"POSTGRES_PASSWORD": "rotated"}) != same
     assert "s3cr3t" not in same
 
 
 def test_up_and_down_refuse_an_environment_on_a_host(envdir: Path) -> None:
     from ops.stack import local as stack
+    from ops.stack.up import up
 
     (envdir / "staging.yaml").write_text(
         "name: staging\ntarget: ssh\nhosts:\n  - ssh: deploy@203.0.113.10\n"
         "domains: [staging.example.org]\n"
     )
     with pytest.raises(OpsError, match=r"runs on deploy@203\.0\.113\.10:22.*invoke deploy"):
-        stack.up("staging")
+        up("staging")
     with pytest.raises(OpsError, match="invoke maintenance"):
         stack.down("staging", volumes=True, yes=True)
 
@@ -200,7 +203,7 @@ def test_sigterm_during_a_deploy_takes_the_ctrl_c_path() -> None:
     import signal
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt, match="signal 15"), deploy._terminate_as_interrupt():
+    with pytest.raises(KeyboardInterrupt, match="signal 15"), terminate_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler interrupts this
     assert signal.getsignal(signal.SIGTERM) is before

@@ -15,7 +15,7 @@ from ops.errors import OpsError
 from ops.monitoring import logsearch as logsearch
 from ops.monitoring.logsearch import Entry, LogFile, Query
 from ops.stack import host as hostops
-from ops.stack import local as stack
+from ops.stack import logs as stack
 
 pytestmark = pytest.mark.unit
 

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from docker.errors import APIError, NotFound
+from support.recorder import Recorder
 
 from ops import config, secrets
 from ops.deploy import registry as registry
 from ops.deploy.registry import Registry
 from ops.errors import OpsError
-from ops.remote import Result
+from ops.executor import Command, Result
 
 pytestmark = pytest.mark.unit
 
@@ -451,42 +452,39 @@ def test_another_image_id_is_refused_and_its_registry_tag_removed(tmp_path: Path
 # ---------------------------------------------------------------------------------- pull
 
 
-class FakeRemote:
-    def __init__(self, results: list[Result]) -> None:
-        self.results = results
-        self.calls: list[tuple[str, str | None]] = []
-        self.host = config.Host("deploy", "203.0.113.10")
+def _host(*answers: tuple[int, str]) -> Recorder:
+    """A host whose pulls answer in turn with (exit code, stderr); no answer left fails."""
+    left = list(answers)
 
-    def run(
-        self, command: str, *, check: bool = True, stdin: str | None = None, what: str = ""
-    ) -> Result:
-        assert not check
-        self.calls.append((command, stdin))
-        return self.results.pop(0)
+    def pull(command: Command, stdin: str | None) -> Result:
+        code, stderr = left.pop(0)
+        return Result(command.line, code, "", stderr)
+
+    return Recorder(config.Host("deploy", "203.0.113.10")).on_call(r"docker pull", pull)
 
 
 def test_pull_on_host_runs_one_command_per_image_with_the_password_on_stdin(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    remote: Any = FakeRemote([Result("", 0, "", ""), Result("", 0, "", "")])
+    remote = _host((0, ""), (0, ""))
     refs = ["slipway/listings:v1", "slipway/redis:c.1"]
     done = _registry().pull_on_host(remote, refs, {r: IMAGE_ID for r in refs})
     assert [t.registry_ref for t in done] == [
         "172.18.0.4:5000/slipway/listings:v1",
         "172.18.0.4:5000/slipway/redis:c.1",
     ]
-    assert [stdin for _, stdin in remote.calls] == [SECRET + "\n"] * 2
-    assert all(SECRET not in command for command, _ in remote.calls)
+    assert [i.stdin for i in remote.issued] == [SECRET + "\n"] * 2
+    assert all(SECRET not in c.line + c.display for c in remote.commands)
     out = capsys.readouterr().out
     assert "slipway/redis:c.1: pulled from 172.18.0.4:5000/slipway/redis:c.1 on deploy@" in out
 
 
 def test_without_credentials_nothing_goes_to_stdin() -> None:
-    remote: Any = FakeRemote([Result("", 0, "", "")])
+    remote = _host((0, ""))
     _registry(credentials=False).pull_on_host(
         remote, ["slipway/listings:v1"], {"slipway/listings:v1": IMAGE_ID}
     )
-    assert remote.calls[0][1] is None
+    assert remote.issued[0].stdin is None
 
 
 @pytest.mark.parametrize(
@@ -519,7 +517,7 @@ def test_without_credentials_nothing_goes_to_stdin() -> None:
 def test_a_failed_pull_names_the_image_the_step_and_the_fix(
     code: int, stderr: str, expected: str
 ) -> None:
-    remote: Any = FakeRemote([Result("", code, "", stderr)])
+    remote = _host((code, stderr))
     with pytest.raises(OpsError, match=expected) as err:
         _registry().pull_on_host(remote, ["slipway/listings:v1"], {"slipway/listings:v1": IMAGE_ID})
     assert str(err.value).startswith(
@@ -529,6 +527,6 @@ def test_a_failed_pull_names_the_image_the_step_and_the_fix(
 
 
 def test_every_image_needs_an_expected_id() -> None:
-    remote: Any = FakeRemote([])
+    remote = _host()
     with pytest.raises(OpsError, match="no expected image id for slipway/listings:v1"):
         _registry().pull_on_host(remote, ["slipway/listings:v1"], {})

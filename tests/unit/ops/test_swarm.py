@@ -11,14 +11,14 @@ import pytest
 import yaml
 
 from ops import config
-from ops.deploy import swarm as swarm
+from ops.deploy.swarm import cluster, stackfile
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit
 
 WriteEnv = Callable[[str, str], Path]
 
-SECRET = swarm.sentinel_secrets()["POSTGRES_PASSWORD"]
+SECRET = stackfile.sentinel_secrets()["POSTGRES_PASSWORD"]
 
 RESOLVED: dict[str, Any] = {
     "name": "slipway-x",
@@ -87,7 +87,7 @@ RESOLVED: dict[str, Any] = {
 
 
 def test_the_stack_keeps_what_docker_stack_deploy_understands_and_drops_the_rest() -> None:
-    document = swarm.stack_document(RESOLVED)
+    document = stackfile.stack_document(RESOLVED)
     assert set(document) == {"version", "services", "networks", "volumes"}
     assert set(document["services"]) == {"api", "redis", "nginx"}  # migrate is a one-off
     api = document["services"]["api"]
@@ -113,18 +113,18 @@ def test_the_stack_keeps_what_docker_stack_deploy_understands_and_drops_the_rest
 
 
 def test_secrets_become_shell_variables_and_other_dollars_are_escaped() -> None:
-    document = swarm.stack_document(RESOLVED)
+    document = stackfile.stack_document(RESOLVED)
     url = document["services"]["api"]["environment"]["LISTINGS_DATABASE_URL"]
     assert url == "postgresql://listings:${POSTGRES_PASSWORD}@postgres/listings"
     redis_test = document["services"]["redis"]["healthcheck"]["test"][1]
     assert redis_test == 'redis-cli -a "$$REDIS_PASSWORD" ping'
-    text = swarm.stack_text(document, "r1")
+    text = stackfile.stack_text(document, "r1")
     assert SECRET not in text and "SLIPWAYSECRET" not in text
-    assert yaml.safe_load(text)["version"] == swarm.STACK_VERSION
+    assert yaml.safe_load(text)["version"] == stackfile.STACK_VERSION
 
 
 def test_only_keeps_the_named_services_and_what_they_use() -> None:
-    document = swarm.stack_document(RESOLVED, ("redis",))
+    document = stackfile.stack_document(RESOLVED, ("redis",))
     assert set(document["services"]) == {"redis"}
     assert set(document["networks"]) == {"backend"}
 
@@ -135,25 +135,25 @@ def _state(**values: Any) -> dict[str, Any]:
 
 
 def test_a_stack_converges_when_every_service_runs_its_replicas_and_no_update_runs() -> None:
-    assert swarm.converged({"api": _state(), "nginx": _state(desired=1, running=1)}) == (True, "")
-    done, waiting = swarm.converged({"api": _state(running=1), "nginx": _state()})
+    assert cluster.converged({"api": _state(), "nginx": _state(desired=1, running=1)}) == (True, "")
+    done, waiting = cluster.converged({"api": _state(running=1), "nginx": _state()})
     assert (done, waiting) == (False, "api 1/2")
-    done, waiting = swarm.converged({"api": _state(update_state="updating")})
+    done, waiting = cluster.converged({"api": _state(update_state="updating")})
     assert (done, waiting) == (False, "api 2/2 updating")
-    assert swarm.converged({"api": _state(update_state="completed")})[0]
+    assert cluster.converged({"api": _state(update_state="completed")})[0]
 
 
 @pytest.mark.parametrize("state", ["rollback_started", "rollback_completed", "paused"])
 def test_an_update_swarm_rolled_back_or_paused_fails_naming_it(state: str) -> None:
     with pytest.raises(OpsError, match=r"Swarm (paused|rolled back) the update of api.*unhealthy"):
-        swarm.converged({"api": _state(update_state=state, update_message="task unhealthy")})
+        cluster.converged({"api": _state(update_state=state, update_message="task unhealthy")})
 
 
 def test_tasks_failing_again_and_again_fail_the_wait_with_their_error() -> None:
     failing = _state(running=0, desired=1, failed=3, error="bind source path does not exist")
     with pytest.raises(OpsError, match=r"nginx: 3 of its tasks failed .* bind source path"):
-        swarm.converged({"nginx": failing})
-    assert not swarm.converged({"nginx": {**failing, "failed": 2}})[0]
+        cluster.converged({"nginx": failing})
+    assert not cluster.converged({"nginx": {**failing, "failed": 2}})[0]
 
 
 @pytest.mark.parametrize(
@@ -168,11 +168,11 @@ def test_tasks_failing_again_and_again_fail_the_wait_with_their_error() -> None:
     ],
 )
 def test_task_ages_are_read_from_docker_stack_ps(text: str, seconds: float) -> None:
-    assert swarm.task_age(text) == seconds
+    assert cluster.task_age(text) == seconds
 
 
 def test_one_off_containers_join_the_stacks_networks_and_volumes() -> None:
-    data = yaml.safe_load(swarm.oneoff_overlay())
+    data = yaml.safe_load(stackfile.oneoff_overlay())
     assert data["networks"]["backend"] == {"external": True, "name": "${SLIPWAY_STACK:?}_backend"}
     assert data["volumes"]["tls"]["name"] == "${SLIPWAY_TLS_VOLUME:?}"
     # the backup tools restore and drill on the data host's volumes, as the stack named them
@@ -201,7 +201,7 @@ def test_several_hosts_deploy_with_swarm_advertising_their_private_addresses(
 ) -> None:
     write_env("staging", SWARM_YAML)
     env = config.load("staging")
-    assert swarm.is_swarm(env)
+    assert env.is_swarm
     assert [h.advertise for h in env.hosts] == ["10.0.0.10", "203.0.113.11"]
 
 
@@ -229,4 +229,4 @@ def test_a_host_named_by_dns_needs_a_swarm_address(write_env: WriteEnv) -> None:
 def test_replicas_are_replaced_stop_first_only_while_others_keep_serving(
     replicas: int, batch: int, order: str
 ) -> None:
-    assert swarm.api_update_order(replicas, batch) == order
+    assert stackfile.api_update_order(replicas, batch) == order
