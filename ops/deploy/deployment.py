@@ -13,20 +13,17 @@ back (`failed()`); any other failure leaves the running release as it was and sa
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ops import compose, config, secrets
 from ops.compose import Build
-from ops.deploy import data, locks, preflight, release, rollback, smoke
+from ops.deploy import data, locks, plan, preflight, release, rollback, smoke
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
 from ops.deploy.hostcompose import RemoteCompose
-from ops.deploy.images import LISTINGS_IMAGE, LocalEngine, content_tagged, image_refs
+from ops.deploy.images import LISTINGS_IMAGE, LocalEngine, image_refs
 from ops.deploy.registry import Registry
 from ops.deploy.releases import Release, ReleaseStore, iso, new_id, utc_now
 from ops.deploy.rollout import RolloutError
@@ -34,7 +31,7 @@ from ops.deploy.ship import Shipper, image_id_on
 from ops.errors import OpsError
 from ops.executor import Executor
 from ops.remote import Remote
-from ops.steps import Operation, Report, Runner, Step
+from ops.steps import Operation, Runner, Step
 
 MIGRATE_TIMEOUT = 900.0
 
@@ -290,25 +287,11 @@ class Deployment(Operation):
         return f"{len(shipping)} image(s) to ship"
 
     def image_ids(self) -> dict[str, str]:
-        """The id of each image of the release, and in `lacking` what each host needs. A
-        content-tagged image a host has under its tag is not shipped again even when this
-        machine built it anew (another id): shipping it would restart PostgreSQL, Redis or
-        nginx for nothing; the first host's id is then the release's."""
-        ids: dict[str, str] = {}
-        self.lacking = {}
-        for index, (host, remote) in enumerate(self.every_host()):
-            self.lacking[index] = []
-            for ref in self.refs():
-                local_id = self.local.image_id(ref) or ""
-                remote_id = image_id_on(remote, ref)
-                has = bool(remote_id) and (remote_id == local_id or content_tagged(ref))
-                if index == 0:
-                    ids[ref] = remote_id if has else local_id
-                if not has:
-                    self.lacking[index].append(ref)
+        """The id of each image of the release; what each host lacks goes to `lacking`."""
+        ids, self.lacking = plan.image_ids(self.every_host(), self.refs(), self.local)
+        for index, (host, _) in enumerate(self.every_host()):
             if index > 0:
-                lacks = ", ".join(self.lacking[index]) or "none"
-                self.say(f"plan: {host.label} lacks: {lacks}")
+                self.say(f"plan: {host.label} lacks: {', '.join(self.lacking[index]) or 'none'}")
         return ids
 
     # ------------------------------------------------------------------ impacting: common
@@ -541,10 +524,6 @@ class Deployment(Operation):
 
     # ------------------------------------------------------------------ failure
 
-    def run(self, dry_run: bool = False, runner: Runner | None = None) -> Report:
-        with terminate_as_interrupt():
-            return super().run(dry_run=dry_run, runner=runner)
-
     def failed(self, error: BaseException) -> None:
         """Once the switch began, put the previous release back (and say so in the error);
         before it, the running release is untouched. A RolloutError's container logs and
@@ -562,6 +541,10 @@ class Deployment(Operation):
                 f"State: mixed. Fix: `invoke rollback --env={self.env.name}{back}`, then "
                 f"`invoke status --env={self.env.name}`"
             ) from again
+        if not isinstance(error, (OpsError, KeyboardInterrupt)):
+            # A bug: the release is back, and the error surfaces as itself (with traceback).
+            print(f"\n==> {outcome}; the error below is a bug in ops, not an operator error")
+            return
         raise OpsError(f"deploy failed: {error}. {outcome}") from error
 
     def roll_back_automatically(self, error: BaseException) -> str:
@@ -621,22 +604,3 @@ class Deployment(Operation):
                 print(f"    WARNING: could not release the deploy lock: {exc}", flush=True)
         for remote in self.remotes.values():
             remote.close()
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (CI cancelling a job, `kill`) takes the same path as Ctrl-C: roll back what was
-    switched, release the lock, say where things stand. Only SIGKILL skips that (the lock then
-    goes stale after lock_ttl and the next deploy takes it over)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -3,6 +3,10 @@ Compose, ops/deploy/onehost.py; several: Docker Swarm, ops/deploy/swarm/operatio
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
 
 from ops import compose, config, steps
@@ -38,7 +42,8 @@ def deploy(
         skip_backup=skip_backup,
         restore=restore,
     )
-    return operation.run(dry_run=dry_run)
+    with terminate_as_interrupt():
+        return operation.run(dry_run=dry_run)
 
 
 def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> steps.Report:
@@ -46,4 +51,24 @@ def rollback(env_name: str, to: str | None = None, dry_run: bool = False) -> ste
     registry, the images already on the hosts."""
     env = config.load(env_name)
     operation = operation_for(env, compose.detect_build(), kind="rollback", to=to, dry_run=dry_run)
-    return operation.run(dry_run=dry_run)
+    with terminate_as_interrupt():
+        return operation.run(dry_run=dry_run)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (CI cancelling a job, `kill`) takes the same path as Ctrl-C: roll back what was
+    switched, release the lock, say where things stand. Only SIGKILL skips that (the lock then
+    goes stale after lock_ttl and the next deploy takes it over)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

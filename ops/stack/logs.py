@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from ops import compose, config
 from ops.deploy.certificates import CERTBOT_SERVICE
 from ops.errors import OpsError
-from ops.monitoring import logsearch
+from ops.monitoring import collectors, logsearch
 from ops.remote import Remote
 from ops.stack import host as hostops
 from ops.stack.local import ONE_OFF_SERVICES, open_stack, service_names
@@ -135,7 +135,7 @@ def local(asked: Request) -> None:
             args.append(asked.service)
         stack.compose().run(*args, what="docker compose logs")
         return
-    collector = logsearch.LocalCollector.find(stack.docker(), env.project_name)
+    collector = collectors.LocalCollector.find(stack.docker(), env.project_name)
     if logsearch.print_search(collector, asked.query) == 0:
         say_none_matched(env.project_name)
 
@@ -144,11 +144,11 @@ def on_host(asked: Request) -> None:
     """One host: the collector there, searched over SSH."""
     env = asked.env
     with Remote(env.hosts[0]) as remote:
-        collector = logsearch.RemoteCollector.find(remote, env.project_name, env.name)
+        collector = collectors.RemoteCollector.find(remote, env.project_name, env.name)
         if asked.service:
             # One-off containers (migrate, certbot) are removed once done; their lines stay in
             # the history.
-            known = logsearch.services_on_host(remote, env.project_name)
+            known = collectors.services_on_host(remote, env.project_name)
             logsearch.check_service(asked.service, {*known, *ONE_OFF_SERVICES, CERTBOT_SERVICE})
         printed = logsearch.print_search(collector, asked.query)
     if printed == 0:
@@ -164,9 +164,9 @@ def on_swarm(asked: Request) -> None:
         remotes = [connections.enter_context(Remote(host)) for host in env.hosts]
         if asked.service:
             # The manager knows the stack's services, wherever their tasks run.
-            known = logsearch.swarm_services(remotes[0], env.project_name)
+            known = collectors.swarm_services(remotes[0], env.project_name)
             logsearch.check_service(asked.service, {*known, *ONE_OFF_SERVICES, CERTBOT_SERVICE})
-        found = logsearch.print_hosts_search(remotes, env.project_name, env.name, asked.query)
+        found = collectors.print_hosts_search(remotes, env.project_name, env.name, asked.query)
     if found.printed == 0 and len(found.skipped) < len(env.hosts):
         say_none_matched(env.project_name)
     if found.skipped:

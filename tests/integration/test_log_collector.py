@@ -26,6 +26,7 @@ import pytest
 import yaml
 from e2e.built import built_image
 
+from ops.monitoring import collectors
 from ops.monitoring import logsearch as logsearch
 from ops.monitoring.logsearch import Entry
 
@@ -102,8 +103,8 @@ class Collector:
 
     def read(self, *fixed: str) -> list[Entry]:
         """Every collected line, as `invoke logs` reads them."""
-        names = [f.name for f in logsearch.list_files(self.name)]
-        with logsearch.read_lines(self.name, names, fixed) as raw:
+        names = [f.name for f in collectors.list_files(self.name)]
+        with collectors.read_lines(self.name, names, fixed) as raw:
             parsed = [logsearch.parse_entry(line) for line in raw]
         return [entry for entry in parsed if entry is not None]
 
@@ -258,8 +259,8 @@ def test_lines_land_in_order_with_their_service_and_container(
 
     # `invoke logs --request-id` finds exactly one line of one container.
     query = logsearch.Query(request_id=f"{marker}-3", service="worker")
-    names = [f.name for f in logsearch.list_files(collector.name)]
-    with logsearch.read_lines(collector.name, names, logsearch.prefilters(query)) as lines:
+    names = [f.name for f in collectors.list_files(collector.name)]
+    with collectors.read_lines(collector.name, names, logsearch.prefilters(query)) as lines:
         result = list(logsearch.search(lines, query))
     assert len(result) == 1
     assert result[0].split(" ", 2)[1:] == [
@@ -439,12 +440,12 @@ def test_the_current_file_is_rotated_by_age_and_rsyslog_reopens_it(lab: Lab) -> 
     )
     lab.emit(aged, "worker", "echo after-rotation")
     lines_of(aged, "after-rotation", 1)
-    files = [f.name for f in logsearch.list_files(aged.name)]
+    files = [f.name for f in collectors.list_files(aged.name)]
     assert files[-1] == "current.log" and len(files) == 2
     # Compressed once it has settled; both lines still read, in order.
     wait_for(
         "the rotated file compressed",
-        lambda: logsearch.list_files(aged.name)[0].name.endswith(".gz"),
+        lambda: collectors.list_files(aged.name)[0].name.endswith(".gz"),
         timeout=30,
     )
     assert [e.line for e in aged.read("-rotation")] == ["before-rotation", "after-rotation"]

@@ -4,19 +4,25 @@ recorded overlays, optional secrets, and the pre-flight refusals."""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from support.recorder import Recorder
 
 from ops import compose, config, secrets
 from ops.compose import Build
-from ops.deploy import deployment as deploy
+from ops.deploy import preflight, release
 from ops.deploy import releases as releases
-from ops.deploy import swarm as swarm
-from ops.deploy.rollout import RemoteCompose
+from ops.deploy.deployment import Deployment
+from ops.deploy.hostcompose import RemoteCompose
+from ops.deploy.images import image_refs
+from ops.deploy.onehost import OneHostDeploy
+from ops.deploy.swarm.cluster import Swarm, converged
+from ops.deploy.swarm.operation import SwarmDeploy
 from ops.errors import OpsError
 from ops.remote import Remote
 from ops.stack import host as hostops
@@ -62,17 +68,19 @@ def tree(tmp_path: Path, write_env: WriteEnv) -> Path:
     return tmp_path
 
 
-def deployment(name: str, values: dict[str, str]) -> deploy.Deployment:
+def deployment(name: str, values: dict[str, str]) -> Deployment:
     env = config.load(name)
-    d = deploy.Deployment(env, Build("v7", "abc", Path("/dev/null"), TAGS))
+    d = OneHostDeploy(
+        env, Build("v7", "abc", Path("/dev/null"), TAGS), connect=lambda host: Recorder(host)
+    )
     d.secrets = secrets.Secrets(values, Path("/nonexistent"))
     return d
 
 
 def test_a_monitoring_release_ships_the_four_monitoring_images_at_their_content_tags() -> None:
     build = Build("v7", "abc", Path("/dev/null"), TAGS)
-    plain = deploy.image_refs(build)
-    full = deploy.image_refs(build, monitoring=True)
+    plain = image_refs(build)
+    full = image_refs(build, monitoring=True)
     assert full[: len(plain)] == plain
     assert full[len(plain) :] == [
         "slipway/logs:c.4",
@@ -84,11 +92,11 @@ def test_a_monitoring_release_ships_the_four_monitoring_images_at_their_content_
 
 def test_the_rendered_logging_overlay_keeps_its_merge_tags_and_never_builds() -> None:
     source = (ROOT / "compose" / compose.LOGGING_OVERLAY).read_text()
-    text = deploy.render_compose(source, compose.LOGGING_OVERLAY)
+    text = release.render_compose(source, compose.LOGGING_OVERLAY)
     assert text.startswith("# Rendered by `invoke deploy` from compose/logging.yaml")
     # `!override` must survive: without it compose merges json-file options into syslog's.
     assert text.count("logging: !override") == source.count("logging: !override") > 5
-    data = yaml.load(text, Loader=deploy._ComposeLoader)
+    data = yaml.load(text, Loader=release._ComposeLoader)
     logs = data["services"]["logs"]
     assert "build" not in logs
     assert logs["pull_policy"] == "never"
@@ -186,11 +194,11 @@ def test_production_with_monitoring_refuses_to_deploy_without_an_alert_receiver(
         "production",
         ONE_HOST.format(name="production", mode="production") + "  - ssh: deploy@203.0.113.11\n",
     )
-    many = swarm.SwarmDeployment(config.load("production"), Build("v7", "abc", Path("/x"), TAGS))
+    many = SwarmDeploy(config.load("production"), Build("v7", "abc", Path("/x"), TAGS))
     with pytest.raises(OpsError, match="no alert receiver is set"):
         many.check_config()
     # A rollback runs with the secrets its release recorded: never refused for this.
-    back = swarm.SwarmDeployment(
+    back = SwarmDeploy(
         config.load("production"), Build("v7", "abc", Path("/x"), TAGS), kind="rollback"
     )
     assert "swarm of 2 hosts" in back.check_config()
@@ -217,24 +225,19 @@ def test_production_with_monitoring_refuses_to_deploy_without_an_alert_receiver(
 TWO_HOSTS = ONE_HOST + "  - ssh: deploy@203.0.113.11\n"
 
 
-class _Canned:
-    """A Remote answering `docker ...` commands with canned output (by the command's start)."""
-
-    def __init__(self, answers: dict[str, str]) -> None:
-        self.answers = answers
-
-    def run(self, command: str, **_: object) -> object:
-        for start, out in self.answers.items():
-            if command.startswith(start):
-                return type("R", (), {"stdout": out, "ok": True})()
-        raise AssertionError(f"unexpected command {command}")
+def _canned(answers: dict[str, str]) -> Recorder:
+    """A host answering `docker ...` commands with canned output (by the command's start)."""
+    remote = Recorder()
+    for start, out in answers.items():
+        remote.on("^" + re.escape(start), stdout=out)
+    return remote
 
 
 def test_a_swarm_release_records_the_logs_and_starts_the_collectors_with_the_stores(
     tree: Path, write_env: WriteEnv
 ) -> None:
     write_env("staging", TWO_HOSTS.format(name="staging", mode="staging"))
-    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
+    d = SwarmDeploy(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
     assert d.monitoring
     assert d.overlays() == ["swarm-oneoff.yaml", "logging.yaml"]
     assert d.data_services() == ("logs", "postgres", "redis")
@@ -242,15 +245,15 @@ def test_a_swarm_release_records_the_logs_and_starts_the_collectors_with_the_sto
         "staging",
         TWO_HOSTS.format(name="staging", mode="staging") + "monitoring: {enabled: false}\n",
     )
-    off = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), {}))
+    off = SwarmDeploy(config.load("staging"), Build("v7", "abc", Path("/dev/null"), {}))
     assert off.overlays() == ["swarm-oneoff.yaml"]
     assert off.data_services() == ("postgres", "redis")
 
 
 def test_a_global_service_wants_one_task_per_active_node(tree: Path, write_env: WriteEnv) -> None:
     write_env("staging", TWO_HOSTS.format(name="staging", mode="staging"))
-    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
-    d.remote = _Canned(  # type: ignore[assignment]
+    d = SwarmDeploy(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
+    manager = _canned(
         {
             "docker service ls": "id1\nid2\n",
             # Three nodes, one drained: a global service wants a task on the two others.
@@ -262,10 +265,10 @@ def test_a_global_service_wants_one_task_per_active_node(tree: Path, write_env: 
             "slipway-staging_api.2\tRunning\tRunning 1 minute ago\t\n",
         }
     )
-    states = d.service_states()
+    states = Swarm(d.stack, [(d.host, manager)]).service_states()
     assert states["logs"]["desired"] == 2 and states["logs"]["running"] == 1
     assert states["api"]["desired"] == 2 and states["api"]["running"] == 2
-    done, waiting = swarm.converged(states)
+    done, waiting = converged(states)
     assert not done and waiting == "logs 1/2"
 
 
@@ -305,7 +308,7 @@ def test_the_port_pre_flight_of_a_swarm_checks_the_log_port_on_every_host(
     tree: Path, write_env: WriteEnv
 ) -> None:
     write_env("staging", TWO_HOSTS.format(name="staging", mode="staging"))
-    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
+    d = SwarmDeploy(config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS))
     # 80/tcp, 443/tcp and 5514/udp held on the host.
     tables = (
         "== tcp\n   0: 00000000:0050 00000000:0000 0A 0\n   1: 00000000:01BB 00000000:0000 0A 0\n"
@@ -313,16 +316,19 @@ def test_the_port_pre_flight_of_a_swarm_checks_the_log_port_on_every_host(
     )
     host = d.env.hosts[1]
 
-    def on(services: str) -> Remote:
-        return _Canned({"for t in": tables, "docker ps": services})  # type: ignore[return-value]
+    def on(services: str) -> Recorder:
+        return _canned({"for t in": tables, "docker ps": services})
+
+    def check_host_ports(host: config.Host, remote: Recorder, first: bool) -> str:
+        return preflight.check_host_ports(d.env, host, remote, first, d.monitoring)
 
     # A second host: only the collector's port is checked, and another's collector is a clash.
     with pytest.raises(OpsError, match=r"5514/udp \(monitoring\.log_port\) is in use"):
-        d.check_host_ports(host, on(""), first=False)
-    assert "1 ports" in d.check_host_ports(host, on("slipway-staging_logs\n"), first=False)
+        check_host_ports(host, on(""), first=False)
+    assert "1 ports" in check_host_ports(host, on("slipway-staging_logs\n"), first=False)
     # The first host: nginx's ports too (held by the stack's own nginx task), never 9090/9093.
     with pytest.raises(OpsError) as err:
-        d.check_host_ports(d.env.hosts[0], on("slipway-staging_logs\n"), first=True)
+        check_host_ports(d.env.hosts[0], on("slipway-staging_logs\n"), first=True)
     assert "80/tcp (ports.http)" in str(err.value) and "prometheus" not in str(err.value)
     ours = "slipway-staging_nginx\nslipway-staging_logs\n"
-    assert "3 ports" in d.check_host_ports(d.env.hosts[0], on(ours), first=True)
+    assert "3 ports" in check_host_ports(d.env.hosts[0], on(ours), first=True)

@@ -19,7 +19,8 @@ from ops.config import Host
 from ops.errors import OpsError
 from ops.executor import Command, Result, query
 from ops.monitoring import logsearch as logsearch
-from ops.monitoring.logsearch import LogFile, Query, RemoteCollector
+from ops.monitoring.collectors import RemoteCollector
+from ops.monitoring.logsearch import LogFile, Query
 from ops.remote import Remote
 from ops.stack import host as hostops
 from ops.stack import logs as stack

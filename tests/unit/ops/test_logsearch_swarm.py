@@ -22,8 +22,10 @@ from test_logsearch_remote import (
 from ops.config import Host
 from ops.errors import OpsError
 from ops.executor import Command, Result
+from ops.monitoring import collectors
 from ops.monitoring import logsearch as logsearch
-from ops.monitoring.logsearch import Entry, Query, RemoteCollector
+from ops.monitoring.collectors import RemoteCollector
+from ops.monitoring.logsearch import Entry, Query
 from ops.stack import host as hostops
 from ops.stack import logs as stack
 
@@ -150,7 +152,7 @@ def test_the_stacks_services_lose_their_prefix_and_other_stacks_are_left_out(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake = SwarmHost(MANAGER, {})
-    assert logsearch.swarm_services(fake, "slipway-staging") == sorted(STACK_SERVICES)  # type: ignore[arg-type]
+    assert collectors.swarm_services(fake, "slipway-staging") == sorted(STACK_SERVICES)  # type: ignore[arg-type]
     assert fake.lines_run == [SERVICES]
     assert f"{label(MANAGER)} $ {SERVICES}\n" in capsys.readouterr().err
 
@@ -364,8 +366,8 @@ def test_the_search_on_a_swarm_is_the_same_with_a_query_object(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     hosts = [SwarmHost(MANAGER, manager_files()), SwarmHost(SECOND, second_files())]
-    found = logsearch.print_hosts_search(hosts, "slipway-staging", "staging", Query(tail=2))  # type: ignore[arg-type]
-    assert found == logsearch.HostsSearch(printed=2, skipped=[])
+    found = collectors.print_hosts_search(hosts, "slipway-staging", "staging", Query(tail=2))  # type: ignore[arg-type]
+    assert found == collectors.HostsSearch(printed=2, skipped=[])
     assert [line[:27] for line in capsys.readouterr().out.splitlines()] == [
         "2026-11-30T10:00:05.000000Z",
         "2026-11-30T10:00:06.000000Z",

@@ -475,6 +475,12 @@ def test_pull_on_host_runs_one_command_per_image_with_the_password_on_stdin(
     ]
     assert [i.stdin for i in remote.issued] == [SECRET + "\n"] * 2
     assert all(SECRET not in c.line + c.display for c in remote.commands)
+    # A change, echoed with its host as a summary (the script itself is long).
+    assert [c.changes for c in remote.commands] == [True, True]
+    assert remote.commands[0].display == (
+        "docker pull 172.18.0.4:5000/slipway/listings:v1; check its id is "
+        "sha256:abababababab...; tag it slipway/listings:v1"
+    )
     out = capsys.readouterr().out
     assert "slipway/redis:c.1: pulled from 172.18.0.4:5000/slipway/redis:c.1 on deploy@" in out
 

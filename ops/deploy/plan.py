@@ -1,0 +1,35 @@
+"""What a deploy plans before it changes anything: the id of each image of the release, and
+what each host lacks of them (pure apart from reading image ids, here and on the hosts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ops import config
+from ops.deploy.images import LocalEngine, content_tagged
+from ops.deploy.ship import image_id_on
+from ops.executor import Executor
+
+
+def image_ids(
+    hosts: Sequence[tuple[config.Host, Executor]], refs: Sequence[str], local: LocalEngine
+) -> tuple[dict[str, str], dict[int, list[str]]]:
+    """The release's image ids, and per host (by index) the images it lacks.
+
+    A host has an image when it holds that id under the tag, or, for a content-tagged image
+    (the tag names its build inputs), the tag at all: shipping it again because this machine
+    built it anew (another id) would restart PostgreSQL, Redis or nginx for nothing. The first
+    host's id is then the release's."""
+    ids: dict[str, str] = {}
+    lacking: dict[int, list[str]] = {}
+    for index, (_, remote) in enumerate(hosts):
+        lacking[index] = []
+        for ref in refs:
+            local_id = local.image_id(ref) or ""
+            remote_id = image_id_on(remote, ref)
+            has = bool(remote_id) and (remote_id == local_id or content_tagged(ref))
+            if index == 0:
+                ids[ref] = remote_id if has else local_id
+            if not has:
+                lacking[index].append(ref)
+    return ids, lacking
