@@ -11,7 +11,7 @@ import yaml
 
 from ops import config, secrets
 from ops.compose import detect_build
-from ops.deploy import swarm as swarm
+from ops.deploy.swarm.operation import SwarmDeploy
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     )
     monkeypatch.setenv("SLIPWAY_ENVIRONMENTS_DIR", str(envs))
     monkeypatch.setenv("SLIPWAY_ROOT", str(tmp_path))
-    d = swarm.SwarmDeployment(config.load("staging"), detect_build())
+    d = SwarmDeploy(config.load("staging"), detect_build())
     d.secrets = secrets.Secrets(VALUES, tmp_path / ".env.staging")
     return d.release_files("r1")
 

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.recorder import Recorder
 
 from ops import compose, config, secrets
 from ops.compose import Build
-from ops.deploy import deployment as deploy
-from ops.deploy import swarm as swarm
+from ops.deploy import data
+from ops.deploy.deployment import Deployment
+from ops.deploy.onehost import OneHostDeploy
+from ops.deploy.swarm.operation import SwarmDeploy
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit
@@ -47,15 +50,18 @@ class FakeCompose:
         self.calls: list[tuple[str, ...]] = []
         self.output = output
 
-    def run(self, *args: str, what: str = "", timeout: float | None = None) -> str:
+    def run(self, *args: str, what: str = "", timeout: float | None = None, **_: Any) -> str:
         self.calls.append(args)
         return self.output
 
 
-def deployment(write_env: WriteEnv, extra: str = "", **options: Any) -> deploy.Deployment:
+def deployment(write_env: WriteEnv, extra: str = "", **options: Any) -> Deployment:
     write_env("staging", ONE_HOST + extra)
-    d = deploy.Deployment(
-        config.load("staging"), Build("v7", "abc", Path("/dev/null"), TAGS), **options
+    d = OneHostDeploy(
+        config.load("staging"),
+        Build("v7", "abc", Path("/dev/null"), TAGS),
+        connect=lambda host: Recorder(host),
+        **options,
     )
     d.secrets = secrets.Secrets({}, Path("/nonexistent"))
     return d
@@ -64,9 +70,9 @@ def deployment(write_env: WriteEnv, extra: str = "", **options: Any) -> deploy.D
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCompose:
     made = FakeCompose(f"backup-run lines\n{DONE}\n[slipway-ok]\n")
-    monkeypatch.setattr(deploy.Deployment, "rcompose", lambda self, release_id: made)
-    monkeypatch.setattr(deploy.Deployment, "release_id", lambda self: "r1")
-    monkeypatch.setattr(deploy.Deployment, "refresh_lock", lambda self: None)
+    monkeypatch.setattr(OneHostDeploy, "rcompose", lambda self, release_id: made)
+    monkeypatch.setattr(Deployment, "release_id", lambda self: "r1")
+    monkeypatch.setattr(Deployment, "refresh_lock", lambda self: None)
     return made
 
 
@@ -78,7 +84,7 @@ def test_the_backup_before_migrations_waits_for_a_running_one_and_names_its_labe
     assert fake.calls == [
         (
             "exec", "-T", "backup", "backup-run", "--type=incr", "--repo=1",
-            f"--wait={deploy.BACKUP_LOCK_WAIT}",
+            f"--wait={data.BACKUP_LOCK_WAIT}",
         )
     ]  # fmt: skip
     assert note == "backup (incr) into repo1 done in 2s: 20261130-1F_2I"
@@ -135,7 +141,7 @@ def test_a_passphrase_that_does_not_open_the_repository_stops_before_postgres(
     )  # fmt: skip
     d = deployment(write_env)
     with pytest.raises(OpsError, match=r"BACKUP_PASSPHRASE.*PostgreSQL was not touched"):
-        d.check_backup_repository(fake)  # type: ignore[arg-type]
+        data.open_repository(fake, d.host.label)  # type: ignore[arg-type]
     assert fake.calls == [
         ("run", "--rm", "--no-deps", "-T", "backup-restore", "pgbackrest", "info", "--output=json")
     ]
@@ -149,7 +155,7 @@ def test_an_off_site_repository_that_does_not_answer_only_warns(
           "repo": [{"key": 1, "status": {"code": 0, "message": "ok"}},
                    {"key": 2, "status": {"code": 99, "message": "[HostConnectError] timeout"}}]}]
     )  # fmt: skip
-    deployment(write_env).check_backup_repository(fake)  # type: ignore[arg-type]
+    data.open_repository(fake, deployment(write_env).host.label)  # type: ignore[arg-type]
     assert "warning: the off-site repository cannot be read" in capsys.readouterr().out
 
 
@@ -160,7 +166,7 @@ def test_an_empty_or_readable_repository_lets_the_deploy_go_on(
         fake.output = json.dumps(
             [{"name": "listings", "status": {"code": code, "message": "x"}, "backup": []}]
         )
-        deployment(write_env).check_backup_repository(fake)  # type: ignore[arg-type]
+        data.open_repository(fake, deployment(write_env).host.label)  # type: ignore[arg-type]
 
 
 def test_a_release_with_backup_s3_carries_the_overlay_and_records_it(
@@ -180,28 +186,19 @@ def test_a_release_with_backup_s3_carries_the_overlay_and_records_it(
 
 
 def test_swarm_backs_up_in_the_running_backup_task_or_says_there_is_none(
-    write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch
+    write_env: WriteEnv,
 ) -> None:
     write_env("staging", ONE_HOST + "  - ssh: deploy@203.0.113.11\n")
-    d = swarm.SwarmDeployment(config.load("staging"), Build("v7", "abc", Path("/x"), TAGS))
-    commands: list[str] = []
-
-    class Result:
-        def __init__(self, stdout: str) -> None:
-            self.stdout = stdout
-
-    class Shell:
-        def __init__(self, found: str) -> None:
-            self.found = found
-
-        def run(self, command: str, **kwargs: Any) -> Result:
-            commands.append(command)
-            return Result(self.found if command.startswith("docker ps") else DONE)
-
-    monkeypatch.setattr(d, "sh", lambda: Shell(""))
-    assert d.run_backup(None).startswith("skipped: no backup task")  # type: ignore[arg-type]
-    monkeypatch.setattr(d, "sh", lambda: Shell("abc123\n"))
-    assert DONE in d.run_backup(None)  # type: ignore[arg-type]
+    manager = Recorder().on(r"^docker ps", stdout="").on(r"^docker exec ", stdout=DONE)
+    d = SwarmDeploy(
+        config.load("staging"),
+        Build("v7", "abc", Path("/x"), TAGS),
+        connect=lambda host: manager,
+    )
+    assert d.run_backup().startswith("skipped: no backup task")
+    manager.on(r"^docker ps", stdout="abc123\n")
+    assert DONE in d.run_backup()
+    commands = [c.line for c in manager.commands]
     assert "label=com.docker.swarm.service.name=slipway-staging_backup" in commands[-2]
     assert commands[-1].startswith("docker exec abc123 backup-run --type=incr --repo=1 --wait=")
 
@@ -209,96 +206,120 @@ def test_swarm_backs_up_in_the_running_backup_task_or_says_there_is_none(
 # ------------------------------------------------------------- deploy --restore: a lost host
 
 
-class ScriptedCompose(FakeCompose):
-    """Answers the database probe with `volume` ("cluster" or "empty") and backup-restore with
-    `restored`; records every call with its timeout."""
+def info(backups: int) -> str:
+    """`pgbackrest info --output=json` of readable repositories holding that many backups."""
+    sets = [
+        {"label": f"2026113{i}-020000F", "type": "full", "database": {"repo-key": 1},
+         "timestamp": {"start": 1796000000 + i, "stop": 1796000010 + i},
+         "info": {"size": 1, "repository": {"delta": 1}}}
+        for i in range(backups)
+    ]  # fmt: skip
+    status = {"code": 0 if backups else 2, "message": "ok"}
+    return json.dumps([{"name": "listings", "status": status, "backup": sets}])
 
-    def __init__(self, volume: str, restored: str = "restore done\n[slipway-ok]\n") -> None:
+
+class ScriptedCompose(FakeCompose):
+    """Answers `pgbackrest info` with `repository`, the database probe with `volume`
+    ("cluster" or "empty") and backup-restore with `restored`; records every call with its
+    timeout."""
+
+    def __init__(
+        self, volume: str, repository: str, restored: str = "restore done\n[slipway-ok]\n"
+    ) -> None:
         super().__init__()
         self.volume = volume
+        self.repository = repository
         self.restored = restored
         self.timeouts: list[float | None] = []
 
-    def run(self, *args: str, what: str = "", timeout: float | None = None) -> str:
+    def run(self, *args: str, what: str = "", timeout: float | None = None, **_: Any) -> str:
         assert what
         self.calls.append(args)
         self.timeouts.append(timeout)
+        if args == INFO:
+            return self.repository
         if args[-3:-1] == ("sh", "-c"):
-            assert args[-1] == deploy.DATABASE_PROBE
+            assert args[-1] == data.DATABASE_PROBE
             return f"Creating volume\n[slipway-{self.volume}]\n"
         assert args[-1] == "backup-restore", args
         return self.restored
 
 
-PROBE = ("run", "--rm", "--no-deps", "-T", "backup-restore", "sh", "-c", deploy.DATABASE_PROBE)
+INFO = ("run", "--rm", "--no-deps", "-T", "backup-restore", "pgbackrest", "info", "--output=json")
+PROBE = ("run", "--rm", "--no-deps", "-T", "backup-restore", "sh", "-c", data.DATABASE_PROBE)
 RESTORE = ("run", "--rm", "--no-deps", "-T", "backup-restore", "backup-restore")
 
 
 def test_a_host_without_its_database_next_to_backups_stops_naming_deploy_restore(
     write_env: WriteEnv,
 ) -> None:
-    fake = ScriptedCompose("empty")
+    fake = ScriptedCompose("empty", info(3))
     d = deployment(write_env)
     with pytest.raises(OpsError) as err:
-        d.rebuild_database(fake, 3)  # type: ignore[arg-type]
+        d.database_ready_for(fake)  # type: ignore[arg-type]
     message = str(err.value)
     assert "deploy@203.0.113.10:22 has no database of staging" in message
     assert "hold 3 backup(s)" in message
     assert "`invoke deploy --env=staging --restore`" in message
     assert "Rebuilding a lost host" in message and message.endswith("PostgreSQL was not started")
-    assert fake.calls == [PROBE]  # nothing restored without --restore
+    assert fake.calls == [INFO, PROBE]  # nothing restored without --restore
     assert not d.restored
 
 
 def test_deploy_restore_fills_the_empty_volume_before_postgres_starts(
-    write_env: WriteEnv, capsys: pytest.CaptureFixture[str]
+    write_env: WriteEnv, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = ScriptedCompose("empty")
+    fake = ScriptedCompose("empty", info(2))
     d = deployment(write_env, restore=True)
-    note = d.rebuild_database(fake, 2)  # type: ignore[arg-type]
+    # The lock is checked once more right before the volume is written.
+    monkeypatch.setattr(d, "refresh_lock", lambda: fake.calls.append(("refresh the lock",)))
+    note = d.database_ready_for(fake)  # type: ignore[arg-type]
     assert note.startswith("database restored (the newest backup, then the archived WAL)")
-    assert fake.calls == [PROBE, RESTORE]  # newest backup, every archived WAL: no target
-    assert fake.timeouts[-1] == deploy.RESTORE_WAIT
+    # newest backup, every archived WAL: no target
+    assert fake.calls == [INFO, PROBE, ("refresh the lock",), RESTORE]
+    assert fake.timeouts[-1] == data.RESTORE_WAIT
     assert d.restored
     assert "    restore done" in capsys.readouterr().out
 
 
 def test_a_restore_that_does_not_confirm_stops_the_deploy(write_env: WriteEnv) -> None:
-    fake = ScriptedCompose("empty", restored="ERROR: [028]: backup and archive info mismatch\n")
+    fake = ScriptedCompose(
+        "empty", info(2), restored="ERROR: [028]: backup and archive info mismatch\n"
+    )
     d = deployment(write_env, restore=True)
     with pytest.raises(OpsError, match="PostgreSQL was not started"):
-        d.rebuild_database(fake, 2)  # type: ignore[arg-type]
+        d.database_ready_for(fake)  # type: ignore[arg-type]
     assert not d.restored
 
 
 def test_deploy_restore_refuses_a_host_that_has_its_database(write_env: WriteEnv) -> None:
-    fake = ScriptedCompose("cluster")
+    fake = ScriptedCompose("cluster", info(2))
     with pytest.raises(OpsError) as err:
-        deployment(write_env, restore=True).rebuild_database(fake, 2)  # type: ignore[arg-type]
+        deployment(write_env, restore=True).database_ready_for(fake)  # type: ignore[arg-type]
     assert "has one. Nothing was changed" in str(err.value)
     assert "`invoke restore --env=staging --at=<time>`" in str(err.value)
-    assert fake.calls == [PROBE]
+    assert fake.calls == [INFO, PROBE]
 
 
 def test_deploy_restore_without_any_backup_says_where_backups_come_from(
     write_env: WriteEnv,
 ) -> None:
-    fake = ScriptedCompose("empty")
+    fake = ScriptedCompose("empty", info(0))
     with pytest.raises(OpsError, match="hold no backup to rebuild the database from"):
-        deployment(write_env, restore=True).rebuild_database(fake, 0)  # type: ignore[arg-type]
-    assert fake.calls == [PROBE]
+        deployment(write_env, restore=True).database_ready_for(fake)  # type: ignore[arg-type]
+    assert fake.calls == [INFO, PROBE]
 
 
 @pytest.mark.parametrize(("volume", "stored"), [("cluster", 4), ("empty", 0), ("cluster", 0)])
 def test_an_ordinary_deploy_goes_on_with_a_database_or_without_backups(
     write_env: WriteEnv, volume: str, stored: int
 ) -> None:
-    fake = ScriptedCompose(volume)
-    assert deployment(write_env).rebuild_database(fake, stored) == ""  # type: ignore[arg-type]
-    assert fake.calls == [PROBE]
+    fake = ScriptedCompose(volume, info(stored))
+    assert deployment(write_env).database_ready_for(fake) == ""  # type: ignore[arg-type]
+    assert fake.calls == [INFO, PROBE]
 
 
-def test_check_backup_repository_counts_the_backups_of_every_repository(
+def test_opening_the_repository_counts_the_backups_of_every_repository(
     write_env: WriteEnv, fake: FakeCompose
 ) -> None:
     backups = [
@@ -310,7 +331,8 @@ def test_check_backup_repository_counts_the_backups_of_every_repository(
     fake.output = json.dumps(
         [{"name": "listings", "status": {"code": 0, "message": "ok"}, "backup": backups}]
     )
-    assert deployment(write_env).check_backup_repository(fake) == 3  # type: ignore[arg-type]
+    label = deployment(write_env).host.label
+    assert data.open_repository(fake, label).backups == 3  # type: ignore[arg-type]
 
 
 OFFSITE_DOWN = json.dumps(
@@ -328,21 +350,20 @@ def test_a_host_without_its_database_and_an_unreadable_off_site_repository_stops
     the backups, so an empty count does not mean a new environment."""
     d = deployment(write_env, S3, restore=restore)
     fake.output = OFFSITE_DOWN
-    stored = d.check_backup_repository(fake)  # type: ignore[arg-type]
+    stored = data.open_repository(fake, d.host.label).backups  # type: ignore[arg-type]
     assert stored == 0
-    probe = ScriptedCompose("empty")
+    probe = ScriptedCompose("empty", OFFSITE_DOWN)
     with pytest.raises(OpsError) as err:
-        d.rebuild_database(probe, stored)  # type: ignore[arg-type]
+        d.database_ready_for(probe)  # type: ignore[arg-type]
     message = str(err.value)
     assert "off-site backup repository cannot be read (repo2: [HostConnectError] timeout" in message
     assert "BACKUP_S3_KEY" in message and message.endswith("PostgreSQL was not started")
-    assert probe.calls == [PROBE]
+    assert probe.calls == [INFO, PROBE]
 
 
 def test_an_unreadable_off_site_repository_does_not_stop_a_host_that_has_its_database(
-    write_env: WriteEnv, fake: FakeCompose
+    write_env: WriteEnv,
 ) -> None:
     d = deployment(write_env, S3)
-    fake.output = OFFSITE_DOWN
-    probe = ScriptedCompose("cluster")
-    assert d.rebuild_database(probe, d.check_backup_repository(fake)) == ""  # type: ignore[arg-type]
+    probe = ScriptedCompose("cluster", OFFSITE_DOWN)
+    assert d.database_ready_for(probe) == ""  # type: ignore[arg-type]

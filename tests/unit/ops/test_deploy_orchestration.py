@@ -453,3 +453,29 @@ def test_a_replica_that_never_gets_ready_is_removed_and_nothing_switches(
     host.unhealthy.clear()
     assert host.upstream() == upstream
     assert api(host) == ["v1", "v1"]
+
+
+def test_a_bug_after_the_switch_puts_the_previous_release_back_then_surfaces_as_itself(
+    world: tuple[SimHost, FakeEngine, Smoke],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first = host.current()
+    calls: list[str] = []
+    real = OneHostDeploy.roll_workers
+
+    def broken(self: OneHostDeploy) -> str:
+        calls.append(self.kind)
+        if self.kind == "deploy":
+            raise KeyError("worker")
+        return real(self)
+
+    monkeypatch.setattr(OneHostDeploy, "roll_workers", broken)
+    with pytest.raises(KeyError, match="worker"):
+        run(host, engine, "v2")
+    assert calls == ["deploy", "rollback"]
+    assert host.current() == first
+    assert api(host) == ["v1", "v1"]
+    assert f"rolled back to {first}; the error below is a bug in ops" in capsys.readouterr().out
