@@ -431,12 +431,67 @@ def test_deploying_twice_changes_nothing(staging: Host) -> None:
 def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) -> None:
     with staging.traffic() as traffic:
         time.sleep(3)
-        staging.invoke("deploy", f"--env={STAGING}", version=V2)
+        result = staging.invoke("deploy", f"--env={STAGING}", version=V2)
         time.sleep(3)
     tally = traffic.tally
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V1, V2], tally.summary()[:600]
     assert traffic.rate >= 20, tally.summary()[:600]
+    # Every command that changed the host was said, with the host, as it ran.
+    label = staging.environment.hosts[0].label
+    said = [line for line in result.stderr.splitlines() if line.startswith(f"{label} $ ")]
+    for change in (
+        "(the deploy lock)",
+        "docker load -q",
+        f"write /srv/slipway/{STAGING}/releases/",
+        "--scale api=",
+        "nginx -s reload",
+        "docker stop -t 45",
+        "ln -sfn releases/",
+    ):
+        assert any(change in line for line in said), (change, said[:40])
+    assert not [line for line in said if "docker image inspect" in line]  # queries are quiet
+
+
+def _engine_state(versions: str) -> tuple[str, str]:
+    """This machine's images and containers of this module's versions (another test process
+    shares the engine: only what this module's deploys could touch is compared)."""
+
+    def docker(*args: str) -> str:
+        out = subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+        return "\n".join(sorted(line for line in out.splitlines() if versions in line))
+
+    images = docker("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    containers = docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Image}} {{.State}}")
+    return images, containers
+
+
+def _host_state(staging: Host) -> str:
+    """The host's engine and the environment's directory, byte for byte."""
+    return staging.on_host(
+        "docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort; "
+        "docker ps -a --no-trunc --format '{{.ID}} {{.Image}} {{.State}} {{.CreatedAt}}' | sort; "
+        "docker volume ls -q | sort; docker network ls -q | sort; "
+        f"cd /srv/slipway/{STAGING} && find . -printf '%p %y %m %s %l\\n' | sort && "
+        "find . -type f -exec sha256sum {} + | sort"
+    )
+
+
+def test_dry_runs_of_a_deploy_and_a_rollback_change_nothing_here_or_on_the_host(
+    staging: Host,
+) -> None:
+    """A version never built: a dry run neither builds it nor touches the host; a rollback's
+    dry run neither retags nor locks."""
+    unbuilt = f"e2e-{TAG}-dry"
+    here, there = _engine_state(f"e2e-{TAG}"), _host_state(staging)
+    plan = staging.invoke("deploy", f"--env={STAGING}", "--dry-run", version=unbuilt)
+    assert f"plan: images to build first: slipway/listings:{unbuilt}" in plan.stdout
+    assert re.search(r"build missing images\s+impacting\s+planned", plan.stdout)
+    back = staging.invoke("rollback", f"--env={STAGING}", "--dry-run")
+    assert re.search(rf"choose the release and check its images .*-{V1}", back.stdout)
+    assert "(dry run: not run)" not in plan.stderr + back.stderr  # no change even asked
+    assert _engine_state(f"e2e-{TAG}") == here
+    assert _host_state(staging) == there
 
 
 def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> None:
