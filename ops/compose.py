@@ -41,6 +41,8 @@ CONTENT_TAGGED = {
     "SLIPWAY_LOGS_TAG": "monitoring/logs",
 }
 # Compose profile of the services only `tls: acme` environments run (certbot).
+# The data stores of compose.yaml: started first, before migrations (by `invoke up` and deploys).
+DATA_SERVICES = ("postgres", "redis")
 ACME_PROFILE = "acme"
 # Compose profile of the monitoring services (Prometheus, Alertmanager, exporters).
 MONITORING_PROFILE = "monitoring"

@@ -18,7 +18,6 @@ from ops.deploy.rollout import SERVICE_WAIT, Containers, Rollout
 from ops.steps import Step, impacting
 from ops.steps import preflight as check
 
-DATA_SERVICES = ("postgres", "redis")
 LOG_SERVICE = "logs"
 MONITORING_SERVICES = (
     "prometheus",
@@ -83,14 +82,15 @@ class OneHostDeploy(Deployment):
         if collector:
             rc.run("up", "-d", "--no-deps", *collector, what="start the log collector")
         rebuilt = self.database_ready_for(rc)
-        rc.run("up", "-d", "--no-deps", *DATA_SERVICES, what="start postgres and redis")
+        stores = compose.DATA_SERVICES
+        rc.run("up", "-d", "--no-deps", *stores, what="start postgres and redis")
         # A restored database replays its archived WAL before it is healthy.
         self.wait_healthy(
-            (*collector, *DATA_SERVICES), data.RESTORE_WAIT if self.restored else SERVICE_WAIT
+            (*collector, *stores), data.RESTORE_WAIT if self.restored else SERVICE_WAIT
         )
         rc.run("up", "-d", "--no-deps", data.BACKUP_SERVICE, what="start the backup service")
         self.wait_healthy((data.BACKUP_SERVICE,))
-        return rebuilt + ", ".join((*collector, *DATA_SERVICES, data.BACKUP_SERVICE)) + " healthy"
+        return rebuilt + ", ".join((*collector, *stores, data.BACKUP_SERVICE)) + " healthy"
 
     def certificates_before_switch(self) -> str:
         """With nginx already serving: certificates before any check through it."""

@@ -20,10 +20,9 @@ from ops.errors import OpsError
 from ops.monitoring import logsearch as logsearch
 from ops.monitoring import monitor as monitor
 from ops.stack import host as hostops
-from ops.steps import Report, Runner, Step
+from ops.steps import Operation, Report, Step, impacting, preflight
 
 # Service names are part of the compose contract (docs/architecture.md).
-DATA_SERVICES = ("postgres", "redis")
 MIGRATE_SERVICE = "migrate"
 EDGE_SERVICE = "nginx"
 LISTINGS_IMAGE = "slipway/listings"
@@ -277,38 +276,50 @@ def status(env_name: str) -> bool:
     return ready
 
 
+class LocalBuild(Operation):
+    """`invoke build`: the images of this version that are missing (the selected ones, all of
+    them with force). Every image a release may run, certbot (tls: acme) and monitoring
+    included: one build (CI's) is shipped to environments of every kind."""
+
+    def __init__(self, stack: Stack, services: Sequence[str], force: bool) -> None:
+        self.stack = stack
+        self.services = services
+        self.force = force
+        self.todo: list[images.BuiltImage] = []
+        self.compose = replace(
+            stack.compose(), profiles=(compose.ACME_PROFILE, compose.MONITORING_PROFILE)
+        )
+        self.title = f"invoke build --env {stack.env.name} (version {stack.build.version})"
+
+    def plan(self) -> str:
+        stack = self.stack
+        stack.all_images = images.built_images(self.compose.config())
+        self.todo = images.plan(stack.docker(), stack.all_images, self.force, self.services)
+        print("    plan: " + (", ".join(b.image for b in self.todo) or "nothing to build"))
+        return f"{len(self.todo)} to build"
+
+    def base(self) -> str:
+        return images.ensure_base(self.stack.docker())
+
+    def build(self) -> str:
+        engine = self.stack.docker()
+        images.build(self.compose, self.todo, force=self.force, engine=engine)
+        for line in images.size_report(engine, self.stack.all_images):
+            print(f"    {line}", flush=True)
+        return f"built {len(self.todo)}" if self.todo else "nothing to build"
+
+    def steps(self) -> list[Step]:
+        return [
+            preflight("check the Docker engine and compose plugin", docker_engine.check),
+            preflight("plan the images", self.plan),
+            impacting("ensure the base image", self.base),
+            impacting("build", self.build),
+        ]
+
+
 def build(env_name: str, services: Sequence[str] = (), force: bool = False) -> Report:
     """Build the images that are missing for this version (all selected ones with force)."""
-    stack = open_stack(env_name, follow_running=False)
-    todo: list[images.BuiltImage] = []
-    # Every image a release may run, certbot (tls: acme) and monitoring included: one build
-    # (CI's) is shipped to environments of every kind.
-    release_compose = replace(
-        stack.compose(), profiles=(compose.ACME_PROFILE, compose.MONITORING_PROFILE)
-    )
-
-    def plan() -> str:
-        stack.all_images = images.built_images(release_compose.config())
-        todo.extend(images.plan(stack.docker(), stack.all_images, force, services))
-        print("    plan: " + (", ".join(b.image for b in todo) or "nothing to build"))
-        return f"{len(todo)} to build"
-
-    def base() -> str:
-        return images.ensure_base(stack.docker())
-
-    def run_build() -> str:
-        images.build(release_compose, todo, force=force, engine=stack.docker())
-        for line in images.size_report(stack.docker(), stack.all_images):
-            print(f"    {line}", flush=True)
-        return f"built {len(todo)}" if todo else "nothing to build"
-
-    steps = [
-        Step("check the Docker engine and compose plugin", docker_engine.check),
-        Step("plan the images", plan),
-        Step("ensure the base image", base, impacting=True),
-        Step("build", run_build, impacting=True),
-    ]
-    return Runner(f"invoke build --env {env_name} (version {stack.build.version})").run(steps)
+    return LocalBuild(open_stack(env_name, follow_running=False), services, force).run()
 
 
 # -------------------------------------------------------------------- one-off service commands

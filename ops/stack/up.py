@@ -12,7 +12,6 @@ from __future__ import annotations
 from ops import certs, compose, config, docker_engine, health, images, paths, ports, secrets
 from ops.monitoring import monitor
 from ops.stack.local import (
-    DATA_SERVICES,
     EDGE_SERVICE,
     UP_FLAGS,
     Stack,
@@ -112,7 +111,7 @@ class LocalUp(Operation):
         return f"built {len(todo)}" if todo else "all present, nothing built"
 
     def start_data(self) -> str:
-        present = [s for s in DATA_SERVICES if s in service_names(self.cfg)]
+        present = [s for s in compose.DATA_SERVICES if s in service_names(self.cfg)]
         self.stack.compose().run("up", "-d", *UP_FLAGS, "--wait", *present, what="starting data")
         health.check_started(self.stack.docker(), self.env.project_name, present)
         return ", ".join(present)
@@ -121,7 +120,7 @@ class LocalUp(Operation):
         return run_migrate_service(self.stack)
 
     def start_rest(self) -> str:
-        rest = [s for s in long_running_services(self.cfg) if s not in DATA_SERVICES]
+        rest = [s for s in long_running_services(self.cfg) if s not in compose.DATA_SERVICES]
         # New certificate files: recreate nginx so its bind mounts show them.
         recreate = [EDGE_SERVICE] if self.stack.certs_changed and EDGE_SERVICE in rest else []
         others = [s for s in rest if s not in recreate]

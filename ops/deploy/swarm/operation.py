@@ -24,7 +24,6 @@ from ops.deploy.swarm.cluster import Swarm
 from ops.steps import Step, impacting
 from ops.steps import preflight as check
 
-DATA_SERVICES = ("postgres", "redis")
 DATA_WAIT = 240.0
 UNTOUCHED = "the running release is untouched"
 STACK_STEP = "rolling update of the API (the stack: API, workers, nginx, monitoring)"
@@ -61,7 +60,7 @@ class SwarmDeploy(Deployment):
 
     def data_services(self) -> tuple[str, ...]:
         """What the data stack starts first: the stores, after the hosts' log collectors."""
-        return (*([LOG_SERVICE] if self.monitoring else []), *DATA_SERVICES)
+        return (*([LOG_SERVICE] if self.monitoring else []), *compose.DATA_SERVICES)
 
     def release_variables(self, release_id: str) -> dict[str, str]:
         assert self.secrets is not None
