@@ -18,9 +18,9 @@ from ops.compose import Build
 from ops.deploy import locks as locks
 from ops.deploy import releases as releases
 from ops.deploy.commands import nginx
-from ops.deploy.deployment import terminate_as_interrupt
 from ops.deploy.images import image_refs
 from ops.deploy.release import dotenv, release_digest, render_compose, tls_tarball
+from ops.deploy.run import terminate_as_interrupt
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit
