@@ -1,6 +1,6 @@
 """Commands on a host, and the one place that runs them.
 
-Command builders (pure functions in the packages, e.g. ops/deploy/commands.py) return a
+Command builders (pure functions in the packages, e.g. ops/deploy/commands/) return a
 `Command`: the shell line the host runs, what it does in words, and whether it changes
 anything there. An `Executor` runs them on one host:
 

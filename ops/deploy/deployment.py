@@ -592,6 +592,8 @@ class Deployment(Operation):
         back.connect, back.secrets, back.remotes = self.connect, self.secrets, self.remotes
         back.lock, back.heartbeat, back.store = self.lock, self.heartbeat, self.store
         back.release, back.previous = self.previous, None
+        # Under maintenance nginx answers 503 to the public: the checks through it are skipped.
+        back.maintenance = self.maintenance
         return back
 
     def close(self) -> None:

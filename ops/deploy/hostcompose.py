@@ -49,8 +49,10 @@ class RemoteCompose:
         timeout: float | None = None,
         stdin: str | None = None,
         changes: bool = True,
+        check: bool = True,
     ) -> str:
         """Output (stderr merged) of `docker compose <args>` on the host; stdin: text fed to
-        it. changes=False for a command that only reads (`ps`, `config`)."""
+        it. changes=False for a command that only reads (`ps`, `config`); check=False when
+        the output, not the exit code, says what happened."""
         command = self.spec.command(*args, what=what, changes=changes, timeout=timeout)
-        return self.remote.run(command, stdin=stdin).stdout
+        return self.remote.run(command, stdin=stdin, check=check).stdout

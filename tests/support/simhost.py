@@ -79,6 +79,8 @@ class SimHost(Recorder):
 
     def respond(self, command: Command, stdin: str | None) -> Result:
         line = command.line
+        if any(pattern.search(line) for pattern, _ in self.rules):
+            return super().respond(command, stdin)  # a test's own answer wins
         for pattern, text in self.failing.items():
             if pattern in line:
                 return Result(line, 1, text, text)

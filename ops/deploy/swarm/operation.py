@@ -11,7 +11,7 @@ docs/architecture.md, "Several hosts (Docker Swarm)". The tables are at the bott
 from __future__ import annotations
 
 from ops import compose
-from ops.deploy import certificates, data, preflight, release, smoke
+from ops.deploy import certificates, data, preflight, release
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
 from ops.deploy.commands import swarm as commands
@@ -178,10 +178,6 @@ class SwarmDeploy(Deployment):
         done = certificates.ensure_certificates(self.rcompose(self.release_id()))
         return f"{done}; renewal in the stack"
 
-    def smoke_previous(self) -> str:
-        assert self.release is not None
-        return smoke.smoke_check(self.env, self.release.version)
-
     # ------------------------------------------------------------------ the tables
 
     def deploy_steps(self) -> list[Step]:
@@ -240,5 +236,5 @@ class SwarmDeploy(Deployment):
     def switch_back_steps(self) -> list[Step]:
         return [
             impacting("the previous release's stack", self.deploy_stack),
-            impacting("smoke checks of the previous release", self.smoke_previous),
+            impacting("smoke checks of the previous release", self.smoke),
         ]

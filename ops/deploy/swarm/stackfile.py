@@ -23,7 +23,7 @@ ONEOFF_FILE = "swarm-oneoff.yaml"
 DATA_STACK_FILE = "stack-data.yaml"
 # Services the stack does not run: one-off containers (`docker compose run` on the manager).
 ONEOFF_SERVICES = ("migrate",)
-# The backup tools' one-off containers (profile `tools`, ops/backup.py), on the first host.
+# The backup tools' one-off containers (profile `tools`, ops/backup/), on the first host.
 BACKUP_TOOLS = ("backup-restore", "backup-drill", "backup-export")
 # Volumes of the stack that one-off containers mount (external in the one-off overlay).
 ONEOFF_VOLUMES = (
@@ -227,8 +227,9 @@ def stack_document(resolved: Mapping[str, Any], only: Iterable[str] = ()) -> dic
 def stack_text(document: Mapping[str, Any], release_id: str) -> str:
     header = (
         f"# Rendered by `invoke deploy` for release {release_id} from compose/compose.yaml and\n"
-        "# compose/swarm.yaml (ops/swarm.py). ${POSTGRES_PASSWORD}-style values come from the\n"
-        "# release's secrets.env, sourced by the shell that runs `docker stack deploy`.\n"
+        "# compose/swarm.yaml (ops/deploy/swarm/stackfile.py). ${POSTGRES_PASSWORD}-style values\n"
+        "# come from the release's secrets.env, sourced by the shell that runs `docker stack\n"
+        "# deploy`.\n"
     )
     return header + yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False)
 
@@ -244,7 +245,7 @@ def oneoff_overlay() -> str:
     data = {
         "services": {
             "migrate": {"pull_policy": "never"},
-            # the backup tools (ops/backup.py): drills, restores, exports, on the data volumes
+            # the backup tools (ops/backup/): drills, restores, exports, on the data volumes
             **{name: {"pull_policy": "never"} for name in BACKUP_TOOLS},
             CERTBOT_SERVICE: {
                 "pull_policy": "never",
@@ -271,7 +272,7 @@ def oneoff_overlay() -> str:
         "# One-off containers of a swarm environment (migrations, API keys, certbot's prepare\n"
         "# and ensure, backup drills and restores), run with `docker compose run` on the first\n"
         "# host, attached to the stack's overlay networks and volumes. Written by `invoke deploy`\n"
-        "# (ops/swarm.py).\n"
+        "# (ops/deploy/swarm/stackfile.py).\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False)
 

@@ -22,6 +22,7 @@ from ops.deploy.onehost import OneHostDeploy
 from ops.deploy.releases import Release
 from ops.deploy.swarm.operation import SwarmDeploy
 from ops.errors import OpsError
+from ops.executor import Result
 from ops.steps import Report
 
 pytestmark = pytest.mark.unit
@@ -209,7 +210,7 @@ def test_a_failed_migration_leaves_the_running_release_untouched_and_unlocks(
     run(host, engine, "v1")
     before = [(c.name, c.release) for c in host.containers]
     host.failing["migrate"] = "alembic.util.exc.CommandError: Can't locate revision"
-    with pytest.raises(OpsError, match="migration failed: .* the running release was not touched"):
+    with pytest.raises(OpsError, match=r"migration failed: .* the running release was not touched"):
         run(host, engine, "v2")
     assert [(c.name, c.release) for c in host.containers if c.service == "api"] == [
         (name, release) for name, release in before if "-api-" in name
@@ -327,7 +328,7 @@ def test_a_rollback_puts_the_previous_release_back_with_its_recorded_images(
     run(host, engine, "v1")
     first = host.current()
     run(host, engine, "v2")
-    listings = f"slipway/listings:v1"
+    listings = "slipway/listings:v1"
     host.images[listings] = "sha256:" + "f" * 64  # the tag was moved by a rebuild since
     host.stored.add("sha256:" + "f" * 64)
     host.issued.clear()
@@ -383,9 +384,9 @@ def test_a_rollback_chooses_the_newest_older_success_or_the_one_named(
 def test_failed_and_rolled_back_releases_are_never_chosen() -> None:
     history = [record("1-a"), record("2-b", "rolled back"), record("3-c", "failed"), record("4-d")]
     assert rollback.choose_target(history, "4-d", None, "h", "staging").id == "1-a"
-    with pytest.raises(OpsError, match="no earlier successful release .* pass one with --to"):
+    with pytest.raises(OpsError, match=r"no earlier successful release .* pass one with --to"):
         rollback.choose_target(history[1:], "4-d", None, "h", "staging")
-    with pytest.raises(OpsError, match="no release '9-z' on h. Known releases: 1-a, 2-b"):
+    with pytest.raises(OpsError, match=r"no release '9-z' on h\. Known releases: 1-a, 2-b"):
         rollback.choose_target(history, "4-d", "9-z", "h", "staging")
 
 
@@ -479,3 +480,42 @@ def test_a_bug_after_the_switch_puts_the_previous_release_back_then_surfaces_as_
     assert host.current() == first
     assert api(host) == ["v1", "v1"]
     assert f"rolled back to {first}; the error below is a bug in ops" in capsys.readouterr().out
+
+
+def test_under_maintenance_the_automatic_rollback_skips_the_public_checks(
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    first = host.current()
+    host.files["/srv/slipway/staging/nginx/maintenance"] = ""
+    checks.failing.update({"v1", "v2"})  # nginx answers 503 to the public
+    original = OneHostDeploy.start_nginx
+
+    def broken(self: OneHostDeploy) -> str:
+        if self.kind == "deploy":
+            raise OpsError("nginx not healthy after 60s")
+        return original(self)
+
+    monkeypatch.setattr(OneHostDeploy, "start_nginx", broken)
+    with pytest.raises(OpsError) as err:
+        run(host, engine, "v2")
+    assert str(err.value) == f"deploy failed: nginx not healthy after 60s. rolled back to {first}"
+    assert host.current() == first
+    assert api(host) == ["v1", "v1"]
+
+
+def test_a_backup_still_running_is_read_from_its_output_whatever_its_exit_code(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    host.on_call(
+        r"exec -T backup backup-run",
+        lambda command, stdin: Result(
+            command.line, 75, '{"message": "not started: another backup is running"}\n', ""
+        ),
+    )
+    report = run(host, engine, "v2")
+    note = {o.step.name: o.note for o in report.outcomes}["backup before migrations"]
+    assert note.startswith("skipped: a backup was still running after 600s")
