@@ -527,7 +527,7 @@ class Bench:
         return [
             Step(f"check that {self.env.project_name} runs and is ready", self.check_running),
             Step("plan the benchmark", self.plan),
-            Step("generate the synthetic feed (ops/feeds.py)", self.generate),
+            Step("generate the synthetic feed (ops/perf/feeds.py)", self.generate),
             Step("remove leftovers of an earlier run", self.remove_leftovers, impacting=True),
             Step("scale the workers (when --workers is given)", self.scale_workers, True, hint),
             Step("create a throwaway API key", self.create_key, True, hint),

@@ -39,7 +39,7 @@ REMOTE_USER = "deploy"
 REMOTE_ROOT = "/srv/slipway"
 HOST_PORTS = {"ssh": 22, "http": 80, "https": 443}
 DEFAULT_LISTINGS_ENV = "staging"
-# Same rule as environment names (ops/config.py): the sandbox is an environment of that name.
+# Same rule as environment names (ops/config/): the sandbox is an environment of that name.
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
