@@ -232,7 +232,7 @@ def problems(env: Environment, values: Mapping[str, str]) -> list[str]:
             if not values.get(name)
         ]
     if not env.is_local:
-        # They travel in the release's secrets.env, one quoted line each (ops.deploy.release.dotenv).
+        # They travel in the release's secrets.env, one quoted line each (release.dotenv).
         found += [
             f"{name} contains a quote or a line break, which the release's secrets.env cannot hold"
             for name in OPTIONAL
