@@ -26,7 +26,7 @@ from ops import health, proc
 from ops.errors import OpsError
 from ops.perf import feeds as feeds
 from ops.stack import local as stack
-from ops.steps import Report, Runner, Step
+from ops.steps import Operation, Report, Runner, Step, impacting, preflight
 
 BENCH_SOURCE = "slipway-bench"  # the `source` of every benchmark row: what cleanup deletes
 DEFAULT_ROWS = 1_000_000
@@ -218,13 +218,20 @@ class State:
     cleaned: bool = False
 
 
-class Bench:
+class Bench(Operation):
+    """`invoke bench.ingest`: the pipeline and a raw COPY + upsert of the same rows, side by
+    side; the environment is left as it was, whatever happened."""
+
     def __init__(self, options: Options) -> None:
         self.options = options
         self.stack = stack.open_stack(options.env_name)
         self.env = self.stack.env
         self.state = State()
         self.limit = self.env.nginx.max_feed_bytes
+        self.title = (
+            f"invoke bench.ingest --env {options.env_name} --rows {options.rows} "
+            f"({self.env.project_name})"
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -522,29 +529,36 @@ class Bench:
 
     # -- the run -----------------------------------------------------------------------------
 
+    def failed(self, error: BaseException) -> None:
+        """Clean up after a failed step too: the environment is left as it was."""
+        if not self.state.cleaned and (self.state.key_name or self.state.job_ids):
+            print("cleaning up after the failure ...", flush=True)
+            try:
+                print(f"    {self.cleanup()}", flush=True)
+            except OpsError as exc:
+                print(f"    {exc}", file=sys.stderr, flush=True)
+
     def steps(self) -> list[Step]:
         hint = "cleanup runs anyway: the benchmark's rows, jobs, scratch tables and key are removed"
         return [
-            Step(f"check that {self.env.project_name} runs and is ready", self.check_running),
-            Step("plan the benchmark", self.plan),
-            Step("generate the synthetic feed (ops/perf/feeds.py)", self.generate),
-            Step("remove leftovers of an earlier run", self.remove_leftovers, impacting=True),
-            Step("scale the workers (when --workers is given)", self.scale_workers, True, hint),
-            Step("create a throwaway API key", self.create_key, True, hint),
-            Step(
+            preflight(f"check that {self.env.project_name} runs and is ready", self.check_running),
+            preflight("plan the benchmark", self.plan),
+            preflight("generate the synthetic feed (ops/perf/feeds.py)", self.generate),
+            impacting("remove leftovers of an earlier run", self.remove_leftovers),
+            impacting("scale the workers (when --workers is given)", self.scale_workers, hint),
+            impacting("create a throwaway API key", self.create_key, hint),
+            impacting(
                 "pipeline, new rows: POST the chunks over HTTPS, wait for every job",
                 lambda: self.run_pipeline("pipeline"),
-                True,
                 hint,
             ),
-            Step(
+            impacting(
                 "pipeline, replay: the same chunks again (all updates)",
                 lambda: self.run_pipeline("pipeline replay"),
-                True,
                 hint,
             ),
-            Step("raw: COPY + upsert in psql, new rows then replay", self.run_raw, True, hint),
-            Step("clean up: scratch tables, benchmark rows and jobs, API key", self.cleanup, True),
+            impacting("raw: COPY + upsert in psql, new rows then replay", self.run_raw, hint),
+            impacting("clean up: scratch tables, benchmark rows and jobs, API key", self.cleanup),
         ]
 
 
@@ -561,20 +575,7 @@ def _quote(value: str) -> str:
 def run(options: Options, runner: Runner | None = None) -> tuple[Report, Results]:
     """Run the benchmark; print each step, then the report. Cleans up even on failure."""
     bench = Bench(options)
-    runner = runner or Runner(
-        f"invoke bench.ingest --env {options.env_name} --rows {options.rows} "
-        f"({bench.env.project_name})"
-    )
-    try:
-        report = runner.run(bench.steps())
-    except BaseException:
-        if not bench.state.cleaned and (bench.state.key_name or bench.state.job_ids):
-            print("cleaning up after the failure ...", flush=True)
-            try:
-                print(f"    {bench.cleanup()}", flush=True)
-            except OpsError as exc:
-                print(f"    {exc}", file=sys.stderr, flush=True)
-        raise
+    report = bench.run(runner=runner)
     m = bench.state.measured
     results = Results(m["pipeline"], m["raw"], m["pipeline replay"], m["raw replay"])
     print()
