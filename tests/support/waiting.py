@@ -1,13 +1,19 @@
 """Waiting on a condition instead of sleeping a guessed time.
 
-    container = wait_for(lambda: find_container(), what="the api container")
+    container = wait_for(find_container, what="the api container")
     wait_for(ready, what="/ready through nginx", timeout=180, details=lambda: logs(name))
 
-`condition` is called until it returns a truthy value, which is returned. When `timeout`
-seconds pass first, the test fails with an AssertionError that names what was waited for, how
-long, and the last value seen (and `details()`, such as a container's logs). An exception of a
-type in `ignoring` counts as "not yet" (a port that does not answer yet); any other exception
-ends the wait at once, so a condition can also fail the test early (a container that died).
+`condition` is called until it returns a truthy value, which is returned; with `until`, until
+`until(value)` holds for the value it returns (so a failure can show a whole state, not just
+False):
+
+    job = wait_for(lambda: get_job(job_id), until=lambda j: j["status"] == "done", what=...)
+
+When `timeout` seconds pass first, the test fails with an AssertionError that names what was
+waited for, how long, and the last value seen (and `details()`, such as a container's logs).
+An exception of a type in `ignoring` counts as "not yet" (a port that does not answer yet); any
+other exception ends the wait at once, so a condition can also fail the test early (a container
+that died).
 """
 
 from __future__ import annotations
@@ -52,10 +58,12 @@ def wait_for(
     what: str,
     timeout: float = 60.0,
     interval: float = 0.5,
+    until: Callable[[T], object] | None = None,
     ignoring: tuple[type[Exception], ...] = (),
     details: Callable[[], str] | None = None,
 ) -> T:
-    """condition()'s first truthy value, tried every `interval` seconds (see the module doc)."""
+    """condition()'s first truthy value (or first one `until` accepts), tried every `interval`
+    seconds (see the module doc)."""
     deadline = _Deadline(what, timeout, interval, details)
     while True:
         try:
@@ -63,7 +71,7 @@ def wait_for(
         except ignoring as exc:
             last: object = exc
         else:
-            if value:
+            if value if until is None else until(value):
                 return value
             last = value
         time.sleep(deadline.pause(last))
@@ -75,11 +83,12 @@ async def wait_for_async(
     what: str,
     timeout: float = 60.0,
     interval: float = 0.05,
+    until: Callable[[T], object] | None = None,
     ignoring: tuple[type[Exception], ...] = (),
     details: Callable[[], str] | None = None,
 ) -> T:
-    """wait_for for coroutines: `await condition()` until truthy, the event loop free between
-    tries."""
+    """wait_for for coroutines: `await condition()` until it is done, the event loop free
+    between tries."""
     deadline = _Deadline(what, timeout, interval, details)
     while True:
         try:
@@ -87,7 +96,7 @@ async def wait_for_async(
         except ignoring as exc:
             last: object = exc
         else:
-            if value:
+            if value if until is None else until(value):
                 return value
             last = value
         await asyncio.sleep(deadline.pause(last))
