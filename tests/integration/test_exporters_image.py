@@ -491,7 +491,7 @@ def test_nginx_exporter_waits_for_nginx_then_reports_it_and_nginx_up_0_when_it_s
     assert one(samples, "nginx_http_requests_total") >= 1
     assert healthcheck(container).returncode == 0
 
-    lab.remove(nginx)
+    remove(nginx)
     scrape_until(
         container, 9113, "nginx_up 0", lambda s: find(s, "nginx_up") == [Sample("nginx_up", {}, 0)]
     )
