@@ -18,7 +18,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,8 @@ from typing import Any
 import httpx
 import yaml
 from s3_server import S3Server
+from support.docker import docker, logs, output, remove
+from support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,7 +177,7 @@ class BackupStack:
 
     def containers(self) -> dict[str, dict[str, str]]:
         """Every container of the project: name -> id, state, health."""
-        out = docker(
+        out = output(
             "ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
             "--format", "{{.Names}}\t{{.ID}}\t{{.State}}\t{{.Status}}",
         )  # fmt: skip
@@ -191,7 +192,7 @@ class BackupStack:
 
     def container(self, service: str) -> str:
         """The name of the (first) container of `service`."""
-        out = docker(
+        out = output(
             "ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
             "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}",
         ).split()  # fmt: skip
@@ -200,10 +201,10 @@ class BackupStack:
 
     def psql(self, sql: str) -> str:
         """SQL as the postgres superuser in the stack's postgres container (psql -At)."""
-        result = subprocess.run(
-            ["docker", "exec", "-i", self.container("postgres"),
-             "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", DB],
-            input=sql, capture_output=True, text=True, timeout=600,
+        result = docker(
+            "exec", "-i", self.container("postgres"),
+            "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", DB,
+            input=sql, timeout=600, check=False,
         )  # fmt: skip
         assert result.returncode == 0, f"psql failed: {result.stderr}\n{sql[:500]}"
         return result.stdout.strip()
@@ -239,38 +240,40 @@ class BackupStack:
     def backups(self) -> list[dict[str, Any]]:
         """Both repositories' backups (`pgbackrest info` in the backup container); repo() says
         whose."""
-        out = docker("exec", self.container("backup"), "pgbackrest", "info", "--output=json")
+        out = output(
+            "exec", self.container("backup"), "pgbackrest", "info", "--output=json", timeout=300
+        )
         return list(json.loads(out)[0].get("backup", []))
 
     def wait_backups(
         self, what: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 180
     ) -> list[dict[str, Any]]:
         """Both repositories' backups once `done` accepts them."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def backups() -> list[dict[str, Any]]:
             try:
-                backups = self.backups()
+                return self.backups()
             except AssertionError:  # the backup container is (re)starting
-                backups = []
-            if done(backups):
-                return backups
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{what}: not seen in {timeout:.0f} s; backups: "
-                    f"{[(b['label'], b['type'], repo(b)) for b in backups]}\n"
-                    f"{container_logs(self.container('backup'))[-6000:]}"
-                )
-            time.sleep(1)
+                return []
+
+        return wait_for(
+            backups,
+            until=done,
+            what=what,
+            timeout=timeout,
+            interval=1,
+            details=lambda: logs(self.container("backup"))[-6000:],
+        )
 
     def metrics_file(self, name: str) -> str:
         """A file of the backup-metrics volume (what node-exporter's textfile collector reads)."""
-        return docker(
+        return output(
             "run", "--rm", "--network", "none", "-v", f"{self.volume('backup-metrics')}:/m:ro",
             self.postgres_image(), "cat", f"/m/{name}",
         )  # fmt: skip
 
     def postgres_image(self) -> str:
-        return docker("inspect", "-f", "{{.Config.Image}}", self.container("postgres")).strip()
+        return output("inspect", "-f", "{{.Config.Image}}", self.container("postgres"))
 
     # --------------------------------------------------------------------------------- HTTP
 
@@ -290,34 +293,22 @@ def in_repo(number: int) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda backups: any(repo(b) == number for b in backups)
 
 
-def docker(*args: str, check: bool = True, timeout: int = 300) -> str:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result.stdout
-
-
 def project_volumes(project: str) -> list[str]:
-    return docker(
+    return output(
         "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"
     ).split()
 
 
 def project_networks(project: str) -> list[str]:
-    return docker(
+    return output(
         "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"
     ).split()
 
 
 def remove_leftovers() -> None:
     """What an earlier killed run (or SLIPWAY_E2E_KEEP=1) left: its stack, server, networks."""
-    docker("rm", "-f", "-v", S3_CONTAINER, check=False)
-    for name in docker(
-        "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"
-    ).split():
-        docker("rm", "-f", "-v", name, check=False)
+    remove(S3_CONTAINER)
+    remove(*output("ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}").split())
     for volume in project_volumes(PROJECT):
         docker("volume", "rm", "-f", volume, check=False)
     for network in {*project_networks(PROJECT), EDGE}:
@@ -331,11 +322,3 @@ def metric(text: str, name: str) -> float | None:
         if len(parts) == 2 and parts[0] == name:
             return float(parts[1])
     return None
-
-
-def container_logs(container: str) -> str:
-    """A container's output, stdout and stderr (the entrypoint logs its errors on stderr)."""
-    result = subprocess.run(
-        ["docker", "logs", container], capture_output=True, text=True, timeout=60, check=False
-    )
-    return result.stdout + result.stderr

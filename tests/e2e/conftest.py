@@ -17,12 +17,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 from free_port import free_port
 from stack_names import ALERT_WATCHDOG_URL, ALERT_WEBHOOK_URL, ENV_NAME, PROJECT
+from support.docker import output
+from support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,22 +73,30 @@ class Stack:
         ctx = ssl.create_default_context(cafile=str(self.ca_path))
         return httpx.Client(base_url=self.base_url, verify=ctx, timeout=30, **kwargs)  # type: ignore[arg-type]
 
+    def ingest_job(self, job_id: str, api_key: str, timeout: float = 120) -> dict[str, Any]:
+        """The ingest job once it is done or failed (the worker may still be at it)."""
+        auth = {"Authorization": f"Bearer {api_key}"}
+
+        def job() -> dict[str, Any]:
+            with self.client() as client:
+                status = client.get(f"/api/v1/ingest/{job_id}", headers=auth)
+            assert status.status_code == 200, status.text
+            found: dict[str, Any] = status.json()
+            return found
+
+        return wait_for(
+            job,
+            until=lambda found: found["status"] in ("done", "failed"),
+            what=f"ingest job {job_id} done or failed",
+            timeout=timeout,
+        )
+
     def compose_ps(self) -> dict[str, str]:
         """Container name -> container id + creation time of every container of the stack."""
-        out = subprocess.run(
-            [
-                "docker",
-                "ps",
-                "-a",
-                "--filter",
-                f"label=com.docker.compose.project={PROJECT}",
-                "--format",
-                "{{.Names}} {{.ID}} {{.CreatedAt}}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out = output(
+            "ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}",
+            "--format", "{{.Names}} {{.ID}} {{.CreatedAt}}",
+        )  # fmt: skip
         return {line.split()[0]: line for line in out.splitlines() if line}
 
 

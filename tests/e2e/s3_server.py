@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import string
 import subprocess
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from support.docker import docker, inspect, logs
+from support.waiting import wait_for
 
 from ops import certs
 
@@ -45,17 +45,6 @@ class S3Server:
     @property
     def port(self) -> int:
         return PORT
-
-
-def _docker(*args: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"docker {' '.join(args[:3])} exited {result.returncode}: {result.stderr}"
-        )
-    return result
 
 
 def image() -> str:
@@ -124,7 +113,7 @@ def start(container: str, network: str, alias: str, bucket: str, directory: Path
     directory.chmod(0o755)
     for name in ("tls.crt", "tls.key", "s3.json", "ca.crt"):
         (directory / name).chmod(0o644)
-    _docker(
+    docker(
         "run", "-d", "--name", container, "--network", network, "--network-alias", alias,
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
         "-v", f"{directory}:{CONF_DIR}:ro", "-e", f"S3_BUCKETS={bucket}", image(),
@@ -134,28 +123,17 @@ def start(container: str, network: str, alias: str, bucket: str, directory: Path
     return server
 
 
-def logs(container: str) -> str:
-    result = _docker("logs", container, check=False)
-    return result.stdout + result.stderr
-
-
 def wait_ready(server: S3Server, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = _docker(
-            "inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", server.container
-        ).stdout.split()
+    def ready() -> bool:
+        state = inspect(server.container, "{{.State.Status}} {{.State.Health.Status}}").split()
         out = logs(server.container)
-        if state == ["running", "healthy"] and f"bucket {server.bucket} ready" in out:
-            return
-        assert state[0] == "running", f"{server.container} is {state}:\n{out[-4000:]}"
-        assert time.monotonic() < deadline, (
-            f"{server.container} not ready after {timeout:.0f} s ({state}):\n{out[-4000:]}"
-        )
-        time.sleep(1)
+        assert state[:1] == ["running"], f"{server.container} is {state}:\n{out[-4000:]}"
+        return state == ["running", "healthy"] and f"bucket {server.bucket} ready" in out
 
-
-def remove(container: str, directory: Path | None = None) -> None:
-    _docker("rm", "-f", "-v", container, check=False)
-    if directory is not None:
-        shutil.rmtree(directory, ignore_errors=True)
+    wait_for(
+        ready,
+        what=f"{server.container} ready",
+        timeout=timeout,
+        interval=1,
+        details=lambda: logs(server.container)[-4000:],
+    )

@@ -12,7 +12,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +19,16 @@ from typing import Any
 
 import httpx
 import yaml
+from support.docker import docker, output, remove
+from support.waiting import wait_for
 
 from ops import config, health
 from ops.perf.traffic import Traffic
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation
+# Requests served before and after an operation under load (about two seconds of it).
+SERVED = 50
 
 
 class SandboxEnv:
@@ -70,30 +73,19 @@ class SandboxEnv:
 
     def on_host(self, command: str, index: int = 1, check: bool = True) -> str:
         """A shell command inside sandbox host `index` (as root: it is our container)."""
-        result = subprocess.run(
-            ["docker", "exec", self.container(index), "sh", "-c", command],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = docker("exec", self.container(index), "sh", "-c", command, check=False)
         if check:
             assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
         return result.stdout
 
     def address(self, index: int = 1) -> str:
         """Host `index`'s address on the sandbox network."""
-        return subprocess.run(
-            [
-                "docker",
-                "inspect",
-                "-f",
-                '{{(index .NetworkSettings.Networks "slipway-sandbox").IPAddress}}',
-                self.container(index),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        return output(
+            "inspect",
+            "-f",
+            '{{(index .NetworkSettings.Networks "slipway-sandbox").IPAddress}}',
+            self.container(index),
+        )
 
     def verify(self) -> ssl.SSLContext:
         env = self.environment
@@ -146,51 +138,38 @@ def sandbox(name: str, *up_args: str, version: str = "") -> Iterator[SandboxEnv]
 def derived_image(base: str, tag: str, entrypoint: list[str], files: dict[str, str]) -> None:
     """slipway/listings:<tag> made from `base` with another entrypoint and extra files."""
     name = f"slipway-derive-{tag}"
-    subprocess.run(["docker", "create", "--name", name, base], check=True, capture_output=True)
+    docker("create", "--name", name, base)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             for target, text in files.items():
                 local = Path(scratch) / Path(target).name
                 local.write_text(text)
-                subprocess.run(
-                    ["docker", "cp", str(local), f"{name}:{target}"],
-                    check=True,
-                    capture_output=True,
-                )
-        subprocess.run(
-            [
-                "docker",
-                "commit",
-                "--change",
-                f"ENTRYPOINT {json.dumps(entrypoint)}",
-                name,
-                f"slipway/listings:{tag}",
-            ],
-            check=True,
-            capture_output=True,
+                docker("cp", str(local), f"{name}:{target}")
+        docker(
+            "commit",
+            "--change",
+            f"ENTRYPOINT {json.dumps(entrypoint)}",
+            name,
+            f"slipway/listings:{tag}",
         )
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        remove(name)
 
 
 def remove_images(pattern: str) -> None:
     """Remove this machine's images whose repository:tag contains `pattern`."""
-    subprocess.run(
-        f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -F -- {pattern!r} "
-        "| xargs -r docker rmi -f",
-        shell=True,
-        check=False,
-        capture_output=True,
+    found = output("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    matching = [image for image in found if pattern in image]
+    if matching:
+        docker("rmi", "-f", *matching, check=False)
+
+
+def served(traffic: Traffic, requests: int = SERVED) -> None:
+    """Until the traffic has had `requests` more answers (or failures) than now: the load
+    before and after an operation is a number of requests, whatever the machine's speed."""
+    until = traffic.tally.requests + requests
+    wait_for(
+        lambda: traffic.tally.requests >= until,
+        what=f"{requests} more requests of the traffic",
+        interval=0.1,
     )
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float) -> object:
-    """check()'s first truthy result, tried every 3 s; AssertionError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(3)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {str(last)[-1500:]})")

@@ -9,27 +9,30 @@ e2e modules.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from alert_receiver import run_argv
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from free_port import free_port
 from stack_names import ALERT_RECEIVER, ENV_NAME, PROJECT
+from support import tls
+from support.docker import docker, inspect, output, remove
+from support.waiting import wait_for
 
 if TYPE_CHECKING:
     from conftest import Stack
 
 pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous bounds for a loaded CI machine; the contract is < 2 minutes to notify.
@@ -51,15 +54,8 @@ EXPECTED_JOBS = {
 # ---------------------------------------------------------------------------------- helpers
 
 
-def docker(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=180)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
 def containers(service: str) -> list[str]:
-    out = docker(
+    out = output(
         "ps",
         "-a",
         "--filter",
@@ -77,18 +73,9 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = ALERT_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:  # a port not answering yet
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(2)
-    raise AssertionError(f"{what}: not seen within {timeout:.0f}s (last: {last!r})")
+def eventually(what: str, check: Callable[[], T], timeout: float = ALERT_TIMEOUT) -> T:
+    """check()'s first truthy value; a port that does not answer yet counts as "not yet"."""
+    return wait_for(check, what=what, timeout=timeout, interval=2, ignoring=(OSError,))
 
 
 class Receiver:
@@ -118,7 +105,7 @@ class Receiver:
     def wait(
         self, alertname: str, status: str, since: float, path: str = "/hook", **labels: str
     ) -> float:
-        at = wait_for(
+        at = eventually(
             f"{alertname} {labels or ''} {status} at the receiver",
             lambda: self.find(path, alertname, status, since, **labels),
         )
@@ -129,16 +116,16 @@ class Receiver:
 def receiver(stack: Stack) -> Iterator[Receiver]:
     api = containers("api")
     assert api, "no api container in the e2e stack"
-    image = docker("inspect", "--format", "{{.Config.Image}}", api[0])
+    image = output("inspect", "--format", "{{.Config.Image}}", api[0])
     port = free_port()
-    docker("rm", "-f", ALERT_RECEIVER, check=False)
+    remove(ALERT_RECEIVER)
     docker(*run_argv(ALERT_RECEIVER, f"{PROJECT}_edge", image, f"127.0.0.1:{port}")[1:])
     handle = Receiver(port)
-    wait_for("the receiver answering", lambda: get_json(handle.url) is not None, timeout=60)
+    eventually("the receiver answering", lambda: get_json(handle.url) is not None, timeout=60)
     try:
         yield handle
     finally:
-        docker("rm", "-f", ALERT_RECEIVER, check=False)
+        remove(ALERT_RECEIVER)
 
 
 @pytest.fixture
@@ -159,7 +146,7 @@ def wait_stack_ready(stack: Stack, timeout: float = 180.0) -> None:
         with stack.client() as client:
             return client.get("/ready").status_code == 200
 
-    wait_for("/ready through nginx", ready, timeout=timeout)
+    eventually("/ready through nginx", ready, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------ tests
@@ -173,7 +160,7 @@ def test_every_target_is_scraped_and_up(stack: Stack) -> None:
             return list(targets)
         return None
 
-    targets = wait_for("every scrape target up", all_up, timeout=180)
+    targets = eventually("every scrape target up", all_up, timeout=180)
     by_job: dict[str, int] = {}
     for target in targets:
         by_job[target["labels"]["job"]] = by_job.get(target["labels"]["job"], 0) + 1
@@ -194,7 +181,7 @@ def test_the_api_metrics_stay_inside_and_prometheus_reads_them(stack: Stack) -> 
 
 def test_watchdog_reaches_the_dead_mans_switch(stack: Stack, receiver: Receiver) -> None:
     # Always firing: the first notification comes once Prometheus has evaluated the rule.
-    at = wait_for(
+    at = eventually(
         "Watchdog at the dead man's switch",
         lambda: receiver.find("/watchdog", "Watchdog", "firing", 0.0),
     )
@@ -208,13 +195,13 @@ def test_watchdog_reaches_the_dead_mans_switch(stack: Stack, receiver: Receiver)
 def test_invoke_monitor_prints_the_urls_and_the_firing_alerts(
     stack: Stack, receiver: Receiver
 ) -> None:
-    wait_for("Watchdog firing", lambda: receiver.find("/watchdog", "Watchdog", "firing", 0.0))
+    eventually("Watchdog firing", lambda: receiver.find("/watchdog", "Watchdog", "firing", 0.0))
 
     def monitor_output() -> str | None:
         out = stack.invoke("monitor", f"--env={ENV_NAME}").stdout
         return out if "targets not up: 0" in out else None
 
-    out = wait_for("`invoke monitor` with every target up", monitor_output, timeout=120)
+    out = eventually("`invoke monitor` with every target up", monitor_output, timeout=120)
     assert f"Prometheus    http://127.0.0.1:{stack.prometheus_port}/" in out
     assert f"Alertmanager  http://127.0.0.1:{stack.alertmanager_port}/" in out
     assert re.search(r"^  info +Watchdog ", out, re.MULTILINE), out
@@ -224,13 +211,13 @@ def test_postgres_down_pages_and_the_api_recovers_without_restart(
     stack: Stack, receiver: Receiver, report: Callable[[str], None]
 ) -> None:
     api = containers("api")
-    started = {n: docker("inspect", "--format", "{{.State.StartedAt}}", n) for n in api}
+    started = {n: inspect(n, "{{.State.StartedAt}}") for n in api}
     (postgres,) = containers("postgres")
     fault = time.time()
     docker("stop", postgres)
     try:
         with stack.client() as client:
-            body = wait_for(
+            body = eventually(
                 "/ready 503 naming postgres",
                 lambda: (r := client.get("/ready")).status_code == 503 and r.json(),
                 timeout=60,
@@ -244,7 +231,7 @@ def test_postgres_down_pages_and_the_api_recovers_without_restart(
     delay = receiver.wait("PostgresDown", "resolved", back)
     report(f"PostgreSQL started -> PostgresDown resolved after {delay:.0f}s")
     wait_stack_ready(stack)
-    after = {n: docker("inspect", "--format", "{{.State.StartedAt}}", n) for n in api}
+    after = {n: inspect(n, "{{.State.StartedAt}}") for n in api}
     assert after == started, "the API was restarted to recover"
 
 
@@ -265,24 +252,9 @@ def test_all_api_replicas_down_fires_the_job_down_alert(
 
 def _short_lived_certificate(directory: Path, days: int) -> bytes:
     """tls.crt re-issued by the environment's CA for the same key, valid `days` more days."""
-    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
     current = x509.load_pem_x509_certificate((directory / "tls.crt").read_bytes())
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(current.subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(current.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-    )
-    for extension in current.extensions:
-        if extension.oid != x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
-            builder = builder.add_extension(extension.value, extension.critical)
-    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    return cert.public_bytes(serialization.Encoding.PEM)
+    ca = tls.load(directory / "ca.crt", directory / "ca.key")
+    return tls.reissue(current, ca, days).public_bytes(serialization.Encoding.PEM)
 
 
 def _write_in_place(path: Path, data: bytes) -> None:
@@ -312,7 +284,7 @@ def test_a_certificate_close_to_expiry_fires_the_certificate_alert(
         result = prometheus(stack, query)["data"]["result"]
         return bool(result) and abs(float(result[0]["value"][1]) - not_after) < 2
 
-    wait_for("the probe seeing the original certificate again", original_served, timeout=180)
+    eventually("the probe seeing the original certificate again", original_served, timeout=180)
     wait_stack_ready(stack)
 
 
@@ -324,20 +296,19 @@ def test_a_failing_backup_reaches_the_receiver(
     BackupFailed reaches the receiver; a good backup of the same type then clears the metric."""
     (backup,) = containers("backup")
     fault = time.time()
-    failed = subprocess.run(
-        ["docker", "exec", "-e", "PGBACKREST_PG1_SOCKET_PATH=/nonexistent", backup,
-         "backup-run", "--type=incr"],
-        capture_output=True, text=True, timeout=180,
+    failed = docker(
+        "exec", "-e", "PGBACKREST_PG1_SOCKET_PATH=/nonexistent", backup, "backup-run",
+        "--type=incr", timeout=180, check=False,
     )  # fmt: skip
     try:
         assert failed.returncode != 0, failed.stdout + failed.stderr
         assert "backup (incr) into repo1 FAILED" in failed.stdout + failed.stderr
-        metrics = docker("exec", backup, "cat", "/var/lib/slipway-metrics/backup.prom")
+        metrics = output("exec", backup, "cat", "/var/lib/slipway-metrics/backup.prom")
         assert 'slipway_backup_last_attempt_success{type="incr",repo="1"} 0' in metrics
         delay = receiver.wait("BackupFailed", "firing", fault, type="incr", repo="1")
         report(f"a backup failed -> BackupFailed notified after {delay:.0f}s")
     finally:
         # A good backup of the same type: the alert's condition clears for the next modules.
-        docker("exec", backup, "backup-run", "--type=incr")
-    metrics = docker("exec", backup, "cat", "/var/lib/slipway-metrics/backup.prom")
+        docker("exec", backup, "backup-run", "--type=incr", timeout=180)
+    metrics = output("exec", backup, "cat", "/var/lib/slipway-metrics/backup.prom")
     assert 'slipway_backup_last_attempt_success{type="incr",repo="1"} 1' in metrics

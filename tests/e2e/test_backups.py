@@ -55,8 +55,6 @@ from backup_stack import (
     S3_CONTAINER,
     SECRET_NAMES,
     BackupStack,
-    container_logs,
-    docker,
     in_repo,
     metric,
     project_volumes,
@@ -65,6 +63,9 @@ from backup_stack import (
     write_environment,
 )
 from free_port import free_port
+from support.docker import docker, output
+from support.docker import logs as container_logs
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -98,13 +99,13 @@ def _archive_through(bk: BackupStack, segment: str, timeout: float = 60) -> str:
     """`pgbackrest check` (switches the WAL, waits until it is in both repositories), then
     PostgreSQL's own record that `segment` is archived: its archiver notes it a moment after
     pgBackRest stored it (asynchronous archiving)."""
-    docker("exec", bk.container("backup"), "pgbackrest", "check")
-    deadline = time.monotonic() + timeout
-    while True:
-        archived = bk.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        if archived >= segment or time.monotonic() > deadline:
-            return archived
-        time.sleep(0.5)
+    docker("exec", bk.container("backup"), "pgbackrest", "check", timeout=300)
+    return wait_for(
+        lambda: bk.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver"),
+        until=lambda archived: archived >= segment,
+        what=f"{segment} archived",
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +203,9 @@ def test_point_in_time_restore_keeps_rows_before_t_and_drops_rows_after(bk: Back
     tag = uuid.uuid4().hex[:8]
     a, b = f"pitr-a-{tag}", f"pitr-b-{tag}"
     bk.insert_listings(a, 40)
+    # Time is what is tested: the target lies a clear second after the first rows and before
+    # the second. Whole seconds: `invoke restore` passes it to pgBackRest at that resolution.
     time.sleep(1.2)
-    # Whole seconds: `invoke restore` passes the target to pgBackRest at second resolution.
     at = datetime.now(UTC).replace(microsecond=0).isoformat()
     time.sleep(1.2)
     bk.insert_listings(b, 25)
@@ -287,10 +289,10 @@ def corrupted_drill(bk: BackupStack) -> CorruptedDrill:
         'dd if=/dev/urandom of="$f" bs=1 count=64 seek=$((size / 2)) conv=notrunc '
         'status=none && echo "$f $size"'
     )
-    file = docker(
+    file = output(
         "run", "--rm", "--user", "0", "--network", "none",
         "-v", f"{bk.volume('postgres-backups')}:/repo", bk.postgres_image(), "sh", "-c", corrupt,
-    ).strip()  # fmt: skip
+    )  # fmt: skip
     assert file.startswith(f"/repo/backup/listings/{label}/pg_data/base/"), file
     drill = bk.invoke("backup.drill", check=False)
     print(f"corrupted {file}\n{_output(drill)}")
@@ -457,7 +459,7 @@ def disaster(bk: BackupStack) -> Disaster:
     data, backups = bk.volume("postgres-data"), bk.volume("postgres-backups")
     bk.compose("rm", "--stop", "--force", "postgres", "backup")
     for volume in (data, backups):
-        users = docker("ps", "-aq", "--filter", f"volume={volume}").split()
+        users = output("ps", "-aq", "--filter", f"volume={volume}").split()
         assert not users, f"{volume} still used by {users}"
     docker("volume", "rm", data, backups)
     assert not {data, backups} & set(project_volumes(PROJECT))
@@ -466,18 +468,19 @@ def disaster(bk: BackupStack) -> Disaster:
         """postgres started on the new, empty volumes; its logs once the entrypoint decided."""
         bk.compose("up", "-d", "--no-deps", "--no-build", "--pull", "never", "postgres")
         postgres = bk.container("postgres")
-        deadline = time.monotonic() + 90
-        logs = ""
         # Until the entrypoint decides: a refusal (or a new cluster).
         decided = (
             "invoke restore",
             "an empty cluster is not created",
             "initialising a new cluster",
         )
-        while not any(d in logs for d in decided) and time.monotonic() < deadline:
-            time.sleep(1)
-            logs = container_logs(postgres)
-        return logs
+        return wait_for(
+            lambda: container_logs(postgres),
+            until=lambda out: any(d in out for d in decided),
+            what="the postgres entrypoint deciding",
+            timeout=90,
+            interval=1,
+        )
 
     # The object store refusing these keys meanwhile: an empty local repository says nothing,
     # so no new cluster either.
@@ -491,7 +494,7 @@ def disaster(bk: BackupStack) -> Disaster:
     # A new, empty cluster is refused while a repository with backups exists: the off-site one.
     logs = decision()
     postgres = bk.container("postgres")
-    health = docker("inspect", "-f", "{{.State.Health.Status}}", postgres).strip()
+    health = output("inspect", "-f", "{{.State.Health.Status}}", postgres)
 
     started = time.time()
     result = bk.invoke("restore", "--yes", check=False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from stack_names import ENV_NAME
+from support.waiting import wait_for
 
 from ops.perf import feeds as feeds
 
@@ -59,12 +60,13 @@ def search_until(
 ) -> list[Found]:
     """Search again until `check(found)` holds (lines reach the collector within a second or
     so; the worker may still be finishing the job)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = search(stack, *args)
-        if check(found) or time.monotonic() > deadline:
-            return found
-        time.sleep(1)
+    return wait_for(
+        lambda: search(stack, *args),
+        until=check,
+        what=f"`invoke logs {' '.join(args)}` finding the lines",
+        timeout=timeout,
+        interval=1,
+    )
 
 
 def _queue_feed(stack: Stack, api_key: str, request_id: str, rows: int = 200) -> dict[str, object]:
@@ -79,17 +81,7 @@ def _queue_feed(stack: Stack, api_key: str, request_id: str, rows: int = 200) ->
         queued = client.post("/api/v1/ingest", content=body, headers=headers)
         assert queued.status_code == 202, queued.text
         assert queued.headers["x-request-id"] == request_id
-        job_id = queued.json()["job_id"]
-        deadline = time.monotonic() + 120
-        while True:
-            status = client.get(
-                f"/api/v1/ingest/{job_id}", headers={"Authorization": f"Bearer {api_key}"}
-            )
-            assert status.status_code == 200, status.text
-            job: dict[str, object] = status.json()
-            if job["status"] in ("done", "failed") or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+    job: dict[str, object] = stack.ingest_job(queued.json()["job_id"], api_key)
     assert job["status"] == "done", job
     return job
 
@@ -119,7 +111,6 @@ def test_service_grep_and_since_narrow_the_search(stack: Stack) -> None:
     with stack.client() as client:
         listed = client.get("/api/v1/listings", params={"q": marker})
         assert listed.status_code == 200, listed.text
-    after = datetime.now(UTC) + timedelta(seconds=2)
 
     def seen(found: list[Found]) -> bool:
         return bool(found)
@@ -132,7 +123,8 @@ def test_service_grep_and_since_narrow_the_search(stack: Stack) -> None:
     pattern = f'q={marker}[&"]'
     assert search(stack, "--service=nginx", f"--grep={pattern}", "--since=10m") == edge
     assert search(stack, f"--grep={marker}", f"--since={before.isoformat()}") == edge
-    time.sleep(max(0.0, (after - datetime.now(UTC)).total_seconds()))
+    # A time after the lines (they are all found above): none is newer.
+    after = max(f.ts for f in edge) + timedelta(milliseconds=1)
     assert search(stack, f"--grep={marker}", f"--since={after.isoformat()}") == []
     # --tail keeps the newest lines of a search.
     newest = search(stack, "--service=nginx", "--tail=3")
@@ -174,10 +166,15 @@ def test_follow_still_streams_through_docker_compose_logs(stack: Stack) -> None:
     )
     seen: list[str] = []
     try:
-        time.sleep(5)  # invoke and compose started, following
+        assert follower.stdout is not None
+        # invoke echoes `$ docker compose ... --follow`; the newest line (--tail=1), prefixed
+        # "nginx-1  | ", comes once compose follows.
+        for line in follower.stdout:
+            seen.append(line)
+            if " | " in line:
+                break
         with stack.client() as client:
             client.get("/api/v1/listings", params={"q": marker})
-        assert follower.stdout is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = follower.stdout.readline()

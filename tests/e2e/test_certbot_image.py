@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 from built import built_image
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from support.docker import docker
+from support.tls import make_cert
 
 pytestmark = pytest.mark.e2e
 
@@ -39,13 +37,13 @@ def volumes() -> Iterator[dict[str, str]]:
     try:
         yield VOLUMES
     finally:
-        subprocess.run(["docker", "volume", "rm", "-f", *VOLUMES.values()], capture_output=True)
+        docker("volume", "rm", "-f", *VOLUMES.values(), check=False)
 
 
 def _run(
     image: str, *args: str, root: bool = False, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    argv = ["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
+    argv = ["run", "--rm", "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
     if root:  # `prepare`, as the deploy runs it
         argv += ["--user", "0", "--cap-add", "CHOWN", "--cap-add", "DAC_OVERRIDE"]
         argv += ["--cap-add", "FOWNER"]
@@ -53,48 +51,22 @@ def _run(
     argv += ["-v", f"{VOLUMES['web']}:/var/www/acme"]
     for key, value in {"ACME_DOMAINS": "a.test b.test", **env}.items():
         argv += ["-e", f"{key}={value}"]
-    return subprocess.run([*argv, image, *args], capture_output=True, text=True, timeout=120)
+    return docker(*argv, image, *args, check=False)
 
 
 def _shell(image: str, script: str) -> str:
     """A root shell on the volumes (to look at them, or to put a lineage in place)."""
-    result = subprocess.run(
-        [
-            "docker", "run", "--rm", "--user", "0", "--entrypoint", "sh",
-            "-v", f"{VOLUMES['tls']}:/tls", "-v", f"{VOLUMES['state']}:/var/lib/acme",
-            image, "-c", script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return docker(
+        "run", "--rm", "--user", "0", "--entrypoint", "sh",
+        "-v", f"{VOLUMES['tls']}:/tls", "-v", f"{VOLUMES['state']}:/var/lib/acme",
+        image, "-c", script, timeout=60,
+    ).stdout  # fmt: skip
 
 
 def _certificate(name: str, days: int, directory: Path) -> None:
     """A CA-signed-looking certificate (issuer != subject) for `name`, valid `days` more days."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "privkey.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    issued = make_cert(name, days=days, issuer="Test CA", backdate=dt.timedelta(days=1))
+    issued.write(directory, cert="fullchain.pem", key="privkey.pem")
 
 
 def _lineage(image: str, name: str, days: int, tmp_path: Path) -> None:

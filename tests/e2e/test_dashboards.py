@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from unit.ops.test_dashboards_static import (
+from support.dashboard_queries import (
     CONSOLES,
     DASHBOARDS,
     Query,

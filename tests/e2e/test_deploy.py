@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,9 @@ import httpx
 import pytest
 import yaml
 from alert_receiver import run_argv
-from sandboxes import SandboxEnv, derived_image, wait_until
+from sandboxes import SandboxEnv, derived_image, remove_images, served
+from support.docker import docker, output, remove
+from support.waiting import wait_for
 
 from ops.deploy.onehost import LOG_SERVICE, MONITORING_SERVICES
 
@@ -105,7 +106,7 @@ def hosts() -> Iterator[dict[str, Host]]:
     env = {**os.environ, "SLIPWAY_ENVIRONMENTS_DIR": str(envdir)}
     env.pop("SLIPWAY_VERSION", None)
     made = {name: Host(name, envdir, env) for name in (STAGING, PRODUCTION)}
-    subprocess.run(["docker", "rm", "-f", RECEIVER], check=False, capture_output=True)
+    remove(RECEIVER)
     try:
         for name, mode in ((STAGING, "staging"), (PRODUCTION, "production")):
             made[name].invoke("sandbox.up", f"--name={name}", f"--listings-env={mode}")
@@ -124,11 +125,7 @@ def hosts() -> Iterator[dict[str, Host]]:
         # A tag of its own: the rollback test removes listings:V1 here, which a running
         # container's only tag would block.
         receiver_image = f"slipway/e2e-receiver:e2e-{TAG}-receiver"
-        subprocess.run(
-            ["docker", "tag", f"slipway/listings:{V1}", receiver_image],
-            check=True,
-            capture_output=True,
-        )
+        docker("tag", f"slipway/listings:{V1}", receiver_image)
         address = _start_receiver(receiver_image)
         ALERTS.update(
             ALERT_WEBHOOK_URL=f"http://{address}:9000/hook",
@@ -137,46 +134,28 @@ def hosts() -> Iterator[dict[str, Host]]:
         env.update(ALERTS)  # the process environment of every invoke: CI secrets' way
         yield made
     finally:
-        subprocess.run(["docker", "rm", "-f", RECEIVER], check=False, capture_output=True)
+        remove(RECEIVER)
         if os.environ.get("SLIPWAY_E2E_KEEP") != "1":
             for host in made.values():
                 host.invoke("sandbox.down", f"--name={host.name}", "--yes", check=False)
             shutil.rmtree(envdir, ignore_errors=True)
             shutil.rmtree(ROOT / ".slipway" / STAGING, ignore_errors=True)
             shutil.rmtree(ROOT / ".slipway" / PRODUCTION, ignore_errors=True)
-            subprocess.run(
-                f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep ':e2e-{TAG}-' "
-                "| xargs -r docker rmi -f",
-                shell=True,
-                check=False,
-                capture_output=True,
-            )
+            remove_images(f":e2e-{TAG}-")
 
 
 def _start_receiver(image: str) -> str:
     """The alert receiver container; its address on the sandbox network."""
-    subprocess.run(
-        run_argv(RECEIVER, "slipway-sandbox", image, "127.0.0.1:"), check=True, capture_output=True
-    )
-    return subprocess.run(
-        [
-            "docker",
-            "inspect",
-            "-f",
-            '{{(index .NetworkSettings.Networks "slipway-sandbox").IPAddress}}',
-            RECEIVER,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    docker(*run_argv(RECEIVER, "slipway-sandbox", image, "127.0.0.1:")[1:])
+    return output(
+        "inspect", "-f", '{{(index .NetworkSettings.Networks "slipway-sandbox").IPAddress}}',
+        RECEIVER,
+    )  # fmt: skip
 
 
 def received(path: str) -> list[dict[str, object]]:
     """What the receiver got at `path` (through its port published on this machine)."""
-    port = subprocess.run(
-        ["docker", "port", RECEIVER, "9000/tcp"], check=True, capture_output=True, text=True
-    ).stdout.split()[0]
+    port = output("port", RECEIVER, "9000/tcp").split()[0]
     with httpx.Client(timeout=10) as client:
         notes = client.get(f"http://{port}/received").json()
     return [n for n in notes if n["path"] == path]
@@ -296,7 +275,9 @@ def test_the_host_runs_monitoring_and_central_logs_published_on_loopback_only(
         services = staging.services()
         return services if all("(healthy)" in services.get(n, "") for n in MONITORING) else {}
 
-    services = wait_until("Docker reports every monitoring service healthy", all_healthy, 90)
+    services = wait_for(
+        all_healthy, what="Docker reports every monitoring service healthy", timeout=90, interval=3
+    )
     assert isinstance(services, dict) and set(MONITORING) <= set(services), services
     # Every port published on the host: nginx on `bind`; Prometheus and Alertmanager on the
     # loopback only (operators come through an SSH tunnel); nothing else.
@@ -328,7 +309,9 @@ def test_invoke_monitor_reaches_the_host_through_an_ssh_tunnel(staging: Host) ->
         out = staging.invoke("monitor", f"--env={STAGING}", "--once", check=False).stdout
         return out if "targets not up: 0" in out else ""
 
-    out = str(wait_until("every target up, seen through the tunnel", every_target_up, 150))
+    out = wait_for(
+        every_target_up, what="every target up, seen through the tunnel", timeout=150, interval=3
+    )
     assert re.search(r"Prometheus +http://127\.0\.0\.1:\d+/", out), out
     assert "Watchdog" in out, out  # the dead man's switch always fires
 
@@ -367,7 +350,7 @@ def test_alerts_of_the_host_reach_the_receiver_from_its_secrets(staging: Host) -
             )
         ]
 
-    notes = wait_until("the host's Watchdog at the receiver", watchdog, 180)
+    notes = wait_for(watchdog, what="the host's Watchdog at the receiver", timeout=180, interval=3)
     assert notes
 
 
@@ -386,7 +369,7 @@ def test_a_request_is_followed_through_the_central_logs_of_the_host(staging: Hos
         services = {line.split()[1] for line in lines if len(line.split()) > 1}
         return out if {"nginx", "api"} <= services else ""
 
-    out = str(wait_until("nginx and api lines of the request", both_lines, 60))
+    out = wait_for(both_lines, what="nginx and api lines of the request", timeout=60, interval=3)
     assert "Lyon" in out or "/api/v1/listings" in out
     # A regular expression over the history, across services, in time order.
     grep = staging.invoke("logs", f"--env={STAGING}", "--grep=/api/v1/listings").stdout
@@ -430,9 +413,9 @@ def test_deploying_twice_changes_nothing(staging: Host) -> None:
 
 def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) -> None:
     with staging.traffic() as traffic:
-        time.sleep(3)
+        served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", version=V2)
-        time.sleep(3)
+        served(traffic)
     tally = traffic.tally
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V1, V2], tally.summary()[:600]
@@ -496,11 +479,11 @@ def test_dry_runs_of_a_deploy_and_a_rollback_change_nothing_here_or_on_the_host(
 
 def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> None:
     # No build, no registry: the local images of v1 are gone, the host still has them.
-    subprocess.run(["docker", "rmi", f"slipway/listings:{V1}"], check=True, capture_output=True)
+    docker("rmi", f"slipway/listings:{V1}")
     with staging.traffic() as traffic:
-        time.sleep(3)
+        served(traffic)
         result = staging.invoke("rollback", f"--env={STAGING}")
-        time.sleep(3)
+        served(traffic)
     tally = traffic.tally
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V2, V1], tally.summary()[:600]
@@ -521,9 +504,9 @@ def test_a_release_that_never_gets_ready_rolls_back_with_no_failed_request(
     derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
     before = staging.api_containers()
     with staging.traffic() as traffic:
-        time.sleep(2)
+        served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", f"--version={BROKEN}", check=False)
-        time.sleep(2)
+        served(traffic)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     assert "not ready after 25s" in out
@@ -541,9 +524,9 @@ def test_a_release_failing_its_check_through_nginx_is_switched_back(staging: Hos
     derived_image(f"slipway/listings:{V2}", WRONG, ["listings"], {})
     before = staging.api_containers()
     with staging.traffic() as traffic:
-        time.sleep(2)
+        served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", f"--version={WRONG}", check=False)
-        time.sleep(2)
+        served(traffic)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     assert "traffic switched back" in out and "rolled back to" in out
@@ -597,11 +580,12 @@ def test_a_failing_migration_aborts_before_traffic_moves(staging: Host) -> None:
 def test_a_second_deploy_fails_naming_the_holder_while_the_first_runs(staging: Host) -> None:
     first = staging.popen("deploy", f"--env={STAGING}", version=V2)
     try:
-        deadline = time.monotonic() + 120
-        while "lock" not in staging.on_host(f"ls /srv/slipway/{STAGING}", check=False):
+
+        def locked() -> bool:
             assert first.poll() is None, first.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "the first deploy never took the lock"
-            time.sleep(0.2)
+            return "lock" in staging.on_host(f"ls /srv/slipway/{STAGING}", check=False)
+
+        wait_for(locked, what="the first deploy taking the lock", timeout=120, interval=0.2)
         second = staging.invoke("deploy", f"--env={STAGING}", version=V2, check=False)
         out = second.stdout + second.stderr
         assert second.returncode != 0
@@ -639,20 +623,23 @@ def test_a_stale_lock_of_a_killed_deploy_is_taken_over(staging: Host) -> None:
 def _kill_and_wait_back(staging: Host, victim: str) -> None:
     restarts = staging.on_host(f"docker inspect -f '{{{{.RestartCount}}}}' {victim}").strip()
     staging.on_host(f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {victim})")
-    deadline = time.monotonic() + 90
-    while True:
-        state = staging.on_host(
+    wait_for(
+        lambda: staging.on_host(
             f"docker inspect -f '{{{{.RestartCount}}}} {{{{.State.Status}}}}' {victim}"
-        ).split()
-        if int(state[0]) > int(restarts) and state[1] == "running":
-            break
-        assert time.monotonic() < deadline, f"{victim} did not come back: {state}"
-        time.sleep(1)
+        ).split(),
+        until=lambda state: int(state[0]) > int(restarts) and state[1] == "running",
+        what=f"{victim} restarted",
+        timeout=90,
+        interval=1,
+    )
     # Up is not ready: wait until it answers again (a new address, which nginx must pick up).
     ready = f"docker exec {victim} listings healthcheck ready >/dev/null && echo READY"
-    while "READY" not in staging.on_host(ready, check=False):
-        assert time.monotonic() < deadline, f"{victim} never became ready again"
-        time.sleep(1)
+    wait_for(
+        lambda: "READY" in staging.on_host(ready, check=False),
+        what=f"{victim} ready again",
+        timeout=90,
+        interval=1,
+    )
 
 
 def test_killing_api_replicas_one_after_the_other_under_load_fails_no_request(
@@ -662,7 +649,7 @@ def test_killing_api_replicas_one_after_the_other_under_load_fails_no_request(
     (Docker gives it a new address; nginx's upstream watcher reloads)."""
     first, second = staging.api_containers()[:2]
     with staging.traffic() as traffic:
-        time.sleep(3)
+        served(traffic)
         _kill_and_wait_back(staging, first)
         address = staging.on_host(
             f"docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}"
@@ -670,20 +657,20 @@ def test_killing_api_replicas_one_after_the_other_under_load_fails_no_request(
         ).strip()
         nginx = f"slipway-{STAGING}-nginx-1"
         back_at = staging.on_host("date -u +%Y-%m-%dT%H:%M:%S").strip()
-        deadline = time.monotonic() + 60
         # nginx sends the restarted replica requests again (at its new address, if it got one),
         # and they succeed: only then is the other one killed.
-        served = '"status":200,"body_bytes_sent"'
-        while not any(
-            f'"upstream_addr":"{address}:8000"' in line and served in line
-            for line in staging.on_host(
-                f"docker logs --since {back_at} {nginx} 2>&1", check=False
-            ).splitlines()
-        ):
-            assert time.monotonic() < deadline, f"nginx never used {first} at {address} again"
-            time.sleep(1)
-        staging.on_host(f"kill -9 $(docker inspect -f '{{{{.State.Pid}}}}' {second})")
-        time.sleep(5)
+        answered = '"status":200,"body_bytes_sent"'
+
+        def used_again() -> bool:
+            lines = staging.on_host(f"docker logs --since {back_at} {nginx} 2>&1", check=False)
+            return any(
+                f'"upstream_addr":"{address}:8000"' in line and answered in line
+                for line in lines.splitlines()
+            )
+
+        wait_for(used_again, what=f"nginx using {first} at {address} again", interval=1)
+        # The other one killed: requests go on, served by the first, until it is back.
+        _kill_and_wait_back(staging, second)
     tally = traffic.tally
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
 

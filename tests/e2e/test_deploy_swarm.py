@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sandboxes import ROOT, SandboxEnv, derived_image, remove_images, sandbox, wait_until
+from sandboxes import ROOT, SandboxEnv, derived_image, remove_images, sandbox, served
+from support.docker import docker
+from support.waiting import wait_for
 
 from ops import health
 
@@ -123,7 +124,9 @@ def test_monitoring_and_central_logs_run_on_every_host_of_the_swarm(swarm: Sandb
         out = swarm.invoke("monitor", f"--env={NAME}", "--once", check=False).stdout
         return out if "targets not up: 0" in out else ""
 
-    out = str(wait_until("every target up through the tunnel", every_target_up, 180))
+    out = wait_for(
+        every_target_up, what="every target up through the tunnel", timeout=180, interval=3
+    )
     assert "Watchdog" in out
     nodes = swarm.on_host(
         f"docker exec $(docker ps -q --filter label=com.docker.swarm.service.name={STACK}_"
@@ -149,7 +152,12 @@ def test_monitoring_and_central_logs_run_on_every_host_of_the_swarm(swarm: Sandb
         services = [line.split()[1] for line in lines]
         return out if services.count("api") == 10 and services.count("nginx") == 10 else ""
 
-    out = str(wait_until("the ten requests' nginx and api lines from both hosts", all_lines, 90))
+    out = wait_for(
+        all_lines,
+        what="the ten requests' nginx and api lines from both hosts",
+        timeout=90,
+        interval=3,
+    )
     stamps = [line.split()[0] for line in out.splitlines() if marker in line]
     assert stamps == sorted(stamps)
     for index in (1, 2):
@@ -176,7 +184,7 @@ def test_the_backup_task_runs_next_to_postgres_and_backs_up(swarm: SandboxEnv) -
         )
         return metrics if re.search(r"^slipway_backup_count [1-9]", metrics, re.M) else ""
 
-    metrics = str(wait_until("the first backup in the metrics", backed_up, 180))
+    metrics = wait_for(backed_up, what="the first backup in the metrics", timeout=180, interval=3)
     assert 'slipway_backup_last_attempt_success{type="full",repo="1"} 1' in metrics
     assert 'slipway_backup_repo_ok{repo="1"} 1' in metrics
 
@@ -206,6 +214,7 @@ def test_backups_are_driven_on_the_swarm_and_restore_to_a_point_in_time(
 
     rows = "INSERT INTO listings (source, source_id, title, kind, price, city) VALUES "
     _psql(swarm, rows + "('e2e-pitr', 'a', 'Before', 'house', 1, 'Brest')")
+    # Time is what is tested: the target lies between the two rows' commits.
     time.sleep(1.5)
     moment = datetime.now(UTC).isoformat(timespec="seconds")  # one clock: containers
     time.sleep(1.5)
@@ -233,9 +242,9 @@ def test_deploying_v1_again_changes_nothing(swarm: SandboxEnv) -> None:
 
 def test_deploy_v2_under_load_fails_no_request(swarm: SandboxEnv) -> None:
     with swarm.traffic() as traffic:
-        time.sleep(3)
+        served(traffic)
         swarm.invoke("deploy", f"--env={NAME}", version=V2)
-        time.sleep(3)
+        served(traffic)
     _assert_no_failure(traffic)
     assert traffic.tally.version_changes()[-1] == V2
     assert swarm.version() == V2
@@ -243,17 +252,17 @@ def test_deploy_v2_under_load_fails_no_request(swarm: SandboxEnv) -> None:
 
 
 def test_rollback_under_load_needs_no_build_and_no_registry(swarm: SandboxEnv) -> None:
-    subprocess.run(["docker", "rmi", f"slipway/listings:{V1}"], check=True, capture_output=True)
+    docker("rmi", f"slipway/listings:{V1}")
     registry = f"{NAME}-registry"
     # Paused, not stopped: a restarted registry would be published on another loopback port.
-    subprocess.run(["docker", "pause", registry], check=True, capture_output=True)
+    docker("pause", registry)
     try:
         with swarm.traffic() as traffic:
-            time.sleep(3)
+            served(traffic)
             result = swarm.invoke("rollback", f"--env={NAME}")
-            time.sleep(3)
+            served(traffic)
     finally:
-        subprocess.run(["docker", "unpause", registry], check=True, capture_output=True)
+        docker("unpause", registry)
     _assert_no_failure(traffic)
     assert "build" not in result.stdout.lower().replace("rebuild", "")
     assert swarm.version() == V1
@@ -269,9 +278,9 @@ def test_a_release_whose_replicas_never_get_healthy_is_rolled_back(swarm: Sandbo
     hang = 'if [ "$0" = api ]; then exec sleep 3600; fi; exec listings "$0" "$@"'
     derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
     with swarm.traffic() as traffic:
-        time.sleep(2)
+        served(traffic)
         result = swarm.invoke("deploy", f"--env={NAME}", f"--version={BROKEN}", check=False)
-        time.sleep(2)
+        served(traffic)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     assert "Swarm rolled back the update of api" in out, out[-3000:]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,12 +35,7 @@ def _seed(stack: Stack, api_key: str) -> None:
             "/api/v1/ingest", content=body, headers={**auth, "Content-Type": "text/csv"}
         )
         assert queued.status_code == 202, queued.text
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            job = client.get(f"/api/v1/ingest/{queued.json()['job_id']}", headers=auth).json()
-            if job["status"] in ("done", "failed"):
-                break
-            time.sleep(0.5)
+    job = stack.ingest_job(queued.json()["job_id"], api_key, timeout=60)
     assert job["status"] == "done" and job["accepted"] == SEED_ROWS, job
 
 

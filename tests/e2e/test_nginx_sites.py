@@ -11,14 +11,13 @@ replaced with `mv -T`. Everything the tests create is removed at the end, also o
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import http.client
 import secrets
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,8 @@ from typing import Any
 import docker
 import pytest
 from built import built_image
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from support import tls
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -81,31 +78,8 @@ class Cert:
 
 def make_cert(domain: str) -> Cert:
     """A self-signed certificate for `domain` (CN and SAN), with a random serial."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return Cert(
-        domain=domain,
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem=key_pem,
-        der=cert.public_bytes(serialization.Encoding.DER),
-    )
+    issued = tls.make_cert(domain)
+    return Cert(domain, issued.cert_pem.decode(), issued.key_pem.decode(), issued.der)
 
 
 def _client_context() -> ssl.SSLContext:
@@ -261,32 +235,27 @@ def _logs(container: Any) -> str:
 
 def wait_for_https(container: Any, sni: str | None = None) -> int:
     """The published HTTPS port, once nginx completes a TLS handshake there."""
-    deadline = time.monotonic() + START_TIMEOUT
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+
+    def handshake() -> int:
         container.reload()
         assert container.status in {"created", "running"}, (
             f"nginx stopped ({container.status}):\n{_logs(container)}"
         )
         bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8443/tcp")
-        if bindings:
-            port = int(bindings[0]["HostPort"])
-            try:
-                served_cert(port, sni)
-                return port
-            except OSError as exc:
-                last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"no TLS on 8443 within {START_TIMEOUT}s ({last}):\n{_logs(container)}")
+        if not bindings:
+            return 0
+        port = int(bindings[0]["HostPort"])
+        served_cert(port, sni)
+        return port
 
-
-def wait_until(what: str, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    return wait_for(
+        handshake,
+        what="TLS on 8443",
+        timeout=START_TIMEOUT,
+        interval=0.1,
+        ignoring=(OSError,),
+        details=lambda: _logs(container),
+    )
 
 
 def assert_config_valid(container: Any) -> None:
@@ -347,6 +316,7 @@ def test_a_renewed_certificate_is_served_without_restart_or_failed_request(
     failures: list[str] = []
     seen: dict[str, set[bytes]] = {"new connections": set(), "kept-alive connection": set()}
     counts = {"new connections": 0, "kept-alive connection": 0, "reconnects": 0}
+    # The clients below pause 10 ms between requests: a steady load, not a wait for anything.
 
     def new_connections() -> None:
         while not stop.is_set():
@@ -396,21 +366,24 @@ def test_a_renewed_certificate_is_served_without_restart_or_failed_request(
     for thread in threads:
         thread.start()
     try:
-        wait_until(
-            "both clients were answered with the old certificate",
+        wait_for(
             lambda: all(b_old.der in s for s in seen.values()),
-            START_TIMEOUT,
+            what="both clients answered with the old certificate",
+            timeout=START_TIMEOUT,
+            interval=0.1,
         )
         dock.install_site(volume, b_new, "2")
-        wait_until(
-            "the renewed certificate of b.test is served",
+        wait_for(
             lambda: served_cert(port, "b.test") == b_new.der,
-            RENEW_TIMEOUT,
+            what="the renewed certificate of b.test served",
+            timeout=RENEW_TIMEOUT,
+            interval=0.1,
         )
-        wait_until(
-            "both clients were answered with the renewed certificate",
+        wait_for(
             lambda: all(b_new.der in s for s in seen.values()),
-            RENEW_TIMEOUT,
+            what="both clients answered with the renewed certificate",
+            timeout=RENEW_TIMEOUT,
+            interval=0.1,
         )
     finally:
         stop.set()

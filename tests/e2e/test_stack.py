@@ -22,17 +22,6 @@ pytestmark = pytest.mark.e2e
 ROWS = 10_000
 
 
-def _wait_for_job(client: httpx.Client, job_id: str, key: str, deadline_s: float = 300) -> dict:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        status = client.get(f"/api/v1/ingest/{job_id}", headers={"Authorization": f"Bearer {key}"})
-        assert status.status_code == 200, status.text
-        body = status.json()
-        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.5)
-
-
 def _get_json(client: httpx.Client, path: str, params: dict[str, object]) -> dict:
     """GET a JSON page; a 429 is waited out as its Retry-After says (a bounded number of times)."""
     for _ in range(20):
@@ -154,7 +143,7 @@ def test_ingest_of_a_ten_thousand_row_feed_makes_every_row_searchable(
             },
         )
         assert queued.status_code == 202, queued.text
-        job = _wait_for_job(client, queued.json()["job_id"], api_key)
+        job = stack.ingest_job(queued.json()["job_id"], api_key, timeout=300)
         assert job["status"] == "done", job
         assert job["accepted"] == ROWS and job["rejected"] == 0
 
@@ -200,7 +189,7 @@ def test_a_feed_with_bad_rows_reports_them_by_line_and_stores_the_good_ones(
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "text/csv"},
         )
         assert queued.status_code == 202, queued.text
-        job = _wait_for_job(client, queued.json()["job_id"], api_key)
+        job = stack.ingest_job(queued.json()["job_id"], api_key, timeout=300)
         assert job["status"] == "done", job
         assert job["accepted"] == 20 - len(breakages)
         assert job["rejected"] == len(breakages)

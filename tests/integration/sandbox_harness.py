@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from support.docker import docker, output, remove
 
 from ops import config
 from ops.sandbox import names
@@ -66,20 +67,9 @@ class Sandbox:
 
     def labelled(self) -> list[str]:
         """Names of every container carrying this sandbox's label."""
-        return subprocess.run(
-            [
-                "docker",
-                "ps",
-                "-a",
-                "--filter",
-                f"label={names.LABEL}={self.name}",
-                "--format",
-                "{{.Names}}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        return output(
+            "ps", "-a", "--filter", f"label={names.LABEL}={self.name}", "--format", "{{.Names}}"
+        ).split()
 
     def load(self) -> config.Environment:
         os.environ["SLIPWAY_ENVIRONMENTS_DIR"] = str(self.envdir)
@@ -120,8 +110,7 @@ def running_sandbox(
     finally:
         handle.down(check=False)
         # Belt and braces: nothing of this sandbox survives the session.
-        for container in {*handle.labelled(), *leftovers}:
-            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        remove(*{*handle.labelled(), *leftovers})
         shutil.rmtree(handle.files.key_dir, ignore_errors=True)
         handle.files.secrets.unlink(missing_ok=True)
 
@@ -132,18 +121,14 @@ def assert_down_removes(sbx: Sandbox, server: str, *paths: Path) -> None:
     assert f"removing {server}" in result.stdout
     assert f"sandbox {sbx.name} is gone" in result.stdout
     assert sbx.labelled() == []
-    gone = subprocess.run(["docker", "inspect", server], capture_output=True, check=False)
-    assert gone.returncode != 0
+    assert docker("inspect", server, check=False).returncode != 0
     for path in paths:
         assert not path.exists(), path
 
 
 def inspect(container: str) -> dict[str, Any]:
     """`docker inspect` of one container."""
-    out = subprocess.run(
-        ["docker", "inspect", container], capture_output=True, text=True, check=True
-    ).stdout
-    data: dict[str, Any] = json.loads(out)[0]
+    data: dict[str, Any] = json.loads(docker("inspect", container).stdout)[0]
     return data
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import queue
 import secrets
 import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +26,8 @@ from typing import Any
 import pytest
 import yaml
 from e2e.built import built_image
+from support.docker import docker, inspect, logs, output, remove
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,19 +50,6 @@ def image() -> str:
     return built_image("alertmanager", "SLIPWAY_ALERTMANAGER_TAG")
 
 
-def _docker(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: int = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args],
-        input=stdin,
-        env=None if env is None else {**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def _env_args(env: dict[str, str]) -> list[str]:
     """`-e NAME` for each variable: docker takes the values from its own environment, so no
     secret is on a command line."""
@@ -69,7 +57,7 @@ def _env_args(env: dict[str, str]) -> list[str]:
 
 
 def render(image: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return _docker("run", "--rm", *_env_args(env), image, "render", env=env)
+    return docker("run", "--rm", *_env_args(env), image, "render", env=env, check=False)
 
 
 def rendered(image: str, env: dict[str, str]) -> str:
@@ -82,7 +70,7 @@ def amtool(image: str, config: str, *args: str) -> subprocess.CompletedProcess[s
     """amtool inside the image, on `config` (passed on stdin, written to the container's /tmp)."""
     script = 'cat >/tmp/alertmanager.yml && exec amtool "$@"'
     argv = ["run", "--rm", "-i", image, "sh", "-c", script, "amtool", *args]
-    return _docker(*argv, stdin=config)
+    return docker(*argv, input=config, check=False)
 
 
 def check_config(image: str, config: str) -> None:
@@ -280,9 +268,10 @@ def test_invalid_settings_stop_render_and_start_naming_the_variable_but_not_its_
     assert "s3cr3t" not in result.stderr
 
     # The server itself refuses to start the same way (its default command).
-    started = _docker(
-        "run", "--rm", "--read-only", "--tmpfs", "/tmp", *_env_args(env), image, env=env
-    )
+    started = docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", *_env_args(env), image, env=env,
+        check=False,
+    )  # fmt: skip
     assert started.returncode == 2, started.stdout + started.stderr
     assert named in started.stderr and "s3cr3t" not in started.stdout + started.stderr
 
@@ -356,31 +345,28 @@ class Running:
 
 
 def _wait_ready(url: str, container: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    logs = _docker("logs", container)
-    raise AssertionError(f"{url} not ready in {timeout}s:\n{logs.stdout}\n{logs.stderr}")
+    def ready() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    wait_for(
+        ready,
+        what=f"{url} ready",
+        timeout=timeout,
+        interval=0.3,
+        ignoring=(OSError,),
+        details=lambda: logs(container),
+    )
 
 
 @pytest.fixture(scope="module")
 def running(image: str) -> Iterator[Running]:
     network = f"slipway-it-am-{TAG}"
     container = f"slipway-it-am-{TAG}"
-    created = _docker("network", "create", "--label", "slipway.test=alertmanager", network)
-    assert created.returncode == 0, created.stderr
+    docker("network", "create", "--label", "slipway.test=alertmanager", network)
     server: ThreadingHTTPServer | None = None
     try:
-        inspected = _docker(
-            "network", "inspect", network, "-f", "{{(index .IPAM.Config 0).Gateway}}"
-        )
-        gateway = inspected.stdout.strip()
+        gateway = inspect(network, "{{(index .IPAM.Config 0).Gateway}}")
         received = Received()
         server = _receiver_server(gateway, received)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -390,7 +376,7 @@ def running(image: str) -> Iterator[Running]:
             "ALERT_WEBHOOK_URL": f"{base}/webhook/{token}",
             "ALERT_SLACK_URL": f"{base}/slack/{token}",
         }
-        started = _docker(
+        docker(
             "run",
             "-d",
             "--name",
@@ -414,8 +400,7 @@ def running(image: str) -> Iterator[Running]:
             image,
             env=env,
         )
-        assert started.returncode == 0, started.stderr
-        port = _docker("port", container, "9093/tcp").stdout.split()[0].rsplit(":", 1)[1]
+        port = output("port", container, "9093/tcp").split()[0].rsplit(":", 1)[1]
         api = f"http://127.0.0.1:{port}"
         _wait_ready(f"{api}/-/ready", container)
         yield Running(container=container, api=api, received=received, token=token)
@@ -423,8 +408,8 @@ def running(image: str) -> Iterator[Running]:
         if server is not None:
             server.shutdown()
             server.server_close()
-        _docker("rm", "-f", "-v", container)
-        _docker("network", "rm", network)
+        remove(container)
+        docker("network", "rm", network, check=False)
 
 
 def _now(offset_s: float = 0) -> str:
@@ -493,13 +478,12 @@ def test_an_alert_reaches_the_webhook_and_slack_firing_then_resolved(running: Ru
     assert sent["status"] == "resolved"
 
     # The secrets (the receivers' URLs) never reach the log; the rendered file is private.
-    logs = _docker("logs", running.container)
-    assert running.token not in logs.stdout + logs.stderr
-    assert "receivers: page=webhook,slack ticket=webhook,slack watchdog=none" in logs.stdout
-    mode = _docker("exec", running.container, "stat", "-c", "%a %U", "/tmp/alertmanager")
-    assert mode.stdout.split() == ["700", "alertmanager"]
-    health = _docker("inspect", "-f", "{{.State.Health.Status}}", running.container)
-    assert health.stdout.strip() == "healthy"
+    own = docker("logs", running.container)
+    assert running.token not in own.stdout + own.stderr
+    assert "receivers: page=webhook,slack ticket=webhook,slack watchdog=none" in own.stdout
+    mode = output("exec", running.container, "stat", "-c", "%a %U", "/tmp/alertmanager")
+    assert mode.split() == ["700", "alertmanager"]
+    assert inspect(running.container, "{{.State.Health.Status}}") == "healthy"
 
 
 def test_inhibitions_silence_what_a_cause_explains(running: Running) -> None:
@@ -541,17 +525,14 @@ def test_inhibitions_silence_what_a_cause_explains(running: Running) -> None:
 OTHER_DISK = "disk-host-2:9100"
 
 
-def _eventually(check: Any, timeout: float = 15) -> None:
+def _eventually(check: Callable[[], None], timeout: float = 15) -> None:
     """Retry `check` until it passes: the inhibitor learns new alerts asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+
+    def passes() -> bool:
+        check()
+        return True
+
+    wait_for(passes, what="the inhibitions", timeout=timeout, ignoring=(AssertionError,))
 
 
 def _check_inhibitions(alerts: list[dict[str, Any]], postgres_down: bool) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +25,8 @@ from typing import Any
 
 import pytest
 from e2e.built import built_image
+from support.docker import docker, logs
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,23 +48,6 @@ HARDENING = (
 )
 METRICS = "/var/lib/slipway-metrics/backup.prom"
 MARKER_ROWS = 321
-
-
-def docker(*args: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"docker {' '.join(args[:4])}... exited {result.returncode}:\n"
-            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        )
-    return result
-
-
-def logs(container: str) -> str:
-    result = docker("logs", container, check=False)
-    return result.stdout + result.stderr
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
@@ -114,22 +98,25 @@ class Rig:
         return container
 
     def wait_healthy(self, container: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = docker(
+        def state() -> list[str]:
+            found = docker(
                 "inspect", "-f",
                 "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}} {{.State.Health.Status}}",
                 container,
             ).stdout.split()  # fmt: skip
-            if state[-1] == "healthy":
-                return
-            assert state[0] in ("running", "restarting") or state[1] != "no", (
-                f"{container} is {state}:\n{logs(container)[-4000:]}"
+            assert found[0] in ("running", "restarting") or found[1] != "no", (
+                f"{container} is {found}:\n{logs(container)[-4000:]}"
             )
-            assert time.monotonic() < deadline, (
-                f"{container} not healthy after {timeout:.0f} s:\n{logs(container)[-4000:]}"
-            )
-            time.sleep(1)
+            return found
+
+        wait_for(
+            state,
+            until=lambda found: found[-1] == "healthy",
+            what=f"{container} healthy",
+            timeout=timeout,
+            interval=1,
+            details=lambda: logs(container)[-4000:],
+        )
 
     def start_scheduler(self, at: str, full_days: str) -> None:
         """`backup` as compose runs it (its healthcheck too, only faster)."""
@@ -184,21 +171,23 @@ class Rig:
         return logs(self.scheduler)[-6000:]
 
 
-def wait_for(
+def wait_backups(
     rig: Rig, what: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float
 ) -> list[dict[str, Any]]:
     """Poll the repository (and the scheduler's healthcheck) until done(backups) is true."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def backups() -> list[dict[str, Any]]:
         rig.healthcheck()
-        backups = rig.backups()
-        if done(backups):
-            return backups
-        assert time.monotonic() < deadline, (
-            f"{rig.name}: {what} not seen in {timeout:.0f} s; backups: "
-            f"{[(b['label'], b['type']) for b in backups]}\n{rig.scheduler_logs()}"
-        )
-        time.sleep(2)
+        return rig.backups()
+
+    return wait_for(
+        backups,
+        until=done,
+        what=f"{rig.name}: {what}",
+        timeout=timeout,
+        interval=2,
+        details=rig.scheduler_logs,
+    )
 
 
 @dataclass
@@ -247,7 +236,7 @@ def rigs() -> Iterator[Rigs]:
 
 def test_an_empty_repository_gets_a_full_backup_at_start_with_its_metrics(rigs: Rigs) -> None:
     for rig in (rigs.diff, rigs.full):
-        backups = wait_for(rig, "the first backup", lambda b: len(b) >= 1, timeout=120)
+        backups = wait_backups(rig, "the first backup", lambda b: len(b) >= 1, timeout=120)
         first = backups[0]
         assert first["type"] == "full", first
         assert first["database"]["repo-key"] == 1, first
@@ -258,12 +247,17 @@ def test_an_empty_repository_gets_a_full_backup_at_start_with_its_metrics(rigs: 
 
     # The first loop iteration ends with the archive check, then the metrics are rewritten.
     rig = rigs.diff
-    deadline = time.monotonic() + 60
-    prom = rig.metrics()
-    while metric(prom, "slipway_backup_check_success") is None and time.monotonic() < deadline:
+
+    def checked() -> str:
         rig.healthcheck()
-        time.sleep(1)
-        prom = rig.metrics()
+        return rig.metrics()
+
+    prom = wait_for(
+        checked,
+        until=lambda prom: metric(prom, "slipway_backup_check_success") is not None,
+        what="the archive check in the metrics",
+        interval=1,
+    )
     assert datetime.now(UTC) < rigs.schedule.at, "the scheduled time came before the check"
     first = rig.backups()[0]
     assert metric(prom, "slipway_backup_count") == 1, prom
@@ -294,7 +288,7 @@ def test_the_daily_time_takes_a_diff_or_on_a_full_day_a_full_backup(rigs: Rigs) 
 
     results = {}
     for rig in (rigs.diff, rigs.full):
-        backups = wait_for(rig, "the scheduled backup", scheduled, timeout=remaining + 90)
+        backups = wait_backups(rig, "the scheduled backup", scheduled, timeout=remaining + 90)
         results[rig.name] = backups
         before = [b for b in backups if b["timestamp"]["start"] < at]
         after = [b for b in backups if b["timestamp"]["start"] >= at]
@@ -309,13 +303,13 @@ def test_the_daily_time_takes_a_diff_or_on_a_full_day_a_full_backup(rigs: Rigs) 
     assert "backup (full) into repo1: scheduled" in rigs.full.scheduler_logs()
 
     # The metrics follow (rewritten right after the backup).
-    deadline = time.monotonic() + 30
-    while True:
-        prom = rigs.diff.metrics()
-        if metric(prom, "slipway_backup_count") == 2 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert metric(prom, "slipway_backup_count") == 2, prom
+    prom = wait_for(
+        rigs.diff.metrics,
+        until=lambda prom: metric(prom, "slipway_backup_count") == 2,
+        what="2 backups in the metrics",
+        timeout=30,
+        interval=1,
+    )
     assert metric(
         prom, "slipway_backup_last_success_timestamp_seconds", type="diff", repo="1"
     ) == float(diff["timestamp"]["stop"]), prom

@@ -13,18 +13,16 @@ import datetime as dt
 import re
 import secrets
 import subprocess
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from e2e.built import built_image
+from support.docker import docker, inspect, logs, output, remove
+from support.tls import make_ca, make_cert
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +41,6 @@ HARDENING = (
 PASSWORD = f"p@ss/w:rd%?#&={secrets.token_hex(6)}"
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
 LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def _docker(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -104,8 +98,7 @@ class Lab:
             argv += ["--network-alias", alias]
         for key, value in (env or {}).items():
             argv += ["-e", f"{key}={value}"]
-        result = _docker(*argv, *options, image, *args)
-        assert result.returncode == 0, result.stderr
+        docker(*argv, *options, image, *args)
         self.containers.append(container)
         return container
 
@@ -119,40 +112,33 @@ class Lab:
         """The exporters image, started with `args` (which exporter, and its flags)."""
         return self.run(name, self.exporters, *args, env=env, options=options)
 
-    def remove(self, container: str) -> None:
-        _docker("rm", "-f", "-v", container)
-
     def cleanup(self) -> None:
-        for container in self.containers:
-            self.remove(container)
-        _docker("network", "rm", self.network)
-
-
-def logs(container: str) -> str:
-    result = _docker("logs", container)
-    return result.stdout + result.stderr
+        remove(*self.containers)
+        docker("network", "rm", self.network, check=False)
 
 
 def fetch(container: str, url: str) -> subprocess.CompletedProcess[str]:
     """GET from inside a container (curl is in all our images)."""
-    return _docker("exec", container, "curl", "-fsS", "--max-time", "10", url)
+    return docker("exec", container, "curl", "-fsS", "--max-time", "10", url, check=False)
 
 
-def wait_for(what: str, check: Callable[[], bool], container: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_running(container: str, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    """Until check() holds; the test fails at once if the container stops meanwhile."""
+
+    def done() -> bool:
         if check():
-            return
-        state = _docker("inspect", "-f", "{{.State.Status}}", container).stdout.strip()
+            return True
+        state = inspect(container, "{{.State.Status}}")
         assert state in {"created", "running"}, f"{container} is {state}:\n{logs(container)}"
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s\n{logs(container)}")
+        return False
+
+    wait_for(done, what=what, timeout=timeout, details=lambda: logs(container))
 
 
 def scrape(container: str, port: int, timeout: float = 60) -> list[Sample]:
     """The exporter's /metrics, once it answers."""
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(f"{url} in {container}", lambda: fetch(container, url).returncode == 0, container)
+    wait_running(container, f"{url} in {container}", lambda: fetch(container, url).returncode == 0)
     return parse(fetch(container, url).stdout)
 
 
@@ -166,23 +152,22 @@ def scrape_until(
         found[:] = [samples]
         return check(samples)
 
-    wait_for(what, attempt, container)
+    wait_running(container, what, attempt)
     return found[0]
 
 
 def healthcheck(container: str) -> subprocess.CompletedProcess[str]:
     """The image's HEALTHCHECK command, run now instead of waiting for its interval."""
-    return _docker("exec", container, "slipway-exporter", "healthcheck")
+    return docker("exec", container, "slipway-exporter", "healthcheck", check=False)
 
 
 def assert_secret_nowhere(container: str, secret: str) -> None:
     """Neither the log, nor the container's command line, nor any process's arguments."""
     assert secret not in logs(container)
-    inspected = _docker("inspect", "-f", "{{json .Args}} {{json .Config.Cmd}}", container)
-    assert secret not in inspected.stdout
-    cmdlines = _docker("exec", container, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
-    assert cmdlines.returncode == 0 and "prometheus-" in cmdlines.stdout, cmdlines.stderr
-    assert secret not in cmdlines.stdout
+    assert secret not in inspect(container, "{{json .Args}} {{json .Config.Cmd}}")
+    cmdlines = output("exec", container, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert "prometheus-" in cmdlines
+    assert secret not in cmdlines
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +178,7 @@ def exporters_image() -> str:
 @pytest.fixture(scope="module")
 def lab(exporters_image: str) -> Iterator[Lab]:
     network = f"slipway-it-exp-{TAG}"
-    created = _docker("network", "create", "--label", LABEL, network)
-    assert created.returncode == 0, created.stderr
+    docker("network", "create", "--label", LABEL, network)
     handle = Lab(exporters=exporters_image, network=network)
     try:
         yield handle
@@ -206,14 +190,13 @@ def lab(exporters_image: str) -> Iterator[Lab]:
 
 
 def test_an_unknown_exporter_exits_2_with_the_usage(exporters_image: str) -> None:
-    result = _docker("run", "--rm", *HARDENING, exporters_image, "prometheus")
+    result = docker("run", "--rm", *HARDENING, exporters_image, "prometheus", check=False)
     assert result.returncode == 2
     assert "Usage: slipway-exporter <node|postgres|redis|nginx|blackbox>" in result.stderr
     assert "unknown exporter 'prometheus'" in result.stderr
 
     # Without a command: the usage on stdout, success.
-    result = _docker("run", "--rm", *HARDENING, exporters_image)
-    assert result.returncode == 0, result.stderr
+    result = docker("run", "--rm", *HARDENING, exporters_image)
     assert result.stdout.startswith("Usage: slipway-exporter")
 
 
@@ -248,7 +231,7 @@ def test_invalid_settings_exit_2_naming_the_setting(
     exporters_image: str, args: list[str], env: dict[str, str], message: str
 ) -> None:
     env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-    result = _docker("run", "--rm", *HARDENING, *env_args, exporters_image, *args)
+    result = docker("run", "--rm", *HARDENING, *env_args, exporters_image, *args, check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
 
@@ -278,8 +261,7 @@ def test_node_exporter_reads_the_hosts_filesystems_and_memory(lab: Lab) -> None:
     # No collector fails its scrape (a host without udev data says so once at start: harmless).
     assert "collector failed" not in logs(container)
     assert healthcheck(container).returncode == 0
-    user = _docker("exec", container, "id", "-u").stdout.strip()
-    assert user == "65534"
+    assert output("exec", container, "id", "-u") == "65534"
 
 
 # ---------------------------------------------------------------------------- postgres
@@ -319,9 +301,9 @@ def postgres(lab: Lab) -> str:
 
     def ready() -> bool:
         check = ["pg_isready", "-q", "-h", "/tmp", "-U", "postgres", "-d", "listings"]
-        return _docker("exec", container, *check).returncode == 0
+        return docker("exec", container, *check, check=False).returncode == 0
 
-    wait_for("PostgreSQL ready", ready, container, timeout=90)
+    wait_running(container, "PostgreSQL ready", ready, timeout=90)
     return container
 
 
@@ -351,7 +333,7 @@ def test_postgres_exporter_reports_what_the_rules_use_and_pg_up_0_when_postgres_
     # PostgresLongTransaction watches).
     session = "BEGIN; SELECT txid_current(); SELECT pg_sleep(12); COMMIT;"
     psql = ["psql", "-h", "127.0.0.1", "-U", "listings", "-d", "listings", "-c", session]
-    _docker("exec", "-d", "-e", f"PGPASSWORD={PASSWORD}", postgres, *psql)
+    docker("exec", "-d", "-e", f"PGPASSWORD={PASSWORD}", postgres, *psql)
     scrape_until(
         container,
         9187,
@@ -362,14 +344,14 @@ def test_postgres_exporter_reports_what_the_rules_use_and_pg_up_0_when_postgres_
     )
     assert_secret_nowhere(container, PASSWORD)
 
-    _docker("stop", postgres)
+    docker("stop", postgres)
     try:
         scrape_until(
             container, 9187, "pg_up 0", lambda s: find(s, "pg_up") == [Sample("pg_up", {}, 0.0)]
         )
         assert healthcheck(container).returncode == 0, "the exporter itself stays healthy"
     finally:
-        _docker("start", postgres)
+        docker("start", postgres)
 
 
 # ---------------------------------------------------------------------------- redis
@@ -389,9 +371,9 @@ def test_redis_exporter_reports_memory_and_the_streams_groups_and_pending_messag
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         argv = ["exec", "-e", f"REDISCLI_AUTH={PASSWORD}", redis, "redis-cli", "--no-auth-warning"]
-        return _docker(*argv, *args)
+        return docker(*argv, *args, check=False)
 
-    wait_for("Redis answers", lambda: cli("PING").stdout.strip() == "PONG", redis)
+    wait_running(redis, "Redis answers", lambda: cli("PING").stdout.strip() == "PONG")
     # Three jobs queued; the workers' group has read one, not acknowledged yet.
     for job in ("1", "2", "3"):
         assert cli("XADD", "listings:ingest", "*", "job", job).returncode == 0
@@ -435,7 +417,7 @@ def test_redis_exporter_reports_memory_and_the_streams_groups_and_pending_messag
     assert healthcheck(container).returncode == 0
     assert_secret_nowhere(container, PASSWORD)
 
-    _docker("stop", redis)
+    docker("stop", redis)
     scrape_until(container, 9121, "redis_up 0", lambda s: one(s, "redis_up") == 0)
     assert healthcheck(container).returncode == 0, "the exporter itself stays healthy"
 
@@ -449,75 +431,19 @@ class TLSFiles:
     not_after: dt.datetime
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     """A test CA and a certificate it signed for shop.test: ca.crt, tls.crt, tls.key in a
     directory every container user can read (nginx runs as uid 101, the exporters as nobody)."""
     directory = tmp_path_factory.mktemp("exporters-tls")
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Slipway exporters test CA"))
-        .issuer_name(_name("Slipway exporters test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    not_after = now + dt.timedelta(days=10)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name("shop.test"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("shop.test")]), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.crt").write_bytes(_pem(ca))
-    (directory / "tls.crt").write_bytes(_pem(leaf))
-    (directory / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ca = make_ca("Slipway exporters test CA", days=30)
+    site = make_cert("shop.test", signed_by=ca, days=10, server_auth=True)
+    (directory / "ca.crt").write_bytes(ca.cert_pem)
+    site.write(directory)
     directory.chmod(0o755)
     for path in directory.iterdir():
         path.chmod(0o644)
-    return TLSFiles(directory=directory, not_after=not_after)
+    return TLSFiles(directory=directory, not_after=site.not_after)
 
 
 def start_nginx(lab: Lab, tls: TLSFiles, name: str) -> str:
@@ -538,7 +464,7 @@ def start_nginx(lab: Lab, tls: TLSFiles, name: str) -> str:
     )
     container = lab.run(name, image, alias="nginx", env=env, options=options)
     health = "http://127.0.0.1:8080/nginx-health"
-    wait_for("nginx answers", lambda: fetch(container, health).returncode == 0, container)
+    wait_running(container, "nginx answers", lambda: fetch(container, health).returncode == 0)
     return container
 
 
@@ -548,9 +474,12 @@ def test_nginx_exporter_waits_for_nginx_then_reports_it_and_nginx_up_0_when_it_s
     # Started first, as compose may: this exporter gives up when stub_status does not answer,
     # so the entrypoint makes it retry instead of exiting.
     container = lab.exporter("nginx-exporter", "nginx", options=HARDENING)
-    time.sleep(3)
-    state = _docker("inspect", "-f", "{{.State.Status}}", container).stdout.strip()
-    assert state == "running", logs(container)
+    wait_running(
+        container,
+        "the exporter retrying stub_status",
+        lambda: "retrying" in logs(container).lower(),
+    )
+    assert inspect(container, "{{.State.Status}}") == "running", logs(container)
     assert healthcheck(container).returncode != 0, "not healthy while nginx is absent"
 
     nginx = start_nginx(lab, tls_files, "nginx-for-exporter")
@@ -562,7 +491,7 @@ def test_nginx_exporter_waits_for_nginx_then_reports_it_and_nginx_up_0_when_it_s
     assert one(samples, "nginx_http_requests_total") >= 1
     assert healthcheck(container).returncode == 0
 
-    lab.remove(nginx)
+    remove(nginx)
     scrape_until(
         container, 9113, "nginx_up 0", lambda s: find(s, "nginx_up") == [Sample("nginx_up", {}, 0)]
     )

@@ -17,7 +17,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 from e2e.built import built_image
+from support.docker import docker, inspect, logs, remove
+from support.waiting import wait_for
 
 from ops.monitoring import collectors
 from ops.monitoring import logsearch as logsearch
@@ -47,10 +49,6 @@ HARDENING = (
     "--security-opt",
     "no-new-privileges:true",
 )
-
-
-def _docker(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _free_udp_port() -> int:
@@ -109,17 +107,14 @@ class Collector:
         return [entry for entry in parsed if entry is not None]
 
     def shell(self, script: str) -> str:
-        result = _docker("exec", self.name, "bash", "-c", script)
-        assert result.returncode == 0, f"{script}: {result.stderr}"
-        return result.stdout
+        return docker("exec", self.name, "bash", "-c", script).stdout
 
     def own_logs(self) -> str:
-        result = _docker("logs", self.name)
-        return result.stdout + result.stderr
+        return logs(self.name)
 
     def health(self) -> subprocess.CompletedProcess[str]:
         """The image's HEALTHCHECK command, run now instead of waiting for its interval."""
-        return _docker("exec", self.name, "slipway-logs-health")
+        return docker("exec", self.name, "slipway-logs-health", check=False)
 
 
 @dataclass
@@ -139,10 +134,14 @@ class Lab:
             argv += ["-e", f"{key}={value}"]
         self.containers.append(container)
         self.volumes.append(volume)
-        result = _docker(*argv, self.image)
-        assert result.returncode == 0, result.stderr
+        docker(*argv, self.image)
         handle = Collector(container, port, volume, settings)
-        wait_for("the collector answers its healthcheck", lambda: handle.health().returncode == 0)
+        wait_for(
+            lambda: handle.health().returncode == 0,
+            what="the collector answering its healthcheck",
+            interval=0.3,
+            details=handle.own_logs,
+        )
         return handle
 
     def emit(
@@ -164,51 +163,51 @@ class Lab:
             argv += ["--log-opt", f"{key}={value}"]
         argv += ["-d"] if detach else []
         self.containers.append(container)
-        result = _docker(*argv, BASE, "sh", "-c", script, timeout=600)
-        assert result.returncode == 0, result.stderr
+        docker(*argv, BASE, "sh", "-c", script, timeout=600)
         if not detach:
-            _docker("rm", "-f", container)
+            remove(container)
         return container
 
     def cleanup(self) -> None:
-        for container in self.containers:
-            _docker("rm", "-f", "-v", container)
+        remove(*self.containers)
         for volume in self.volumes:
-            _docker("volume", "rm", "-f", volume)
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {timeout}s")
+            docker("volume", "rm", "-f", volume, check=False)
 
 
 def lines_of(collector: Collector, marker: str, count: int) -> list[Entry]:
     """The collected lines containing `marker`, once there are `count` of them."""
-    found: list[Entry] = []
-
-    def arrived() -> bool:
-        found[:] = collector.read(marker)
-        return len(found) >= count
-
-    wait_for(f"{count} lines with {marker}", arrived, timeout=30)
-    return found
+    return wait_for(
+        lambda: collector.read(marker),
+        until=lambda found: len(found) >= count,
+        what=f"{count} lines with {marker}",
+        timeout=30,
+        interval=0.3,
+    )
 
 
 def settle(collector: Collector) -> None:
     """Wait until nothing has been written for a second (Docker sends a container's buffered
     lines after it has exited)."""
-    previous = ""
-    for _ in range(120):
-        current = collector.shell("stat -c %s /var/log/slipway/current.log; ls /var/log/slipway")
-        if current == previous:
-            return
-        previous = current
-        time.sleep(1)
-    raise AssertionError("the collector never stopped writing")
+    seen: list[str] = []
+
+    def unchanged() -> bool:
+        seen.append(collector.shell("stat -c %s /var/log/slipway/current.log; ls /var/log/slipway"))
+        return len(seen) >= 2 and seen[-1] == seen[-2]
+
+    wait_for(unchanged, what="the collector to stop writing", timeout=120, interval=1)
+
+
+def maintenance_runs(collector: Collector, runs: int) -> None:
+    """Until the maintenance loop has started `runs` more times (it touches its heartbeat file
+    at the start of each run): with 2, one whole run has happened since the call."""
+    beat = "stat -c %y /tmp/slipway-logs/maintain.beat"  # to the nanosecond
+    beats = {collector.shell(beat)}
+
+    def started() -> bool:
+        beats.add(collector.shell(beat))
+        return len(beats) > runs
+
+    wait_for(started, what=f"{runs} more runs of the maintenance loop", timeout=30, interval=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -305,9 +304,8 @@ def test_docker_logs_still_shows_a_container_that_logs_to_the_collector(
     container = lab.emit(
         collector, "redis", f"echo {marker}-out; echo {marker}-err >&2; sleep 60", detach=True
     )
-    wait_for("both lines collected", lambda: len(collector.read(marker)) == 2, timeout=30)
-    local = _docker("logs", container)
-    assert local.returncode == 0, local.stderr
+    wait_for(lambda: len(collector.read(marker)) == 2, what="both lines collected", timeout=30)
+    local = docker("logs", container)
     assert f"{marker}-out" in local.stdout
     assert f"{marker}-err" in local.stderr
 
@@ -325,12 +323,11 @@ def test_lines_arrive_again_after_the_collector_restarts(lab: Lab) -> None:
         detach=True,
     )
     lines_of(restarted, marker, 5)
-    result = _docker("restart", "-t", "10", restarted.name)
-    assert result.returncode == 0, result.stderr
-    wait_for("healthy after the restart", lambda: restarted.health().returncode == 0)
+    docker("restart", "-t", "10", restarted.name)
+    wait_for(lambda: restarted.health().returncode == 0, what="healthy after the restart")
     before = len(restarted.read(marker))
     lines_of(restarted, marker, before + 10)
-    assert _docker("inspect", "-f", "{{.State.Running}}", sender).stdout.strip() == "true"
+    assert inspect(sender, "{{.State.Running}}") == "true"
 
 
 # ---------------------------------------------------------------------------- bounds
@@ -347,13 +344,13 @@ def test_a_flood_never_takes_more_disk_than_the_bound(lab: Lab) -> None:
         LOG_CHUNK_SIZE=str(chunk),
         LOG_MAINTAIN_INTERVAL="1",
     )
-    # Peak bytes of every file in the directory, sampled until told to stop.
+    # Peak bytes of every file in the directory, sampled until told to stop (then it says so).
     flooded.shell(
         "nohup bash -c 'peak=0; while [ ! -e /tmp/stop-measuring ]; do "
         's=$(find /var/log/slipway -maxdepth 1 -type f -printf "%s\\n" '
         '| awk "{t+=\\$1} END {print t+0}"); '
-        "if [ $s -gt $peak ]; then peak=$s; echo $peak >/tmp/peak; fi; sleep 0.02; done' "
-        ">/dev/null 2>&1 &"
+        "if [ $s -gt $peak ]; then peak=$s; echo $peak >/tmp/peak; fi; sleep 0.02; done; "
+        "touch /tmp/measured' >/dev/null 2>&1 &"
     )
     lines = 120_000
     # ~150 random base64 characters a line (they compress to ~75%): ~20 MB of lines, ~35 MB as
@@ -375,13 +372,15 @@ def test_a_flood_never_takes_more_disk_than_the_bound(lab: Lab) -> None:
     after = lines_of(flooded, '\\"after\\":true', 100)
     elapsed = time.monotonic() - started
     wait_for(
-        "rotated files compressed once they settled",
         lambda: ".log.gz" in flooded.shell("ls /var/log/slipway"),
+        what="rotated files compressed once they settled",
         timeout=30,
     )
-    time.sleep(2)  # one more maintenance run
+    maintenance_runs(flooded, 2)
     flooded.shell("touch /tmp/stop-measuring")
-    time.sleep(0.2)
+    wait_for(
+        lambda: "measured" in flooded.shell("ls /tmp"), what="the measuring stopped", interval=0.1
+    )
     peak = int(flooded.shell("cat /tmp/peak"))
     used = int(flooded.shell("du -sb /var/log/slipway | cut -f1"))
     files = flooded.shell("ls -1 /var/log/slipway").split()
@@ -418,8 +417,8 @@ def test_rotated_files_older_than_the_retention_are_deleted(lab: Lab) -> None:
         f"touch -d '3 days ago' {old} && touch -d '47 hours ago' {recent}"
     )
     wait_for(
-        "the old file deleted",
         lambda: old not in kept.shell("ls /var/log/slipway"),
+        what="the old file deleted",
         timeout=15,
     )
     left = kept.shell("ls /var/log/slipway").split()
@@ -434,8 +433,8 @@ def test_the_current_file_is_rotated_by_age_and_rsyslog_reopens_it(lab: Lab) -> 
     lines_of(aged, "before-rotation", 1)
     aged.shell("touch -d '2 days ago' /var/log/slipway/.current-since")
     wait_for(
-        "current.log rotated",
         lambda: "older than LOG_ROTATE_SECONDS" in aged.own_logs(),
+        what="current.log rotated",
         timeout=15,
     )
     lab.emit(aged, "worker", "echo after-rotation")
@@ -444,8 +443,8 @@ def test_the_current_file_is_rotated_by_age_and_rsyslog_reopens_it(lab: Lab) -> 
     assert files[-1] == "current.log" and len(files) == 2
     # Compressed once it has settled; both lines still read, in order.
     wait_for(
-        "the rotated file compressed",
         lambda: collectors.list_files(aged.name)[0].name.endswith(".gz"),
+        what="the rotated file compressed",
         timeout=30,
     )
     assert [e.line for e in aged.read("-rotation")] == ["before-rotation", "after-rotation"]
@@ -465,7 +464,7 @@ def test_settings_out_of_bounds_stop_the_start_with_the_fix(lab: Lab) -> None:
         argv = ["run", "--rm", "--label", LABEL, *HARDENING]
         for key, value in settings.items():
             argv += ["-e", f"{key}={value}"]
-        result = _docker(*argv, lab.image, "check")
+        result = docker(*argv, lab.image, "check", check=False)
         assert result.returncode == 2, (settings, result.stdout, result.stderr)
         assert message in result.stderr and "Fix:" in result.stderr
 
@@ -479,7 +478,7 @@ def test_a_taken_port_stops_the_start_with_the_fix(lab: Lab) -> None:
         lab.volumes.append(volume)
         argv = ["run", "--rm", "--label", LABEL, *HARDENING, "--network", "host"]
         argv += ["-v", f"{volume}:/var/log/slipway", "-e", "LOG_LISTEN_ADDRESS=127.0.0.1"]
-        result = _docker(*argv, "-e", f"LOG_LISTEN_PORT={port}", lab.image, timeout=60)
+        result = docker(*argv, "-e", f"LOG_LISTEN_PORT={port}", lab.image, timeout=60, check=False)
     assert result.returncode == 2, result.stderr
     assert f"rsyslogd is not receiving on udp 127.0.0.1:{port}" in result.stderr
     assert "Fix: free the port" in result.stderr

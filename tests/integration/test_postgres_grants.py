@@ -5,11 +5,12 @@ cluster that lacks the grant (made by an older image) gets it at its next start.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.docker import docker, output
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,50 +27,15 @@ def _container(infra: Any) -> str:
 
 def _as_listings(infra: Any, sql: str) -> str:
     """`sql` as the application role over TCP, as the exporter connects."""
-    result = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-e",
-            f"PGPASSWORD={infra.password}",
-            _container(infra),
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "listings",
-            "-d",
-            "listings",
-            "-tAc",
-            sql,
-        ],
-        capture_output=True,
-        text=True,
+    return output(
+        "exec", "-e", f"PGPASSWORD={infra.password}", _container(infra),
+        "psql", "-h", "127.0.0.1", "-U", "listings", "-d", "listings", "-tAc", sql,
         timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    )  # fmt: skip
 
 
 def _as_superuser(infra: Any, sql: str) -> None:
-    result = subprocess.run(
-        [
-            "docker",
-            "exec",
-            _container(infra),
-            "psql",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    docker("exec", _container(infra), "psql", "-U", "postgres", "-d", "postgres", "-c", sql)
 
 
 @pytest.fixture
@@ -106,14 +72,12 @@ def forgotten(infra: Any) -> Iterator[None]:
 
 
 def _wait_visible(infra: Any, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        seen = _as_listings(infra, VISIBLE)
-        if seen == "1":
-            return seen
-        time.sleep(0.5)
-    return seen
+    return wait_for(
+        lambda: _as_listings(infra, VISIBLE),
+        until=lambda seen: seen == "1",
+        what="the operator's transaction seen by listings",
+        timeout=timeout,
+    )
 
 
 def test_the_application_role_sees_an_operators_open_transaction(

@@ -19,14 +19,15 @@ import json
 import re
 import secrets
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from e2e.built import built_image
+from support.docker import docker, logs, output, remove
+from support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "monitoring" / "prometheus"
@@ -219,19 +220,13 @@ def image() -> str:
     return built_image("prometheus", "SLIPWAY_PROMETHEUS_TAG")
 
 
-def _docker(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 def _env_args(env: dict[str, str]) -> list[str]:
     return [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
 
 
 def promtool(image: str, *args: str) -> subprocess.CompletedProcess[str]:
     """promtool in the image, in /src/tests with the checkout's monitoring/prometheus at /src."""
-    return _docker(
+    return docker(
         "run",
         "--rm",
         *HARDENING,
@@ -243,11 +238,12 @@ def promtool(image: str, *args: str) -> subprocess.CompletedProcess[str]:
         "promtool",
         image,
         *args,
+        check=False,
     )
 
 
 def entrypoint(image: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return _docker("run", "--rm", *HARDENING, *_env_args(env), image, *args)
+    return docker("run", "--rm", *HARDENING, *_env_args(env), image, *args, check=False)
 
 
 @pytest.mark.integration
@@ -346,41 +342,25 @@ def running(image: str) -> Iterator[str]:
     """Prometheus started as compose starts it, on a fresh volume; removed afterwards."""
     name = f"slipway-prometheus-test-{secrets.token_hex(3)}"
     volume = f"{name}-data"
-    started = _docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        *HARDENING,
-        "-v",
-        f"{volume}:/prometheus",
-        *_env_args(SAMPLE_ENV),
-        image,
-    )
     try:
-        assert started.returncode == 0, started.stderr
+        docker(
+            "run", "-d", "--name", name, *HARDENING, "-v", f"{volume}:/prometheus",
+            *_env_args(SAMPLE_ENV), image,
+        )  # fmt: skip
         yield name
     finally:
-        _docker("rm", "-f", "-v", name)
-        _docker("volume", "rm", "-f", volume)
+        remove(name)
+        docker("volume", "rm", "-f", volume, check=False)
 
 
 def _get(container: str, path: str) -> str:
-    result = _docker("exec", container, "curl", "-fsS", f"http://127.0.0.1:9090{path}")
-    assert result.returncode == 0, f"GET {path}: {result.stderr}"
-    return result.stdout
+    return docker("exec", container, "curl", "-fsS", f"http://127.0.0.1:9090{path}").stdout
 
 
-def _wait_for(container: str, condition: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = _docker("logs", "--tail", "30", container)
-            raise AssertionError(f"{what} within {timeout:.0f} s\n{logs.stdout}{logs.stderr}")
-        time.sleep(1)
+def _wait_for(container: str, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    return wait_for(
+        condition, what=what, timeout=timeout, interval=1, details=lambda: logs(container, 30)
+    )
 
 
 @pytest.mark.integration
@@ -388,7 +368,9 @@ def test_prometheus_runs_read_only_as_its_user_and_serves_targets_rules_and_cons
     running: str, image: str
 ) -> None:
     def ready() -> bool:
-        probe = _docker("exec", running, "curl", "-fsS", "http://127.0.0.1:9090/-/ready")
+        probe = docker(
+            "exec", running, "curl", "-fsS", "http://127.0.0.1:9090/-/ready", check=False
+        )
         return probe.returncode == 0
 
     _wait_for(running, ready, "Prometheus ready")
@@ -427,17 +409,13 @@ def test_prometheus_runs_read_only_as_its_user_and_serves_targets_rules_and_cons
     assert "<h1>Slipway</h1>" in _get(running, "/consoles/index.html")
 
     # Its data lands on the volume, written by the unprivileged user.
-    owner = _docker("exec", running, "stat", "-c", "%U", "/prometheus/wal")
-    assert owner.stdout.strip() == "prometheus", owner.stderr
-    user = _docker("exec", running, "id", "-un")
-    assert user.stdout.strip() == "prometheus"
+    assert output("exec", running, "stat", "-c", "%U", "/prometheus/wal") == "prometheus"
+    assert output("exec", running, "id", "-un") == "prometheus"
 
 
 @pytest.mark.integration
 def test_the_image_carries_its_labels_and_healthcheck(image: str) -> None:
-    result = _docker("image", "inspect", image)
-    assert result.returncode == 0, result.stderr
-    config = json.loads(result.stdout)[0]["Config"]
+    config = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == "slipway-prometheus"
     assert labels["org.opencontainers.image.version"]

@@ -18,7 +18,6 @@ import json
 import secrets
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -35,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from sandbox_harness import Sandbox, assert_down_removes, exec_in, inspect, running_sandbox
+from support.docker import docker
+from support.waiting import wait_for
 
 from ops.sandbox import names, plan
 from ops.sandbox.acme_server import AcmeServer, acme_server
@@ -215,14 +216,15 @@ class AcmeClient:
         return data
 
     def poll(self, url: str, until: str, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.post_json(url)
-            if state["status"] == until:
-                return state
-            assert state["status"] not in ("invalid", "deactivated", "revoked"), state
-            assert time.monotonic() < deadline, f"{url} still {state['status']}: {state}"
-            time.sleep(0.5)
+        def state() -> dict[str, Any]:
+            found = self.post_json(url)
+            assert found["status"] not in ("invalid", "deactivated", "revoked"), found
+            return found
+
+        return wait_for(
+            state, until=lambda found: found["status"] == until, what=f"{url} {until}",
+            timeout=timeout,
+        )  # fmt: skip
 
 
 def _start_responder(keyauths: dict[str, str]) -> None:
@@ -248,10 +250,13 @@ def _start_responder(keyauths: dict[str, str]) -> None:
         "-e",
         RESPONDER_PERL,
     )
-    deadline = time.monotonic() + 30
-    while "listening" not in exec_in(HOST, "docker", "logs", RESPONDER):
-        assert time.monotonic() < deadline, exec_in(HOST, "docker", "logs", RESPONDER)
-        time.sleep(0.2)
+    wait_for(
+        lambda: "listening" in exec_in(HOST, "docker", "logs", RESPONDER),
+        what="the challenge responder listening",
+        timeout=30,
+        interval=0.2,
+        details=lambda: exec_in(HOST, "docker", "logs", RESPONDER),
+    )
 
 
 def test_pebble_validates_http_01_on_host_1_and_issues_under_the_roots(sbx: Sandbox) -> None:
@@ -284,11 +289,7 @@ def test_pebble_validates_http_01_on_host_1_and_issues_under_the_roots(sbx: Sand
             client.poll(authz_url, "valid")
         served = exec_in(HOST, "docker", "logs", RESPONDER)
     finally:
-        subprocess.run(
-            ["docker", "exec", HOST, "docker", "rm", "-f", RESPONDER],
-            capture_output=True,
-            check=False,
-        )
+        docker("exec", HOST, "docker", "rm", "-f", RESPONDER, check=False)
     # pebble fetched every token from host 1's port 80, by name.
     for token in keyauths:
         assert f"served /.well-known/acme-challenge/{token}" in served

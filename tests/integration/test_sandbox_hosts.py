@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from sandbox_harness import Sandbox, running_sandbox
+from support.docker import docker, output
 
 from ops import config
 from ops.sandbox import names
@@ -33,19 +34,10 @@ class HostsSandbox(Sandbox):
 
     def containers(self) -> dict[str, dict[str, object]]:
         """Container name -> id and published ports, for every container with our label."""
-        ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label={names.LABEL}={self.name}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        ids = output("ps", "-aq", "--filter", f"label={names.LABEL}={self.name}").split()
         if not ids:
             return {}
-        inspected = json.loads(
-            subprocess.run(
-                ["docker", "inspect", *ids], capture_output=True, text=True, check=True
-            ).stdout
-        )
+        inspected = json.loads(docker("inspect", *ids).stdout)
         return {
             c["Name"].lstrip("/"): {"id": c["Id"], "ports": c["NetworkSettings"]["Ports"]}
             for c in inspected

@@ -27,6 +27,7 @@ from ops import config
 from ops import secrets as ops_secrets
 from ops.deploy import registry as registry
 from ops.errors import OpsError
+from ops.executor import query
 from ops.remote import Remote
 from ops.sandbox import names, servers
 from ops.sandbox.registry_server import REGISTRY_UID, RegistryServer, registry_server
@@ -56,7 +57,7 @@ def _server() -> RegistryServer:
 
 
 def _on_host(remote: Remote, command: str) -> str:
-    return remote.run(command, what=command).stdout.strip()
+    return remote.run(query(command, command)).stdout.strip()
 
 
 def _host_state(remote: Remote) -> dict[str, str]:

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 
@@ -26,8 +25,10 @@ import pytest
 import yaml
 from free_port import free_port
 from sandbox_harness import ROOT, Sandbox, running_sandbox
+from support.waiting import wait_for
 
 from ops.errors import OpsError
+from ops.executor import change, query
 from ops.remote import Remote, quote
 
 pytestmark = pytest.mark.integration
@@ -186,7 +187,7 @@ def test_connected_follows_the_ssh_connection(sbx: Sandbox) -> None:
     """What `invoke monitor` polls while it holds a tunnel open."""
     remote = Remote(sbx.load().hosts[0])
     assert not remote.connected()  # never opened by asking
-    remote.run("true")
+    remote.run(query("true"))
     assert remote.connected()
     remote.close()
     assert not remote.connected()
@@ -206,7 +207,7 @@ def test_forward_on_a_local_port_that_is_taken_names_it(remote: Remote) -> None:
 
 
 def test_lines_streams_200000_lines_completely_and_in_order(remote: Remote) -> None:
-    with remote.lines("seq 1 200000") as it:
+    with remote.lines(query("seq 1 200000")) as it:
         got = [line.rstrip("\n") for line in it]
     assert len(got) == 200000
     assert got == [str(n) for n in range(1, 200001)]
@@ -220,7 +221,7 @@ def test_lines_streams_200000_lines_completely_and_in_order(remote: Remote) -> N
 def test_leaving_the_block_after_10_lines_returns_promptly(remote: Remote, command: str) -> None:
     def ten() -> list[str]:
         got = []
-        with remote.lines(command) as it:
+        with remote.lines(query(command)) as it:
             for line in it:
                 got.append(line.rstrip("\n"))
                 if len(got) == 10:
@@ -239,15 +240,17 @@ def test_leaving_the_block_after_10_lines_returns_promptly(remote: Remote, comma
     )
     assert first == expected
     # The connection is still usable, and the endless command was stopped (SIGPIPE).
-    deadline = time.monotonic() + HANG
-    while remote.run("pgrep -x yes || true").stdout.strip():
-        assert time.monotonic() < deadline, "`yes` still runs on the host"
-        time.sleep(0.2)
+    wait_for(
+        lambda: not remote.run(query("pgrep -x yes || true")).stdout.strip(),
+        what="`yes` stopped on the host",
+        timeout=HANG,
+        interval=0.2,
+    )
 
 
 def test_a_failing_command_raises_naming_its_exit_code_and_stderr(remote: Remote) -> None:
     command = "sh -c 'echo good; echo bad >&2; exit 3'"
-    with pytest.raises(OpsError, match=r"\(exit 3\): bad$"), remote.lines(command) as it:
+    with pytest.raises(OpsError, match=r"\(exit 3\): bad$"), remote.lines(query(command)) as it:
         assert [line.rstrip("\n") for line in it] == ["good"]
 
 
@@ -281,8 +284,11 @@ def served(sbx: Sandbox) -> Iterator[tuple[str, int, int]]:
         host.put_text(f"{SERVE_DIR}/serve.pl", SERVE_PL)
         pids = [
             host.run(
-                f"nohup perl {SERVE_DIR}/serve.pl {port} {SERVE_DIR} "
-                f">{SERVE_DIR}/{port}.log 2>&1 </dev/null & echo $!"
+                change(
+                    f"nohup perl {SERVE_DIR}/serve.pl {port} {SERVE_DIR} "
+                    f">{SERVE_DIR}/{port}.log 2>&1 </dev/null & echo $!",
+                    "start a perl server",
+                )
             ).stdout.strip()
             for port in (prometheus, alertmanager)
         ]
@@ -290,11 +296,11 @@ def served(sbx: Sandbox) -> Iterator[tuple[str, int, int]]:
             f"for i in $(seq 1 100); do : 2>/dev/null </dev/tcp/127.0.0.1/{prometheus} && "
             f": 2>/dev/null </dev/tcp/127.0.0.1/{alertmanager} && exit 0; sleep 0.1; done; exit 1"
         )
-        host.run(f"bash -c {quote(check)}", what="wait for the perl servers")
+        host.run(query(f"bash -c {quote(check)}", "wait for the perl servers"))
         try:
             yield name, prometheus, alertmanager
         finally:
-            host.run(f"kill {' '.join(pids)}")
+            host.run(change(f"kill {' '.join(pids)}", "stop the perl servers"))
 
 
 def _invoke(sbx: Sandbox, *args: str) -> subprocess.Popen[str]:

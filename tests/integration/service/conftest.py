@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +18,7 @@ from listings.settings import Settings, load_settings
 from service_helpers import settings_env
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support.waiting import wait_for_async
 
 MAX_FEED_BYTES = 8_000_000
 
@@ -149,18 +148,21 @@ class Ingest:
         job_id: str = response.json()["job_id"]
         return job_id
 
+    async def job(self, job_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/api/v1/ingest/{job_id}", headers=self.auth)
+        job: dict[str, Any] = response.json()
+        return job
+
     async def wait(
         self, job_id: str, timeout: float = 60.0, until: tuple[str, ...] = ("done", "failed")
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            response = await self.client.get(f"/api/v1/ingest/{job_id}", headers=self.auth)
-            job: dict[str, Any] = response.json()
-            if job["status"] in until:
-                return job
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
-            await asyncio.sleep(0.1)
+        return await wait_for_async(
+            lambda: self.job(job_id),
+            until=lambda job: job["status"] in until,
+            what=f"job {job_id} {' or '.join(until)}",
+            timeout=timeout,
+            interval=0.1,
+        )
 
     @staticmethod
     def csv(rows: list[dict[str, object]]) -> bytes:

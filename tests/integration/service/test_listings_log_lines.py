@@ -6,7 +6,6 @@ request id"; docs/architecture.md: contact fields are never in the logs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -14,7 +13,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
@@ -23,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from free_port import free_port
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -136,17 +135,20 @@ async def test_gunicorn_and_uvicorn_write_only_json_lines_for_the_api(tmp_path: 
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + WAIT_S
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            while True:
+
+            async def healthy() -> bool:
                 assert proc.poll() is None, log_path.read_text()
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, log_path.read_text()
-                await asyncio.sleep(0.1)
+                return (await http.get("/health")).status_code == 200
+
+            await wait_for_async(
+                healthy,
+                what="the API answering /health",
+                timeout=WAIT_S,
+                interval=0.1,
+                ignoring=(httpx.TransportError,),
+                details=log_path.read_text,
+            )
             assert (await http.get("/no/such/page")).status_code == 404
             listing = {"title": "t", **CONTACTS}
             failed = await http.post(

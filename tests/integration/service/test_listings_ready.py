@@ -1,23 +1,27 @@
-import asyncio
-import time
+import json
 from typing import Any
 
 import httpx
 import pytest
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
 
 async def wait_ready(client: httpx.AsyncClient, status: int, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def ready() -> tuple[int, str]:
         response = await client.get("/ready")
-        if response.status_code == status:
-            body: dict[str, Any] = response.json()
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"/ready stayed {response.status_code}: {response.text}")
-        await asyncio.sleep(0.5)
+        return response.status_code, response.text
+
+    _, text = await wait_for_async(
+        ready,
+        until=lambda answer: answer[0] == status,
+        what=f"/ready answering {status}",
+        timeout=timeout,
+        interval=0.5,
+    )
+    body: dict[str, Any] = json.loads(text)
+    return body
 
 
 @pytest.mark.parametrize("service", ["postgres", "redis"])

@@ -17,9 +17,7 @@ from listings.ingest.queue import JobMessage, StreamNames
 from listings.ingest.reconcile import Reconciler
 from listings.settings import Settings
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-from test_listings_worker_failures import (
+from service_helpers import (
     ROWS,
     big_feed,
     count,
@@ -28,6 +26,9 @@ from test_listings_worker_failures import (
     wait_until_partly_written,
     worker_messages,
 )
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +98,6 @@ async def full_row(engine: AsyncEngine, job_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_job_that_never_reached_the_stream_is_run_by_the_reconciler(
     ingest: Any,
     engine: AsyncEngine,
@@ -158,7 +152,8 @@ async def test_jobs_with_a_message_are_not_queued_again(
         for job_id in (waiting, pending, lost):
             job = await ingest.wait(job_id, timeout=30)
             assert (job["status"], job["accepted"], job["attempts"]) == ("done", 3, 1), job
-        await asyncio.sleep(1.5)  # more reconcile rounds: the retrying job stays where it is
+        # More reconcile rounds (time is what is tested): the retrying job stays where it is.
+        await asyncio.sleep(1.5)
         assert (await job_row(engine, retrying))["status"] == "queued"
         assert await redis.xlen(names.stream) == 0
         stop_all(worker)
@@ -186,7 +181,7 @@ async def test_a_duplicate_message_for_a_finished_job_is_acked_and_dropped(
         pending = (await redis.xpending(names.stream, names.group))["pending"]
         return bool(await redis.xlen(names.stream) == 0 and pending == 0)
 
-    await wait_for(drained, timeout=20)
+    await wait_for_async(drained, what="the duplicate message acked", timeout=20)
     assert await full_row(engine, job_id) == before
     assert before is not None and (before["status"], before["attempts"]) == ("done", 1)
     stop_all(worker)
@@ -296,7 +291,9 @@ async def test_two_workers_never_reconcile_at_the_same_time(
     first, second = Slow(settings, redis, names), Slow(settings, redis, names)
     lock = reconcile.lock_key(names)
     task = asyncio.create_task(first.run(pool))
-    await wait_for(lambda: asyncio.sleep(0, running == 1), timeout=5)
+    await wait_for_async(
+        lambda: asyncio.sleep(0, running == 1), what="the first reconciler running", timeout=5
+    )
     token = await redis.get(lock)
     assert token
     assert 0 < await redis.pttl(lock) <= first.lock_ms

@@ -26,7 +26,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +38,10 @@ from free_port import free_port
 from listings.ingest.queue import StreamNames
 from listings.settings import Settings
 from redis.asyncio import Redis
-from service_helpers import job_row, settings_env
+from service_helpers import job_row, settings_env, wait_until_partly_written
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +63,25 @@ def _json_lines(raw: str) -> list[dict[str, Any]]:
         if isinstance(entry, dict):
             entries.append(entry)
     return entries
+
+
+async def exit_code(
+    proc: Popen[bytes], what: str, timeout: float, details: Callable[[], str] | None = None
+) -> int:
+    """The exit status of `proc`, once it has exited."""
+
+    async def exited() -> int | None:
+        return proc.poll()
+
+    code = await wait_for_async(
+        exited,
+        until=lambda code: code is not None,
+        what=f"{what} exiting",
+        timeout=timeout,
+        details=details,
+    )
+    assert code is not None
+    return code
 
 
 # --- the API process -------------------------------------------------------------------------
@@ -91,13 +110,18 @@ class Api:
         return sum(1 for m in self.messages() if (m == message if exact else message in m))
 
     async def wait_log(self, message: str, times: int = 1, exact: bool = False) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while self.count(message, exact) < times:
+        async def logged() -> int:
             if self.proc.poll() is not None:
                 raise AssertionError(f"api exited before logging {message!r}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"api never logged {message!r} x{times}:\n{self.log()}")
-            await asyncio.sleep(0.05)
+            return self.count(message, exact)
+
+        await wait_for_async(
+            logged,
+            until=lambda count: count >= times,
+            what=f"api logging {message!r} x{times}",
+            timeout=WAIT_S,
+            details=self.log,
+        )
 
     async def in_flight(self) -> float:
         """Requests being served right now, per the API's own metrics (this request included)."""
@@ -109,19 +133,18 @@ class Api:
         return float(match.group(1))
 
     async def wait_in_flight(self, at_least: int) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while await self.in_flight() < at_least:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"never {at_least} requests in flight:\n{self.log()}")
-            await asyncio.sleep(0.05)
+        await wait_for_async(
+            self.in_flight,
+            until=lambda count: count >= at_least,
+            what=f"{at_least} requests in flight",
+            timeout=WAIT_S,
+            details=self.log,
+        )
 
     async def wait_exit(self) -> int:
-        deadline = time.monotonic() + GRACEFUL_TIMEOUT_S + WAIT_S
-        while (code := self.proc.poll()) is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the gunicorn master never exited:\n{self.log()}")
-            await asyncio.sleep(0.1)
-        return code
+        return await exit_code(
+            self.proc, "the gunicorn master", GRACEFUL_TIMEOUT_S + WAIT_S, details=self.log
+        )
 
     def assert_workers_exited_gracefully(self) -> None:
         """Every uvicorn worker finished its own graceful shutdown: none was killed by the master.
@@ -307,16 +330,20 @@ async def test_after_sigterm_the_api_refuses_connections_while_finishing_in_flig
     await api.wait_in_flight(2)
 
     api.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + WAIT_S
-    while await _connect(api.port):  # accepted until every process has closed the listener
-        assert time.monotonic() < deadline, f"still accepting after SIGTERM:\n{api.log()}"
-        await asyncio.sleep(0.05)
+    # Accepted until every process has closed the listener.
+    await wait_for_async(
+        lambda: _connect(api.port),
+        until=lambda accepted: not accepted,
+        what="connections refused after SIGTERM",
+        timeout=WAIT_S,
+        details=api.log,
+    )
 
     # Refused while the API is demonstrably still up: the master waits for its busy worker,
     # which still holds the upload (the test has not released its body yet).
     assert api.proc.poll() is None, api.log()
     assert not post.done()
-    for _ in range(5):
+    for _ in range(5):  # and stays so (time is what is tested)
         assert not await _connect(api.port)
         await asyncio.sleep(0.05)
     # The idle keep-alive connection gets no new request served: the server closed it.
@@ -357,11 +384,7 @@ def worker_log(proc: Popen[bytes]) -> list[dict[str, Any]]:
 
 
 async def wait_worker_exit(proc: Popen[bytes]) -> int:
-    deadline = time.monotonic() + WAIT_S
-    while (code := proc.poll()) is None:
-        assert time.monotonic() < deadline, "the worker did not exit after SIGTERM"
-        await asyncio.sleep(0.05)
-    return code
+    return await exit_code(proc, "the worker, after SIGTERM,", WAIT_S)
 
 
 @pytest.fixture
@@ -383,11 +406,7 @@ async def test_worker_sigterm_mid_job_acks_its_batch_and_the_rerun_writes_exact_
     job_id = await ingest.post(feed("handback", BIG_ROWS))
     consumer = f"it-first-{secrets.token_hex(3)}"
     first = start_worker(worker_batch_size=BATCH, worker_consumer=consumer)
-    deadline = time.monotonic() + WAIT_S
-    while not 0 < (seen := (await job_row(engine, job_id))["accepted"]) < BIG_ROWS:
-        assert (await job_row(engine, job_id))["status"] != "done", "finished before SIGTERM"
-        assert time.monotonic() < deadline, "the job never started"
-        await asyncio.sleep(0.01)
+    seen = await wait_until_partly_written(engine, job_id, BIG_ROWS)
 
     first.send_signal(signal.SIGTERM)
     assert await wait_worker_exit(first) == 0
@@ -437,14 +456,7 @@ async def test_graceful_hand_backs_never_dead_letter_a_healthy_job(
     job_id = await ingest.post(feed("rolling", BIG_ROWS))
     for _ in range(settings.worker_max_attempts + 1):
         worker = start_worker(worker_batch_size=BATCH)
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            row = await job_row(engine, job_id)
-            if row["status"] == "running" and 0 < row["accepted"] < BIG_ROWS:
-                break
-            assert row["status"] != "done", "finished before SIGTERM: make the feed larger"
-            assert time.monotonic() < deadline, f"the job never started: {row}"
-            await asyncio.sleep(0.01)
+        await wait_until_partly_written(engine, job_id, BIG_ROWS)
         worker.send_signal(signal.SIGTERM)
         assert await wait_worker_exit(worker) == 0
         handed_back = await job_row(engine, job_id)
@@ -462,14 +474,15 @@ async def test_an_idle_worker_exits_zero_on_sigterm(
     worker = start_worker(worker_heartbeat_file=str(heartbeat))
     # The heartbeat is touched at the top of every loop: a second touch means the worker went
     # once through its idle loop (group, retries, an empty blocking read) and is waiting again.
-    deadline = time.monotonic() + WAIT_S
-    first_touch = None
-    while first_touch is None or heartbeat.stat().st_mtime_ns == first_touch:
-        if first_touch is None and heartbeat.exists():
-            first_touch = heartbeat.stat().st_mtime_ns
+    touches: set[int] = set()
+
+    async def touched_twice() -> bool:
         assert worker.poll() is None, worker_log(worker)
-        assert time.monotonic() < deadline, "the worker never went idle"
-        await asyncio.sleep(0.02)
+        if heartbeat.exists():
+            touches.add(heartbeat.stat().st_mtime_ns)
+        return len(touches) >= 2
+
+    await wait_for_async(touched_twice, what="the worker idle", timeout=WAIT_S, interval=0.02)
 
     worker.send_signal(signal.SIGTERM)
     assert await wait_worker_exit(worker) == 0

@@ -6,7 +6,6 @@ consumer lag; build info with version and git sha".
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 import uuid
@@ -27,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -140,18 +140,17 @@ class WorkerMetrics:
 
     async def wait_for(self, what: str, check: Callable[[Samples], bool]) -> Samples:
         """Poll the page until `check` holds for it."""
-        deadline = time.monotonic() + WAIT_S
-        while True:
+
+        async def page() -> Samples:
             assert self.proc.poll() is None, f"the worker exited while waiting for {what}"
             try:
-                samples = await self.read()
+                return await self.read()
             except httpx.TransportError:
-                samples = Samples()  # not listening yet
-            if check(samples):
-                return samples
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker metrics never showed {what}: {samples!r}")
-            await asyncio.sleep(0.1)
+                return Samples()  # not listening yet
+
+        return await wait_for_async(
+            page, until=check, what=f"worker metrics showing {what}", timeout=WAIT_S, interval=0.1
+        )
 
 
 async def test_the_worker_exports_the_backlog_and_counts_the_rows_it_ingests(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from ops_testdata import LOCAL_YAML
+from ops_testdata import LOCAL_YAML, STAGING_YAML, WriteEnv
+from support import collector_host
 
 from ops.errors import OpsError
 from ops.monitoring import logsearch as logsearch
@@ -19,25 +20,11 @@ from ops.stack import logs as stack
 
 pytestmark = pytest.mark.unit
 
-WriteEnv = Callable[[str, str], Path]
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
-STAGING_YAML = (
-    LOCAL_YAML.replace("target: local", "target: ssh").replace("name: local", "name: staging")
-    + "hosts:\n  - ssh: deploy@203.0.113.10\n"
-)
 
 
-def collected(ts: str, service: str, line: str | dict[str, object], n: int = 1) -> str:
-    """A line as the collector writes it (compact JSON, like rsyslog's template)."""
-    text = line if isinstance(line, str) else json.dumps(line, separators=(",", ":"))
-    record = {
-        "ts": ts,
-        "service": service,
-        "container": f"slipway-e2e-{service}-{n}",
-        "host": "vm",
-        "line": text,
-    }
-    return json.dumps(record, separators=(",", ":")) + "\n"
+# The e2e stack's lines: the project whose containers the search sees here.
+collected = functools.partial(collector_host.collected, project="slipway-e2e")
 
 
 def run_search(lines: list[str], **query: object) -> list[str]:

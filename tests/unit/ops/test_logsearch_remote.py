@@ -1,23 +1,27 @@
 """Searching the central logs of a one-host environment: the collector on the host, over SSH
-(a fake Remote serving what `docker ps` and `slipway-logs-read` print there), and the routing of
-`invoke logs` for hosts."""
+(support.collector_host's CollectorHost serves what `docker ps` and `slipway-logs-read` print
+there), and the routing of `invoke logs` for hosts."""
 
 from __future__ import annotations
 
 import io
-import json
-import shlex
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import paramiko
 import pytest
-from ops_testdata import LOCAL_YAML
-from support.recorder import Recorder
+from ops_testdata import STAGING_YAML, WriteEnv
+from support.collector_host import (
+    CONTAINER,
+    LIST,
+    PROJECT,
+    RECENT,
+    CollectorHost,
+    collected,
+)
 
 from ops.config import Host
 from ops.errors import OpsError
-from ops.executor import Command, Result, query
+from ops.executor import query
 from ops.monitoring import logsearch as logsearch
 from ops.monitoring.collectors import RemoteCollector
 from ops.monitoring.logsearch import LogFile, Query
@@ -27,40 +31,18 @@ from ops.stack import logs as stack
 
 pytestmark = pytest.mark.unit
 
-WriteEnv = Callable[[str, str], Path]
-STAGING_YAML = (
-    LOCAL_YAML.replace("target: local", "target: ssh").replace("name: local", "name: staging")
-    + "hosts:\n  - ssh: deploy@203.0.113.10\n"
-)
 SWARM_YAML = STAGING_YAML + "  - ssh: deploy@203.0.113.11\n"
-PROJECT = "slipway-staging"
-CONTAINER = "f00dcafe"
 HOST_LABEL = "deploy@203.0.113.10:22"
 FIND = (
     "docker ps -q --filter label=com.docker.compose.project=slipway-staging "
     "--filter label=com.docker.compose.service=logs "
     "--filter label=com.docker.compose.oneoff=False --filter status=running"
 )
-LIST = "docker exec f00dcafe slipway-logs-read list"
 SERVICES = (
     "docker ps -a --filter label=com.docker.compose.project=slipway-staging "
     "--format '{{.Label \"com.docker.compose.service\"}}'"
 )
 OLD = "slipway-20261129T100000.000000Z.log.gz"
-RECENT = "slipway-20261130T100000.000000Z.log"
-
-
-def collected(ts: str, service: str, line: str | dict[str, object]) -> str:
-    """A line as the collector writes it (compact JSON, like rsyslog's template)."""
-    text = line if isinstance(line, str) else json.dumps(line, separators=(",", ":"))
-    record = {
-        "ts": ts,
-        "service": service,
-        "container": f"{PROJECT}-{service}-1",
-        "host": "vm",
-        "line": text,
-    }
-    return json.dumps(record, separators=(",", ":")) + "\n"
 
 
 def history() -> dict[str, list[str]]:
@@ -83,78 +65,16 @@ def history() -> dict[str, list[str]]:
     }
 
 
-class FakeRemote(Recorder):
-    """What the host answers: `docker ps` with the project's containers, and the collector's
-    `slipway-logs-read list|cat` run on `files`. Commands are split like the remote shell
-    would, so a badly quoted word breaks the search. Every command is recorded."""
-
-    def __init__(
-        self,
-        files: dict[str, list[str]],
-        *,
-        running: bool = True,
-        services: tuple[str, ...] = ("api", "logs", "nginx", "postgres", "redis", "worker"),
-        list_error: str = "",
-        cat_error: str = "",
-        host: Host | None = None,
-    ) -> None:
-        super().__init__(host or Host(user="deploy", address="203.0.113.10"))
-        self.files = files
-        self.running = running
-        self.services = services
-        self.list_error = list_error
-        self.cat_error = cat_error
-
-    def __enter__(self) -> FakeRemote:
-        return self
-
-    def respond(self, command: Command, stdin: str | None) -> Result:
-        line = command.line
-        words = shlex.split(line)
-        if words[:3] == ["docker", "ps", "-q"]:
-            return Result(line, 0, f"{CONTAINER}\n" if self.running else "", "")
-        if words[:3] == ["docker", "ps", "-a"]:
-            # A container per replica: the same service more than once.
-            out = "".join(f"{name}\n{name}\n" for name in self.services)
-            return Result(line, 0, out, "")
-        if words == ["docker", "exec", CONTAINER, "slipway-logs-read", "list"]:
-            if self.list_error:
-                return Result(line, 1, "", self.list_error)
-            listing = "".join(
-                f"{name}\t{sum(map(len, lines))}\t1796034000\n"
-                for name, lines in self.files.items()
-            )
-            return Result(line, 0, listing, "")
-        raise AssertionError(f"unexpected command {line!r}")
-
-    def _open_lines(self, command: Command) -> Iterator[Iterator[str]]:
-        words = shlex.split(command.line)
-        assert words[:5] == ["docker", "exec", CONTAINER, "slipway-logs-read", "cat"]
-        rest, fixed = words[5:], []
-        while rest[:1] == ["--fixed"]:
-            fixed.append(rest[1])
-            rest = rest[2:]
-        out = [line for name in rest for line in self.files[name] if all(f in line for f in fixed)]
-        yield iter(out)
-        if self.cat_error:
-            raise OpsError(
-                f"{command.what!r} failed on {self.host.label} (exit 2): {self.cat_error}"
-            )
-
-    def reads(self) -> list[str]:
-        return [c for c in self.lines_run if " slipway-logs-read cat" in c]
-
-
 @pytest.fixture
-def on_host(write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeRemote]:
-    """`staging` on one host with monitoring (the default); its SSH connection is a FakeRemote
+def on_host(write_env: WriteEnv, monkeypatch: pytest.MonkeyPatch) -> Callable[..., CollectorHost]:
+    """`staging` on one host with monitoring (the default); its SSH connection is a CollectorHost
     built with the given arguments; `invoke logs` must not fall back to compose logs."""
 
-    def make(*args: object, **kwargs: object) -> FakeRemote:
+    def make(*args: object, **kwargs: object) -> CollectorHost:
         write_env("staging", STAGING_YAML)
-        fake = FakeRemote(*args, **kwargs)  # type: ignore[arg-type]
+        fake = CollectorHost(*args, **kwargs)  # type: ignore[arg-type]
 
-        def connect(host: Host) -> FakeRemote:
+        def connect(host: Host) -> CollectorHost:
             assert host.label == HOST_LABEL
             return fake
 
@@ -175,7 +95,7 @@ def no_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_host_collector_is_found_by_its_labels_and_read_with_quoted_commands(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    fake = FakeRemote(history())
+    fake = CollectorHost(history())
     collector = RemoteCollector.find(fake, PROJECT, "staging")  # type: ignore[arg-type]
     files = collector.list_files()
     assert files[-1] == LogFile("current.log", sum(map(len, history()["current.log"])), None)
@@ -196,7 +116,7 @@ def test_the_host_collector_is_found_by_its_labels_and_read_with_quoted_commands
 
 
 def test_no_collector_on_the_host_names_the_deploy_that_starts_it() -> None:
-    fake = FakeRemote(history(), running=False)
+    fake = CollectorHost(history(), running=False)
     with pytest.raises(OpsError) as caught:
         RemoteCollector.find(fake, PROJECT, "staging")  # type: ignore[arg-type]
     message = str(caught.value)
@@ -206,11 +126,11 @@ def test_no_collector_on_the_host_names_the_deploy_that_starts_it() -> None:
 
 
 def test_a_failed_listing_or_reading_names_the_collectors_own_messages() -> None:
-    fake = FakeRemote(history(), list_error="no such directory /var/log/slipway")
+    fake = CollectorHost(history(), list_error="no such directory /var/log/slipway")
     collector = RemoteCollector(fake, CONTAINER, "staging")  # type: ignore[arg-type]
     with pytest.raises(OpsError, match=r"exit 1\): no such directory.*--service logs"):
         collector.list_files()
-    fake = FakeRemote(history(), cat_error="zcat: slipway-x.log.gz: unexpected end of file")
+    fake = CollectorHost(history(), cat_error="zcat: slipway-x.log.gz: unexpected end of file")
     collector = RemoteCollector(fake, CONTAINER, "staging")  # type: ignore[arg-type]
     with (
         pytest.raises(OpsError, match=r"unexpected end of file\. Fix: .*--service logs"),
@@ -220,7 +140,7 @@ def test_a_failed_listing_or_reading_names_the_collectors_own_messages() -> None
 
 
 def test_an_error_of_the_caller_inside_the_read_is_not_reworded() -> None:
-    collector = RemoteCollector(FakeRemote(history()), CONTAINER, "staging")  # type: ignore[arg-type]
+    collector = RemoteCollector(CollectorHost(history()), CONTAINER, "staging")  # type: ignore[arg-type]
     with pytest.raises(OpsError, match=r"^mine$"), collector.read_lines([RECENT], []):
         raise OpsError("mine")
 
@@ -228,7 +148,7 @@ def test_an_error_of_the_caller_inside_the_read_is_not_reworded() -> None:
 def test_the_search_works_the_same_on_the_host_collector(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    fake = FakeRemote(history())
+    fake = CollectorHost(history())
     collector = RemoteCollector(fake, CONTAINER, "staging")  # type: ignore[arg-type]
     assert logsearch.print_search(collector, Query(request_id="id-1")) == 4
     # In time order across files and despite the arrival order; the plain line that only
@@ -319,7 +239,7 @@ def test_a_broken_connection_while_reading_names_the_host(
 
 
 def test_a_search_on_one_host_reads_the_central_history_there(
-    on_host: Callable[..., FakeRemote], capsys: pytest.CaptureFixture[str]
+    on_host: Callable[..., CollectorHost], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = on_host(history())
     stack.logs("staging", request_id="id-1", since="2026-11-30T09:00:00Z")
@@ -341,7 +261,7 @@ def test_a_search_on_one_host_reads_the_central_history_there(
 
 
 def test_a_service_tail_on_a_host_reads_only_the_newest_files(
-    on_host: Callable[..., FakeRemote], capsys: pytest.CaptureFixture[str]
+    on_host: Callable[..., CollectorHost], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = on_host(history())
     stack.logs("staging", service="worker", tail=1)
@@ -357,7 +277,7 @@ def test_a_service_tail_on_a_host_reads_only_the_newest_files(
 
 
 def test_a_grep_on_a_host_is_checked_in_python(
-    on_host: Callable[..., FakeRemote], capsys: pytest.CaptureFixture[str]
+    on_host: Callable[..., CollectorHost], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = on_host(history())
     stack.logs("staging", grep=r'"job":\d+')
@@ -372,7 +292,7 @@ def test_a_grep_on_a_host_is_checked_in_python(
 
 
 def test_a_service_on_a_host_must_be_one_of_the_deployed_stack(
-    on_host: Callable[..., FakeRemote], capsys: pytest.CaptureFixture[str]
+    on_host: Callable[..., CollectorHost], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = on_host(history())
     with pytest.raises(OpsError) as caught:
@@ -395,7 +315,7 @@ def test_a_service_on_a_host_must_be_one_of_the_deployed_stack(
 
 
 def test_no_collector_on_the_host_fails_naming_the_deploy(
-    on_host: Callable[..., FakeRemote],
+    on_host: Callable[..., CollectorHost],
 ) -> None:
     fake = on_host(history(), running=False)
     with pytest.raises(OpsError, match=r"not running on deploy@.*`invoke deploy --env=staging`"):

@@ -1,6 +1,6 @@
 """Searching the central logs of several hosts (Docker Swarm): a collector per host, each read
-over its own SSH connection (test_logsearch_remote's FakeRemote, one per host), the matches of
-all merged in time order; hosts that cannot be searched; the routing of `invoke logs`."""
+over its own SSH connection (support.collector_host's CollectorHost, one per host), the matches
+of all merged in time order; hosts that cannot be searched; the routing of `invoke logs`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from test_logsearch_remote import (
-    CONTAINER,
-    LIST,
-    RECENT,
-    STAGING_YAML,
-    FakeRemote,
-    WriteEnv,
-    collected,
-)
+from ops_testdata import STAGING_YAML, WriteEnv
+from support.collector_host import CONTAINER, LIST, RECENT, CollectorHost, collected
 
 from ops.config import Host
 from ops.errors import OpsError
@@ -52,7 +45,7 @@ def cat(*words: str) -> str:
     return shlex.join(["docker", "exec", CONTAINER, "slipway-logs-read", "cat", *words])
 
 
-class SwarmHost(FakeRemote):
+class SwarmHost(CollectorHost):
     """One host of the swarm: its collector's files; the manager also answers `docker service
     ls`. `down`: SSH does not reach it."""
 

@@ -1,7 +1,7 @@
 """`invoke monitor` on several hosts (Docker Swarm): the tasks' docker_gwbridge addresses found
 on the manager, the tunnels to them, and what fails when a task is missing.
 
-No SSH: SwarmRemote is test_monitor_tunnel's FakeRemote (a real ops.remote.Remote, so
+No SSH: SwarmRemote is support.monitor_tunnel's TunnelRemote (a real ops.remote.Remote, so
 Remote.forward's own listener and pumps carry every request) that also answers the manager's
 `docker ps` and `docker network inspect`, and whose "channels" go to the small HTTP servers
 standing for the tasks at their gwbridge addresses.
@@ -19,17 +19,8 @@ import paramiko
 import pytest
 from invoke.context import Context
 from invoke.exceptions import Exit
-from test_monitor_tunnel import (
-    FakeHttp,
-    FakeRemote,
-    FakeTransport,
-    WriteEnv,
-    port_of,
-    ports,
-    refused,
-    servers,
-    taken,
-)
+from ops_testdata import WriteEnv
+from support.monitor_tunnel import FakeHttp, FakeTransport, TunnelRemote, port_of, refused
 
 from ops import config
 from ops.errors import OpsError
@@ -38,9 +29,6 @@ from ops.monitoring import monitor as monitor
 from ops.tasks import monitor as monitor_tasks
 
 pytestmark = pytest.mark.unit
-
-# The fixtures, imported for this module's tests.
-__all__ = ["ports", "servers", "taken"]
 
 MANAGER = "deploy@203.0.113.10:22"
 PROMETHEUS_ID = "a1" * 32
@@ -99,7 +87,7 @@ class GwbridgeTransport(FakeTransport):
         return socket.create_connection(("127.0.0.1", self.by_address[dest]))
 
 
-class SwarmRemote(FakeRemote):
+class SwarmRemote(TunnelRemote):
     """The swarm manager: its running tasks, its docker_gwbridge, and the tasks' HTTP servers.
     Every command is recorded."""
 

@@ -1,168 +1,33 @@
 """`invoke monitor` on one host: refusals, local ports of the tunnel, the view through it.
 
-No SSH: FakeRemote is a real ops.remote.Remote whose SSH transport is replaced by one that opens
-its "channels" as TCP connections to small HTTP servers on 127.0.0.1 standing for the host's
-Prometheus and Alertmanager. So Remote.forward's own listener and pumps carry every request.
+No SSH: TunnelRemote (support.monitor_tunnel) is a real ops.remote.Remote whose SSH transport is
+replaced by one that opens its "channels" as TCP connections to small HTTP servers on 127.0.0.1
+standing for the host's Prometheus and Alertmanager (the `servers` fixture of conftest.py). So
+Remote.forward's own listener and pumps carry every request.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import paramiko
 import pytest
-from free_port import free_port
 from invoke.context import Context
 from invoke.exceptions import Exit
-from ops_testdata import LOCAL_YAML
+from ops_testdata import LOCAL_YAML, WriteEnv
+from support.monitor_tunnel import FakeHttp, TunnelRemote, port_of, prometheus_routes, refused
 
 from ops import config
 from ops.errors import OpsError
 from ops.monitoring import monitor as monitor
-from ops.remote import Remote
 from ops.tasks import monitor as monitor_tasks
 
 pytestmark = pytest.mark.unit
 
-WriteEnv = Callable[[str, str], Path]
 HOST = "deploy@203.0.113.10:22"
-
-ALERTS = {
-    "status": "success",
-    "data": {
-        "alerts": [
-            {
-                "labels": {"alertname": "APIDown", "severity": "critical"},
-                "annotations": {"summary": "no API replica answers"},
-                "state": "firing",
-                "activeAt": "2026-12-01T10:00:00.123Z",
-            },
-            {
-                "labels": {"alertname": "DiskFilling", "severity": "warning"},
-                "annotations": {"summary": "disk fills"},
-                "state": "firing",
-                "activeAt": "2026-12-01T09:00:00Z",
-            },
-            {
-                "labels": {"alertname": "Slow", "severity": "warning"},
-                "annotations": {"summary": "pending only"},
-                "state": "pending",
-                "activeAt": "2026-12-01T09:30:00Z",
-            },
-        ]
-    },
-}
-TARGETS = {
-    "status": "success",
-    "data": {
-        "activeTargets": [
-            {"labels": {"job": "api", "instance": "10.0.0.5:8000"}, "health": "up"},
-            {
-                "labels": {"job": "postgres", "instance": "postgres-exporter:9187"},
-                "health": "down",
-                "lastError": "connection refused",
-            },
-        ]
-    },
-}
-
-
-class FakeHttp:
-    """A tiny HTTP server on 127.0.0.1 answering fixed bodies by path (404 otherwise)."""
-
-    def __init__(self, routes: dict[str, bytes]) -> None:
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests.append(self.path)
-                body = routes.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def prometheus_routes(alerts: object = ALERTS, targets: object = TARGETS) -> dict[str, bytes]:
-    return {
-        "/-/ready": b"Prometheus Server is Ready.\n",
-        "/api/v1/alerts": json.dumps(alerts).encode(),
-        "/api/v1/targets": json.dumps(targets).encode(),
-    }
-
-
-@pytest.fixture
-def servers() -> Iterator[dict[str, FakeHttp]]:
-    made = {
-        "prometheus": FakeHttp(prometheus_routes()),
-        "alertmanager": FakeHttp({"/-/ready": b"OK"}),
-    }
-    yield made
-    for server in made.values():
-        server.close()
-
-
-class FakeTransport:
-    """What Remote.forward uses of paramiko's Transport: a "direct-tcpip" channel to the host's
-    (address, port) is a TCP connection to the server standing for that port here."""
-
-    def __init__(self, routes: dict[int, int]) -> None:
-        self.routes = routes
-        self.opened: list[tuple[str, int]] = []
-        self.active = True
-
-    def is_active(self) -> bool:
-        return self.active
-
-    def open_channel(self, kind: str, dest: tuple[str, int], src: tuple[str, int]) -> socket.socket:
-        assert kind == "direct-tcpip"
-        self.opened.append(dest)
-        if dest[0] != "127.0.0.1" or dest[1] not in self.routes:
-            raise paramiko.ChannelException(2, "Connect failed")
-        return socket.create_connection(("127.0.0.1", self.routes[dest[1]]))
-
-
-class FakeRemote(Remote):
-    """A Remote to HOST whose SSH transport is a FakeTransport."""
-
-    def __init__(self, routes: dict[int, int]) -> None:
-        super().__init__(config.Host("deploy", "203.0.113.10", 22))
-        self.fake = FakeTransport(routes)
-        self.closed = False
-
-    def _transport(self) -> Any:
-        if self.closed or not self.fake.active:
-            raise OpsError(f"SSH connection to {self.host.label} is closed")
-        return self.fake
-
-    def connected(self) -> bool:
-        return not self.closed and self.fake.active
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def host_yaml(prometheus: int, alertmanager: int, extra: str = "") -> str:
@@ -175,55 +40,15 @@ def host_yaml(prometheus: int, alertmanager: int, extra: str = "") -> str:
 
 
 @pytest.fixture
-def ports() -> tuple[int, int]:
-    """The host's Prometheus and Alertmanager ports, chosen free here (as a host's 9090 and
-    9093 would be on a machine running no local stack)."""
-    first = free_port()
-    second = free_port()
-    while second == first:
-        second = free_port()
-    return first, second
-
-
-@pytest.fixture
 def staging(write_env: WriteEnv, ports: tuple[int, int]) -> config.Environment:
     write_env("staging", host_yaml(*ports))
     return config.load("staging")
 
 
-def routed(servers: dict[str, FakeHttp], ports: tuple[int, int]) -> FakeRemote:
-    return FakeRemote(
+def routed(servers: dict[str, FakeHttp], ports: tuple[int, int]) -> TunnelRemote:
+    return TunnelRemote(
         {ports[0]: servers["prometheus"].port, ports[1]: servers["alertmanager"].port}
     )
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-@pytest.fixture
-def taken() -> Iterator[Callable[[int], socket.socket]]:
-    """Listen on 127.0.0.1:<port> here, like a local stack's Prometheus would."""
-    held: list[socket.socket] = []
-
-    def take(port: int) -> socket.socket:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", port))
-        sock.listen(1)
-        held.append(sock)
-        return sock
-
-    yield take
-    for sock in held:
-        sock.close()
 
 
 # ---------------------------------------------------------------------------- refusals
@@ -309,7 +134,7 @@ def test_both_ports_taken_here_still_give_a_working_tunnel(
 def test_a_failed_connection_is_reported_as_is_not_retried_on_another_port(
     staging: config.Environment, ports: tuple[int, int]
 ) -> None:
-    class Unreachable(FakeRemote):
+    class Unreachable(TunnelRemote):
         attempts = 0
 
         def _transport(self) -> Any:
@@ -391,7 +216,7 @@ def test_something_else_than_prometheus_on_the_port_is_named(
     impostor = FakeHttp({**prometheus_routes(), "/api/v1/alerts": b"<html>hello</html>"})
     alertmanager = FakeHttp({"/-/ready": b"OK"})
     try:
-        remote = FakeRemote({ports[0]: impostor.port, ports[1]: alertmanager.port})
+        remote = TunnelRemote({ports[0]: impostor.port, ports[1]: alertmanager.port})
         with monitor.reachable(staging, remote) as at, pytest.raises(OpsError) as err:
             monitor.read(staging, at)
     finally:
@@ -455,9 +280,9 @@ def test_task_once_prints_the_view_and_closes_the_tunnel(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    made: list[FakeRemote] = []
+    made: list[TunnelRemote] = []
 
-    def remote_for(host: config.Host) -> FakeRemote:
+    def remote_for(host: config.Host) -> TunnelRemote:
         assert host == staging.hosts[0]
         made.append(routed(servers, ports))
         return made[-1]
@@ -503,7 +328,7 @@ def test_task_keeps_the_tunnel_open_until_stopped_then_closes_it(
 def test_task_fails_with_the_message_when_prometheus_does_not_answer_on_the_host(
     staging: config.Environment, ports: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor, "Remote", lambda host: FakeRemote({}))
+    monkeypatch.setattr(monitor, "Remote", lambda host: TunnelRemote({}))
     with pytest.raises(Exit) as err:
         monitor_tasks.show(Context(), env="staging", once=True)
     assert err.value.code == 1

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from listings import settings as service_settings
-from ops_testdata import LOCAL_YAML
+from ops_testdata import LOCAL_YAML, WriteEnv
 
 from ops import config, secrets
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit
-
-WriteEnv = Callable[[str, str], Path]
 
 SSH_YAML = """\
 name: {name}
