@@ -22,3 +22,21 @@ STAGING_YAML = (
     LOCAL_YAML.replace("target: local", "target: ssh").replace("name: local", "name: staging")
     + "hosts:\n  - ssh: deploy@203.0.113.10\n"
 )
+
+# Secrets that pass every rule of ops.secrets (long, not placeholders).
+GOOD_SECRETS = {
+    "POSTGRES_PASSWORD": "p" * 8 + "Q3x9Lm2Vb7Nc4Zs1",
+    "REDIS_PASSWORD": "r" * 8 + "T5y8Ui2Op4As6Df1",
+    "LISTINGS_API_KEY_PEPPER": "k" * 8 + "G7h2Jk5Lq8Wz3Xc6Vb9Nm1Rt4Ye6Pa0",
+    "BACKUP_PASSPHRASE": "b" * 8 + "N4m7Qw2Er5Ty8Ui1Op3As6Df9Gh0Jk",
+}
+# Content tags of every infrastructure image a release with monitoring runs.
+IMAGE_TAGS = {
+    "SLIPWAY_POSTGRES_TAG": "c.1",
+    "SLIPWAY_REDIS_TAG": "c.2",
+    "SLIPWAY_NGINX_TAG": "c.3",
+    "SLIPWAY_LOGS_TAG": "c.4",
+    "SLIPWAY_PROMETHEUS_TAG": "c.5",
+    "SLIPWAY_ALERTMANAGER_TAG": "c.6",
+    "SLIPWAY_EXPORTERS_TAG": "c.7",
+}

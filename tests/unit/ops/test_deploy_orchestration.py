@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ops_testdata import GOOD_SECRETS, IMAGE_TAGS
 from support.simhost import FakeEngine, SimHost, image_id
 
 from ops import config
@@ -37,21 +38,8 @@ deploy: {lock_wait: 0}
 hosts:
   - ssh: deploy@203.0.113.10
 """
-SECRETS = {
-    "POSTGRES_PASSWORD": "p" * 8 + "Q3x9Lm2Vb7Nc4Zs1",
-    "REDIS_PASSWORD": "r" * 8 + "T5y8Ui2Op4As6Df1",
-    "LISTINGS_API_KEY_PEPPER": "k" * 8 + "G7h2Jk5Lq8Wz3Xc6Vb9Nm1Rt4Ye6Pa0",
-    "BACKUP_PASSPHRASE": "b" * 8 + "N4m7Qw2Er5Ty8Ui1Op3As6Df9Gh0Jk",
-}
-TAGS = {
-    "SLIPWAY_POSTGRES_TAG": "c.1",
-    "SLIPWAY_REDIS_TAG": "c.2",
-    "SLIPWAY_NGINX_TAG": "c.3",
-    "SLIPWAY_LOGS_TAG": "c.4",
-    "SLIPWAY_PROMETHEUS_TAG": "c.5",
-    "SLIPWAY_ALERTMANAGER_TAG": "c.6",
-    "SLIPWAY_EXPORTERS_TAG": "c.7",
-}
+SECRETS = GOOD_SECRETS
+TAGS = IMAGE_TAGS
 DEPLOY_STEPS = [
     "check configuration and secrets",
     "check the images (built after the lock when missing)",
