@@ -43,6 +43,9 @@ CONTENT_TAGGED = {
 # Compose profile of the services only `tls: acme` environments run (certbot).
 # The data stores of compose.yaml: started first, before migrations (by `invoke up` and deploys).
 DATA_SERVICES = ("postgres", "redis")
+# The central log collector (compose/logging.yaml): started before everything whose lines it
+# takes.
+LOG_SERVICE = "logs"
 ACME_PROFILE = "acme"
 # Compose profile of the monitoring services (Prometheus, Alertmanager, exporters).
 MONITORING_PROFILE = "monitoring"

@@ -21,7 +21,7 @@ from typing import Any
 
 import paramiko
 from fabric import Connection
-from invoke.exceptions import UnexpectedExit
+from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
 from ops.config import Host
 from ops.errors import OpsError
@@ -191,6 +191,11 @@ class Remote(Executor):
             )
         except UnexpectedExit as exc:  # only without warn=True; kept for safety
             res = exc.result
+        except CommandTimedOut as exc:
+            # Its own message holds the whole command line, which may carry what `shown` hides.
+            raise OpsError(
+                f"{command.description} on {self.label} did not finish within {command.timeout:g}s"
+            ) from exc
         except Exception as exc:
             raise OpsError(f"{command.description} on {self.label}: {exc}") from exc
         return Result(command.line, int(res.exited), str(res.stdout), str(res.stderr))
@@ -326,7 +331,11 @@ class Remote(Executor):
     def _exec_raw(self, command: Command, chunks: Iterable[bytes], timeout: float | None) -> Result:
         """Run the command on a raw channel with `chunks` as stdin, then EOF."""
         transport = self._transport()
-        channel = transport.open_session()
+        try:
+            # sshd may refuse one more session (MaxSessions, a link dropped unnoticed).
+            channel = transport.open_session()
+        except (OSError, paramiko.SSHException) as exc:
+            raise OpsError(f"{command.description} on {self.label}: {exc}") from exc
         if timeout is not None:
             channel.settimeout(timeout)
         try:

@@ -48,7 +48,8 @@ class Step:
 
 
 def preflight(name: str, action: Callable[[], str | None]) -> Step:
-    """A step that changes nothing anywhere (it runs in a dry run too)."""
+    """A step that only reads (it runs in a dry run too): it changes no host, and leaves this
+    machine's images, containers and files as they were."""
     return Step(name, action)
 
 

@@ -61,9 +61,9 @@ def prepare_acme(env: config.Environment, remote: Executor, rc: RemoteCompose) -
 
 def ensure_certificates(rc: RemoteCompose, force: bool = False) -> str:
     """`slipway-acme ensure` in a one-off certbot container; nginx reloaded when one changed."""
-    args = ["run", "--rm", "--no-deps", "-T", CERTBOT_SERVICE, "ensure"]
+    args = ["ensure", *(["--force"] if force else [])]
     try:
-        out = rc.run(*args, *(["--force"] if force else []), what="ACME", timeout=ACME_TIMEOUT)
+        out = rc.oneoff(CERTBOT_SERVICE, *args, what="ACME", timeout=ACME_TIMEOUT)
     except OpsError as exc:
         raise OpsError(
             f"the ACME CA did not issue every certificate: {exc}. nginx keeps serving the "

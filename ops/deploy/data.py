@@ -40,9 +40,8 @@ def open_repository(rc: RemoteCompose, label: str) -> Repository:
     """The release's BACKUP_PASSPHRASE opens the host's backup repository (or there is none
     yet), checked before PostgreSQL is recreated with it: its entrypoint refuses to start with
     a passphrase that does not, which would take the database down."""
-    out = rc.run(
-        "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE,
-        "pgbackrest", "info", "--output=json",
+    out = rc.oneoff(
+        backup.RESTORE_SERVICE, "pgbackrest", "info", "--output=json",
         what="open the backup repository with the release's passphrase",
     )  # fmt: skip
     status, stored = backup.parse_info(out)
@@ -65,8 +64,8 @@ def open_repository(rc: RemoteCompose, label: str) -> Repository:
 
 def has_database(rc: RemoteCompose, label: str) -> bool:
     """Whether the data volume holds a PostgreSQL cluster (a one-off container looks)."""
-    probe = rc.run(
-        "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE, "sh", "-c", DATABASE_PROBE,
+    probe = rc.oneoff(
+        backup.RESTORE_SERVICE, "sh", "-c", DATABASE_PROBE,
         what="look for the database on the data volume",
     )  # fmt: skip
     if "[slipway-cluster]" in probe:
@@ -123,8 +122,8 @@ def must_restore(
 def restore_database(rc: RemoteCompose) -> str:
     """The newest backup and every archived WAL into the data volume (PostgreSQL replays
     them at its next start)."""
-    out = rc.run(
-        "run", "--rm", "--no-deps", "-T", backup.RESTORE_SERVICE, "backup-restore",
+    out = rc.oneoff(
+        backup.RESTORE_SERVICE, "backup-restore",
         what="restore the newest backup and the archived WAL into the data volume",
         timeout=RESTORE_WAIT,
     )  # fmt: skip

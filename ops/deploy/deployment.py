@@ -5,9 +5,11 @@ steps and its tables (`deploy_steps()`, `rollback_steps()`, `switch_back_steps()
 bottom of its class.
 
 The rules every step keeps: pre-flight steps only read (queries on the hosts, files and images
-here), so `--dry-run` changes nothing anywhere; the first impacting step takes the host's deploy
-lock, and every later one checks it is still held; the executors echo each command that
-changes something, with its host. A failure once the switch began puts the previous release
+here), so `--dry-run` changes nothing on the hosts nor in this machine's images and containers
+(it may record a new host's key in known_hosts, and renders the alert receivers in a throwaway
+container); the first impacting step takes the host's deploy lock, and every later step that
+changes a host first checks it is still held (`refresh_lock`); the executors echo each command
+that changes something, with its host. A failure once the switch began puts the previous release
 back (`failed()`); any other failure leaves the running release as it was and says so.
 """
 
@@ -19,21 +21,21 @@ from dataclasses import dataclass, field
 
 from ops import compose, config, secrets
 from ops.compose import Build
-from ops.deploy import data, locks, plan, preflight, release, rollback, smoke
+from ops.deploy import data, locks, plan, preflight, release, rollback, ship, smoke
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
 from ops.deploy.hostcompose import RemoteCompose
-from ops.deploy.images import LISTINGS_IMAGE, LocalEngine, image_refs
+from ops.deploy.images import LocalEngine, image_refs
 from ops.deploy.registry import Registry
 from ops.deploy.releases import Release, ReleaseStore, iso, new_id, utc_now
 from ops.deploy.rollout import RolloutError
-from ops.deploy.ship import Shipper, image_id_on
 from ops.errors import OpsError
 from ops.executor import Executor
 from ops.remote import Remote
 from ops.steps import Operation, Runner, Step
 
 MIGRATE_TIMEOUT = 900.0
+UNTOUCHED = "the running release is untouched"
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Deployment(Operation):
     acme_deferred: bool = False  # tls: acme and nginx not running yet: certificates after it
     restored: bool = False  # this deploy restored the database (PostgreSQL replays WAL)
     registry: Registry | None = None  # None: images go over SSH
-    shipper: Shipper | None = None
+    shipper: ship.Shipper | None = None
     started: float = field(default_factory=time.monotonic)
 
     # ------------------------------------------------------------------ what modes define
@@ -274,15 +276,7 @@ class Deployment(Operation):
             previous=previous.id if previous else "",
             overlays=self.overlays(),
         )
-        for line in (
-            f"hosts {', '.join(h.label for h in self.env.hosts)}, {self.root}",
-            "current release: " + (previous.id if previous else "none (first deploy)"),
-            f"new release: {self.release.id}",
-            "images to ship: " + (", ".join(shipping) or "none (the hosts have them)"),
-            f"API: {self.env.replicas.api} replica(s), {self.env.deploy.batch} at a time; "
-            f"workers: {self.env.replicas.worker}",
-            f"then smoke checks through {self.env.https_url}",
-        ):
+        for line in plan.lines(self.env, previous, self.release, shipping):
             self.say(f"plan: {line}")
         return f"{len(shipping)} image(s) to ship"
 
@@ -335,7 +329,7 @@ class Deployment(Operation):
 
     def ship(self) -> str:
         if self.shipper is None:
-            self.shipper = Shipper(self.local, self.registry)
+            self.shipper = ship.Shipper(self.local, self.registry)
         shipped = []
         for index, (host, remote) in enumerate(self.every_host()):
             self.refresh_lock()
@@ -346,6 +340,7 @@ class Deployment(Operation):
 
     def write_release(self) -> str:
         assert self.release is not None and self.secrets is not None
+        self.refresh_lock()
         store = self.releases()
         # A local CA first: the release's files carry it (the blackbox probe verifies with it).
         note = "" if self.acme else self.install_certificates()
@@ -405,8 +400,8 @@ class Deployment(Operation):
     def migrate(self) -> str:
         self.refresh_lock()
         try:
-            out = self.rcompose(self.release_id()).run(
-                "run", "--rm", "--no-deps", "-T", "migrate", what="migrate", timeout=MIGRATE_TIMEOUT
+            out = self.rcompose(self.release_id()).oneoff(
+                "migrate", what="migrate", timeout=MIGRATE_TIMEOUT
             )
         except OpsError as exc:
             raise OpsError(
@@ -424,6 +419,7 @@ class Deployment(Operation):
 
     def record(self) -> str:
         assert self.release is not None
+        self.refresh_lock()
         store = self.releases()
         if self.unchanged:
             store.audit(
@@ -452,21 +448,13 @@ class Deployment(Operation):
         protect = [self.release.id] + ([self.previous.id] if self.previous else [])
         try:
             pruned = store.prune(self.env.deploy.keep_releases, protect)
-            self.prune_images()
+            kept = {ref for r in store.history() for ref in r.images}
+            for _, remote in self.every_host():
+                ship.prune_listings_images(remote, kept)
         except OpsError as exc:
             print(f"    WARNING: pruning old releases failed (the deploy stands): {exc}")
             pruned = []
         return f"current = {self.release.id}" + (f"; pruned {len(pruned)}" if pruned else "")
-
-    def prune_images(self) -> None:
-        """Remove listings images no kept release uses, on every host (docker refuses to remove
-        those a container runs)."""
-        kept = {ref for r in self.releases().history() for ref in r.images}
-        for _, remote in self.every_host():
-            listed = remote.run(docker.image_refs(LISTINGS_IMAGE), check=False).stdout.split()
-            unused = [ref for ref in listed if ref not in kept]
-            if unused:
-                remote.run(docker.remove_images(unused), check=False)
 
     # ------------------------------------------------------------------ rollback
 
@@ -484,7 +472,7 @@ class Deployment(Operation):
             f"{ref} on {host.label}"
             for host, remote in self.every_host()
             for ref, image_id in target.images.items()
-            if image_id_on(remote, image_id) != image_id
+            if ship.image_id_on(remote, image_id) != image_id
         ]
         if missing:
             raise OpsError(
@@ -502,6 +490,7 @@ class Deployment(Operation):
         """Point each recorded tag back at its recorded image on every host (a rebuilt version
         may have moved the tag since)."""
         assert self.release is not None
+        self.refresh_lock()
         for _, remote in self.every_host():
             for ref, image_id in self.release.images.items():
                 remote.run(docker.tag(image_id, ref))
@@ -509,6 +498,7 @@ class Deployment(Operation):
 
     def record_rollback(self) -> str:
         assert self.release is not None
+        self.refresh_lock()
         store = self.releases()
         store.set_current(self.release.id)
         store.audit(
@@ -568,6 +558,7 @@ class Deployment(Operation):
             store.audit({"event": f"{self.kind} failed", "release": self.release.id})
             return "no previous release to roll back to (first deploy): fix and deploy again"
         print(f"\n==> automatic rollback to {self.previous.id}", flush=True)
+        self.keep_lock_for_the_rollback()
         back = self.reversal()
         title = f"automatic rollback of {self.env.name} to {self.previous.id}"
         Runner(title).run(back.switch_back_steps())
@@ -585,9 +576,20 @@ class Deployment(Operation):
         )
         return f"rolled back to {self.previous.id}"
 
+    def keep_lock_for_the_rollback(self) -> None:
+        """The heartbeat may have stopped although the lock is still ours (its own connection
+        failed): check it on the main connection and refresh it with a new heartbeat. A lock
+        another deploy took over stops the rollback here (that deploy owns the host now)."""
+        if self.lock is None or self.lock.held is None:
+            return
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.lock.refresh()
+        self.heartbeat = locks.Heartbeat(self.lock, connect=self.heartbeat_connection).start()
+
     def reversal(self) -> Deployment:
         """The same environment with the previous release as the one to put in place, on the
-        same connections, lock and records."""
+        same connections, lock, heartbeat and records."""
         back = type(self)(self.env, self.build, kind="rollback", local=self.local)
         back.connect, back.secrets, back.remotes = self.connect, self.secrets, self.remotes
         back.lock, back.heartbeat, back.store = self.lock, self.heartbeat, self.store

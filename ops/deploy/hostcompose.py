@@ -34,10 +34,6 @@ class RemoteCompose:
     def release_id(self) -> str:
         return self.spec.release_id
 
-    @property
-    def overlays(self) -> tuple[str, ...]:
-        return self.spec.overlays
-
     def command(self, *args: str) -> str:
         """The shell line of `docker compose <args>` for this release."""
         return self.spec.line(*args)
@@ -56,3 +52,18 @@ class RemoteCompose:
         the output, not the exit code, says what happened."""
         command = self.spec.command(*args, what=what, changes=changes, timeout=timeout)
         return self.remote.run(command, stdin=stdin, check=check).stdout
+
+    def up(self, *services: str, what: str, flags: tuple[str, ...] = ()) -> str:
+        """Start or update services (their dependencies untouched)."""
+        return self.remote.run(self.spec.up(*services, what=what, flags=flags)).stdout
+
+    def oneoff(self, service: str, *args: str, what: str, timeout: float | None = None) -> str:
+        """Output of a one-off container of `service` (removed when it ends)."""
+        return self.remote.run(self.spec.oneoff(service, *args, what=what, timeout=timeout)).stdout
+
+    def exec(
+        self, service: str, *args: str, what: str, timeout: float | None = None, check: bool = True
+    ) -> str:
+        """Output of a command in the running container of `service`."""
+        command = self.spec.exec(service, *args, what=what, timeout=timeout)
+        return self.remote.run(command, check=check).stdout

@@ -10,9 +10,11 @@ throwaway container, and the bytes of an image to ship. Unit tests replace it wi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import docker
-from docker.errors import ImageNotFound
+import requests
+from docker.errors import DockerException, ImageNotFound
 
 from ops import config, docker_engine, images, paths, secrets
 from ops.compose import Build, Compose
@@ -55,6 +57,18 @@ def content_tagged(ref: str) -> bool:
     return not ref.startswith(f"{LISTINGS_IMAGE}:")
 
 
+@contextmanager
+def engine_errors(what: str) -> Iterator[None]:
+    """The engine's own failures (a full disk, the daemon gone) as an operator's error."""
+    try:
+        yield
+    except (DockerException, requests.RequestException) as exc:
+        raise OpsError(
+            f"{what} failed on this machine's Docker engine: {exc}. Fix: check `docker info` "
+            "and the free disk of Docker's data root, then run the command again"
+        ) from exc
+
+
 class LocalEngine:
     """This machine's Docker engine, as a deploy uses it (connected at first use)."""
 
@@ -70,22 +84,25 @@ class LocalEngine:
 
     def image_id(self, ref: str) -> str | None:
         """The image's id here, None when this engine has no such image."""
-        try:
-            return str(self.client.images.get(ref).id)
-        except ImageNotFound:
-            return None
+        with engine_errors(f"reading the image {ref}"):
+            try:
+                return str(self.client.images.get(ref).id)
+            except ImageNotFound:
+                return None
 
     def missing(self, refs: list[str]) -> list[str]:
         return [ref for ref in refs if self.image_id(ref) is None]
 
     def size(self, ref: str) -> int:
-        return int(self.client.images.get(ref).attrs.get("Size", 0))
+        with engine_errors(f"reading the image {ref}"):
+            return int(self.client.images.get(ref).attrs.get("Size", 0))
 
     def save(self, ref: str) -> Iterator[bytes]:
         """The image as a tar stream naming `ref` (named=True would name its first tag)."""
-        image = self.client.images.get(ref)
-        save = getattr(image, "save")  # noqa: B009 - docker's Image.save, chunked tar stream
-        yield from save(chunk_size=1024 * 1024, named=ref)
+        with engine_errors(f"`docker save` of {ref}"):
+            image = self.client.images.get(ref)
+            save = getattr(image, "save")  # noqa: B009 - docker's Image.save, chunked tar stream
+            yield from save(chunk_size=1024 * 1024, named=ref)
 
     def build_missing(self, env: config.Environment, values: secrets.Secrets, build: Build) -> str:
         """Build the images of this version the engine lacks (base image first)."""
@@ -117,3 +134,5 @@ class LocalEngine:
             raw = exc.stderr or b""
             detail = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
             raise OpsError(detail.strip()[-600:]) from exc
+        except (DockerException, requests.RequestException) as exc:
+            raise OpsError(f"Alertmanager's image could not render them here: {exc}") from exc

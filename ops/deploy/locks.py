@@ -160,6 +160,10 @@ def remove_lock(directory: str) -> Command:
 # ------------------------------------------------------------------------------ the lock
 
 
+class LockTakenOver(OpsError):
+    """The lock no longer carries this deploy's token: another deploy holds it now."""
+
+
 class DeployLock:
     """The lock of one environment on one host."""
 
@@ -230,6 +234,8 @@ class DeployLock:
             # Said once: the retries while waiting are the "waiting for the lock" line's.
             attempts += 1
             if self._try_mkdir(mine, echo=None if attempts == 1 else False):
+                if attempts > 1:  # the retries were quiet: say the one that took it
+                    self.remote.echo(take_lock(self.dir))
                 self.held = mine
                 return mine
             holder, now = self.status()
@@ -278,7 +284,7 @@ class DeployLock:
             echo=echo,
         )
         if out.stdout.strip() != "ok":
-            raise OpsError(
+            raise LockTakenOver(
                 f"the deploy lock on {self.remote.label} was taken over by another deploy "
                 "(this one was idle longer than lock_ttl): stopping here"
             )
@@ -331,19 +337,38 @@ class Heartbeat:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        remote = self.connect()
-        mirror = DeployLock(remote, self.main.dir.rsplit("/", 1)[0], self.main.ttl)
-        mirror.held = self.main.held
+        """Refresh every interval on a connection of its own. A refresh that fails for another
+        reason than a takeover (the connection dropped) is retried at the next interval, on a
+        new connection, until the lock would soon look stale: only then is it lost."""
+        remote: Executor | None = None
+        mirror: DeployLock | None = None
+        last_refresh = time.monotonic()
         try:
             while not self._stop.wait(self.interval):
                 try:
+                    if remote is None or mirror is None:
+                        remote = self.connect()
+                        mirror = DeployLock(remote, self.main.dir.rsplit("/", 1)[0], self.main.ttl)
+                        mirror.held = self.main.held
                     # Quiet: its lines would land in the middle of the steps' output.
                     mirror.refresh(echo=False)
-                except OpsError as exc:
+                    last_refresh = time.monotonic()
+                except LockTakenOver as exc:
                     self.lost = str(exc)
                     return
+                except Exception as exc:  # any: a dead thread must say so
+                    if remote is not None:
+                        remote.close()
+                    remote = mirror = None
+                    if time.monotonic() - last_refresh > self.main.ttl * 2 / 3:
+                        self.lost = (
+                            f"the lock could not be refreshed for "
+                            f"{time.monotonic() - last_refresh:.0f}s: {exc or type(exc).__name__}"
+                        )
+                        return
         finally:
-            remote.close()
+            if remote is not None:
+                remote.close()
 
     def check(self) -> None:
         """Raise when the lock is no longer ours: nothing more may change on the host."""

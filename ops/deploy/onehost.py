@@ -11,14 +11,14 @@ from __future__ import annotations
 from ops import compose
 from ops.deploy import certificates, data, preflight, smoke
 from ops.deploy.commands import docker
-from ops.deploy.deployment import Deployment
+from ops.deploy.deployment import UNTOUCHED, Deployment
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.release import release_files
 from ops.deploy.rollout import SERVICE_WAIT, Containers, Rollout
 from ops.steps import Step, impacting
 from ops.steps import preflight as check
 
-LOG_SERVICE = "logs"
+LOG_SERVICE = compose.LOG_SERVICE
 MONITORING_SERVICES = (
     "prometheus",
     "alertmanager",
@@ -28,7 +28,6 @@ MONITORING_SERVICES = (
     "nginx-exporter",
     "blackbox-exporter",
 )
-UNTOUCHED = "the running release is untouched"
 
 
 class OneHostDeploy(Deployment):
@@ -68,8 +67,8 @@ class OneHostDeploy(Deployment):
         return certificates.install_local_ca_certificate(self.env, self.build, self.sh(), nginx)
 
     def run_backup(self) -> str:
-        return self.rcompose(self.release_id()).run(
-            "exec", "-T", data.BACKUP_SERVICE, *data.backup_run_args(),
+        return self.rcompose(self.release_id()).exec(
+            data.BACKUP_SERVICE, *data.backup_run_args(),
             what="backup before migrations", timeout=data.BACKUP_LOCK_WAIT + 3600,
             check=False,  # its lines say what happened (75: another backup runs); we decide
         )  # fmt: skip
@@ -77,19 +76,20 @@ class OneHostDeploy(Deployment):
     # ------------------------------------------------------------------ steps
 
     def start_data(self) -> str:
+        self.refresh_lock()
         rc = self.rcompose(self.release_id())
         # The log collector first: the data stores' first lines go through it.
         collector = (LOG_SERVICE,) if self.release_runs_monitoring() else ()
         if collector:
-            rc.run("up", "-d", "--no-deps", *collector, what="start the log collector")
+            rc.up(*collector, what="start the log collector")
         rebuilt = self.database_ready_for(rc)
         stores = compose.DATA_SERVICES
-        rc.run("up", "-d", "--no-deps", *stores, what="start postgres and redis")
+        rc.up(*stores, what="start postgres and redis")
         # A restored database replays its archived WAL before it is healthy.
         self.wait_healthy(
             (*collector, *stores), data.RESTORE_WAIT if self.restored else SERVICE_WAIT
         )
-        rc.run("up", "-d", "--no-deps", data.BACKUP_SERVICE, what="start the backup service")
+        rc.up(data.BACKUP_SERVICE, what="start the backup service")
         self.wait_healthy((data.BACKUP_SERVICE,))
         return rebuilt + ", ".join((*collector, *stores, data.BACKUP_SERVICE)) + " healthy"
 
@@ -124,18 +124,18 @@ class OneHostDeploy(Deployment):
 
     def roll_workers(self) -> str:
         self.refresh_lock()
-        self.rcompose(self.release_id()).run(
-            "up", "-d", "--no-deps", "--scale", f"worker={self.env.replicas.worker}", "worker",
+        self.rcompose(self.release_id()).up(
+            "worker",
+            flags=("--scale", f"worker={self.env.replicas.worker}"),
             what="replace workers",
-        )  # fmt: skip
+        )
         if self.env.replicas.worker:
             self.wait_healthy(("worker",), timeout=float(self.env.deploy.health_timeout))
         return f"{self.env.replicas.worker} worker(s)"
 
     def start_nginx(self) -> str:
-        self.rcompose(self.release_id()).run(
-            "up", "-d", "--no-deps", "nginx", what="start or update nginx"
-        )
+        self.refresh_lock()
+        self.rcompose(self.release_id()).up("nginx", what="start or update nginx")
         self.wait_healthy(("nginx",), timeout=60.0)
         return "nginx healthy"
 
@@ -143,16 +143,13 @@ class OneHostDeploy(Deployment):
         """First deploy: certificates once nginx answers HTTP-01; then the renewal service."""
         if not self.acme:
             return "skipped: tls local-ca"
+        self.refresh_lock()
         rc = self.rcompose(self.release_id())
         if self.acme_deferred:
-            self.refresh_lock()
             done = certificates.ensure_certificates(rc)
         else:
             done = "obtained before the switch"
-        rc.run(
-            "up", "-d", "--no-deps", certificates.CERTBOT_SERVICE,
-            what="start the renewal service",
-        )  # fmt: skip
+        rc.up(certificates.CERTBOT_SERVICE, what="start the renewal service")
         return f"{done}; renewal service running"
 
     def start_monitoring(self) -> str:
@@ -164,9 +161,7 @@ class OneHostDeploy(Deployment):
             return f"not part of this release ({reason}); the monitoring services are stopped"
         self.refresh_lock()
         services = (LOG_SERVICE, *MONITORING_SERVICES)
-        self.rcompose(self.release_id()).run(
-            "up", "-d", "--no-deps", *services, what="start or update the monitoring stack"
-        )
+        self.rcompose(self.release_id()).up(*services, what="start or update the monitoring stack")
         self.wait_healthy(services, timeout=float(self.env.deploy.health_timeout) + 60.0)
         return f"{len(services)} services healthy"
 
@@ -237,6 +232,9 @@ class OneHostDeploy(Deployment):
 
     def switch_back_steps(self) -> list[Step]:
         return [
+            impacting(
+                "point the image tags at the previous release's images", self.restore_image_tags
+            ),
             impacting("API replicas back to the previous release", self.roll_api),
             impacting("workers back", self.roll_workers),
             impacting("nginx", self.start_nginx),

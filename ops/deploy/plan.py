@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ops import config
 from ops.deploy.images import LocalEngine, content_tagged
+from ops.deploy.releases import Release
 from ops.deploy.ship import image_id_on
 from ops.executor import Executor
 
@@ -33,3 +34,18 @@ def image_ids(
             if not has:
                 lacking[index].append(ref)
     return ids, lacking
+
+
+def lines(
+    env: config.Environment, previous: Release | None, release: Release, shipping: Sequence[str]
+) -> list[str]:
+    """What the plan says before the lock (each printed after `plan: `)."""
+    return [
+        f"hosts {', '.join(h.label for h in env.hosts)}, {env.deploy.remote_dir}",
+        "current release: " + (previous.id if previous else "none (first deploy)"),
+        f"new release: {release.id}",
+        "images to ship: " + (", ".join(shipping) or "none (the hosts have them)"),
+        f"API: {env.replicas.api} replica(s), {env.deploy.batch} at a time; "
+        f"workers: {env.replicas.worker}",
+        f"then smoke checks through {env.https_url}",
+    ]

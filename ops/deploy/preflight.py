@@ -4,13 +4,11 @@ problem raises OpsError naming the fix while nothing has changed yet."""
 
 from __future__ import annotations
 
-from ops import config, ports, secrets
+from ops import compose, config, ports, secrets
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
 from ops.errors import OpsError
 from ops.executor import Executor
-
-LOG_SERVICE = "logs"
 
 
 def check_target(env: config.Environment) -> None:
@@ -116,7 +114,7 @@ def check_host_ports(
             ("tcp", mon.alertmanager_port, "alertmanager", "monitoring.alertmanager_port"),
         ]
     if monitoring:
-        wanted.append(("udp", mon.log_port, LOG_SERVICE, "monitoring.log_port"))
+        wanted.append(("udp", mon.log_port, compose.LOG_SERVICE, "monitoring.log_port"))
     held = ports.listening(remote.run(host_commands.socket_tables()).stdout)
     found = remote.run(docker.running_services(env.project_name)).stdout.split()
     ours = [name.removeprefix(f"{env.project_name}_") for name in found]

@@ -225,10 +225,9 @@ class Rollout:
     def scale_up(self, count: int) -> list[str]:
         """Start replicas of the target release until `count` api containers exist."""
         before = {c.name for c in self.containers.of()}
-        self.compose.run(
-            "up", "-d", "--no-deps", "--no-recreate", "--scale", f"api={count}", "api",
-            what="start new API replicas",
-        )  # fmt: skip
+        self.compose.up(
+            "api", flags=("--no-recreate", "--scale", f"api={count}"), what="start new API replicas"
+        )
         return sorted(c.name for c in self.containers.of() if c.name not in before)
 
     def start_new(self, old: list[str], new: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ops import compose, docker_engine, images, proc
 from ops.deploy.commands import docker
-from ops.deploy.images import LocalEngine, content_tagged, image_refs
+from ops.deploy.images import LISTINGS_IMAGE, LocalEngine, image_refs
 from ops.deploy.registry import Registry
 from ops.errors import OpsError
 from ops.executor import Executor
@@ -28,10 +28,13 @@ def image_id_on(remote: Executor, image: str) -> str:
     return remote.run(docker.image_id(image), check=False).stdout.strip()
 
 
-def host_has(remote: Executor, ref: str, image_id: str) -> bool:
-    """The host has `ref`: with that image id, or (content-tagged) under that tag at all."""
-    found = image_id_on(remote, ref)
-    return bool(found) and (found == image_id or content_tagged(ref))
+def prune_listings_images(remote: Executor, kept: set[str]) -> None:
+    """Remove the listings images no kept release uses (docker refuses to remove those a
+    container runs; infrastructure images are kept)."""
+    listed = remote.run(docker.image_refs(LISTINGS_IMAGE), check=False).stdout.split()
+    unused = [ref for ref in listed if ref not in kept]
+    if unused:
+        remote.run(docker.remove_images(unused), check=False)
 
 
 def over_ssh(local: LocalEngine, remote: Executor, refs: Sequence[str]) -> str:

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from ops import compose
 from ops.errors import OpsError
 
 # The compose service of the collector (compose/logging.yaml).
-COLLECTOR_SERVICE = "logs"
+COLLECTOR_SERVICE = compose.LOG_SERVICE
 READER = "slipway-logs-read"
 # Lines arrive nearly in time order (Docker stamps each line when it sends it); this much
 # disorder is repaired while streaming.

@@ -227,7 +227,7 @@ def logs(
 def migrate(env: config.Environment) -> str:
     """`alembic upgrade head` in a one-off container of the current release."""
     with Host(env) as host:
-        return host.compose().run("run", "--rm", "--no-deps", "-T", "migrate", what="migrate")
+        return host.compose().oneoff("migrate", what="migrate")
 
 
 def apikey(env: config.Environment, action: str, name: str) -> str:
@@ -235,17 +235,8 @@ def apikey(env: config.Environment, action: str, name: str) -> str:
     if action not in ("create", "revoke"):
         raise OpsError(f"unknown apikey action {action!r}: use create or revoke")
     with Host(env) as host:
-        return host.compose().run(
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "migrate",
-            "apikey",
-            action,
-            "--name",
-            name,
-            what=f"apikey {action}",
+        return host.compose().oneoff(
+            "migrate", "apikey", action, "--name", name, what=f"apikey {action}"
         )
 
 
@@ -297,6 +288,4 @@ def certs_status(env: config.Environment) -> str:
     """Per domain: from the CA or a placeholder, expiry and days left (`slipway-acme status`)."""
     _require_acme(env)
     with Host(env) as host:
-        return host.compose().run(
-            "run", "--rm", "--no-deps", "-T", CERTBOT_SERVICE, "status", what="certificate status"
-        )
+        return host.compose().oneoff(CERTBOT_SERVICE, "status", what="certificate status")

@@ -122,10 +122,13 @@ class Swarm:
         ]
         if joining:
             token = self.manager.run(commands.worker_token()).stdout.strip()
-            for host, remote in joining:
-                remote.run(commands.join(host.advertise, token, first.advertise, host.label))
-                done.append(f"{host.label} joined")
-            self.manager.run(commands.rotate_token())
+            try:
+                for host, remote in joining:
+                    remote.run(commands.join(host.advertise, token, first.advertise, host.label))
+                    done.append(f"{host.label} joined")
+            finally:
+                # Even after a failed join: the token was on the hosts' command lines.
+                self.manager.run(commands.rotate_token())
         node = self.manager.run(commands.node_state()).stdout.split()[-1]
         self.manager.run(commands.label_node(node, NODE_LABELS))
         count = self.manager.run(commands.node_count()).stdout.strip()

@@ -15,7 +15,7 @@ from ops.deploy import certificates, data, preflight, release
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
 from ops.deploy.commands import swarm as commands
-from ops.deploy.deployment import Deployment
+from ops.deploy.deployment import UNTOUCHED, Deployment
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.onehost import LOG_SERVICE
 from ops.deploy.rollout import Containers
@@ -25,8 +25,7 @@ from ops.steps import Step, impacting
 from ops.steps import preflight as check
 
 DATA_WAIT = 240.0
-UNTOUCHED = "the running release is untouched"
-STACK_STEP = "rolling update of the API (the stack: API, workers, nginx, monitoring)"
+STACK_STEP = "rolling update of the API (the stack: workers, nginx, monitoring)"
 
 
 class SwarmDeploy(Deployment):
@@ -207,10 +206,7 @@ class SwarmDeploy(Deployment):
                 self.certificates_before_switch,
                 f"{UNTOUCHED}; the previous certificates stay in place",
             ),
-            impacting(
-                "rolling update of the API (the stack: workers, nginx, monitoring)",
-                self.deploy_stack,
-            ),
+            impacting(STACK_STEP, self.deploy_stack),
             impacting(
                 "TLS certificates (first deploy) and renewals", self.certificates_after_nginx
             ),
@@ -225,16 +221,16 @@ class SwarmDeploy(Deployment):
             check("choose the release and check its images", self.choose_release),
             impacting("take the deploy lock", self.take_lock, "no lock was taken"),
             impacting("point the image tags at the release's images", self.restore_image_tags),
-            impacting(
-                "rolling update of the API (the stack: workers, nginx, monitoring)",
-                self.deploy_stack,
-            ),
+            impacting(STACK_STEP, self.deploy_stack),
             impacting("smoke checks through the public URL", self.smoke),
             impacting("record the current release", self.record_rollback),
         ]
 
     def switch_back_steps(self) -> list[Step]:
         return [
+            impacting(
+                "point the image tags at the previous release's images", self.restore_image_tags
+            ),
             impacting("the previous release's stack", self.deploy_stack),
             impacting("smoke checks of the previous release", self.smoke),
         ]

@@ -16,6 +16,7 @@ from support.recorder import Recorder
 from ops import compose, config, secrets
 from ops.compose import Build
 from ops.deploy import data
+from ops.deploy.commands.compose import ONEOFF
 from ops.deploy.deployment import Deployment
 from ops.deploy.onehost import OneHostDeploy
 from ops.deploy.swarm.operation import SwarmDeploy
@@ -53,6 +54,18 @@ class FakeCompose:
     def run(self, *args: str, what: str = "", timeout: float | None = None, **_: Any) -> str:
         self.calls.append(args)
         return self.output
+
+    # RemoteCompose's shortcuts, with the argv of the real builders (commands/compose.py).
+    def up(self, *services: str, what: str = "", flags: tuple[str, ...] = ()) -> str:
+        return self.run("up", "-d", "--no-deps", *flags, *services, what=what)
+
+    def oneoff(self, service: str, *args: str, what: str = "", timeout: float | None = None) -> str:
+        return self.run(*ONEOFF, service, *args, what=what, timeout=timeout)
+
+    def exec(
+        self, service: str, *args: str, what: str = "", timeout: float | None = None, **_: Any
+    ) -> str:
+        return self.run("exec", "-T", service, *args, what=what, timeout=timeout)
 
 
 def deployment(write_env: WriteEnv, extra: str = "", **options: Any) -> Deployment:

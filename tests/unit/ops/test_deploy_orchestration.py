@@ -9,16 +9,18 @@ import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
+import docker.errors
 import pytest
 from ops_testdata import GOOD_SECRETS, IMAGE_TAGS
 from support.simhost import FakeEngine, SimHost, image_id
 
 from ops import config
 from ops.compose import Build
-from ops.deploy import rollback, rollout, smoke
+from ops.deploy import deployment, rollback, rollout, smoke
 from ops.deploy.deployment import Deployment
-from ops.deploy.images import image_refs
+from ops.deploy.images import LocalEngine, image_refs
 from ops.deploy.onehost import OneHostDeploy
 from ops.deploy.releases import Release
 from ops.deploy.swarm.operation import SwarmDeploy
@@ -507,3 +509,106 @@ def test_a_backup_still_running_is_read_from_its_output_whatever_its_exit_code(
     report = run(host, engine, "v2")
     note = {o.step.name: o.note for o in report.outcomes}["backup before migrations"]
     assert note.startswith("skipped: a backup was still running after 600s")
+
+
+# ------------------------------------------------------------------------------ the lock
+
+
+def test_a_heartbeat_that_lost_its_own_connection_still_lets_the_automatic_rollback_run(
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is still ours on the host: the rollback checks it on the main connection and
+    goes on with a new heartbeat."""
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first = host.current()
+    real = OneHostDeploy.roll_workers
+
+    def heartbeat_dropped(self: OneHostDeploy) -> str:
+        if self.kind == "deploy":
+            assert self.heartbeat is not None
+            self.heartbeat.lost = "cannot reach deploy@203.0.113.10:22 over SSH: reset"
+            self.refresh_lock()
+        return real(self)
+
+    monkeypatch.setattr(OneHostDeploy, "roll_workers", heartbeat_dropped)
+    with pytest.raises(OpsError) as err:
+        run(host, engine, "v2")
+    assert str(err.value).endswith(f"rolled back to {first}")
+    assert host.current() == first
+    assert api(host) == ["v1", "v1"]
+
+
+def test_a_lock_taken_over_during_the_smoke_checks_stops_the_deploy_before_it_records(
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first = host.current()
+    real = Deployment.smoke
+
+    def taken_over(self: Deployment) -> str:
+        note = real(self)
+        if self.kind == "deploy" and self.heartbeat is not None:
+            self.heartbeat.lost = "the deploy lock was taken over by another deploy"
+        return note
+
+    monkeypatch.setattr(Deployment, "smoke", taken_over)
+    with pytest.raises(OpsError, match="lock"):
+        run(host, engine, "v2")
+    assert host.current() == first
+
+
+def test_the_automatic_rollback_points_the_tags_back_at_the_previous_images(
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild of the same version moved the tag on the host; failing after the switch, the
+    previous release comes back with its own recorded image, not the tag's new one."""
+    host, engine, _ = world
+    serial = iter(range(1, 100))
+    monkeypatch.setattr(
+        deployment, "new_id", lambda version: f"20261206T2000{next(serial):02d}Z-{version}"
+    )
+    run(host, engine, "v1")
+    first = host.current()
+    recorded = json.loads(host.files[f"/srv/slipway/staging/releases/{first}/release.json"])
+    listings = "slipway/listings:v1"
+    engine.images[listings] = "sha256:" + "e" * 64  # rebuilt here: same version, another id
+    real = OneHostDeploy.roll_workers
+
+    def broken(self: OneHostDeploy) -> str:
+        if self.kind == "deploy":
+            raise OpsError("worker not healthy after 120s")
+        return real(self)
+
+    monkeypatch.setattr(OneHostDeploy, "roll_workers", broken)
+    with pytest.raises(OpsError, match=f"rolled back to {first}"):
+        run(host, engine, "v1")
+    assert host.images[listings] == recorded["images"][listings]
+
+
+def test_a_local_engine_failure_while_shipping_is_an_operator_error_not_a_bug(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    """The engine here runs out of disk while `docker save` streams an image: the deploy stops
+    with an operator's error naming the fix, its lock released, not with a traceback."""
+    host, engine, _ = world
+    run(host, engine, "v1")
+
+    class Image:
+        id = "sha256:" + "d" * 64
+        attrs: ClassVar[dict[str, int]] = {"Size": 1}
+
+        def save(self, chunk_size: int, named: str) -> Iterator[bytes]:
+            raise docker.errors.APIError("write /var/lib/docker/tmp: no space left on device")
+
+    class Client:
+        class images:  # docker's client.images
+            @staticmethod
+            def get(ref: str) -> Image:
+                return Image()
+
+    local = LocalEngine(connect=lambda: Client)  # type: ignore[arg-type, return-value]
+    with pytest.raises(OpsError, match=r"no space left on device.*Fix: check `docker info`"):
+        run(host, local, "v2")  # type: ignore[arg-type]
+    assert "@lock" not in host.files

@@ -3,11 +3,15 @@ queries are quiet, a dry run runs queries and never a change, failures name the 
 
 from __future__ import annotations
 
+import paramiko
 import pytest
+from invoke.exceptions import CommandTimedOut
 from support.recorder import Recorder
 
+from ops.config import Host
 from ops.errors import OpsError
-from ops.executor import ECHO_QUERIES_VARIABLE, change, query, write_file
+from ops.executor import ECHO_QUERIES_VARIABLE, Result, change, query, write_file
+from ops.remote import Remote
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +91,33 @@ def test_lines_read_queries_only() -> None:
         host.lines(change("rm x")),
     ):
         pass
+
+
+def test_an_ssh_session_refused_while_writing_a_file_is_an_operator_error() -> None:
+    """sshd refusing one more session (MaxSessions, a link dropped unnoticed) names the write
+    and the host, not a traceback."""
+
+    class Transport:
+        def open_session(self) -> None:
+            raise paramiko.ChannelException(1, "Administratively prohibited")
+
+    remote = Remote(Host(user="deploy", address="203.0.113.10"))
+    remote._transport = lambda: Transport()  # type: ignore[method-assign]
+    with pytest.raises(OpsError, match=rf"write /srv/x/upstream.conf on {HOST}: .*prohibited"):
+        remote.put_text("/srv/x/upstream.conf", "server x:8000;\n")
+
+
+def test_a_command_past_its_timeout_is_named_by_what_it_does_not_by_its_line() -> None:
+    """invoke's own timeout message holds the whole command line, which may carry what
+    `shown` hides (a join token)."""
+
+    class Connection:
+        def run(self, line: str, **kwargs: object) -> None:
+            raise CommandTimedOut(Result(line, 0, "", ""), 5)  # type: ignore[arg-type]
+
+    remote = Remote(Host(user="deploy", address="203.0.113.10"))
+    remote._connection = lambda: Connection()  # type: ignore[method-assign, assignment, return-value]
+    secret = change("docker swarm join --token SWMTKN-secret", "join", 5.0, shown="join <token>")
+    with pytest.raises(OpsError) as err:
+        remote.run(secret, echo=False)
+    assert str(err.value) == f"join on {HOST} did not finish within 5s"

@@ -7,7 +7,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import paramiko
 import pytest
+from support.recorder import Recorder
 from support.shell import LocalShell
 
 from ops.deploy import locks as locks
@@ -104,3 +106,55 @@ def test_refresh_fails_once_the_lock_was_taken_over(tmp_path: Path) -> None:
         mine.refresh()
     assert not mine.release()  # never removes someone else's lock
     assert theirs.status()[0] is not None
+
+
+class Flaky(Recorder):
+    """The heartbeat's connection: `fail` refreshes in a row raise a non-OpsError (the link
+    dropped), then they succeed; `taken` answers as a lock another deploy took over."""
+
+    def __init__(self, fail: int = 0, taken: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.on(r"^date \+%s$", stdout="1796000300\n")
+        self.on_call(r"echo lost", self.refresh)
+        self.taken = taken
+
+    def refresh(self, command: object, stdin: object) -> str:
+        if self.fail > 0:
+            self.fail -= 1
+            raise paramiko.ChannelException(1, "Administratively prohibited")
+        return "lost\n" if self.taken else "ok\n"
+
+
+def beating(connection: Recorder, beats: int, seconds_each: float) -> locks.Heartbeat:
+    """A heartbeat run `beats` times by hand, the clock moving `seconds_each` between them."""
+    main = Recorder()
+    lock = locks.DeployLock(main, "/srv/slipway/staging", 900)
+    lock.held = locks.LockInfo("me", "t0k3n", "v2", 1796000000, 1796000000, 900)
+    heartbeat = locks.Heartbeat(lock, connect=lambda: connection)
+    waits = iter([False] * beats + [True])
+    heartbeat._stop.wait = lambda timeout=None: next(waits)  # type: ignore[method-assign]
+    clock = iter(range(0, 10**6, int(seconds_each)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(locks.time, "monotonic", lambda: float(next(clock)))
+        heartbeat._run()  # what its thread runs
+    return heartbeat
+
+
+def test_a_heartbeat_rides_out_a_dropped_connection_on_a_new_one() -> None:
+    heartbeat = beating(Flaky(fail=2), beats=4, seconds_each=100)
+    assert heartbeat.lost == ""
+    heartbeat.check()
+
+
+def test_a_heartbeat_unable_to_refresh_until_the_lock_would_look_stale_says_it_is_lost() -> None:
+    heartbeat = beating(Flaky(fail=10), beats=10, seconds_each=200)
+    assert "could not be refreshed for" in heartbeat.lost
+    assert "Administratively prohibited" in heartbeat.lost
+    with pytest.raises(OpsError, match="the deploy lock was lost"):
+        heartbeat.check()
+
+
+def test_a_heartbeat_that_finds_its_lock_taken_over_stops_at_once() -> None:
+    heartbeat = beating(Flaky(taken=True), beats=3, seconds_each=1)
+    assert "taken over by another deploy" in heartbeat.lost
