@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from ops import compose, config, secrets
 from ops.compose import Build
 from ops.deploy import data, locks, plan, preflight, release, rollback, ship, smoke
-from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.images import LocalEngine, image_refs
@@ -472,7 +471,7 @@ class Deployment(Operation):
             f"{ref} on {host.label}"
             for host, remote in self.every_host()
             for ref, image_id in target.images.items()
-            if ship.image_id_on(remote, image_id) != image_id
+            if not ship.has_recorded(remote, ref, image_id)
         ]
         if missing:
             raise OpsError(
@@ -493,7 +492,7 @@ class Deployment(Operation):
         self.refresh_lock()
         for _, remote in self.every_host():
             for ref, image_id in self.release.images.items():
-                remote.run(docker.tag(image_id, ref))
+                ship.point_tag(remote, ref, image_id)
         return f"{len(self.release.images)} tag(s) on {len(self.env.hosts)} host(s)"
 
     def record_rollback(self) -> str:

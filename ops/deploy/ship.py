@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ops import compose, docker_engine, images, proc
 from ops.deploy.commands import docker
-from ops.deploy.images import LISTINGS_IMAGE, LocalEngine, image_refs
+from ops.deploy.images import LISTINGS_IMAGE, LocalEngine, content_tagged, image_refs
 from ops.deploy.registry import Registry
 from ops.errors import OpsError
 from ops.executor import Executor
@@ -26,6 +26,22 @@ from ops.executor import Executor
 def image_id_on(remote: Executor, image: str) -> str:
     """The id of `image` (a reference or an id) on the host; "" when it has no such image."""
     return remote.run(docker.image_id(image), check=False).stdout.strip()
+
+
+def has_recorded(remote: Executor, ref: str, image_id: str) -> bool:
+    """The host still has a release's image: its recorded id, or for a content-tagged image the
+    tag at all (the tag names its build inputs; on a swarm another host may hold another build
+    of them, shipped from here)."""
+    if image_id_on(remote, image_id) == image_id:
+        return True
+    return content_tagged(ref) and bool(image_id_on(remote, ref))
+
+
+def point_tag(remote: Executor, ref: str, image_id: str) -> None:
+    """Point `ref` back at the recorded image (a rebuild may have moved it since); a content
+    tag whose recorded id this host never had already names the same build."""
+    if image_id_on(remote, image_id) == image_id:
+        remote.run(docker.tag(image_id, ref))
 
 
 def prune_listings_images(remote: Executor, kept: set[str]) -> None:

@@ -612,3 +612,24 @@ def test_a_local_engine_failure_while_shipping_is_an_operator_error_not_a_bug(
     with pytest.raises(OpsError, match=r"no space left on device.*Fix: check `docker info`"):
         run(host, local, "v2")  # type: ignore[arg-type]
     assert "@lock" not in host.files
+
+
+def test_a_rollback_accepts_a_content_tag_built_elsewhere_but_not_a_missing_listings_image(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    """On a swarm a host may hold another build of a content-tagged image than the one the
+    release recorded (the first host's): its tag names the same inputs, so the rollback goes
+    on and leaves that tag alone."""
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first = host.current()
+    run(host, engine, "v2")
+    postgres = next(ref for ref in refs("v1") if ref.startswith("slipway/postgres:"))
+    record_path = f"/srv/slipway/staging/releases/{first}/release.json"
+    record_ = json.loads(host.files[record_path])
+    record_["images"][postgres] = "sha256:" + "a" * 64  # an id this host never had
+    host.files[record_path] = json.dumps(record_)
+    host.issued.clear()
+    run(host, engine, "v2", kind="rollback")
+    assert host.current() == first
+    assert not host.find(r"^docker tag sha256:a{64} ")
