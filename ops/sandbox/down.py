@@ -62,13 +62,15 @@ def down(name: str = DEFAULT_NAME, yes: bool = False) -> None:
 
 
 def _doomed_files(files: SandboxFiles, ours: bool, has_containers: bool) -> list[Path]:
-    """The files down deletes: the environment file when sandbox.up wrote it, .env.<name> when
-    it is the sandbox's, the key directory."""
+    """The files down deletes: the environment file when sandbox.up wrote it, .env.<name> and
+    .slipway/<name>/ (what its deploys kept here) when they are the sandbox's, the key
+    directory."""
     exists = has_containers or ours or files.key_dir.exists()
     doomed = [files.environment] if ours else []
-    # .env.<name> is the sandbox's unless environments/<name>.yaml is someone else's file.
-    if exists and files.secrets.exists() and (ours or not files.environment.exists()):
-        doomed.append(files.secrets)
+    # .env.<name> and .slipway/<name>/ are the sandbox's unless environments/<name>.yaml is
+    # someone else's file.
+    sandboxes = exists and (ours or not files.environment.exists())
+    doomed += [path for path in (files.secrets, files.deploy_state) if sandboxes and path.exists()]
     if files.key_dir.exists():
         doomed.append(files.key_dir)
     return doomed

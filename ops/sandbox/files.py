@@ -63,6 +63,12 @@ class SandboxFiles:
         return self.key_dir / "known_hosts"
 
     @property
+    def deploy_state(self) -> Path:
+        """What deploys to the sandbox keep here (paths.env_state_dir: the local CA of its
+        certificates, known_hosts when not pinned elsewhere)."""
+        return self.root / ".slipway" / self.name
+
+    @property
     def secrets(self) -> Path:
         # The rule of secrets.env_file: .env.<name> at the repository root.
         return self.root / f".env.{self.name}"

@@ -10,7 +10,7 @@ import json
 import httpx
 
 from ops import config, health
-from ops.deploy import locks
+from ops.deploy import locks, rollback
 from ops.deploy.certificates import CERTBOT_SERVICE, ensure_certificates
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
@@ -74,16 +74,21 @@ class Host:
 
 
 def list_releases(env: config.Environment) -> list[str]:
-    """One line per release on the host, newest last, the current one marked."""
+    """One line per release on the host, newest last: `*` marks the current one, `<` the one a
+    plain `invoke rollback` would put back."""
     with Host(env) as host:
         store = ReleaseStore(host.remote, host.root)
         current = store.current_id()
+        history = store.history()
+        back = rollback.marked(history, current, host.remote.label, env.name)
         lines = [f"{'':2}{'release':<40} {'outcome':<12} {'when':<26} {'secs':>6}  who"]
-        for r in store.history():
-            mark = "* " if r.id == current else "  "
+        for r in history:
+            mark = "* " if r.id == current else "< " if r.id == back else "  "
             lines.append(
                 f"{mark}{r.id:<40} {r.outcome:<12} {r.started:<26} {r.seconds:>6.1f}  {r.who}"
             )
+        if back:
+            lines.append("  (* current; < what `invoke rollback` puts back without --to)")
         if len(lines) == 1:
             lines.append(f"  no releases on {host.remote.host.label} yet")
         return lines

@@ -42,7 +42,8 @@ def deploy(
 @task(
     help={
         "env": ENV_HELP,
-        "to": "release id to put back (default: the previous successful release)",
+        "to": "release id to put back (default: the newest earlier release that succeeded with "
+        "another version; `invoke releases` marks it with <)",
         "dry-run": "check and print the plan, change nothing",
     }
 )

@@ -26,6 +26,7 @@ from ops.deploy.releases import Release
 from ops.deploy.swarm.operation import SwarmDeploy
 from ops.errors import OpsError
 from ops.executor import Result
+from ops.stack import host as stack_host
 from ops.steps import Report
 
 pytestmark = pytest.mark.unit
@@ -633,3 +634,36 @@ def test_a_rollback_accepts_a_content_tag_built_elsewhere_but_not_a_missing_list
     run(host, engine, "v2", kind="rollback")
     assert host.current() == first
     assert not host.find(r"^docker tag sha256:a{64} ")
+
+
+def test_a_plain_rollback_goes_to_another_version_after_b_a_b() -> None:
+    """B, rolled back to A, then B again: the rollback goes back to A, not to the earlier B."""
+    history = [
+        Release(id="1-a", version="a", outcome="succeeded"),
+        Release(id="2-b", version="b", outcome="succeeded"),
+        Release(id="3-b", version="b", outcome="succeeded"),
+    ]
+    assert rollback.choose_target(history, "3-b", None, "h", "staging").id == "1-a"
+    assert rollback.marked(history, "3-b", "h", "staging") == "1-a"
+    assert rollback.marked(history, "1-a", "h", "staging") == ""  # nothing older: none marked
+    with pytest.raises(OpsError, match=r"no earlier successful release of another version"):
+        rollback.choose_target(history[1:], "3-b", None, "h", "staging")
+
+
+def test_releases_mark_the_current_release_and_the_one_a_rollback_puts_back(
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, engine, _ = world
+    serial = iter(range(1, 100))
+    monkeypatch.setattr(
+        deployment, "new_id", lambda version: f"20261206T2000{next(serial):02d}Z-{version}"
+    )
+    run(host, engine, "v1")
+    run(host, engine, "v2")
+    run(host, engine, "v2", kind="rollback")
+    run(host, engine, "v2")  # B -> A -> B again
+    monkeypatch.setattr(stack_host, "Remote", lambda _: host)
+    lines = stack_host.list_releases(config.load("staging"))
+    marks = {line[:2]: line.split()[1] for line in lines[1:] if line[:2] in ("* ", "< ")}
+    assert marks == {"* ": "20261206T200003Z-v2", "< ": "20261206T200001Z-v1"}
+    assert lines[-1] == "  (* current; < what `invoke rollback` puts back without --to)"

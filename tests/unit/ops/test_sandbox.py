@@ -595,15 +595,19 @@ def test_down_deletes_the_sandbox_files_but_not_someone_elses(
     files = _files(envdir)
     files.environment.write_text("name: sbx\ntarget: ssh\n", encoding="utf-8")
     files.secrets.write_text("POSTGRES_PASSWORD=x\n", encoding="utf-8")
+    files.deploy_state.mkdir(parents=True)
+    (files.deploy_state / "ca.crt").write_text("a deploy's local CA", encoding="utf-8")
     ensure_key(files)
     down("sbx", yes=True)
     assert not files.key_dir.exists()
     assert files.environment.exists()
     assert files.secrets.exists()
+    assert files.deploy_state.exists()
     files.environment.write_text(EXPECTED_YAML, encoding="utf-8")
     down("sbx", yes=True)
     assert not files.environment.exists()
     assert not files.secrets.exists()
+    assert not files.deploy_state.exists()  # what the deploys kept here goes too
 
 
 def test_up_with_acme_refuses_to_replace_a_container_that_is_not_its_acme_server(
