@@ -22,7 +22,7 @@ import gevent
 import gevent.ssl
 from locust import FastHttpUser, between, events, stats, task
 
-from ops.perf import feeds as feeds
+from ops.perf import feeds
 from ops.perf.loadtest import (
     API_KEY_VAR,
     CA_VAR,

@@ -26,7 +26,6 @@ from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from ops.config import Host
 from ops.errors import OpsError
 from ops.executor import Command, Executor, Result
-from ops.executor import quote as quote
 
 CONNECT_TIMEOUT = 15.0
 # CI passes the deploy key and the pinned host keys as secrets in these variables; they win

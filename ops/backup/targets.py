@@ -20,8 +20,9 @@ import yaml
 from ops import config, proc
 from ops.backup import commands
 from ops.backup.commands import InContainer
-from ops.deploy import locks as locks
+from ops.deploy import locks
 from ops.deploy.releases import ReleaseStore
+from ops.deploy.swarm import stackfile
 from ops.errors import OpsError
 from ops.stack import host as hostops
 from ops.stack import local as stack
@@ -213,7 +214,7 @@ class SwarmTarget(HostTarget):
 
     def replicas(self) -> dict[str, int]:
         """Replicas of each service as the current release's stack file sets them."""
-        path = f"{self.host.root}/releases/{self.host.current()}/{hostops.SWARM_STACK_FILE}"
+        path = f"{self.host.root}/releases/{self.host.current()}/{stackfile.STACK_FILE}"
         text = self.host.remote.read_text(path)
         if text is None:
             raise OpsError(

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from ops import config
-from ops.backup import repository as backup
+from ops.backup import repository
 from ops.deploy.hostcompose import RemoteCompose
 from ops.errors import OpsError
 
@@ -41,10 +41,10 @@ def open_repository(rc: RemoteCompose, label: str) -> Repository:
     yet), checked before PostgreSQL is recreated with it: its entrypoint refuses to start with
     a passphrase that does not, which would take the database down."""
     out = rc.oneoff(
-        backup.RESTORE_SERVICE, "pgbackrest", "info", "--output=json",
+        repository.RESTORE_SERVICE, "pgbackrest", "info", "--output=json",
         what="open the backup repository with the release's passphrase",
     )  # fmt: skip
-    status, stored = backup.parse_info(out)
+    status, stored = repository.parse_info(out)
     if status.startswith("repo2:"):
         # The off-site store not answering must not stop deploys (nor a running PostgreSQL:
         # its entrypoint asks only before creating a cluster); the alerts tell. A host
@@ -52,7 +52,7 @@ def open_repository(rc: RemoteCompose, label: str) -> Repository:
         print(f"    warning: the off-site repository cannot be read: {status[:300]}")
         return Repository(len(stored), status.strip()[:300])
     if status != "ok":
-        hint = backup.advice(status) or (
+        hint = repository.advice(status) or (
             "Fix: check the repository with `invoke backup.list`; docs/disaster-recovery.md"
         )
         raise OpsError(
@@ -65,7 +65,7 @@ def open_repository(rc: RemoteCompose, label: str) -> Repository:
 def has_database(rc: RemoteCompose, label: str) -> bool:
     """Whether the data volume holds a PostgreSQL cluster (a one-off container looks)."""
     probe = rc.oneoff(
-        backup.RESTORE_SERVICE, "sh", "-c", DATABASE_PROBE,
+        repository.RESTORE_SERVICE, "sh", "-c", DATABASE_PROBE,
         what="look for the database on the data volume",
     )  # fmt: skip
     if "[slipway-cluster]" in probe:
@@ -123,14 +123,14 @@ def restore_database(rc: RemoteCompose) -> str:
     """The newest backup and every archived WAL into the data volume (PostgreSQL replays
     them at its next start)."""
     out = rc.oneoff(
-        backup.RESTORE_SERVICE, "backup-restore",
+        repository.RESTORE_SERVICE, "backup-restore",
         what="restore the newest backup and the archived WAL into the data volume",
         timeout=RESTORE_WAIT,
     )  # fmt: skip
     for line in out.splitlines():
         if line.strip():
             print(f"    {line}", flush=True)
-    backup.require_ok(out, "the restore", "PostgreSQL was not started")
+    repository.require_ok(out, "the restore", "PostgreSQL was not started")
     return "database restored (the newest backup, then the archived WAL); "
 
 

@@ -103,11 +103,12 @@ class Deployment(Operation):
     def steps(self) -> list[Step]:
         return self.rollback_steps() if self.kind == "rollback" else self.deploy_steps()
 
-    @property
-    def title(self) -> str:  # type: ignore[override]
-        if self.kind == "rollback":
-            return f"invoke rollback --env={self.env.name}"
-        return f"invoke deploy --env={self.env.name} (version {self.build.version})"
+    def __post_init__(self) -> None:
+        self.title = (
+            f"invoke rollback --env={self.env.name}"
+            if self.kind == "rollback"
+            else f"invoke deploy --env={self.env.name} (version {self.build.version})"
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -462,9 +463,8 @@ class Deployment(Operation):
         the tags are pointed back at them after the lock)."""
         store = self.releases()
         current = store.current_id()
-        target = rollback.choose_target(
-            store.history(), current, self.to, self.host.label, self.env.name
-        )
+        history = store.history()
+        target = rollback.choose_target(history, current, self.to, self.host.label, self.env.name)
         if target.id == current:
             self.say(f"plan: {target.id} is the current release: putting it back in place (repair)")
         missing = [
@@ -479,7 +479,7 @@ class Deployment(Operation):
                 f"deploy that version instead (`invoke deploy --env={self.env.name} "
                 f"--version={target.version}`)"
             )
-        self.previous = store.get(current) if current else None
+        self.previous = next((r for r in history if r.id == current), None)
         self.release = target
         self.say(f"plan: current {current or 'none'} -> {target.id} (version {target.version})")
         self.say("plan: uses the recorded compose files and the images already on the host")

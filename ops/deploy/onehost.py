@@ -18,7 +18,6 @@ from ops.deploy.rollout import SERVICE_WAIT, Containers, Rollout
 from ops.steps import Step, impacting
 from ops.steps import preflight as check
 
-LOG_SERVICE = compose.LOG_SERVICE
 MONITORING_SERVICES = (
     "prometheus",
     "alertmanager",
@@ -79,7 +78,7 @@ class OneHostDeploy(Deployment):
         self.refresh_lock()
         rc = self.rcompose(self.release_id())
         # The log collector first: the data stores' first lines go through it.
-        collector = (LOG_SERVICE,) if self.release_runs_monitoring() else ()
+        collector = (compose.LOG_SERVICE,) if self.release_runs_monitoring() else ()
         if collector:
             rc.up(*collector, what="start the log collector")
         rebuilt = self.database_ready_for(rc)
@@ -160,7 +159,7 @@ class OneHostDeploy(Deployment):
             self.stop_monitoring()
             return f"not part of this release ({reason}); the monitoring services are stopped"
         self.refresh_lock()
-        services = (LOG_SERVICE, *MONITORING_SERVICES)
+        services = (compose.LOG_SERVICE, *MONITORING_SERVICES)
         self.rcompose(self.release_id()).up(*services, what="start or update the monitoring stack")
         self.wait_healthy(services, timeout=float(self.env.deploy.health_timeout) + 60.0)
         return f"{len(services)} services healthy"
@@ -172,7 +171,7 @@ class OneHostDeploy(Deployment):
         them)."""
         drivers = self.sh().run(docker.log_drivers(self.env.project_name)).stdout.split()
         keep_collector = "syslog" in drivers
-        services = (*([] if keep_collector else [LOG_SERVICE]), *MONITORING_SERVICES)
+        services = (*([] if keep_collector else [compose.LOG_SERVICE]), *MONITORING_SERVICES)
         self.sh().run(docker.remove_services(self.env.project_name, services))
         if keep_collector:
             self.say(

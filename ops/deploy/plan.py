@@ -23,10 +23,11 @@ def image_ids(
     host's id is then the release's."""
     ids: dict[str, str] = {}
     lacking: dict[int, list[str]] = {}
+    here = {ref: local.image_id(ref) or "" for ref in refs}
     for index, (_, remote) in enumerate(hosts):
         lacking[index] = []
         for ref in refs:
-            local_id = local.image_id(ref) or ""
+            local_id = here[ref]
             remote_id = image_id_on(remote, ref)
             has = bool(remote_id) and (remote_id == local_id or content_tagged(ref))
             if index == 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ops import compose, config, ports, secrets
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
+from ops.deploy.commands import swarm as swarm_commands
 from ops.errors import OpsError
 from ops.executor import Executor
 
@@ -69,8 +70,9 @@ def check_host(
                 "Fix: create it for that user, or choose another remote_dir"
             )
         places.append(found.stdout.strip())
+    # Images land in Docker's data root (unknown: where the releases go, or /).
     docker_root = remote.run(host_commands.docker_root()).stdout.strip()
-    room = check_disk(env, host, remote, [*places, docker_root or (places or ["/"])[0]])
+    room = check_disk(env, host, remote, [*places, docker_root or (places[0] if places else "/")])
     versions = f"docker {info[0]}" + (f", compose {info[1]}" if first else "")
     if first or monitoring:  # every swarm host runs a log collector
         room += "; " + check_host_ports(env, host, remote, first, monitoring)
@@ -130,7 +132,8 @@ def check_host_ports(
 def check_not_a_stack(env: config.Environment, remote: Executor) -> None:
     """Compose on one host never starts next to a Swarm stack of the same environment (same
     volumes, same ports): switching is a procedure (docs/runbook.md, "Several hosts")."""
-    if remote.run(docker.stack_services(env.project_name), check=False).stdout.split():
+    # check=False: an engine in no swarm refuses `docker service ls`, which means no stack.
+    if remote.run(swarm_commands.service_ids(env.project_name), check=False).stdout.split():
         raise OpsError(
             f"{env.hosts[0].label} runs {env.project_name} as a Docker Swarm stack (the "
             f"environment had several hosts), and {env.source} now lists one. Fix: "

@@ -30,8 +30,8 @@ from typing import Any
 from ops import compose
 from ops.config import Environment
 from ops.errors import OpsError
-from ops.executor import query
-from ops.remote import Remote, quote
+from ops.executor import query, quote
+from ops.remote import Remote
 
 LOOPBACK = "127.0.0.1"
 # Swarm: the ports Prometheus and Alertmanager listen on in their containers, and the host's

@@ -24,7 +24,7 @@ import httpx
 
 from ops import health, proc
 from ops.errors import OpsError
-from ops.perf import feeds as feeds
+from ops.perf import feeds
 from ops.stack import local as stack
 from ops.steps import Operation, Report, Runner, Step, impacting, preflight
 

@@ -18,7 +18,6 @@ from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.releases import ReleaseStore
 from ops.deploy.smoke import verify_context
 from ops.deploy.swarm.stackfile import ONEOFF_FILE as SWARM_ONEOFF_FILE
-from ops.deploy.swarm.stackfile import STACK_FILE as SWARM_STACK_FILE
 from ops.errors import OpsError
 from ops.executor import Executor, query, quote
 from ops.remote import Remote
@@ -26,7 +25,6 @@ from ops.remote import Remote
 MAINTENANCE_FILE = "nginx/maintenance"
 # The services of a swarm's stack whose logs `invoke logs` gathers without the collector.
 SWARM_SERVICES = ("api", "worker", "nginx", "postgres", "redis")
-__all__ = ["SWARM_ONEOFF_FILE", "SWARM_STACK_FILE"]  # the backup tools use them too
 
 
 def swarm_task(remote: Executor, stack: str, service: str) -> str | None:

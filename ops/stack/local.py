@@ -17,8 +17,7 @@ import docker
 from ops import certs, compose, config, docker_engine, health, images, paths, secrets
 from ops.compose import Compose
 from ops.errors import OpsError
-from ops.monitoring import logsearch as logsearch
-from ops.monitoring import monitor as monitor
+from ops.monitoring import monitor
 from ops.stack import host as hostops
 from ops.steps import Operation, Report, Step, impacting, preflight
 

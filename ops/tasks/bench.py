@@ -5,8 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from ops.perf import bench_backup as bench_backup
-from ops.perf import bench_deploy as bench_deploy
+from ops.perf import bench_backup, bench_deploy
 from ops.perf import bench_ingest as bench
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 

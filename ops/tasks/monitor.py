@@ -6,7 +6,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from ops import config
-from ops.monitoring import monitor as monitor
+from ops.monitoring import monitor
 from ops.tasks._common import DEFAULT_ENV, ENV_HELP, exits
 
 

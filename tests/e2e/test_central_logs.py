@@ -21,7 +21,7 @@ import pytest
 from stack_names import ENV_NAME
 from support.waiting import wait_for
 
-from ops.perf import feeds as feeds
+from ops.perf import feeds
 
 if TYPE_CHECKING:
     from conftest import Stack

@@ -34,7 +34,7 @@ from support.dashboard_queries import (
     grafana_expr,
 )
 
-from ops.perf import feeds as feeds
+from ops.perf import feeds
 
 if TYPE_CHECKING:
     from conftest import Stack

@@ -28,7 +28,8 @@ from sandboxes import SandboxEnv, derived_image, remove_images, served
 from support.docker import docker, output, remove
 from support.waiting import wait_for
 
-from ops.deploy.onehost import LOG_SERVICE, MONITORING_SERVICES
+from ops.compose import LOG_SERVICE
+from ops.deploy.onehost import MONITORING_SERVICES
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ops.perf import feeds as feeds
-from ops.perf import loadtest as loadtest
+from ops.perf import feeds, loadtest
 
 if TYPE_CHECKING:
     from conftest import Stack

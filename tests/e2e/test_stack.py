@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from ops.perf import feeds as feeds
+from ops.perf import feeds
 
 if TYPE_CHECKING:
     from conftest import Stack

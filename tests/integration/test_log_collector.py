@@ -28,8 +28,7 @@ from e2e.built import built_image
 from support.docker import docker, inspect, logs, remove
 from support.waiting import wait_for
 
-from ops.monitoring import collectors
-from ops.monitoring import logsearch as logsearch
+from ops.monitoring import collectors, logsearch
 from ops.monitoring.logsearch import Entry
 
 pytestmark = pytest.mark.integration

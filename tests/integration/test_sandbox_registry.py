@@ -25,7 +25,7 @@ from sandbox_harness import Sandbox, assert_down_removes, exec_in, inspect, runn
 
 from ops import config
 from ops import secrets as ops_secrets
-from ops.deploy import registry as registry
+from ops.deploy import registry
 from ops.errors import OpsError
 from ops.executor import query
 from ops.remote import Remote

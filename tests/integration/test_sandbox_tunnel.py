@@ -28,8 +28,8 @@ from sandbox_harness import ROOT, Sandbox, running_sandbox
 from support.waiting import wait_for
 
 from ops.errors import OpsError
-from ops.executor import change, query
-from ops.remote import Remote, quote
+from ops.executor import change, query, quote
+from ops.remote import Remote
 
 pytestmark = pytest.mark.integration
 

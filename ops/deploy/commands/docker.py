@@ -87,14 +87,6 @@ def create_volume(name: str, label: str = "") -> Command:
     return change(f"docker volume create {labelled}{quote(name)} >/dev/null", f"volume {name}")
 
 
-def stack_services(project: str) -> Command:
-    """Service ids of a Swarm stack of that name (none: it does not run as a stack)."""
-    return query(
-        f"docker service ls -q --filter label={STACK_LABEL}={quote(project)} 2>/dev/null",
-        "stack services",
-    )
-
-
 def compose_namespaces(project: str) -> Command:
     """Per container of the compose project: its stack namespace followed by `-` (a bare `-`
     is a container Compose started, not Swarm)."""

@@ -17,7 +17,6 @@ from ops.deploy.commands import host as host_commands
 from ops.deploy.commands import swarm as commands
 from ops.deploy.deployment import UNTOUCHED, Deployment
 from ops.deploy.hostcompose import RemoteCompose
-from ops.deploy.onehost import LOG_SERVICE
 from ops.deploy.rollout import Containers
 from ops.deploy.swarm import stackfile
 from ops.deploy.swarm.cluster import Swarm
@@ -59,7 +58,7 @@ class SwarmDeploy(Deployment):
 
     def data_services(self) -> tuple[str, ...]:
         """What the data stack starts first: the stores, after the hosts' log collectors."""
-        return (*([LOG_SERVICE] if self.monitoring else []), *compose.DATA_SERVICES)
+        return (*([compose.LOG_SERVICE] if self.monitoring else []), *compose.DATA_SERVICES)
 
     def release_variables(self, release_id: str) -> dict[str, str]:
         assert self.secrets is not None

@@ -41,10 +41,6 @@ STACK_YAML = (
 )
 
 
-class FirstHost(Recorder):
-    """The recording executor of a swarm's first host."""
-
-
 def host_executor(kind: type[Recorder] = Recorder) -> Recorder:
     """A recording executor labelled as the host's messages name it here (no port)."""
     return kind(SimpleNamespace(label="deploy@203.0.113.10"))  # type: ignore[arg-type]
@@ -54,10 +50,10 @@ def first_host(
     containers: str = "c0ffee\n",
     stack_file: str | None = STACK_YAML,
     tasks: list[str] | None = None,
-) -> FirstHost:
+) -> Recorder:
     """`docker ps` finds `containers`; the release's stack file reads as `stack_file`;
     `docker service ps` answers `tasks` one after the other, then none running."""
-    host = host_executor(FirstHost)
+    host = host_executor()
     host.on(r"^docker ps -q", stdout=containers)
     host.on(r"^docker exec ", stdout="[slipway-ok]\n")
     if stack_file is None:

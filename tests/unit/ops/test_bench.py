@@ -10,7 +10,7 @@ import pytest
 
 from ops.errors import OpsError
 from ops.perf import bench_ingest as bench
-from ops.perf import feeds as feeds
+from ops.perf import feeds
 from ops.perf.bench_ingest import Measurement, Results
 
 pytestmark = pytest.mark.unit

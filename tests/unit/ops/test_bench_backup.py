@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ops.errors import OpsError
-from ops.perf import bench_backup as bench_backup
+from ops.perf import bench_backup
 from ops.perf.bench_backup import containers, measure, report
 from ops.perf.bench_backup.containers import Mount
 from ops.perf.bench_backup.measure import GB, MB

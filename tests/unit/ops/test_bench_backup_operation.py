@@ -13,7 +13,7 @@ import pytest
 
 from ops import proc
 from ops.errors import OpsError
-from ops.perf import bench_backup as bench_backup
+from ops.perf import bench_backup
 from ops.perf.bench_backup.containers import Containers
 from ops.perf.bench_backup.operation import CONTAINERS
 from ops.steps import PREFLIGHT, Runner, impacting

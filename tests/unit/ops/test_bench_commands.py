@@ -13,8 +13,7 @@ import pytest
 
 from ops import config, paths, proc
 from ops.errors import OpsError
-from ops.perf import bench_deploy as bench_deploy
-from ops.perf import bench_ingest as bench_ingest
+from ops.perf import bench_deploy, bench_ingest
 from ops.stack import local as stack
 
 pytestmark = pytest.mark.unit

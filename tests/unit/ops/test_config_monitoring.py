@@ -10,7 +10,7 @@ from ops_testdata import LOCAL_YAML
 
 from ops import compose, config
 from ops.errors import OpsError
-from ops.monitoring import monitor as monitor
+from ops.monitoring import monitor
 from ops.secrets import Secrets
 
 pytestmark = pytest.mark.unit

@@ -16,8 +16,7 @@ from support.recorder import Recorder
 
 from ops import compose, config, secrets
 from ops.compose import Build
-from ops.deploy import preflight, release
-from ops.deploy import releases as releases
+from ops.deploy import preflight, release, releases
 from ops.deploy.deployment import Deployment
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.images import image_refs

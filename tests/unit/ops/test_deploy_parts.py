@@ -15,8 +15,7 @@ import yaml
 
 from ops import compose
 from ops.compose import Build
-from ops.deploy import locks as locks
-from ops.deploy import releases as releases
+from ops.deploy import locks, releases
 from ops.deploy.commands import nginx
 from ops.deploy.images import image_refs
 from ops.deploy.release import dotenv, release_digest, render_compose, tls_tarball

@@ -25,7 +25,7 @@ import pytest
 
 from ops import config, paths, proc
 from ops.errors import OpsError
-from ops.perf import loadtest as loadtest
+from ops.perf import loadtest
 from ops.perf.loadtest import EndpointStats, Slo, SloSet
 
 pytestmark = pytest.mark.unit

@@ -12,7 +12,7 @@ import pytest
 from support.recorder import Recorder
 from support.shell import LocalShell
 
-from ops.deploy import locks as locks
+from ops.deploy import locks
 from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,7 @@ from ops_testdata import LOCAL_YAML, STAGING_YAML, WriteEnv
 from support import collector_host
 
 from ops.errors import OpsError
-from ops.monitoring import logsearch as logsearch
+from ops.monitoring import logsearch
 from ops.monitoring.logsearch import Entry, LogFile, Query
 from ops.stack import host as hostops
 from ops.stack import logs as stack

@@ -22,7 +22,7 @@ from support.collector_host import (
 from ops.config import Host
 from ops.errors import OpsError
 from ops.executor import query
-from ops.monitoring import logsearch as logsearch
+from ops.monitoring import logsearch
 from ops.monitoring.collectors import RemoteCollector
 from ops.monitoring.logsearch import LogFile, Query
 from ops.remote import Remote

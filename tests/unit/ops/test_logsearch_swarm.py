@@ -15,8 +15,7 @@ from support.collector_host import CONTAINER, LIST, RECENT, CollectorHost, colle
 from ops.config import Host
 from ops.errors import OpsError
 from ops.executor import Command, Result
-from ops.monitoring import collectors
-from ops.monitoring import logsearch as logsearch
+from ops.monitoring import collectors, logsearch
 from ops.monitoring.collectors import RemoteCollector
 from ops.monitoring.logsearch import Entry, Query
 from ops.stack import host as hostops

@@ -25,7 +25,7 @@ from support.monitor_tunnel import FakeHttp, FakeTransport, TunnelRemote, port_o
 from ops import config
 from ops.errors import OpsError
 from ops.executor import Command, Result
-from ops.monitoring import monitor as monitor
+from ops.monitoring import monitor
 from ops.tasks import monitor as monitor_tasks
 
 pytestmark = pytest.mark.unit

@@ -22,7 +22,7 @@ from support.monitor_tunnel import FakeHttp, TunnelRemote, port_of, prometheus_r
 
 from ops import config
 from ops.errors import OpsError
-from ops.monitoring import monitor as monitor
+from ops.monitoring import monitor
 from ops.tasks import monitor as monitor_tasks
 
 pytestmark = pytest.mark.unit

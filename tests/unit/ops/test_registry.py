@@ -14,7 +14,7 @@ from docker.errors import APIError, NotFound
 from support.recorder import Recorder
 
 from ops import config, secrets
-from ops.deploy import registry as registry
+from ops.deploy import registry
 from ops.deploy.registry import Registry
 from ops.errors import OpsError
 from ops.executor import Command, Result
