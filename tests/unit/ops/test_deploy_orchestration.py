@@ -122,6 +122,32 @@ def api(host: SimHost) -> list[str]:
     return sorted(c.release.rsplit("-", 1)[-1] for c in host.running("api"))
 
 
+def fail_in_the_deploy(
+    monkeypatch: pytest.MonkeyPatch, step: str, error: BaseException
+) -> list[str]:
+    """OneHostDeploy's `step` raises `error` in the deploy and works in the automatic rollback;
+    returns the kinds it was called for, in order."""
+    real = getattr(OneHostDeploy, step)
+    calls: list[str] = []
+
+    def broken(self: OneHostDeploy) -> str:
+        calls.append(self.kind)
+        if self.kind == "deploy":
+            raise error
+        return str(real(self))
+
+    monkeypatch.setattr(OneHostDeploy, step, broken)
+    return calls
+
+
+def distinct_release_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Release ids one after the other, even for deploys within the same second."""
+    numbers = iter(range(1, 100))
+    monkeypatch.setattr(
+        deployment, "new_id", lambda version: f"20261206T2000{next(numbers):02d}Z-{version}"
+    )
+
+
 # ------------------------------------------------------------------------------ deploy
 
 
@@ -455,16 +481,7 @@ def test_a_bug_after_the_switch_puts_the_previous_release_back_then_surfaces_as_
     host, engine, _ = world
     run(host, engine, "v1")
     first = host.current()
-    calls: list[str] = []
-    real = OneHostDeploy.roll_workers
-
-    def broken(self: OneHostDeploy) -> str:
-        calls.append(self.kind)
-        if self.kind == "deploy":
-            raise KeyError("worker")
-        return real(self)
-
-    monkeypatch.setattr(OneHostDeploy, "roll_workers", broken)
+    calls = fail_in_the_deploy(monkeypatch, "roll_workers", KeyError("worker"))
     with pytest.raises(KeyError, match="worker"):
         run(host, engine, "v2")
     assert calls == ["deploy", "rollback"]
@@ -481,14 +498,7 @@ def test_under_maintenance_the_automatic_rollback_skips_the_public_checks(
     first = host.current()
     host.files["/srv/slipway/staging/nginx/maintenance"] = ""
     checks.failing.update({"v1", "v2"})  # nginx answers 503 to the public
-    original = OneHostDeploy.start_nginx
-
-    def broken(self: OneHostDeploy) -> str:
-        if self.kind == "deploy":
-            raise OpsError("nginx not healthy after 60s")
-        return original(self)
-
-    monkeypatch.setattr(OneHostDeploy, "start_nginx", broken)
+    fail_in_the_deploy(monkeypatch, "start_nginx", OpsError("nginx not healthy after 60s"))
     with pytest.raises(OpsError) as err:
         run(host, engine, "v2")
     assert str(err.value) == f"deploy failed: nginx not healthy after 60s. rolled back to {first}"
@@ -566,23 +576,13 @@ def test_the_automatic_rollback_points_the_tags_back_at_the_previous_images(
     """A rebuild of the same version moved the tag on the host; failing after the switch, the
     previous release comes back with its own recorded image, not the tag's new one."""
     host, engine, _ = world
-    serial = iter(range(1, 100))
-    monkeypatch.setattr(
-        deployment, "new_id", lambda version: f"20261206T2000{next(serial):02d}Z-{version}"
-    )
+    distinct_release_ids(monkeypatch)
     run(host, engine, "v1")
     first = host.current()
     recorded = json.loads(host.files[f"/srv/slipway/staging/releases/{first}/release.json"])
     listings = "slipway/listings:v1"
     engine.images[listings] = "sha256:" + "e" * 64  # rebuilt here: same version, another id
-    real = OneHostDeploy.roll_workers
-
-    def broken(self: OneHostDeploy) -> str:
-        if self.kind == "deploy":
-            raise OpsError("worker not healthy after 120s")
-        return real(self)
-
-    monkeypatch.setattr(OneHostDeploy, "roll_workers", broken)
+    fail_in_the_deploy(monkeypatch, "roll_workers", OpsError("worker not healthy after 120s"))
     with pytest.raises(OpsError, match=f"rolled back to {first}"):
         run(host, engine, "v1")
     assert host.images[listings] == recorded["images"][listings]
@@ -654,10 +654,7 @@ def test_releases_mark_the_current_release_and_the_one_a_rollback_puts_back(
     world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host, engine, _ = world
-    serial = iter(range(1, 100))
-    monkeypatch.setattr(
-        deployment, "new_id", lambda version: f"20261206T2000{next(serial):02d}Z-{version}"
-    )
+    distinct_release_ids(monkeypatch)
     run(host, engine, "v1")
     run(host, engine, "v2")
     run(host, engine, "v2", kind="rollback")
