@@ -33,11 +33,32 @@ OK_LINE = "[slipway-ok]"
 
 
 def require_ok(output: str, what: str, hint: str = "") -> str:
-    """`output` when it ends with OK_LINE; else OpsError saying `what` failed."""
+    """`output` when it ends with OK_LINE; else OpsError saying `what` failed, with the output's
+    last lines in it (a command run as a query printed nothing meanwhile)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     if lines and lines[-1] == OK_LINE:
         return output
-    raise OpsError(f"{what} failed (its lines above say why)" + (f". {hint}" if hint else ""))
+    message = f"{what} failed" + (f". {hint}" if hint else "")
+    tail = last_lines(output)
+    if not tail:
+        raise OpsError(message + " (it printed nothing)")
+    raise OpsError(message + "; its last lines:\n" + "\n".join(f"  {line}" for line in tail))
+
+
+def last_lines(output: str, count: int = 12) -> list[str]:
+    """The last `count` non-empty lines of a script's output, without a dump it printed
+    (between BEGIN and END marker lines) and each cut to 300 characters."""
+    kept: list[str] = []
+    inside = False
+    for line in output.splitlines():
+        line = line.rstrip()
+        if line.startswith("-----BEGIN "):
+            inside = True
+        elif line.startswith("-----END "):
+            inside = False
+        elif line and not inside:
+            kept.append(line[:300])
+    return kept[-count:]
 
 
 def last_message(output: str, word: str) -> str:

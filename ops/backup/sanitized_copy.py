@@ -9,7 +9,7 @@ from __future__ import annotations
 from ops import config, secrets
 from ops.backup import commands, targets
 from ops.backup.inplace import InPlace, confirm
-from ops.backup.repository import last_message, require_ok
+from ops.backup.repository import last_lines, last_message, require_ok
 from ops.backup.targets import Target
 from ops.errors import OpsError
 from ops.steps import Report, Runner, Step, impacting, preflight
@@ -24,8 +24,10 @@ def dump_text(output: str) -> str:
     """The marked dump in backup-export's output (other lines, such as logs, around it)."""
     begin, end = output.find(BEGIN_DUMP), output.find(END_DUMP)
     if begin < 0 or end < begin:
+        tail = "\n".join(f"  {line}" for line in last_lines(output))
         raise OpsError(
-            "the export produced no complete dump (its lines above say why): nothing was changed"
+            "the export produced no complete dump: nothing was changed"
+            + (f"; its last lines:\n{tail}" if tail else "")
         )
     return output[begin : end + len(END_DUMP)] + "\n"
 

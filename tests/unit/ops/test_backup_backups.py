@@ -212,8 +212,9 @@ def test_a_backup_whose_container_failed_points_at_its_lines_and_the_listing(
     with pytest.raises(OpsError) as err:
         backup.backup("local")
     assert str(err.value) == (
-        f"the diff backup of {LABEL} failed (its lines above say why). `invoke backup.list` "
-        "shows what the repository has; docs/runbook.md#backupfailed"
+        f"the diff backup of {LABEL} failed. `invoke backup.list` shows what the repository "
+        "has; docs/runbook.md#backupfailed; its last lines:\n"
+        f"  {log('diff backup failed: [082] WAL not archived').strip()}"
     )
 
 

@@ -583,8 +583,8 @@ def test_without_a_running_postgres_the_last_writes_are_not_archived(
         # compose exited 0 (compose 2.40 on Docker 20.10), but the script did not finish.
         (
             log("restore failed: [040] no backup set found", "backup-restore"),
-            r"^pgbackrest restore failed \(its lines above say why\)\. PostgreSQL is stopped "
-            r"and must not be started$",
+            r"^pgbackrest restore failed\. PostgreSQL is stopped and must not be started; its "
+            r"last lines:\n  .*no backup set found",
         ),
     ],
 )
@@ -613,8 +613,8 @@ def test_last_writes_that_cannot_be_archived_stop_before_postgres_does(
     with pytest.raises(OpsError) as err:
         backup.Restore(local, target, plan).run(runner=quiet(out))
     assert str(err.value) == (
-        "archiving the last writes failed (its lines above say why). nothing was restored; the "
-        "service is stopped"
+        "archiving the last writes failed. nothing was restored; the service is stopped; its "
+        f"last lines:\n  {broken.strip()}"
     )
     assert target.calls[-1] == ARCHIVE_NOW
     assert ("stop", "postgres") not in target.calls

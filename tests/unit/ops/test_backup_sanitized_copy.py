@@ -131,7 +131,7 @@ def test_copies_between_environments_are_refused_before_any_stack_is_touched(
         # compose exited 0, but the export did not get to its end.
         (
             f"{DUMP}{log('pg_dump failed (above): nothing is exported', 'backup-export')}",
-            "the export of prod failed (its lines above say why). nothing was changed",
+            "the export of prod failed. nothing was changed; its last lines:\n  ",
         ),
         (OpsError("export prod's newest backup failed (exit 1)"), "failed (exit 1)"),
     ],
@@ -154,8 +154,8 @@ def test_a_dump_that_does_not_load_stops_before_the_migration(
     with pytest.raises(OpsError) as err:
         backup.restore("stage", source="prod", sanitize=True, yes=True, runner=quiet())
     assert str(err.value) == (
-        "loading the dump into stage failed (its lines above say why). stage's database is as "
-        "it was"
+        "loading the dump into stage failed. stage's database is as it was; its last lines:\n"
+        f"  {failed.strip()}"
     )
     stage = two["stage"].calls
     assert stage[-2:] == [IMPORT, UNLOCK_COPY]
