@@ -4,6 +4,8 @@ use to start services and one-off containers of a recorded release."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ops.deploy.commands.compose import ReleaseCompose
 from ops.executor import Executor
 
@@ -33,6 +35,12 @@ class RemoteCompose:
     @property
     def release_id(self) -> str:
         return self.spec.release_id
+
+    def in_slot(self, slot: str) -> RemoteCompose:
+        """The same compose, creating API replicas in `slot` (the live one otherwise)."""
+        twin = RemoteCompose(self.remote, self.project, self.root, self.release_id)
+        twin.spec = replace(self.spec, slot=slot)
+        return twin
 
     def command(self, *args: str) -> str:
         """The shell line of `docker compose <args>` for this release."""

@@ -1,12 +1,19 @@
 """Replacement of the API replicas behind nginx, with compose on one host.
 
-`compose up --no-recreate --scale api=<n+batch>` starts new replicas of the target release next
-to the old ones, `batch` at a time; each must answer /ready from inside its container. Then one
-rewrite of nginx's upstream file and one graceful reload move all new requests to the new
-replicas at once (clients never see versions alternate); nginx's old workers finish their
-requests; then `docker stop` lets gunicorn drain the old replicas, `batch` at a time. Containers
-carry the label org.slipway.release, so a rollout knows which replicas belong to another release
-whatever happened before (a half-finished rollout too).
+Two slots of replicas, blue and green (compose/remote.yaml names each replica api-<slot> on the
+edge network); nginx sends every request to the slot its flag file names, read per request
+(nginx/entrypoint, NGINX_UPSTREAM_SLOTS). A rollout starts the target release's replicas in the
+slot not serving, `batch` at a time with `compose up --no-recreate --scale`; each must answer
+/ready from inside its container. Then one flag file created or removed moves all new requests to
+them at once: nothing reloads, no client connection closes, clients never see versions
+alternate. Requests in flight on the old replicas finish there; `docker stop` lets gunicorn
+drain them, `batch` at a time. Containers carry the labels org.slipway.release and
+org.slipway.slot, so a rollout knows which replicas belong to which release and slot whatever
+happened before (a half-finished rollout too).
+
+An nginx of a release from before the slots reads an upstream file instead and must be
+reloaded: the rollout keeps that file in step and reloads such an nginx (a rollback to such a
+release).
 
 `Containers` holds the facts about a host's containers that every step needs (listing them,
 probing their health now, their logs for a failure); `Rollout` is the algorithm.
@@ -47,6 +54,7 @@ class Container:
     name: str
     state: str
     release: str
+    slot: str = ""  # none on replicas from before the slots
 
 
 class Containers:
@@ -61,7 +69,7 @@ class Containers:
         found = []
         for line in out.splitlines():
             parts = line.split("\t")
-            if len(parts) == 3:
+            if len(parts) == 4:
                 found.append(Container(*parts))
         return sorted(found, key=lambda c: c.name)
 
@@ -151,7 +159,8 @@ class Rollout:
         self.health_timeout = health_timeout
         self._log = log
         self._began = time.monotonic()
-        self.upstream_path = f"{compose.root}/nginx/upstream.conf"
+        self.flags_dir = f"{compose.root}/nginx"
+        self.upstream_path = f"{self.flags_dir}/upstream.conf"
 
     def log(self, message: str) -> None:
         """Progress lines carry the seconds since the rollout began."""
@@ -159,14 +168,22 @@ class Rollout:
 
     # ------------------------------------------------------------------ nginx
 
-    def set_upstream(self, names: Sequence[str]) -> None:
-        """Write the upstream file, then reload nginx gracefully (when it runs) and wait until
-        its previous workers finished their requests."""
+    def live_slot(self) -> str:
+        return self.remote.run(nginx.live_slot(self.flags_dir)).stdout.strip() or "blue"
+
+    def set_live(self, slot: str, names: Sequence[str]) -> None:
+        """The traffic to `slot`, whose replicas are `names`: the flag file nginx reads per
+        request. The upstream file of releases from before the slots follows, and an nginx of
+        such a release is reloaded (gracefully) and waited for until its previous workers
+        finished their requests."""
         if not names:
-            raise OpsError("refusing to write an nginx upstream without any API replica")
+            raise OpsError("refusing to send the traffic to a slot without any API replica")
+        self.remote.run(nginx.set_live_slot(self.flags_dir, slot))
         self.remote.put_text(self.upstream_path, nginx.upstream_text(names), mode=0o644)
         container = self.containers.running_nginx()
-        if container is not None:
+        if container is None:
+            return
+        if self.remote.run(nginx.reads_upstream_file(container)).stdout.strip() == "file":
             reload_nginx(self.remote, container)
             self.wait_nginx_drained(container)
 
@@ -179,7 +196,8 @@ class Rollout:
             time.sleep(0.5)
         self.log(f"    nginx workers still draining after {NGINX_DRAIN_TIMEOUT:.0f}s; going on")
 
-    def current_upstream(self) -> list[str]:
+    def upstream_file(self) -> list[str]:
+        """The replicas of the upstream file (what an nginx from before the slots serves)."""
         text = self.remote.read_text(self.upstream_path) or ""
         names = []
         for line in text.splitlines():
@@ -222,20 +240,24 @@ class Rollout:
             self.remote.run(docker.stop(names, API_STOP_TIMEOUT))
         self.remote.run(docker.remove(names))
 
-    def scale_up(self, count: int) -> list[str]:
-        """Start replicas of the target release until `count` api containers exist."""
+    def scale_up(self, slot: str, count: int) -> list[str]:
+        """Start replicas of the target release in `slot` until `count` api containers
+        exist."""
         before = {c.name for c in self.containers.of()}
-        self.compose.up(
-            "api", flags=("--no-recreate", "--scale", f"api={count}"), what="start new API replicas"
+        self.compose.in_slot(slot).up(
+            "api",
+            flags=("--no-recreate", "--scale", f"api={count}"),
+            what=f"start new API replicas ({slot})",
         )
         return sorted(c.name for c in self.containers.of() if c.name not in before)
 
-    def start_new(self, old: list[str], new: list[str]) -> list[str]:
-        """New replicas next to the old ones, `batch` at a time, each ready before the next
-        batch; none takes traffic yet. Returns every replica of the target release."""
+    def start_new(self, slot: str, others: int, new: list[str]) -> list[str]:
+        """New replicas in `slot` next to the `others` running, `batch` at a time, each ready
+        before the next batch; none takes traffic yet. Returns every replica of the target
+        release in that slot."""
         while len(new) < self.replicas:
             count = min(self.batch, self.replicas - len(new))
-            started = self.scale_up(len(old) + len(new) + count)
+            started = self.scale_up(slot, others + len(new) + count)
             if not started:
                 raise RolloutError(
                     f"compose started no new API replica (asked for {count} more); see its "
@@ -250,44 +272,64 @@ class Rollout:
             new = [*new, *started]
         return new
 
-    def switch(self, new: list[str], serving: list[str], verify: Callable[[], None] | None) -> None:
-        """One reload moves every new request to `new`: clients never see the versions
+    def switch(
+        self,
+        slot: str,
+        new: list[str],
+        back: tuple[str, list[str]],
+        verify: Callable[[], None] | None,
+    ) -> None:
+        """The traffic to `slot` (replicas `new`) at once: clients never see the versions
         alternate; requests in flight on the old replicas finish there. A failed check through
-        nginx switches straight back while the old replicas still run."""
-        self.set_upstream(new)
-        self.log(f"    nginx now sends traffic to {', '.join(sorted(new))}; old workers done")
+        nginx switches straight back to `back` (slot, replicas) while its replicas still run."""
+        self.set_live(slot, new)
+        self.log(f"    traffic now on the {slot} replicas: {', '.join(sorted(new))}")
         # nginx does not run yet on a first deploy: the deploy's own smoke step checks later.
         if verify is None or self.containers.running_nginx() is None:
             return
         try:
             verify()
         except OpsError as exc:
+            previous, serving = back
             if serving:
-                self.set_upstream(serving)
+                self.set_live(previous, serving)
                 self.log("    check through nginx failed: traffic switched back")
             raise RolloutError(f"after the switch: {exc}") from exc
 
     # ------------------------------------------------------------------ the rollout
 
     def run(self, verify: Callable[[], None] | None = None) -> str:
-        """Start the target release's replicas, switch nginx to them at once, drain the rest."""
+        """Start the target release's replicas in the slot not serving, switch nginx to them at
+        once, drain the rest."""
         target = self.compose.release_id
         self._began = time.monotonic()
         everything = self.containers.of()
         # Dead containers of any release are clutter that would count towards --scale.
         self.remove([c.name for c in everything if c.state != "running"], graceful=False)
         running = [c for c in everything if c.state == "running"]
-        old = [c.name for c in running if c.release != target]
-        new = [c.name for c in running if c.release == target]
-        serving = [n for n in self.current_upstream() if n in {c.name for c in running}]
-        new = self.start_new(old, new)
-        extra, new = new[self.replicas :], new[: self.replicas]
-        if sorted(serving) != sorted(new):
-            self.switch(new, serving, verify)
-        # Old replicas leave, `batch` at a time: gunicorn finishes their requests first.
-        leaving = [n for n in [*old, *extra] if n not in new]
+        live = self.live_slot()
+        serving = [c for c in running if c.slot == live]
+        if not serving:  # replicas from before the slots, served through the upstream file
+            listed = set(self.upstream_file())
+            serving = [c for c in running if not c.slot and c.name in listed]
+        if serving and all(c.release == target for c in serving) and len(serving) >= self.replicas:
+            # Already serving (a deploy run twice): no switch.
+            slot, new = live, sorted(c.name for c in serving)[: self.replicas]
+        else:
+            slot = nginx.other_slot(live)
+            # The other slot takes no traffic: its replicas of the target are reused, the rest
+            # go first (gunicorn stops at once: nothing is in flight there).
+            idle = [c for c in running if c.slot == slot]
+            stale = [c.name for c in idle if c.release != target]
+            self.remove(stale)
+            running = [c for c in running if c.name not in stale]
+            reused = sorted(c.name for c in idle if c.release == target)
+            new = self.start_new(slot, len(running) - len(reused), reused)[: self.replicas]
+            self.switch(slot, new, (live, [c.name for c in serving]), verify)
+        # Every other replica leaves, `batch` at a time: gunicorn finishes their requests first.
+        leaving = sorted(c.name for c in running if c.name not in new)
         for index in range(0, len(leaving), self.batch):
             chunk = leaving[index : index + self.batch]
             self.remove(chunk)
             self.log(f"    drained and stopped {', '.join(chunk)}")
-        return f"{len(new)} replica(s) of {target} serving, {len(leaving)} stopped"
+        return f"{len(new)} replica(s) of {target} serving ({slot}), {len(leaving)} stopped"

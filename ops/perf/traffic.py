@@ -2,9 +2,11 @@
 a rollback or a killed replica cost no request.
 
 A few threads each send GETs at a fixed pace (search, a listing's page, the viewer, the
-version) through the public URL, over kept-alive connections and new ones. Every failure (a
-non-2xx answer or a connection error) is kept with its time; every /api/v1/version answer is
-kept so a test can check that the version switched exactly once. Bounded in rate and duration:
+version) through the public URL, half over kept-alive connections, half over a new connection
+per request; with `retry=False` a kept-alive client never re-sends a request its connection lost
+(the unkind client). Every failure (a non-2xx answer or a connection error) is kept with its
+time and client kind; every /api/v1/version answer is kept so a test can check that the version
+switched exactly once. Bounded in rate and duration:
 test traffic goes to loopback only, never elsewhere.
 """
 
@@ -32,11 +34,16 @@ MAX_RATE = 60.0
 MAX_SECONDS = 900.0
 
 
+KEPT_ALIVE = "kept-alive"
+NEW_CONNECTION = "new connection"
+
+
 @dataclass(frozen=True)
 class Failure:
     at: float
     path: str
     problem: str
+    kind: str = ""
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Tally:
     requests: int = 0
     # GETs re-sent once because the server closed an idle keep-alive connection as they left
     retried: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)  # requests per client kind
     failures: list[Failure] = field(default_factory=list)
     versions: list[tuple[float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -59,6 +67,16 @@ class Tally:
                 seen.append(version)
         return seen
 
+    def failed(self, kind: str) -> int:
+        return sum(1 for f in self.failures if f.kind == kind)
+
+    def per_kind(self) -> str:
+        """`kept-alive 120 requests 0 failed, new connection 118 requests 0 failed`."""
+        return ", ".join(
+            f"{kind} {count} requests {self.failed(kind)} failed"
+            for kind, count in sorted(self.by_kind.items())
+        )
+
     def summary(self) -> str:
         rate = ""
         if self.versions:
@@ -69,7 +87,8 @@ class Tally:
             f" ... ({len(changes)} in all)" if len(changes) > 6 else ""
         )
         return (
-            f"{self.requests} requests{rate}, {len(self.failures)} failed, versions seen: {shown}"
+            f"{self.requests} requests{rate}, {len(self.failures)} failed ({self.per_kind()}), "
+            f"versions seen: {shown}"
         )
 
 
@@ -85,6 +104,7 @@ class Traffic:
         mix: Sequence[tuple[str, int]] = MIX,
         max_seconds: float = MAX_SECONDS,
         connect_to: str = "",
+        retry: bool = True,
     ) -> None:
         if rate <= 0 or rate > MAX_RATE:
             raise ValueError(f"rate must be in (0, {MAX_RATE}] requests/s")
@@ -96,6 +116,7 @@ class Traffic:
             raise ValueError("test traffic goes to loopback only")
         self.base_url = base_url.rstrip("/")
         self.connect_to = connect_to
+        self.retry = retry
         self.verify = verify
         self.threads = threads
         self.interval = threads / rate
@@ -137,6 +158,8 @@ class Traffic:
         # Half the threads keep connections alive (like browsers), half open one per request
         # (like scripts): a deploy must not break either.
         keep_alive = index % 2 == 0
+        # httpx re-sends nothing by itself (it only drops a pooled connection it finds closed
+        # before use): a request lost on its connection is a failure unless `retry`.
         client = httpx.Client(verify=self.verify, timeout=15.0) if keep_alive else None
         position = index
         deadline = self.started + self.max_seconds
@@ -160,7 +183,8 @@ class Traffic:
         A kept-alive HTTP/1.1 connection can be closed by the server (an nginx reload closes
         its idle ones) just as the client sends on it. For an idempotent request the client may
         then retry it on a new connection (RFC 9112, 9.3.1), as browsers do; this client does so
-        once and counts it. Connections opened per request never meet this race.
+        once and counts it, unless built with retry=False. Connections opened per request never
+        meet this race.
         """
         if client is None:
             with httpx.Client(verify=self.verify, timeout=15.0) as once:
@@ -168,7 +192,7 @@ class Traffic:
         try:
             return health.public_get(client, self.base_url, path, self.connect_to), False
         except httpx.RemoteProtocolError as exc:
-            if "without sending a response" not in str(exc):
+            if not self.retry or "without sending a response" not in str(exc):
                 raise
             return health.public_get(client, self.base_url, path, self.connect_to), True
 
@@ -185,10 +209,12 @@ class Traffic:
                 version = str(response.json().get("version"))
         except (httpx.HTTPError, ValueError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
+        kind = NEW_CONNECTION if client is None else KEPT_ALIVE
         with self.tally.lock:
             self.tally.requests += 1
+            self.tally.by_kind[kind] = self.tally.by_kind.get(kind, 0) + 1
             self.tally.retried += int(retried)
             if problem:
-                self.tally.failures.append(Failure(at - self.started, path, problem))
+                self.tally.failures.append(Failure(at - self.started, path, problem, kind))
             if version is not None:
                 self.tally.versions.append((at - self.started, version))

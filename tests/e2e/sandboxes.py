@@ -101,9 +101,13 @@ class SandboxEnv:
     def version(self) -> str:
         return str(self.get("/api/v1/version").json()["version"])
 
-    def traffic(self) -> Traffic:
+    def traffic(self, retry: bool = True) -> Traffic:
+        """Reads at LOAD_RATE, half kept-alive; `retry=False`: a kept-alive client never
+        re-sends a request its connection lost."""
         env = self.environment
-        return Traffic(env.https_url, self.verify(), rate=LOAD_RATE, connect_to=env.connect_to)
+        return Traffic(
+            env.https_url, self.verify(), rate=LOAD_RATE, connect_to=env.connect_to, retry=retry
+        )
 
     def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
         """Change the environment file sandbox.up wrote (kept as the sandbox's own file)."""

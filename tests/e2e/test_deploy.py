@@ -170,6 +170,9 @@ def staging(hosts: dict[str, Host]) -> Host:
 def _assert_clean(tally_summary: str, failures: list[object], seen: list[str]) -> None:
     assert failures == [], f"{tally_summary[:600]}: {failures[:5]}"
     assert seen, "no /api/v1/version answer recorded"
+    # Both kinds of client ran: kept-alive ones that never retry, and a connection per request.
+    assert "kept-alive 0 " not in tally_summary and "new connection 0 " not in tally_summary
+    assert "kept-alive " in tally_summary and "new connection " in tally_summary
 
 
 def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) -> None:
@@ -413,7 +416,7 @@ def test_deploying_twice_changes_nothing(staging: Host) -> None:
 
 
 def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) -> None:
-    with staging.traffic() as traffic:
+    with staging.traffic(retry=False) as traffic:
         served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", version=V2)
         served(traffic)
@@ -481,7 +484,7 @@ def test_dry_runs_of_a_deploy_and_a_rollback_change_nothing_here_or_on_the_host(
 def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> None:
     # No build, no registry: the local images of v1 are gone, the host still has them.
     docker("rmi", f"slipway/listings:{V1}")
-    with staging.traffic() as traffic:
+    with staging.traffic(retry=False) as traffic:
         served(traffic)
         result = staging.invoke("rollback", f"--env={STAGING}")
         served(traffic)
@@ -504,7 +507,7 @@ def test_a_release_that_never_gets_ready_rolls_back_with_no_failed_request(
     hang = 'if [ "$0" = api ]; then exec sleep 3600; fi; exec listings "$0" "$@"'
     derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
     before = staging.api_containers()
-    with staging.traffic() as traffic:
+    with staging.traffic(retry=False) as traffic:
         served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", f"--version={BROKEN}", check=False)
         served(traffic)
@@ -524,7 +527,7 @@ def test_a_release_failing_its_check_through_nginx_is_switched_back(staging: Hos
     # through nginx right after the switch fails and nginx goes back to the old replicas.
     derived_image(f"slipway/listings:{V2}", WRONG, ["listings"], {})
     before = staging.api_containers()
-    with staging.traffic() as traffic:
+    with staging.traffic(retry=False) as traffic:
         served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", f"--version={WRONG}", check=False)
         served(traffic)
@@ -649,7 +652,7 @@ def test_killing_api_replicas_one_after_the_other_under_load_fails_no_request(
     """The second kill proves nginx sends traffic to the first replica again after its restart
     (Docker gives it a new address; nginx's upstream watcher reloads)."""
     first, second = staging.api_containers()[:2]
-    with staging.traffic() as traffic:
+    with staging.traffic(retry=False) as traffic:
         served(traffic)
         _kill_and_wait_back(staging, first)
         address = staging.on_host(

@@ -31,6 +31,7 @@ class Container:
     service: str
     release: str
     state: str = "running"
+    slot: str = ""
 
 
 class SimHost(Recorder):
@@ -65,6 +66,13 @@ class SimHost(Recorder):
     def current(self) -> str | None:
         target = self.files.get("@current")
         return target.rsplit("/", 1)[-1] if target else None
+
+    def live_slot(self) -> str:
+        return "green" if any(k.endswith("nginx/slot-green") for k in self.files) else "blue"
+
+    def serving(self) -> list[str]:
+        """The API replicas nginx sends the traffic to: those of the live slot."""
+        return sorted(c.name for c in self.running("api") if c.slot == self.live_slot())
 
     def upstream(self) -> list[str]:
         text = next((v for k, v in self.files.items() if k.endswith("nginx/upstream.conf")), "")
@@ -114,6 +122,11 @@ class SimHost(Recorder):
         if line.startswith("rm -rf ") and "/releases/" in line:
             gone = shlex.split(line)[2]
             self.files = {k: v for k, v in self.files.items() if not k.startswith(gone + "/")}
+            return ""
+        if line.startswith("test -e ") and line.endswith("&& echo green || echo blue"):
+            return "green\n" if shlex.split(line)[2] in self.files else "blue\n"
+        if line.startswith("touch "):
+            self.files[shlex.split(line)[1]] = ""
             return ""
         if line.startswith(("test -e ", "rm -f ")):
             path = shlex.split(line)[2]
@@ -176,11 +189,13 @@ class SimHost(Recorder):
             service = re.search(r"com\.docker\.compose\.service=(\S+)", line)
             assert service is not None
             rows = [c for c in self.containers if c.service == service.group(1)]
-            return "".join(f"{c.name}\t{c.state}\t{c.release}\n" for c in rows)
+            return "".join(f"{c.name}\t{c.state}\t{c.release}\t{c.slot}\n" for c in rows)
         if line.startswith("docker inspect -f '{{.State.Status}}"):
             name = shlex.split(line)[-1]
             found = [c for c in self.containers if c.name == name]
             return f"{found[0].state}\tnull\n" if found else "\n"
+        if line.startswith("docker inspect -f '{{range .Config.Env}}"):
+            return "slots\n"  # an nginx of this release: the slots, no upstream file
         if line.startswith("docker exec ") and "hutting down" in line:
             return "0\n"  # no nginx worker of an older configuration left
         if line.startswith("docker exec ") and " nginx " in line:
@@ -223,6 +238,13 @@ class SimHost(Recorder):
 
     def _compose(self, line: str) -> str:
         words = shlex.split(line.split(" && ", 1)[1].removesuffix(" 2>&1"))
+        slot = ""
+        if words[0].startswith("SLIPWAY_API_SLOT="):
+            slot = words.pop(0).split("=", 1)[1]
+            if slot.startswith("$(test -e nginx/slot-green"):
+                slot = self.live_slot()
+        else:
+            assert "remote.yaml" not in line, "compose on a host runs with the API's slot"
         release = words[words.index("--env-file") + 1].split("/")[1]
         args = words[words.index("-f", words.index("--env-file")) :]
         while args[:1] == ["-f"]:
@@ -238,23 +260,25 @@ class SimHost(Recorder):
         if args[:1] == ["exec"]:
             return '{"message": "backup (incr) into repo1 done in 1s: 1I"}\n[slipway-ok]\n'
         if args[:1] == ["up"]:
-            self._compose_up(args, release)
+            self._compose_up(args, release, slot)
         return ""
 
-    def _compose_up(self, args: list[str], release: str) -> None:
+    def _compose_up(self, args: list[str], release: str, slot: str) -> None:
         scale = {a.split("=")[0]: int(a.split("=")[1]) for a in args if re.match(r"^\w+=\d+$", a)}
         services = [a for a in args[1:] if not a.startswith("-") and "=" not in a]
         for service in services:
             wanted = scale.get(service, 1)
+            # The slot is part of an API replica's configuration (its alias and label).
+            own = slot if service == "api" else ""
             mine = [c for c in self.containers if c.service == service]
-            stale = any(c.release != release for c in mine)
+            stale = any(c.release != release or c.slot != own for c in mine)
             if "--no-recreate" not in args and (stale or len(mine) > wanted):
                 # Compose recreates the containers of another configuration (a release's).
                 self.containers = [c for c in self.containers if c.service != service]
                 mine = []
             while len(mine) < wanted:
                 number = next(self.serial)
-                made = Container(f"{self.project}-{service}-{number}", service, release)
+                made = Container(f"{self.project}-{service}-{number}", service, release, slot=own)
                 self.containers.append(made)
                 mine.append(made)
 

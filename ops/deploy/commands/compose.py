@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from ops.executor import Command, join, quote
 
+# The overlay of a host with Compose (compose/remote.yaml), which gives API replicas a slot.
+REMOTE_OVERLAY = "remote.yaml"
+# The slot serving, from nginx's flag file (relative to the environment's directory, as every
+# compose line runs there): ops/deploy/commands/nginx.py writes it.
+LIVE_SLOT = "$(test -e nginx/slot-green && echo green || echo blue)"
+
 # One-off containers are run with these: no dependency started, no TTY (output is captured).
 ONEOFF = ("run", "--rm", "--no-deps", "-T")
 
@@ -18,7 +24,12 @@ class ReleaseCompose:
     project: str
     root: str  # the environment's directory on the host (deploy.remote_dir)
     release_id: str
-    overlays: tuple[str, ...] = ("remote.yaml",)  # compose files after compose.yaml
+    overlays: tuple[str, ...] = (REMOTE_OVERLAY,)  # compose files after compose.yaml
+    # The slot of API replicas compose creates (compose/remote.yaml): the rolling deploy names
+    # the one not serving; every other command gets the live one, read from nginx's flag file on
+    # the host, so a container compose compares against its file is never seen as changed (and
+    # recreated out of the traffic) merely because the traffic moved.
+    slot: str = ""
 
     def line(self, *args: str) -> str:
         rel = f"releases/{self.release_id}"
@@ -29,7 +40,10 @@ class ReleaseCompose:
             *[word for name in self.overlays for word in ("-f", f"{rel}/{name}")],
             *args,
         ]  # fmt: skip
-        return f"cd {quote(self.root)} && {join(words)}"
+        if REMOTE_OVERLAY not in self.overlays:  # a swarm's one-off containers: no slots
+            return f"cd {quote(self.root)} && {join(words)}"
+        slot = quote(self.slot) if self.slot else LIVE_SLOT
+        return f"cd {quote(self.root)} && SLIPWAY_API_SLOT={slot} {join(words)}"
 
     def command(
         self, *args: str, what: str = "", changes: bool = True, timeout: float | None = None

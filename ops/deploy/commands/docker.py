@@ -12,7 +12,10 @@ SERVICE_LABEL = "com.docker.compose.service"
 STACK_LABEL = "com.docker.stack.namespace"
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 # Tab-separated name, state and release label of a container (ops/deploy/rollout.py reads it).
-CONTAINER_FORMAT = '{{.Names}}\t{{.State}}\t{{.Label "' + RELEASE_LABEL + '"}}'
+SLOT_LABEL = "org.slipway.slot"
+CONTAINER_FORMAT = (
+    '{{.Names}}\t{{.State}}\t{{.Label "' + RELEASE_LABEL + '"}}\t{{.Label "' + SLOT_LABEL + '"}}'
+)
 
 
 def containers(project: str, service: str) -> Command:

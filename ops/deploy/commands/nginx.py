@@ -1,5 +1,6 @@
-"""The stack's nginx on a host: finding it, testing and reloading its configuration, its
-workers still draining, the upstream file the rolling deploy writes, its certificate."""
+"""The stack's nginx on a host: finding it, the live slot of API replicas (its flag file),
+testing and reloading its configuration, its workers still draining, the upstream file of
+releases from before the slots, its certificate."""
 
 from __future__ import annotations
 
@@ -47,11 +48,50 @@ def draining(container: str) -> Command:
     )
 
 
+SLOTS = ("blue", "green")
+# The flag file that makes green the live slot (nginx/entrypoint: NGINX_UPSTREAM_SLOTS).
+GREEN_FLAG = "slot-green"
+
+
+def other_slot(slot: str) -> str:
+    """The slot that is not `slot` (blue for anything but blue: containers from before the slots
+    carry none)."""
+    return "green" if slot == "blue" else "blue"
+
+
+def live_slot(flags_dir: str) -> Command:
+    """Which slot takes the traffic: prints `blue` or `green`."""
+    flag = quote(f"{flags_dir}/{GREEN_FLAG}")
+    return query(f"test -e {flag} && echo green || echo blue", "which API slot is live")
+
+
+def set_live_slot(flags_dir: str, slot: str) -> Command:
+    """The traffic to `slot`'s replicas: one file created or removed (atomic), read by nginx on
+    every request; nothing reloads and no connection closes."""
+    if slot not in SLOTS:
+        raise ValueError(f"unknown slot {slot!r}")
+    flag = quote(f"{flags_dir}/{GREEN_FLAG}")
+    line = f"touch {flag}" if slot == "green" else f"rm -f {flag}"
+    return change(line, f"send the traffic to the {slot} API replicas")
+
+
+def reads_upstream_file(container: str) -> Command:
+    """Whether the running nginx is of a release from before the slots (its upstream from a
+    file, reloaded to change): prints `file` or `slots`."""
+    return query(
+        "docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "
+        + quote(container)
+        + " | grep -q '^NGINX_UPSTREAM_FILE=' && echo file || echo slots",
+        "how nginx finds the API",
+    )
+
+
 def upstream_text(names: Sequence[str]) -> str:
-    """The upstream file: the API replicas nginx proxies to."""
+    """The upstream file: the API replicas an nginx of a release from before the slots proxies
+    to (a rollback to one recreates it reading this file)."""
     lines = [
-        "# Written by the rolling deploy (ops/deploy/rollout.py): the API replicas nginx "
-        "proxies to.\n"
+        "# Written by the rolling deploy (ops/deploy/rollout.py): the API replicas serving, for "
+        "an nginx of a release from before the slots (NGINX_UPSTREAM_FILE).\n"
     ]
     lines += [f"server {n}:{API_PORT} max_fails=1 fail_timeout=3s;\n" for n in sorted(names)]
     return "".join(lines)

@@ -15,6 +15,7 @@ from support.recorder import Recorder
 from ops import config
 from ops.backup import backups, commands, targets
 from ops.backup.inplace import WRITERS
+from ops.deploy.commands.compose import LIVE_SLOT
 from ops.deploy.rollout import RemoteCompose
 from ops.errors import OpsError
 from ops.stack import host as hostops
@@ -256,7 +257,8 @@ def test_swarm_one_off_containers_run_with_the_release_s_compose(write_env: Writ
     target = _swarm_target(write_env, fake)
     assert target.oneoff(commands.repository_info()) == "[]\n"
     (line,) = fake.lines_run
-    assert line.startswith("cd /srv/slipway && docker compose -p slipway-staging --env-file ")
+    assert line.startswith("cd /srv/slipway && ")
+    assert " docker compose -p slipway-staging --env-file " in line
     assert line.endswith(" run --rm --no-deps -T backup-restore pgbackrest info --output=json 2>&1")
     assert not fake.changes
 
@@ -274,7 +276,7 @@ def test_host_compose_echoes_its_changes_and_runs_its_reads_quietly(
     target.stop("postgres", what="stop PostgreSQL (clean shutdown)")
     target.start("postgres", what="start PostgreSQL", timeout=3600)
     prefix = (
-        f"cd /srv/slipway && docker compose -p slipway-staging "
+        f"cd /srv/slipway && SLIPWAY_API_SLOT={LIVE_SLOT} docker compose -p slipway-staging "
         f"--env-file releases/{RELEASE}/secrets.env --env-file releases/{RELEASE}/release.env "
         f"-f releases/{RELEASE}/compose.yaml -f releases/{RELEASE}/remote.yaml"
     )

@@ -7,6 +7,7 @@ what bash makes of them for real in a scratch directory (tests/support/shell.py)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,14 @@ from support.shell import LocalShell
 
 from ops.deploy import locks
 from ops.deploy.commands import docker, host, nginx, swarm
-from ops.deploy.commands.compose import ReleaseCompose
+from ops.deploy.commands.compose import LIVE_SLOT, ReleaseCompose
 from ops.deploy.hostcompose import RemoteCompose
 
 pytestmark = pytest.mark.unit
 
 ROOT = "/srv/slipway/staging"
 PROJECT = "slipway-staging"
+LIVE = f"SLIPWAY_API_SLOT={LIVE_SLOT}"
 RELEASE_FILES = (
     "--env-file releases/r1/secrets.env --env-file releases/r1/release.env "
     "-f releases/r1/compose.yaml"
@@ -34,7 +36,7 @@ RELEASE_FILES = (
 def test_compose_of_a_release_names_its_project_variables_and_recorded_files() -> None:
     spec = ReleaseCompose(PROJECT, ROOT, "r1", ("remote.yaml", "logging.yaml"))
     assert spec.line("ps") == (
-        f"cd {ROOT} && docker compose -p {PROJECT} {RELEASE_FILES} "
+        f"cd {ROOT} && {LIVE} docker compose -p {PROJECT} {RELEASE_FILES} "
         "-f releases/r1/remote.yaml -f releases/r1/logging.yaml ps"
     )
     # The default overlay: remote.yaml alone (records written before the central logs).
@@ -47,7 +49,10 @@ def test_compose_of_a_release_names_its_project_variables_and_recorded_files() -
 
 def test_compose_commands_merge_their_errors_and_are_changes_unless_told() -> None:
     spec = ReleaseCompose(PROJECT, ROOT, "r1")
-    base = f"cd {ROOT} && docker compose -p {PROJECT} {RELEASE_FILES} -f releases/r1/remote.yaml"
+    base = (
+        f"cd {ROOT} && {LIVE} docker compose -p {PROJECT} {RELEASE_FILES} "
+        "-f releases/r1/remote.yaml"
+    )
     up = spec.up("postgres", "redis", what="start postgres and redis")
     assert up.line == f"{base} up -d --no-deps postgres redis 2>&1"
     assert (up.what, up.changes) == ("start postgres and redis", True)
@@ -63,9 +68,20 @@ def test_compose_commands_merge_their_errors_and_are_changes_unless_told() -> No
     assert scaled.line == f"{base} up -d --no-deps --no-recreate --scale api=3 api 2>&1"
 
 
+def test_compose_on_a_host_gives_the_api_the_live_slot_unless_told_another() -> None:
+    # The live slot is read from nginx's flag file where the line runs (the environment's
+    # directory); the rolling deploy names the slot its new replicas go to.
+    assert LIVE == "SLIPWAY_API_SLOT=$(test -e nginx/slot-green && echo green || echo blue)"
+    green = replace(ReleaseCompose(PROJECT, ROOT, "r1"), slot="green").up("api")
+    assert green.line.startswith(f"cd {ROOT} && SLIPWAY_API_SLOT=green docker compose -p ")
+    # A swarm's one-off containers (no remote.yaml) have no slots.
+    swarm = ReleaseCompose(PROJECT, ROOT, "r1", ("swarm-oneoff.yaml",)).line("ps")
+    assert swarm.startswith(f"cd {ROOT} && docker compose -p ")
+
+
 def test_a_remote_dir_with_a_space_is_quoted() -> None:
     line = ReleaseCompose(PROJECT, "/srv/my env", "r1").line("ps")
-    assert line.startswith("cd '/srv/my env' && docker compose ")
+    assert line.startswith(f"cd '/srv/my env' && {LIVE} docker compose ")
 
 
 def test_remote_compose_runs_the_release_command_on_its_host() -> None:
@@ -229,7 +245,8 @@ def test_the_replicas_of_a_service_are_listed_with_their_release() -> None:
         "docker ps -a --filter label=com.docker.compose.project=slipway-staging "
         "--filter label=com.docker.compose.oneoff=False "
         "--filter label=com.docker.compose.service=api "
-        "--format '{{.Names}}\t{{.State}}\t{{.Label \"org.slipway.release\"}}'"
+        '--format \'{{.Names}}\t{{.State}}\t{{.Label "org.slipway.release"}}'
+        '\t{{.Label "org.slipway.slot"}}\''
     )
     assert not command.changes
 

@@ -20,6 +20,7 @@ from ops import config
 from ops.compose import Build
 from ops.deploy import deployment, rollback, rollout, smoke
 from ops.deploy.deployment import Deployment
+from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.images import LocalEngine, image_refs
 from ops.deploy.onehost import OneHostDeploy
 from ops.deploy.releases import Release
@@ -180,24 +181,63 @@ def test_the_rolling_update_starts_new_replicas_switches_once_then_stops_the_old
     host, engine, checks = world
     run(host, engine, "v1")
     old = sorted(c.name for c in host.running("api"))
+    first_slot = host.live_slot()
+    assert host.serving() == old
     host.issued.clear()
     run(host, engine, "v2")
     lines = host.lines_run
     scale_ups = [i for i, line in enumerate(lines) if "--scale api=" in line]
-    upstream_writes = [
-        i for i, line in enumerate(lines) if line.startswith("set -e") and "upstream.conf" in line
-    ]
+    flips = [i for i, line in enumerate(lines) if "nginx/slot-green" in line and "echo" not in line]
     reloads = [i for i, line in enumerate(lines) if "nginx -s reload" in line]
     stops = [i for i, line in enumerate(lines) if line.startswith("docker stop ")]
-    # batch 1: two waves of one new replica each, next to the two old ones.
+    # batch 1: two waves of one new replica each, next to the two old ones, in the other slot.
     assert ["api=3" in lines[i] for i in scale_ups] == [True, False]
     assert "api=4" in lines[scale_ups[1]]
-    assert len(upstream_writes) == 1 and len(reloads) == 1  # one switch, one reload
-    assert scale_ups[-1] < upstream_writes[0] < reloads[0] < stops[0]
+    other = "blue" if first_slot == "green" else "green"
+    assert all(f"SLIPWAY_API_SLOT={other} docker compose" in lines[i] for i in scale_ups)
+    # One switch: the flag file, and no reload (an nginx of this release reads it per request).
+    assert len(flips) == 1 and reloads == []
+    assert scale_ups[-1] < flips[0] < stops[0]
     assert [lines[i].split()[4] for i in stops] == old  # the old ones, one at a time
     assert api(host) == ["v2", "v2"]
-    assert sorted(host.upstream()) == sorted(c.name for c in host.running("api"))
+    assert host.live_slot() == other
+    assert host.serving() == sorted(c.name for c in host.running("api"))
+    # The upstream file follows, for a rollback to a release from before the slots.
+    assert sorted(host.upstream()) == host.serving()
     assert checks.seen == ["v1", "v2", "v2"]  # through nginx after the switch, then smoke
+
+
+def test_a_deploy_of_what_serves_already_switches_nothing(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    serving, slot = host.serving(), host.live_slot()
+    host.issued.clear()
+    # The same release's rollout again: its replicas already serve in the live slot.
+    again = rollout.Rollout(
+        RemoteCompose(host, host.project, "/srv/slipway/staging", host.current() or ""),
+        replicas=2,
+        batch=1,
+        health_timeout=5.0,
+        log=lambda _: None,
+    )
+    assert again.run().startswith(f"2 replica(s) of {host.current()} serving ({slot}), 0 ")
+    assert host.serving() == serving and host.live_slot() == slot
+    assert not [line for line in host.lines_run if "--scale api=" in line]
+
+
+def test_an_nginx_from_before_the_slots_is_reloaded_at_the_switch(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    host.on(r"^docker inspect -f '\{\{range \.Config\.Env", stdout="file\n")
+    host.issued.clear()
+    run(host, engine, "v2")
+    reloads = [line for line in host.lines_run if "nginx -s reload" in line]
+    assert len(reloads) == 1  # it reads the upstream file, rewritten once
+    assert sorted(host.upstream()) == host.serving()
 
 
 def test_a_failed_check_through_nginx_switches_back_and_rolls_back_automatically(
@@ -213,7 +253,8 @@ def test_a_failed_check_through_nginx_switches_back_and_rolls_back_automatically
     assert str(err.value).endswith(f"rolled back to {first}")
     assert host.current() == first
     assert api(host) == ["v1", "v1"]
-    assert sorted(host.upstream()) == sorted(c.name for c in host.running("api"))
+    assert host.serving() == sorted(c.name for c in host.running("api"))
+    assert sorted(host.upstream()) == host.serving()
     failed = [json.loads(v) for k, v in host.files.items() if k.endswith(".json") and "-v2/" in k]
     assert [r["outcome"] for r in failed] == ["rolled back"]
     assert "@lock" not in host.files

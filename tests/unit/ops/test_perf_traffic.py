@@ -1,0 +1,77 @@
+"""ops.perf.traffic against a local HTTP server that answers the first request of each
+connection and closes the connection when a second one arrives on it, without answering (the
+race an nginx reload makes: an idle kept-alive connection closed as the client sends on it). A
+client that never retries counts those requests as lost, by kind; one that retries re-sends
+them."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ops.perf.traffic import KEPT_ALIVE, NEW_CONNECTION, Traffic
+
+pytestmark = pytest.mark.unit
+
+
+class Closing(http.server.BaseHTTPRequestHandler):
+    """One answer per connection (keep-alive advertised); the next request on it is dropped."""
+
+    protocol_version = "HTTP/1.1"
+    answered = False
+
+    def do_GET(self) -> None:
+        if self.answered:
+            self.close_connection = True  # closed with the request unanswered
+            return
+        self.answered = True
+        body = b'{"version": "v1"}' if self.path == "/api/v1/version" else b"[]"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Closing)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def run(url: str, retry: bool) -> Traffic:
+    traffic = Traffic(url, verify=False, rate=40.0, threads=2, retry=retry)
+    with traffic:
+        deadline = time.monotonic() + 10
+        while traffic.tally.by_kind.get(KEPT_ALIVE, 0) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return traffic
+
+
+def test_a_client_that_never_retries_counts_the_requests_its_connection_lost(
+    server: str,
+) -> None:
+    tally = run(server, retry=False).tally
+    assert tally.by_kind[KEPT_ALIVE] >= 8 and tally.by_kind[NEW_CONNECTION] > 0
+    lost = tally.failed(KEPT_ALIVE)
+    assert lost > 0 and tally.retried == 0
+    assert tally.failed(NEW_CONNECTION) == 0  # a connection per request never meets the race
+    assert f"{KEPT_ALIVE} {tally.by_kind[KEPT_ALIVE]} requests {lost} failed" in tally.summary()
+
+
+def test_a_client_that_retries_re_sends_and_loses_nothing(server: str) -> None:
+    tally = run(server, retry=True).tally
+    assert tally.failures == [] and tally.retried > 0
