@@ -12,7 +12,7 @@ import httpx
 from ops import config, health
 from ops.deploy import locks, rollback
 from ops.deploy.certificates import CERTBOT_SERVICE, ensure_certificates
-from ops.deploy.commands import docker
+from ops.deploy.commands import docker, nginx
 from ops.deploy.commands import host as host_commands
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.releases import ReleaseStore
@@ -127,6 +127,9 @@ def status(env: config.Environment) -> bool:
         flag = host_commands.exists(f"{host.root}/{MAINTENANCE_FILE}")
         maintenance = host.remote.run(flag, check=False).ok
         print(f"  maintenance: {'ON' if maintenance else 'off'}")
+        if not env.is_swarm:
+            live = host.remote.run(nginx.live_slot(f"{host.root}/nginx")).stdout.strip()
+            print(f"  traffic: the {live} API replicas")
     try:
         with httpx.Client(verify=verify_context(env), timeout=10) as client:
             ready = health.public_get(client, env.https_url, "/ready", env.connect_to)
@@ -141,7 +144,10 @@ def status(env: config.Environment) -> bool:
 
 def _containers(host: Host, env: config.Environment, current: str | None) -> bool:
     """One line per container of the environment's compose project; False if one is not up."""
-    fmt = '{{.Names}}\t{{.Status}}\t{{.Image}}\t{{.Label "org.slipway.release"}}'
+    fmt = (
+        '{{.Names}}\t{{.Status}}\t{{.Image}}\t{{.Label "org.slipway.release"}}'
+        '\t{{.Label "org.slipway.slot"}}'
+    )
     out = host.remote.run(
         query(
             f"docker ps -a --filter label=com.docker.compose.project={quote(env.project_name)} "
@@ -152,13 +158,14 @@ def _containers(host: Host, env: config.Environment, current: str | None) -> boo
     rows = sorted(line.split("\t") for line in out.splitlines() if line.strip())
     healthy = True
     for row in rows:
-        name, state, image, label = [*row, "", "", "", ""][:4]
+        name, state, image, label, slot = [*row, "", "", "", "", ""][:5]
         # One-off containers (migrate) are expected to have exited.
         bad = "(unhealthy)" in state or not state.startswith("Up")
         if bad and "-migrate-" not in name:
             healthy = False
         mark = "" if not label or label == current else "  (other release!)"
-        print(f"  {name:<40} {state:<32} {image}{mark}")
+        slot_mark = f"  [{slot}]" if slot else ""
+        print(f"  {name:<40} {state:<32} {image}{slot_mark}{mark}")
     return healthy
 
 

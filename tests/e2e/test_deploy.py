@@ -225,6 +225,11 @@ def test_operating_commands_work_on_the_host(staging: Host) -> None:
     status = staging.invoke("status", f"--env={STAGING}").stdout
     assert f"version {V1}, succeeded" in status and "overall: ready" in status
     assert "lock: free" in status and "maintenance: off" in status
+    # The live slot, and each API replica's: those serving are in it.
+    live = next(line.split()[2] for line in status.splitlines() if "traffic: the " in line)
+    assert live in ("blue", "green")
+    api_rows = [line for line in status.splitlines() if f"slipway-{STAGING}-api-" in line]
+    assert api_rows and all(f"[{live}]" in row for row in api_rows), status
     assert "database schema at" in staging.invoke("db.migrate", f"--env={STAGING}").stdout
     created = staging.invoke("apikey.create", f"--env={STAGING}", "--name=e2e-ops").stdout
     key = next(w for w in created.split() if w.startswith("slw_"))

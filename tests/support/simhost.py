@@ -125,8 +125,8 @@ class SimHost(Recorder):
             return ""
         if line.startswith("test -e ") and line.endswith("&& echo green || echo blue"):
             return "green\n" if shlex.split(line)[2] in self.files else "blue\n"
-        if line.startswith("touch "):
-            self.files[shlex.split(line)[1]] = ""
+        if line.startswith("mkdir -p ") and " && touch " in line:
+            self.files[shlex.split(line)[-1]] = ""
             return ""
         if line.startswith(("test -e ", "rm -f ")):
             path = shlex.split(line)[2]

@@ -71,7 +71,8 @@ def set_live_slot(flags_dir: str, slot: str) -> Command:
     if slot not in SLOTS:
         raise ValueError(f"unknown slot {slot!r}")
     flag = quote(f"{flags_dir}/{GREEN_FLAG}")
-    line = f"touch {flag}" if slot == "green" else f"rm -f {flag}"
+    # The directory exists once nginx runs (its mount); a first deploy sets the flag before.
+    line = f"mkdir -p {quote(flags_dir)} && touch {flag}" if slot == "green" else f"rm -f {flag}"
     return change(line, f"send the traffic to the {slot} API replicas")
 
 

@@ -99,6 +99,22 @@ def test_remote_compose_runs_the_release_command_on_its_host() -> None:
 # ------------------------------------------------------------------------------ nginx
 
 
+def test_the_traffic_moves_by_one_flag_file_that_a_first_deploy_may_have_to_place() -> None:
+    flags = "/srv/slipway/staging/nginx"
+    live = nginx.live_slot(flags)
+    assert live.line == ("test -e /srv/slipway/staging/nginx/slot-green && echo green || echo blue")
+    assert not live.changes
+    green = nginx.set_live_slot(flags, "green")
+    assert green.line == (
+        "mkdir -p /srv/slipway/staging/nginx && touch /srv/slipway/staging/nginx/slot-green"
+    )
+    assert green.changes and green.what == "send the traffic to the green API replicas"
+    assert nginx.set_live_slot(flags, "blue").line == "rm -f /srv/slipway/staging/nginx/slot-green"
+    with pytest.raises(ValueError, match="unknown slot 'red'"):
+        nginx.set_live_slot(flags, "red")
+    assert [nginx.other_slot(s) for s in ("blue", "green", "")] == ["green", "blue", "blue"]
+
+
 def test_nginx_is_tested_before_its_graceful_reload() -> None:
     command = nginx.test_and_reload("slipway-staging-nginx-1")
     assert command.line == (
