@@ -437,11 +437,13 @@ def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) 
         "docker load -q",
         f"write /srv/slipway/{STAGING}/releases/",
         "--scale api=",
-        "nginx -s reload",
+        "nginx/slot-green",
         "docker stop -t 45",
         "ln -sfn releases/",
     ):
         assert any(change in line for line in said), (change, said[:40])
+    # The traffic moved by the flag file: nginx was not reloaded.
+    assert not [line for line in said if "nginx -s reload" in line]
     assert not [line for line in said if "docker image inspect" in line]  # queries are quiet
 
 
