@@ -21,6 +21,7 @@ from ops import config, proc
 from ops.backup import commands
 from ops.backup.commands import InContainer
 from ops.deploy import locks
+from ops.deploy.commands import standby
 from ops.deploy.releases import ReleaseStore
 from ops.deploy.swarm import stackfile
 from ops.errors import OpsError
@@ -163,6 +164,13 @@ class HostTarget(ComposeTarget):
         if stream:
             print(output.rstrip(), flush=True)
         return output
+
+    def stop(self, *services: str, what: str) -> None:
+        if "api" in services:
+            # The standby (API replicas out of traffic, ops/deploy/rollout.py) goes first: a
+            # `compose up api` afterwards would otherwise recreate it into the live slot.
+            self.host.remote.run(standby.discard(self.env.project_name, self.host.root))
+        super().stop(*services, what=what)
 
     def maintenance(self, on: bool) -> str:
         return hostops.maintenance(self.env, on)

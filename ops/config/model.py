@@ -281,6 +281,9 @@ class Deploy:
     health_timeout: int = 120
     min_free_disk: str = "2g"
     keep_releases: int = 5
+    # Seconds the replicas a switch took the traffic from stay running, out of traffic, so a
+    # rollback (or the automatic one) within them is a switch back; 0: stopped at once.
+    standby: int = 300
 
     @property
     def min_free_disk_bytes(self) -> int:

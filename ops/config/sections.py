@@ -191,9 +191,17 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
         "health_timeout",
         "min_free_disk",
         "keep_releases",
+        "standby",
     }
     data = reader.section(top, "deploy", keys)
-    minimums = {"batch": 1, "lock_wait": 0, "lock_ttl": 30, "health_timeout": 5, "keep_releases": 2}
+    minimums = {
+        "batch": 1,
+        "lock_wait": 0,
+        "lock_ttl": 30,
+        "health_timeout": 5,
+        "keep_releases": 2,
+        "standby": 0,
+    }
     numbers = {
         key: reader.integer(data, f"deploy.{key}", key, getattr(Deploy, key), minimum=minimum)
         for key, minimum in minimums.items()

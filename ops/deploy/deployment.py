@@ -66,6 +66,7 @@ class Deployment(Operation):
     unchanged: bool = False  # the current release already runs exactly this
     maintenance: bool = False  # maintenance mode is on: public smoke checks answer 503
     switched: bool = False  # the switch began: a failure now puts the previous release back
+    switching_back: bool = False  # the automatic rollback's: the failed release is no standby
     acme_deferred: bool = False  # tls: acme and nginx not running yet: certificates after it
     restored: bool = False  # this deploy restored the database (PostgreSQL replays WAL)
     registry: Registry | None = None  # None: images go over SSH
@@ -592,7 +593,7 @@ class Deployment(Operation):
         back = type(self)(self.env, self.build, kind="rollback", local=self.local)
         back.connect, back.secrets, back.remotes = self.connect, self.secrets, self.remotes
         back.lock, back.heartbeat, back.store = self.lock, self.heartbeat, self.store
-        back.release, back.previous = self.previous, None
+        back.release, back.previous, back.switching_back = self.previous, None, True
         # Under maintenance nginx answers 503 to the public: the checks through it are skipped.
         back.maintenance = self.maintenance
         return back

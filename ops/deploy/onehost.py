@@ -110,6 +110,8 @@ class OneHostDeploy(Deployment):
             self.env.replicas.api,
             self.env.deploy.batch,
             float(self.env.deploy.health_timeout),
+            standby=0 if self.switching_back else self.env.deploy.standby,
+            replica_memory=self.env.resources.api.memory_bytes or 0,
         )
         assert self.release is not None
         version = self.release.version

@@ -1,7 +1,7 @@
 """Replacement of the API replicas behind nginx, with compose on one host.
 
 Two slots of replicas, blue and green (compose/remote.yaml names each replica api-<slot> on the
-edge network); nginx sends every request to the slot its flag file names, read per request
+backend network); nginx sends every request to the slot its flag file names, read per request
 (nginx/entrypoint, NGINX_UPSTREAM_SLOTS). A rollout starts the target release's replicas in the
 slot not serving, `batch` at a time with `compose up --no-recreate --scale`; each must answer
 /ready from inside its container. Then one flag file created or removed moves all new requests to
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ops.deploy.commands import docker, nginx
+from ops.deploy.commands import docker, host, nginx, standby
 from ops.deploy.hostcompose import RemoteCompose
 from ops.errors import OpsError
 from ops.executor import Executor
@@ -39,6 +39,8 @@ API_STOP_TIMEOUT = 45
 # A new replica takes traffic only once its /ready answers (database, Redis, schema at head).
 READY_CHECK = ("listings", "healthcheck", "ready")
 SERVICE_WAIT = 180.0
+# What a standby replica is assumed to need when the API has no memory limit.
+DEFAULT_REPLICA_MEMORY = 512 * 1024 * 1024
 
 
 class RolloutError(OpsError):
@@ -150,7 +152,12 @@ class Rollout:
         batch: int,
         health_timeout: float,
         log: Callable[[str], None] = print,
+        standby: int = 0,
+        replica_memory: int = 0,
     ) -> None:
+        """`standby`: seconds the replicas the switch took the traffic from stay running out of
+        traffic (0: stopped at once); `replica_memory`: what one replica may use (bytes, its
+        limit; 0: unknown), so a standby is kept only when the host has the room."""
         self.compose = compose
         self.remote = compose.remote
         self.containers = Containers(compose.remote, compose.project)
@@ -161,6 +168,8 @@ class Rollout:
         self._began = time.monotonic()
         self.flags_dir = f"{compose.root}/nginx"
         self.upstream_path = f"{self.flags_dir}/upstream.conf"
+        self.standby = max(0, standby)
+        self.replica_memory = replica_memory or DEFAULT_REPLICA_MEMORY
 
     def log(self, message: str) -> None:
         """Progress lines carry the seconds since the rollout began."""
@@ -299,8 +308,9 @@ class Rollout:
     # ------------------------------------------------------------------ the rollout
 
     def run(self, verify: Callable[[], None] | None = None) -> str:
-        """Start the target release's replicas in the slot not serving, switch nginx to them at
-        once, drain the rest."""
+        """Start the target release's replicas in the slot not serving (or reuse its replicas
+        there: a standby), switch nginx to them at once; the replicas that served become the
+        standby or are drained, and the rest go."""
         target = self.compose.release_id
         self._began = time.monotonic()
         everything = self.containers.of()
@@ -312,24 +322,59 @@ class Rollout:
         if not serving:  # replicas from before the slots, served through the upstream file
             listed = set(self.upstream_file())
             serving = [c for c in running if not c.slot and c.name in listed]
+        kept: list[str] = []
         if serving and all(c.release == target for c in serving) and len(serving) >= self.replicas:
-            # Already serving (a deploy run twice): no switch.
+            # Already serving (a deploy run twice, a switch back): no switch.
             slot, new = live, sorted(c.name for c in serving)[: self.replicas]
         else:
             slot = nginx.other_slot(live)
-            # The other slot takes no traffic: its replicas of the target are reused, the rest
-            # go first (gunicorn stops at once: nothing is in flight there).
+            # The other slot takes no traffic: its replicas of the target are reused (a standby
+            # going back into traffic), the rest go first (nothing is in flight there).
             idle = [c for c in running if c.slot == slot]
             stale = [c.name for c in idle if c.release != target]
             self.remove(stale)
             running = [c for c in running if c.name not in stale]
             reused = sorted(c.name for c in idle if c.release == target)
+            if reused:
+                self.log(f"    reusing {', '.join(reused)} (still running); checking /ready")
+                self.wait_ready(reused)
             new = self.start_new(slot, len(running) - len(reused), reused)[: self.replicas]
             self.switch(slot, new, (live, [c.name for c in serving]), verify)
+            kept = self.keep_standby(live, serving)
         # Every other replica leaves, `batch` at a time: gunicorn finishes their requests first.
-        leaving = sorted(c.name for c in running if c.name not in new)
+        leaving = sorted(c.name for c in running if c.name not in new and c.name not in kept)
         for index in range(0, len(leaving), self.batch):
             chunk = leaving[index : index + self.batch]
             self.remove(chunk)
             self.log(f"    drained and stopped {', '.join(chunk)}")
-        return f"{len(new)} replica(s) of {target} serving ({slot}), {len(leaving)} stopped"
+        if not kept:
+            self.remote.run(standby.clear(self.compose.root))
+        note = f", {len(kept)} on standby for {self.standby}s" if kept else ""
+        return f"{len(new)} replica(s) of {target} serving ({slot}), {len(leaving)} stopped{note}"
+
+    def keep_standby(self, slot: str, serving: Sequence[Container]) -> list[str]:
+        """The replicas that served until the switch, kept running out of traffic for
+        `standby` seconds when the host has the memory; their names (none when not kept)."""
+        names = sorted(c.name for c in serving)
+        releases = {c.release for c in serving}
+        if not self.standby or not names or len(releases) != 1 or any(not c.slot for c in serving):
+            return []
+        available = self.remote.run(standby.memory_available(), check=False).stdout.strip()
+        needed = len(names) * self.replica_memory
+        if not available.isdigit() or int(available) * 1024 < needed:
+            self.log(
+                f"    no standby: {int(available or 0) // 1024} MiB available, "
+                f"{needed // 1024**2} MiB needed for {len(names)} replica(s)"
+            )
+            return []
+        release = releases.pop()
+        now = int(self.remote.run(host.clock()).stdout.strip() or 0)
+        record = json.dumps({"release": release, "slot": slot, "until": now + self.standby})
+        self.remote.run(standby.keep(self.compose.root, record), stdin=record + "\n")
+        self.remote.run(
+            standby.schedule_stop(
+                self.compose.project, self.compose.root, slot, release, now + self.standby
+            )
+        )
+        self.log(f"    {', '.join(names)} on standby ({slot}) for {self.standby}s")
+        return names

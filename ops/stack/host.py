@@ -6,13 +6,14 @@ versions in ops/stack/local.py; the tasks pick one by the environment's target.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import httpx
 
 from ops import config, health
 from ops.deploy import locks, rollback
 from ops.deploy.certificates import CERTBOT_SERVICE, ensure_certificates
-from ops.deploy.commands import docker, nginx
+from ops.deploy.commands import docker, nginx, standby
 from ops.deploy.commands import host as host_commands
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.releases import ReleaseStore
@@ -121,7 +122,11 @@ def status(env: config.Environment) -> bool:
             print("  release: none (never deployed)")
         else:
             print(f"  release: {release.id} (version {release.version}, {release.outcome})")
-        healthy = _swarm_services(host, env) if env.is_swarm else _containers(host, env, current)
+        held = {} if env.is_swarm else _standby(host)
+        if env.is_swarm:
+            healthy = _swarm_services(host, env)
+        else:
+            healthy = _containers(host, env, current, str(held.get("release", "")))
         holder, now = locks.DeployLock(host.remote, host.root, env.deploy.lock_ttl).status()
         print("  lock: " + (holder.describe(now) if holder else "free"))
         flag = host_commands.exists(f"{host.root}/{MAINTENANCE_FILE}")
@@ -130,6 +135,7 @@ def status(env: config.Environment) -> bool:
         if not env.is_swarm:
             live = host.remote.run(nginx.live_slot(f"{host.root}/nginx")).stdout.strip()
             print(f"  traffic: the {live} API replicas")
+            print("  standby: " + _describe_standby(held, host))
     try:
         with httpx.Client(verify=verify_context(env), timeout=10) as client:
             ready = health.public_get(client, env.https_url, "/ready", env.connect_to)
@@ -142,8 +148,31 @@ def status(env: config.Environment) -> bool:
     return healthy
 
 
-def _containers(host: Host, env: config.Environment, current: str | None) -> bool:
-    """One line per container of the environment's compose project; False if one is not up."""
+def _standby(host: Host) -> dict[str, object]:
+    """The standby's record (ops/deploy/commands/standby.py); {} when there is none."""
+    text = host.remote.run(standby.read(host.root)).stdout.strip()
+    try:
+        record = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _describe_standby(record: dict[str, object], host: Host) -> str:
+    until = record.get("until")
+    if not isinstance(until, int):
+        return "none (a rollback starts the previous release's replicas)"
+    left = until - int(host.remote.run(host_commands.clock()).stdout.strip() or 0)
+    at = datetime.fromtimestamp(until, UTC).strftime("%H:%M:%S UTC")
+    return (
+        f"{record.get('release')} (the {record.get('slot')} replicas) until {at}, "
+        f"{max(0, left)}s left: `invoke rollback` before then only moves the traffic"
+    )
+
+
+def _containers(host: Host, env: config.Environment, current: str | None, held: str) -> bool:
+    """One line per container of the environment's compose project; False if one is not up.
+    `held`: the release of the standby, whose replicas are expected."""
     fmt = (
         '{{.Names}}\t{{.Status}}\t{{.Image}}\t{{.Label "org.slipway.release"}}'
         '\t{{.Label "org.slipway.slot"}}'
@@ -163,7 +192,10 @@ def _containers(host: Host, env: config.Environment, current: str | None) -> boo
         bad = "(unhealthy)" in state or not state.startswith("Up")
         if bad and "-migrate-" not in name:
             healthy = False
-        mark = "" if not label or label == current else "  (other release!)"
+        if label == held and slot:
+            mark = "  (standby)"
+        else:
+            mark = "" if not label or label == current else "  (other release!)"
         slot_mark = f"  [{slot}]" if slot else ""
         print(f"  {name:<40} {state:<32} {image}{slot_mark}{mark}")
     return healthy

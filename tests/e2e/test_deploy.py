@@ -93,10 +93,15 @@ class Host(SandboxEnv):
         )
         return {line.split()[0]: line for line in out.splitlines() if line.strip()}
 
-    def api_containers(self) -> list[str]:
+    def api_containers(self, slot: str = "") -> list[str]:
+        """The running API replicas of `slot`; by default the live one's (those serving)."""
+        if not slot:
+            flag = f"/srv/slipway/{self.name}/nginx/slot-green"
+            slot = self.on_host(f"test -e {flag} && echo green || echo blue").strip()
         out = self.on_host(
             f"docker ps --filter label=com.docker.compose.project=slipway-{self.name} "
-            "--filter label=com.docker.compose.service=api --format '{{.Names}}'"
+            f"--filter label=com.docker.compose.service=api --filter label=org.slipway.slot={slot} "
+            "--format '{{.Names}}'"
         )
         return sorted(out.split())
 
@@ -113,8 +118,10 @@ def hosts() -> Iterator[dict[str, Host]]:
             made[name].invoke("sandbox.up", f"--name={name}", f"--listings-env={mode}")
             path = envdir / f"{name}.yaml"
             data = yaml.safe_load(path.read_text())
-            # Short waits so the failure cases fail fast; everything else is the default.
-            data["deploy"].update({"health_timeout": 25, "lock_wait": 5})
+            # Short waits so the failure cases fail fast; a standby that outlasts the module, so
+            # every rollback here happens within it (its end: tests/unit/ops/
+            # test_deploy_standby.py runs the scheduled stop); everything else is the default.
+            data["deploy"].update({"health_timeout": 25, "lock_wait": 5, "standby": 1800})
             data["resources"] = {"api": {"cpus": 1.0, "memory": "512m"}}
             path.write_text(
                 "# Written by `invoke sandbox.up`, then edited by tests/e2e/test_deploy.py\n"
@@ -444,6 +451,11 @@ def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) 
         assert any(change in line for line in said), (change, said[:40])
     # The traffic moved by the flag file: nginx was not reloaded.
     assert not [line for line in said if "nginx -s reload" in line]
+    # v1's replicas stay on standby, out of traffic.
+    status = staging.invoke("status", f"--env={STAGING}").stdout
+    standby = next(line for line in status.splitlines() if "standby: " in line)
+    assert f"-{V1} (the " in standby and "s left: `invoke rollback`" in standby, status
+    assert "(other release!)" not in status and status.count("(standby)") == 2, status
     assert not [line for line in said if "docker image inspect" in line]  # queries are quiet
 
 
@@ -499,6 +511,8 @@ def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> 
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V2, V1], tally.summary()[:600]
     assert "build" not in result.stdout.lower().replace("rebuild", "")
+    # Within the standby: v1's replicas went back into traffic, none was started.
+    assert "reusing " in result.stdout and "--scale api=" not in result.stderr
     current = [
         line
         for line in staging.invoke("releases", f"--env={STAGING}").stdout.splitlines()

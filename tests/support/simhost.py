@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import shlex
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ class SimHost(Recorder):
         self.unhealthy: set[str] = set()
         self.migrate_output = "INFO  [alembic.runtime.migration] schema at head\n"
         self.serial = itertools.count(1)
+        self.memory_kib = 8 * 1024 * 1024  # MemAvailable
+        # Stops of a standby scheduled on the host: (slot, release, until), fired by the test.
+        self.scheduled: list[tuple[str, str, int]] = []
 
     # ------------------------------------------------------------------ what the test reads
 
@@ -73,6 +77,24 @@ class SimHost(Recorder):
     def serving(self) -> list[str]:
         """The API replicas nginx sends the traffic to: those of the live slot."""
         return sorted(c.name for c in self.running("api") if c.slot == self.live_slot())
+
+    def standby(self) -> dict[str, object] | None:
+        text = next((v for k, v in self.files.items() if k.endswith("nginx/standby.json")), "")
+        return json.loads(text) if text else None
+
+    def fire_scheduled(self) -> None:
+        """Time passes: every scheduled stop runs, as the script on the host does."""
+        for slot, release, until in self.scheduled:
+            record = self.standby()
+            if record is None or record.get("until") != until or self.live_slot() == slot:
+                continue
+            self.containers = [
+                c
+                for c in self.containers
+                if not (c.service == "api" and c.slot == slot and c.release == release)
+            ]
+            self.files = {k: v for k, v in self.files.items() if not k.endswith("standby.json")}
+        self.scheduled.clear()
 
     def upstream(self) -> list[str]:
         text = next((v for k, v in self.files.items() if k.endswith("nginx/upstream.conf")), "")
@@ -125,6 +147,30 @@ class SimHost(Recorder):
             return ""
         if line.startswith("test -e ") and line.endswith("&& echo green || echo blue"):
             return "green\n" if shlex.split(line)[2] in self.files else "blue\n"
+        if line.startswith("mkdir -p ") and "standby.json.tmp" in line:
+            self.files[line.rsplit(" ", 1)[1]] = stdin or ""
+            return ""
+        if line.startswith("nohup sh -c "):
+            script = shlex.split(line)[3]
+            slot = re.search(r"org\.slipway\.slot=(\w+)", script)
+            release = re.search(r"org\.slipway\.release=([\w.-]+)", script)
+            until = re.search(r'"until": (\d+)', script)
+            assert slot and release and until, script
+            self.scheduled.append((slot.group(1), release.group(1), int(until.group(1))))
+            return ""
+        if line.startswith("awk '/^MemAvailable:/"):
+            return f"{self.memory_kib}\n"
+        if (
+            line.startswith("cd ")
+            and "ids=$(docker ps -aq" in line
+            and "rm -f nginx/standby" in line
+        ):
+            idle = "blue" if self.live_slot() == "green" else "green"
+            self.containers = [
+                c for c in self.containers if not (c.service == "api" and c.slot == idle)
+            ]
+            self.files = {k: v for k, v in self.files.items() if not k.endswith("standby.json")}
+            return ""
         if line.startswith("mkdir -p ") and " && touch " in line:
             self.files[shlex.split(line)[-1]] = ""
             return ""

@@ -304,3 +304,22 @@ def test_host_compose_feeds_the_input_and_prints_what_streams(
     assert fake.issued[-1].command.line.endswith(" exec -T postgres backup-import 2>&1")
     target.oneoff(commands.restore(("--repo=1",)), stream=True)
     assert capsys.readouterr().out == "restored\n[slipway-ok]\n"
+
+
+def test_stopping_the_api_on_a_host_removes_the_standby_first(write_env: WriteEnv) -> None:
+    # A standby (API replicas of the slot out of traffic) would be recreated into the live slot
+    # by the `compose up api` that follows a restore: it goes before the API stops.
+    fake = host_executor()
+    target = _host_target(write_env, fake)
+    target.stop("api", "worker", what="stop the API and the worker")
+    target.stop("postgres", what="stop PostgreSQL")
+    lines = [c.line for c in fake.changes]
+    assert lines[0].startswith("cd /srv/slipway && ids=$(docker ps -aq ")
+    assert (
+        "--filter label=org.slipway.slot=$(test -e nginx/slot-green && echo blue || echo green)"
+        in lines[0]
+    )
+    assert lines[0].endswith("rm -f nginx/standby.json")
+    assert lines[1].endswith(" stop api worker 2>&1")
+    assert lines[2].endswith(" stop postgres 2>&1") and len(lines) == 3
+    assert fake.changes[0].what == "remove the standby API replicas"

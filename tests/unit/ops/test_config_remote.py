@@ -113,6 +113,7 @@ def test_an_ssh_environment_defaults_to_public_ports_and_no_limits(
         health_timeout=120,
         min_free_disk="2g",
         keep_releases=5,
+        standby=300,
     )
     assert env.deploy.min_free_disk_bytes == 2 * 1024**3
 
@@ -627,7 +628,7 @@ def test_the_deploy_section_is_read(write_env: WriteEnv) -> None:
     write_env(
         "staging",
         SSH_YAML + "deploy: {batch: 2, remote_dir: /opt/slipway/stg/, lock_wait: 0, "
-        "lock_ttl: 30, health_timeout: 5, min_free_disk: 512M, keep_releases: 2}\n",
+        "lock_ttl: 30, health_timeout: 5, min_free_disk: 512M, keep_releases: 2, standby: 0}\n",
     )
     deploy = config.load("staging").deploy
     assert deploy == config.Deploy(
@@ -638,6 +639,7 @@ def test_the_deploy_section_is_read(write_env: WriteEnv) -> None:
         health_timeout=5,
         min_free_disk="512m",
         keep_releases=2,
+        standby=0,
     )
     assert deploy.min_free_disk_bytes == 512 * 1024**2
 
@@ -651,6 +653,7 @@ def test_the_deploy_section_is_read(write_env: WriteEnv) -> None:
         ("{health_timeout: 4}", "deploy.health_timeout", "an integer >= 5"),
         ("{keep_releases: 1}", "deploy.keep_releases", "an integer >= 2"),
         ("{keep_releases: '5'}", "deploy.keep_releases", "an integer >= 2"),
+        ("{standby: -1}", "deploy.standby", "an integer >= 0"),
         ("{min_free_disk: 2 GB}", "deploy.min_free_disk", "write e.g. 50m"),
         ("{remote_dir: srv/slipway}", "deploy.remote_dir", "/srv/slipway/<name>"),
         ("{remote_dir: /}", "deploy.remote_dir", "/srv/slipway/<name>"),

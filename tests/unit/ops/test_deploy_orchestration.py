@@ -123,6 +123,18 @@ def api(host: SimHost) -> list[str]:
     return sorted(c.release.rsplit("-", 1)[-1] for c in host.running("api"))
 
 
+def serving(host: SimHost) -> list[str]:
+    """The versions of the API replicas taking the traffic (the live slot's)."""
+    live = host.serving()
+    return sorted(c.release.rsplit("-", 1)[-1] for c in host.running("api") if c.name in live)
+
+
+def no_standby(write_env: Callable[[str, str], Path]) -> None:
+    write_env(
+        "staging", ONE_HOST.replace("deploy: {lock_wait: 0}", "deploy: {lock_wait: 0, standby: 0}")
+    )
+
+
 def fail_in_the_deploy(
     monkeypatch: pytest.MonkeyPatch, step: str, error: BaseException
 ) -> list[str]:
@@ -176,9 +188,10 @@ def test_a_deploy_runs_its_table_and_takes_the_lock_before_any_other_change(
 
 
 def test_the_rolling_update_starts_new_replicas_switches_once_then_stops_the_old(
-    world: tuple[SimHost, FakeEngine, Smoke],
+    world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
 ) -> None:
     host, engine, checks = world
+    no_standby(write_env)
     run(host, engine, "v1")
     old = sorted(c.name for c in host.running("api"))
     first_slot = host.live_slot()
@@ -400,9 +413,75 @@ def test_a_rollback_puts_the_previous_release_back_with_its_recorded_images(
     ]
     assert host.current() == first
     assert host.images[listings] == image_id(listings)
-    assert api(host) == ["v1", "v1"]
+    assert serving(host) == ["v1", "v1"]
     assert engine.built == []
     assert host.changes[0].what == "take the deploy lock"
+
+
+def test_the_replicas_a_switch_leaves_stay_on_standby_and_a_rollback_within_is_a_switch(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first_release, first_slot = host.current(), host.live_slot()
+    v1_replicas = host.serving()
+    report = run(host, engine, "v2")
+    second_release = host.current()
+    # v1's replicas still run, out of traffic, until the stop scheduled on the host.
+    assert api(host) == ["v1", "v1", "v2", "v2"] and serving(host) == ["v2", "v2"]
+    record = host.standby()
+    assert record is not None
+    assert (record["release"], record["slot"]) == (first_release, first_slot)
+    assert [(slot, release) for slot, release, _ in host.scheduled] == [(first_slot, first_release)]
+    assert record["until"] == host.scheduled[0][2]
+    rolled = next(o for o in report.outcomes if o.step.name == "rolling update of the API")
+    assert rolled.note.endswith("2 on standby for 300s")
+
+    host.issued.clear()
+    run(host, engine, "v2", kind="rollback")
+    # The standby went back into traffic: nothing started, one flip of the flag.
+    assert host.current() == first_release
+    assert host.serving() == v1_replicas and host.live_slot() == first_slot
+    assert not [line for line in host.lines_run if "--scale api=" in line]
+    assert (
+        len([line for line in host.lines_run if "nginx/slot-green" in line and "echo" not in line])
+        == 1
+    )
+    record = host.standby()
+    assert record is not None and record["release"] == second_release
+
+    # Time passes: the first stop finds its standby gone back into traffic and leaves it; the
+    # second stops v2's replicas.
+    host.fire_scheduled()
+    assert api(host) == ["v1", "v1"] and serving(host) == ["v1", "v1"]
+    assert host.standby() is None
+
+
+def test_no_standby_when_the_host_lacks_the_memory_or_it_is_set_to_zero(
+    world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    host.memory_kib = 700 * 1024  # two replicas need 2 x 512 MiB without a limit
+    report = run(host, engine, "v2")
+    assert api(host) == ["v2", "v2"] and host.standby() is None and host.scheduled == []
+    rolled = next(o for o in report.outcomes if o.step.name == "rolling update of the API")
+    assert rolled.note.endswith("2 stopped")
+    host.memory_kib = 8 * 1024 * 1024
+    no_standby(write_env)
+    run(host, engine, "v1")
+    assert api(host) == ["v1", "v1"] and host.standby() is None
+
+
+def test_a_failed_release_is_never_kept_on_standby_after_the_automatic_rollback(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    checks.failing.add("v2")
+    with pytest.raises(OpsError):
+        run(host, engine, "v2")
+    assert api(host) == ["v1", "v1"] and host.standby() is None
 
 
 def test_a_rollback_whose_images_are_gone_is_refused_in_pre_flight(
