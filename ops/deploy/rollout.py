@@ -70,8 +70,10 @@ class Containers:
         out = self.remote.run(docker.containers(self.project, service)).stdout
         found = []
         for line in out.splitlines():
+            # The slot is empty on containers from before the slots and on a swarm, and an
+            # output's trailing whitespace may be gone: 3 fields are as good.
             parts = line.split("\t")
-            if len(parts) == 4:
+            if len(parts) in (3, 4):
                 found.append(Container(*parts))
         return sorted(found, key=lambda c: c.name)
 

@@ -18,6 +18,7 @@ from ops.deploy import locks
 from ops.deploy.commands import docker, host, nginx, swarm
 from ops.deploy.commands.compose import LIVE_SLOT, ReleaseCompose
 from ops.deploy.hostcompose import RemoteCompose
+from ops.deploy.rollout import Containers
 
 pytestmark = pytest.mark.unit
 
@@ -377,3 +378,18 @@ def test_a_stale_lock_is_broken_only_while_it_is_what_was_judged(tmp_path: Path)
     judged = shell.run(locks.read_lock(directory)).stdout.splitlines()[3]
     shell.run(locks.break_stale_lock(directory, guard, judged, directory + ".stale.2"))
     assert not Path(directory).exists() and not Path(directory + ".stale.2").exists()
+
+
+def test_replicas_are_read_with_or_without_their_slot() -> None:
+    # The last line of an output may lose its trailing tab (an empty slot: a swarm's replicas,
+    # or replicas from before the slots).
+    remote = Recorder().on(
+        r"^docker ps -a ",
+        stdout="p-api-1\trunning\tr1\tgreen\np-api-2\trunning\tr1\t\np-api-3\texited\tr0",
+    )
+    found = Containers(remote, PROJECT).of()
+    assert [(c.name, c.state, c.release, c.slot) for c in found] == [
+        ("p-api-1", "running", "r1", "green"),
+        ("p-api-2", "running", "r1", ""),
+        ("p-api-3", "exited", "r0", ""),
+    ]
