@@ -30,7 +30,7 @@ MIX: tuple[tuple[str, int], ...] = (
     ("/api/v1/version", 3),
     ("/?city=Paris", 1),
 )
-MAX_RATE = 60.0
+MAX_RATE = 400.0
 MAX_SECONDS = 900.0
 
 
@@ -54,6 +54,7 @@ class Tally:
     # GETs re-sent once because the server closed an idle keep-alive connection as they left
     retried: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)  # requests per client kind
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # latencies per client kind
     failures: list[Failure] = field(default_factory=list)
     versions: list[tuple[float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -70,10 +71,15 @@ class Tally:
     def failed(self, kind: str) -> int:
         return sum(1 for f in self.failures if f.kind == kind)
 
+    def p99(self, kind: str) -> float:
+        """The 99th percentile of the latencies of `kind`'s requests, failed ones too (s)."""
+        ordered = sorted(self.seconds.get(kind, []))
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
+
     def per_kind(self) -> str:
-        """`kept-alive 120 requests 0 failed, new connection 118 requests 0 failed`."""
+        """`kept-alive 120 requests 0 failed p99 41ms, new connection 118 requests ...`."""
         return ", ".join(
-            f"{kind} {count} requests {self.failed(kind)} failed"
+            f"{kind} {count} requests {self.failed(kind)} failed p99 {self.p99(kind) * 1000:.0f}ms"
             for kind, count in sorted(self.by_kind.items())
         )
 
@@ -210,9 +216,11 @@ class Traffic:
         except (httpx.HTTPError, ValueError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         kind = NEW_CONNECTION if client is None else KEPT_ALIVE
+        took = time.monotonic() - at
         with self.tally.lock:
             self.tally.requests += 1
             self.tally.by_kind[kind] = self.tally.by_kind.get(kind, 0) + 1
+            self.tally.seconds.setdefault(kind, []).append(took)
             self.tally.retried += int(retried)
             if problem:
                 self.tally.failures.append(Failure(at - self.started, path, problem, kind))

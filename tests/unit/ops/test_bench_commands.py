@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 from ops import config, paths, proc
 from ops.errors import OpsError
@@ -110,3 +111,21 @@ def test_a_failed_task_of_the_deploy_benchmark_shows_its_output(
     assert message.startswith("`invoke rollback --env=bench-1` failed after ")
     assert "step 3 failed" in message
     assert "Traceback: boom" in message
+
+
+def test_the_deploy_benchmark_raises_the_sandbox_limits_and_shortens_its_standby(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bench-1.yaml"
+    path.write_text(
+        "name: bench-1\ntarget: ssh\nlistings_env: staging\n"
+        "nginx: {rate_limit: 50, max_feed_size: 8m}\n"
+        "deploy: {lock_wait: 5}\nhosts:\n  - ssh: deploy@127.0.0.1:2222\n"
+    )
+    bench_deploy._edit(path)
+    data = yaml.safe_load(path.read_text())
+    assert data["nginx"] == {**bench_deploy.LIMITS, "max_feed_size": "8m"}
+    assert data["deploy"] == {"lock_wait": 5, "standby": bench_deploy.STANDBY}
+    parsed = config.parse(data, path, "bench-1")
+    assert parsed.nginx.rate_limit == bench_deploy.LIMITS["rate_limit"]
+    assert parsed.deploy.standby == bench_deploy.STANDBY

@@ -69,7 +69,10 @@ def test_a_client_that_never_retries_counts_the_requests_its_connection_lost(
     lost = tally.failed(KEPT_ALIVE)
     assert lost > 0 and tally.retried == 0
     assert tally.failed(NEW_CONNECTION) == 0  # a connection per request never meets the race
-    assert f"{KEPT_ALIVE} {tally.by_kind[KEPT_ALIVE]} requests {lost} failed" in tally.summary()
+    assert f"{KEPT_ALIVE} {tally.by_kind[KEPT_ALIVE]} requests {lost} failed p99 " in (
+        tally.summary()
+    )
+    assert 0 < tally.p99(NEW_CONNECTION) < 10 and tally.p99("no such kind") == 0.0
 
 
 def test_a_client_that_retries_re_sends_and_loses_nothing(server: str) -> None:
