@@ -671,7 +671,7 @@ def test_killing_api_replicas_one_after_the_other_under_load_fails_no_request(
     staging: Host,
 ) -> None:
     """The second kill proves nginx sends traffic to the first replica again after its restart
-    (Docker gives it a new address; nginx's upstream watcher reloads)."""
+    (Docker may give it a new address; nginx resolves the live slot's name per request)."""
     first, second = staging.api_containers()[:2]
     with staging.traffic(retry=False) as traffic:
         served(traffic)
