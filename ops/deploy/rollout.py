@@ -186,7 +186,8 @@ class Rollout:
         """The traffic to `slot`, whose replicas are `names`: the flag file nginx reads per
         request. The upstream file of releases from before the slots follows, and an nginx of
         such a release is reloaded (gracefully) and waited for until its previous workers
-        finished their requests."""
+        finished their requests. Replicas of such a release carry no slot name: an nginx of
+        the slots is recreated as that release runs it (a brief interruption, once)."""
         if not names:
             raise OpsError("refusing to send the traffic to a slot without any API replica")
         self.remote.run(nginx.set_live_slot(self.flags_dir, slot))
@@ -197,6 +198,15 @@ class Rollout:
         if self.remote.run(nginx.reads_upstream_file(container)).stdout.strip() == "file":
             reload_nginx(self.remote, container)
             self.wait_nginx_drained(container)
+        elif self.from_before_slots(names):
+            self.log("    its replicas predate the slots: nginx recreated as the release runs it")
+            self.compose.up("nginx", what="recreate nginx as this release runs it (upstream file)")
+            self.containers.wait_healthy(("nginx",), timeout=60.0)
+
+    def from_before_slots(self, names: Sequence[str]) -> bool:
+        """Whether a replica of `names` carries no slot (a release from before the slots)."""
+        slots = {c.name: c.slot for c in self.containers.of()}
+        return any(not slots.get(name) for name in names)
 
     def wait_nginx_drained(self, container: str) -> None:
         deadline = time.monotonic() + NGINX_DRAIN_TIMEOUT

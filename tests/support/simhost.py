@@ -59,6 +59,9 @@ class SimHost(Recorder):
         self.migrate_output = "INFO  [alembic.runtime.migration] schema at head\n"
         self.serial = itertools.count(1)
         self.memory_kib = 8 * 1024 * 1024  # MemAvailable
+        # Versions of releases from before the slots: their API replicas carry no slot, their
+        # nginx reads the upstream file.
+        self.legacy: set[str] = set()
         # Stops of a standby scheduled on the host: (slot, release, until), fired by the test.
         self.scheduled: list[tuple[str, str, int]] = []
 
@@ -241,7 +244,8 @@ class SimHost(Recorder):
             found = [c for c in self.containers if c.name == name]
             return f"{found[0].state}\tnull\n" if found else "\n"
         if line.startswith("docker inspect -f '{{range .Config.Env}}"):
-            return "slots\n"  # an nginx of this release: the slots, no upstream file
+            nginx = self.running("nginx")
+            return "file\n" if nginx and self._is_legacy(nginx[0].release) else "slots\n"
         if line.startswith("docker exec ") and "hutting down" in line:
             return "0\n"  # no nginx worker of an older configuration left
         if line.startswith("docker exec ") and " nginx " in line:
@@ -315,7 +319,7 @@ class SimHost(Recorder):
         for service in services:
             wanted = scale.get(service, 1)
             # The slot is part of an API replica's configuration (its alias and label).
-            own = slot if service == "api" else ""
+            own = slot if service == "api" and not self._is_legacy(release) else ""
             mine = [c for c in self.containers if c.service == service]
             stale = any(c.release != release or c.slot != own for c in mine)
             if "--no-recreate" not in args and (stale or len(mine) > wanted):
@@ -327,6 +331,9 @@ class SimHost(Recorder):
                 made = Container(f"{self.project}-{service}-{number}", service, release, slot=own)
                 self.containers.append(made)
                 mine.append(made)
+
+    def _is_legacy(self, release: str) -> bool:
+        return any(release.endswith(f"-{version}") for version in self.legacy)
 
 
 class FakeEngine:

@@ -457,6 +457,42 @@ def test_the_replicas_a_switch_leaves_stay_on_standby_and_a_rollback_within_is_a
     assert host.standby() is None
 
 
+def test_a_release_from_before_the_slots_is_served_and_rolled_back_to(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, checks = world
+    host.legacy.add("v1")  # v1's files give its replicas no slot; its nginx reads a file
+    run(host, engine, "v1")
+    first = host.current()
+    v1_replicas = sorted(c.name for c in host.running("api"))
+    assert all(not c.slot for c in host.running("api"))
+    assert sorted(host.upstream()) == v1_replicas
+    # The upgrade: v1 served through the upstream file; v2's nginx (of the slots) comes later.
+    host.issued.clear()
+    run(host, engine, "v2")
+    assert len([line for line in host.lines_run if "nginx -s reload" in line]) == 1
+    assert serving(host) == ["v2", "v2"] and host.standby() is None  # v1 had no slots
+    # Back to v1: its replicas carry no slot name, so v2's nginx is recreated as v1 runs it
+    # right at the switch, before the check through it and before v2's replicas go.
+    host.issued.clear()
+    run(host, engine, "v2", kind="rollback")
+    lines = host.lines_run
+    flip = next(
+        i for i, line in enumerate(lines) if "nginx/slot-green" in line and "echo" not in line
+    )
+    recreate = next(
+        i for i, line in enumerate(lines) if line.endswith(" up -d --no-deps nginx 2>&1")
+    )
+    assert flip < recreate
+    assert host.current() == first and api(host) == ["v1", "v1", "v2", "v2"]
+    assert host.running("nginx")[0].release == first
+    v1_now = sorted(c.name for c in host.running("api") if not c.slot)
+    assert sorted(host.upstream()) == v1_now  # what v1's nginx reads
+    record = host.standby()
+    assert record is not None and str(record["release"]).endswith("-v2")  # v2 on standby
+    assert checks.seen[-2:] == ["v1", "v1"]  # through nginx after the switch, then smoke
+
+
 def test_no_standby_when_the_host_lacks_the_memory_or_it_is_set_to_zero(
     world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
 ) -> None:
