@@ -371,11 +371,12 @@ class Rollout:
         releases = {c.release for c in serving}
         if not self.standby or not names or len(releases) != 1 or any(not c.slot for c in serving):
             return []
-        available = self.remote.run(standby.memory_available(), check=False).stdout.strip()
+        answer = self.remote.run(standby.memory_available(), check=False).stdout.strip()
+        available = int(answer) * 1024 if answer.isdigit() else 0
         needed = len(names) * self.replica_memory
-        if not available.isdigit() or int(available) * 1024 < needed:
+        if available < needed:
             self.log(
-                f"    no standby: {int(available or 0) // 1024} MiB available, "
+                f"    no standby: {available // 1024**2} MiB available, "
                 f"{needed // 1024**2} MiB needed for {len(names)} replica(s)"
             )
             return []
