@@ -383,10 +383,15 @@ class Rollout:
         release = releases.pop()
         now = int(self.remote.run(host.clock()).stdout.strip() or 0)
         record = json.dumps({"release": release, "slot": slot, "until": now + self.standby})
-        self.remote.run(standby.keep(self.compose.root, record), stdin=record + "\n")
+        self.remote.put_text(f"{self.compose.root}/{standby.RECORD}", record + "\n", mode=0o644)
         self.remote.run(
             standby.schedule_stop(
-                self.compose.project, self.compose.root, slot, release, now + self.standby
+                self.compose.project,
+                self.compose.root,
+                slot,
+                release,
+                now + self.standby,
+                API_STOP_TIMEOUT,
             )
         )
         self.log(f"    {', '.join(names)} on standby ({slot}) for {self.standby}s")

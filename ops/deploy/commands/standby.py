@@ -15,6 +15,7 @@ import re
 
 from ops.deploy.commands.compose import LIVE_SLOT
 from ops.deploy.commands.docker import PROJECT_LABEL, RELEASE_LABEL, SERVICE_LABEL, SLOT_LABEL
+from ops.deploy.commands.nginx import SLOTS
 from ops.executor import Command, change, query, quote
 
 RECORD = "nginx/standby.json"
@@ -22,7 +23,6 @@ RECORD = "nginx/standby.json"
 # stops the replicas (then anyone may take it over, as a stale lock).
 LOCK_WAIT = 3600
 LOCK_TTL = 300
-API_STOP_TIMEOUT = 45
 # Release ids go into the script as they are: ops/deploy/release.py makes them of these only.
 _RELEASE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -61,20 +61,13 @@ def memory_available() -> Command:
     return query("awk '/^MemAvailable:/ {print $2}' /proc/meminfo", "available memory")
 
 
-def keep(root: str, record: str) -> Command:
-    """Write the standby's record (JSON on standard input)."""
-    path = quote(f"{root}/{RECORD}")
-    return change(
-        f"mkdir -p {quote(root + '/nginx')} && cat > {path}.tmp && mv -f {path}.tmp {path}",
-        "record the standby",
-        shown=f"write {root}/{RECORD}: {record}",
-    )
-
-
-def schedule_stop(project: str, root: str, slot: str, release: str, until: int) -> Command:
+def schedule_stop(
+    project: str, root: str, slot: str, release: str, until: int, stop_timeout: int
+) -> Command:
     """The standby's replicas stopped at `until` (the host's clock, seconds) by a detached shell
-    on the host (see the module's docstring); `until` is also the mark of its record."""
-    if slot not in ("blue", "green") or not _RELEASE.match(release):
+    on the host (see the module's docstring), each given `stop_timeout` seconds to drain;
+    `until` is also the mark of its record (written by the rollout)."""
+    if slot not in SLOTS or not _RELEASE.match(release):
         raise ValueError(f"not a slot and a release id: {slot!r}, {release!r}")
     script = _STOP_SCRIPT.format(
         until=int(until),
@@ -89,7 +82,7 @@ def schedule_stop(project: str, root: str, slot: str, release: str, until: int) 
         slot_label=SLOT_LABEL,
         release_label=RELEASE_LABEL,
         release=release,
-        stop_timeout=API_STOP_TIMEOUT,
+        stop_timeout=int(stop_timeout),
         record=RECORD,
     )
     return change(

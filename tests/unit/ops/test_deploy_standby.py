@@ -23,7 +23,9 @@ case "$1" in ps) echo c1; echo c2 ;; esac
 
 
 def stop_script(root: Path, until: int, slot: str = "green") -> str:
-    line = standby.schedule_stop("slipway-staging", str(root), slot, "20261206T2000Z-v1", until)
+    line = standby.schedule_stop(
+        "slipway-staging", str(root), slot, "20261206T2000Z-v1", until, stop_timeout=45
+    )
     assert line.line.startswith("nohup sh -c ") and line.line.endswith(" &")
     assert line.changes and "stop the green replicas of 20261206T2000Z-v1" in line.display
     return shlex.split(line.line)[3]
@@ -90,6 +92,6 @@ def test_the_scheduled_stop_never_takes_a_lock_held_by_a_deploy(root: Path, tmp_
 
 def test_only_slots_and_plain_release_ids_go_into_the_script(root: Path) -> None:
     with pytest.raises(ValueError, match="not a slot and a release id"):
-        standby.schedule_stop("p", str(root), "red", "r1", 1)
+        standby.schedule_stop("p", str(root), "red", "r1", 1, 45)
     with pytest.raises(ValueError, match="not a slot and a release id"):
-        standby.schedule_stop("p", str(root), "blue", "r1; reboot", 1)
+        standby.schedule_stop("p", str(root), "blue", "r1; reboot", 1, 45)
