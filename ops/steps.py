@@ -63,7 +63,7 @@ class Outcome:
     """What happened to one step."""
 
     step: Step
-    status: str  # ok | failed | not run | planned (dry run)
+    status: str  # ok | skipped | failed | not run | planned (dry run)
     seconds: float = 0.0
     note: str = ""
 
@@ -78,6 +78,16 @@ class Report:
     @property
     def total_seconds(self) -> float:
         return sum(o.seconds for o in self.outcomes)
+
+
+# A step that found nothing to do says so in its note, which starts with one of these; the
+# summary shows it as `skipped` (its time is what finding that out took).
+SKIPPED_NOTES = ("skipped", "unchanged, skipped")
+RAN = ("ok", "skipped", "failed")
+
+
+def skipped(note: str) -> bool:
+    return note.startswith(SKIPPED_NOTES)
 
 
 def format_duration(seconds: float) -> str:
@@ -144,8 +154,8 @@ class Runner:
                 self._failure(report, outcome, exc)
                 raise
             outcome.seconds = self.clock() - started
-            outcome.status = "ok"
             outcome.note = note or ""
+            outcome.status = "skipped" if skipped(outcome.note) else "ok"
             suffix = f" ({outcome.note})" if outcome.note else ""
             self._print(f"    done in {format_duration(outcome.seconds)}{suffix}")
             if self.groups:
@@ -168,7 +178,7 @@ class Runner:
         self._print()
         self._print(f"{'step':<{width}}  {'phase':<10}  {'result':<7}  {'time':>7}  note")
         for o in report.outcomes:
-            time_text = format_duration(o.seconds) if o.status in ("ok", "failed") else "-"
+            time_text = format_duration(o.seconds) if o.status in RAN else "-"
             self._print(
                 f"{o.step.name:<{width}}  {o.step.phase:<10}  {o.status:<7}  {time_text:>7}  "
                 f"{o.note}".rstrip()

@@ -274,7 +274,9 @@ class Backup:
 class Deploy:
     """How a deploy to hosts proceeds (docs/architecture.md); `target: local` ignores it."""
 
-    batch: int = 1
+    # API replicas started (and stopped) at a time; 0: all at once when the host has the memory
+    # for them next to the running ones (one host), else one at a time (a swarm: one).
+    batch: int = 0
     remote_dir: str = ""  # empty: /srv/slipway/<name>, filled in by Environment
     lock_wait: int = 300
     lock_ttl: int = 900

@@ -195,7 +195,7 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
     }
     data = reader.section(top, "deploy", keys)
     minimums = {
-        "batch": 1,
+        "batch": 0,
         "lock_wait": 0,
         "lock_ttl": 30,
         "health_timeout": 5,

@@ -61,6 +61,9 @@ class Deployment(Operation):
     previous: Release | None = None  # what ran before it
     to_build: list[str] = field(default_factory=list)  # images this machine builds first
     lacking: dict[int, list[str]] = field(default_factory=dict)  # images each host needs
+    planned_images: dict[str, str] = field(default_factory=dict)  # ref -> id, once settled
+    part_digests: dict[str, str] = field(default_factory=dict)  # ops/deploy/parts.py
+    schema_note: str | None = None  # why no migration has work to do ('': some may), once read
     settled: bool = False  # the release is planned with every image id known
     first_deploy: bool = False
     unchanged: bool = False  # the current release already runs exactly this
@@ -203,20 +206,10 @@ class Deployment(Operation):
         return note
 
     def check_alert_receivers(self) -> str:
-        """Alertmanager's own entrypoint renders the receivers here (no network, nothing kept):
-        a malformed URL or address stops the deploy before the hosts, not on them."""
         assert self.secrets is not None
-        given = preflight.given_alert_receivers(self.secrets)
-        if not given:
-            return "alert receivers: none (alerts are dropped)"
-        ref = next(r for r in image_refs(self.build, monitoring=True) if "/alertmanager:" in r)
-        if ref in self.to_build:
-            return "alert receivers: checked once Alertmanager's image is built"
-        try:
-            self.local.render_alert_receivers(ref, given)
-        except OpsError as exc:
-            raise OpsError(f"the alert receivers of {self.env.name} are not usable: {exc}") from exc
-        return "alert receivers: " + ", ".join(sorted(given))
+        return preflight.check_alert_receivers(
+            self.env, self.secrets, self.build, self.to_build, self.local
+        )
 
     def check_hosts(self) -> str:
         """Every host: docker (and on the first, compose) usable, disk, ports, the mode."""
@@ -251,7 +244,7 @@ class Deployment(Operation):
         """The release, once every image id is known: what each host lacks, the digest, and
         whether the current release already runs exactly this."""
         assert self.secrets is not None
-        ids = self.image_ids()
+        ids = self.planned_images = self.image_ids()
         digest = release.release_digest(self.release_files("-"), ids, self.secrets.values)
         self.settled = True
         previous = self.previous
@@ -276,6 +269,7 @@ class Deployment(Operation):
             started=iso(utc_now()),
             previous=previous.id if previous else "",
             overlays=self.overlays(),
+            parts=dict(self.part_digests),
         )
         for line in plan.lines(self.env, previous, self.release, shipping):
             self.say(f"plan: {line}")
@@ -350,6 +344,7 @@ class Deployment(Operation):
             self.release.digest = release.release_digest(
                 self.release_files("-"), self.release.images, self.secrets.values
             )
+            self.release.parts = dict(self.part_digests)
             store.write_files(self.release.id, self.release_files(self.release.id))
             store.record(self.release)
         self.sh().put_text(
@@ -389,6 +384,8 @@ class Deployment(Operation):
             return "skipped: first deploy, no data to protect yet"
         if self.unchanged:
             return "skipped: the current release already runs this, no migration to protect from"
+        if at_head := self.schema_at_head():
+            return f"unchanged, skipped: {at_head}, no migration to protect from"
         self.refresh_lock()
         out = self.run_backup()
         if out.startswith("skipped:"):
@@ -398,7 +395,13 @@ class Deployment(Operation):
     def run_backup(self) -> str:
         raise NotImplementedError
 
+    def schema_at_head(self) -> str:
+        """Why no migration has work to do; '' when one may (a mode that cannot tell)."""
+        return ""
+
     def migrate(self) -> str:
+        if at_head := self.schema_at_head():
+            return f"unchanged, skipped: {at_head}"
         self.refresh_lock()
         try:
             out = self.rcompose(self.release_id()).oneoff(
@@ -423,13 +426,8 @@ class Deployment(Operation):
         self.refresh_lock()
         store = self.releases()
         if self.unchanged:
-            store.audit(
-                {
-                    "event": f"{self.kind}: nothing changed",
-                    "release": self.release.id,
-                    "who": locks.default_owner(),
-                }
-            )
+            event = {"event": f"{self.kind}: nothing changed", "release": self.release.id}
+            store.audit({**event, "who": locks.default_owner()})
             return f"current = {self.release.id} (unchanged)"
         self.release.outcome = "succeeded"
         self.release.finished = iso(utc_now())

@@ -69,6 +69,10 @@ def engine_errors(what: str) -> Iterator[None]:
         ) from exc
 
 
+# Printed by a container of the listings image: the head of its migrations.
+SCHEMA_HEAD = "from listings.migrate import head_revision; print(head_revision())"
+
+
 class LocalEngine:
     """This machine's Docker engine, as a deploy uses it (connected at first use)."""
 
@@ -114,6 +118,24 @@ class LocalEngine:
         images.ensure_base(self.client)
         images.build(comp, todo, engine=self.client)
         return f"built {len(todo)}"
+
+    def schema_head(self, ref: str) -> str:
+        """The newest schema revision the listings image `ref` ships (its migrations, as
+        alembic reads them in a container of it without a network)."""
+        try:
+            out = self.client.containers.run(
+                ref,
+                ["-c", SCHEMA_HEAD],
+                entrypoint="python",
+                network_mode="none",
+                remove=True,
+                stdout=True,
+                stderr=True,
+            )
+        except (DockerException, requests.RequestException) as exc:
+            raise OpsError(f"could not read the schema revision of {ref} here: {exc}") from exc
+        text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
+        return text.strip().splitlines()[-1] if text.strip() else ""
 
     def render_alert_receivers(self, ref: str, given: Mapping[str, str]) -> None:
         """Alertmanager's entrypoint renders the receivers in a container of `ref` without a

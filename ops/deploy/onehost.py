@@ -9,24 +9,14 @@ of the class; the steps every mode shares are in ops/deploy/deployment.py.
 from __future__ import annotations
 
 from ops import compose
-from ops.deploy import certificates, data, preflight, smoke
+from ops.deploy import certificates, data, parts, preflight, smoke
 from ops.deploy.commands import docker
 from ops.deploy.deployment import UNTOUCHED, Deployment
 from ops.deploy.hostcompose import RemoteCompose
-from ops.deploy.release import release_files
+from ops.deploy.release import dotenv, release_files
 from ops.deploy.rollout import SERVICE_WAIT, Containers, Rollout
 from ops.steps import Step, impacting
 from ops.steps import preflight as check
-
-MONITORING_SERVICES = (
-    "prometheus",
-    "alertmanager",
-    "node-exporter",
-    "postgres-exporter",
-    "redis-exporter",
-    "nginx-exporter",
-    "blackbox-exporter",
-)
 
 
 class OneHostDeploy(Deployment):
@@ -48,7 +38,54 @@ class OneHostDeploy(Deployment):
         return RemoteCompose(self.sh(), self.env.project_name, self.root, release_id, overlays)
 
     def release_files(self, release_id: str) -> dict[str, str]:
-        return release_files(self.env, self.build, release_id, self.monitoring)
+        """The release's files; its variables carry the digest of each part (parts.py)."""
+        assert self.secrets is not None
+        files = release_files(self.env, self.build, release_id, self.monitoring)
+        self.part_digests = parts.digests(
+            files,
+            self.overlays(),
+            self.secrets.values,
+            self.planned_images,
+            self.env.project_name,
+        )
+        files["release.env"] += dotenv(parts.variables(self.part_digests))
+        return files
+
+    def part_unchanged(self, part: str) -> str:
+        """The step's note when every container of the release's `part` already runs with
+        its digest (the part is left alone); '' when the step must run."""
+        digest = self.release.parts.get(part, "") if self.release else ""
+        if not digest:
+            return ""
+        services = [
+            s
+            for s in parts.PARTS[part]
+            if s != compose.LOG_SERVICE or self.release_runs_monitoring()
+        ]
+        listed = self.sh().run(docker.configs(self.env.project_name)).stdout
+        why = parts.unchanged(parts.parse_running(listed), services, digest)
+        return f"unchanged, skipped: {why}" if why else ""
+
+    def schema_at_head(self) -> str:
+        """The database's schema revision (read in PostgreSQL's container) is the newest the
+        release's image ships (read here, in a container of it): nothing to migrate."""
+        if self.schema_note is None:
+            self.schema_note = self.read_schema_state()
+        return self.schema_note
+
+    def read_schema_state(self) -> str:
+        if self.restored or self.release is None:
+            return ""
+        postgres = [c.name for c in self.containers().of("postgres") if c.state == "running"]
+        if not postgres:
+            return ""
+        found = self.sh().run(docker.schema_revision(postgres[0]), check=False)
+        revision = found.stdout.strip() if found.ok else ""
+        ref = next((r for r in self.release.images if r.startswith("slipway/listings:")), "")
+        if not revision or not ref or "\n" in revision:
+            return ""
+        head = self.local.schema_head(ref)
+        return f"the schema is at the image's newest revision ({head})" if revision == head else ""
 
     def check_mode(self) -> None:
         preflight.check_not_a_stack(self.env, self.sh())
@@ -75,6 +112,8 @@ class OneHostDeploy(Deployment):
     # ------------------------------------------------------------------ steps
 
     def start_data(self) -> str:
+        if not self.restore and (skipped := self.part_unchanged(parts.DATA)):
+            return skipped
         self.refresh_lock()
         rc = self.rcompose(self.release_id())
         # The log collector first: the data stores' first lines go through it.
@@ -135,6 +174,8 @@ class OneHostDeploy(Deployment):
         return f"{self.env.replicas.worker} worker(s)"
 
     def start_nginx(self) -> str:
+        if skipped := self.part_unchanged(parts.NGINX):
+            return skipped
         self.refresh_lock()
         self.rcompose(self.release_id()).up("nginx", what="start or update nginx")
         self.wait_healthy(("nginx",), timeout=60.0)
@@ -160,8 +201,10 @@ class OneHostDeploy(Deployment):
             reason = "monitoring.enabled is false" if not self.monitoring else "an older release"
             self.stop_monitoring()
             return f"not part of this release ({reason}); the monitoring services are stopped"
+        if skipped := self.part_unchanged(parts.MONITORING):
+            return skipped
         self.refresh_lock()
-        services = (compose.LOG_SERVICE, *MONITORING_SERVICES)
+        services = (compose.LOG_SERVICE, *parts.MONITORING_SERVICES)
         self.rcompose(self.release_id()).up(*services, what="start or update the monitoring stack")
         self.wait_healthy(services, timeout=float(self.env.deploy.health_timeout) + 60.0)
         return f"{len(services)} services healthy"
@@ -173,7 +216,7 @@ class OneHostDeploy(Deployment):
         them)."""
         drivers = self.sh().run(docker.log_drivers(self.env.project_name)).stdout.split()
         keep_collector = "syslog" in drivers
-        services = (*([] if keep_collector else [compose.LOG_SERVICE]), *MONITORING_SERVICES)
+        services = (*([] if keep_collector else [compose.LOG_SERVICE]), *parts.MONITORING_SERVICES)
         self.sh().run(docker.remove_services(self.env.project_name, services))
         if keep_collector:
             self.say(

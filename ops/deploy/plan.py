@@ -46,7 +46,8 @@ def lines(
         "current release: " + (previous.id if previous else "none (first deploy)"),
         f"new release: {release.id}",
         "images to ship: " + (", ".join(shipping) or "none (the hosts have them)"),
-        f"API: {env.replicas.api} replica(s), {env.deploy.batch} at a time; "
+        f"API: {env.replicas.api} replica(s), {env.deploy.batch or 'all if memory allows'} "
+        "at a time; "
         f"workers: {env.replicas.worker}",
         f"then smoke checks through {env.https_url}",
     ]

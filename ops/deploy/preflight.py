@@ -5,9 +5,11 @@ problem raises OpsError naming the fix while nothing has changed yet."""
 from __future__ import annotations
 
 from ops import compose, config, ports, secrets
+from ops.compose import Build
 from ops.deploy.commands import docker
 from ops.deploy.commands import host as host_commands
 from ops.deploy.commands import swarm as swarm_commands
+from ops.deploy.images import LocalEngine, image_refs
 from ops.errors import OpsError
 from ops.executor import Executor
 
@@ -155,3 +157,25 @@ def check_not_compose(env: config.Environment, remote: Executor) -> None:
             f"{env.project_name} down` in the current release's directory on that host "
             "(volumes stay, the stack takes them over), then deploy again"
         )
+
+
+def check_alert_receivers(
+    env: config.Environment,
+    values: secrets.Secrets,
+    build: Build,
+    to_build: list[str],
+    local: LocalEngine,
+) -> str:
+    """Alertmanager's own entrypoint renders the receivers here (no network, nothing kept):
+    a malformed URL or address stops the deploy before the hosts, not on them."""
+    given = given_alert_receivers(values)
+    if not given:
+        return "alert receivers: none (alerts are dropped)"
+    ref = next(r for r in image_refs(build, monitoring=True) if "/alertmanager:" in r)
+    if ref in to_build:
+        return "alert receivers: checked once Alertmanager's image is built"
+    try:
+        local.render_alert_receivers(ref, given)
+    except OpsError as exc:
+        raise OpsError(f"the alert receivers of {env.name} are not usable: {exc}") from exc
+    return "alert receivers: " + ", ".join(sorted(given))

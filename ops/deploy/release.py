@@ -24,7 +24,7 @@ from ops.errors import OpsError
 
 def render_compose(base_text: str, name: str = "compose.yaml") -> str:
     """A compose file for a host: no build sections, no build secrets (images are shipped)."""
-    data = yaml.load(base_text, Loader=_ComposeLoader)  # noqa: S506  # nosec B506: safe subclass
+    data = yaml.load(base_text, Loader=ComposeLoader)  # noqa: S506  # nosec B506: safe subclass
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise OpsError(f"compose/{name} has no services")
     for service in data["services"].values():
@@ -40,7 +40,7 @@ def render_compose(base_text: str, name: str = "compose.yaml") -> str:
     )
 
 
-class _Tagged:
+class Tagged:
     """A value with a compose merge tag (`!override`, `!reset`), kept through a render."""
 
     def __init__(self, tag: str, value: object) -> None:
@@ -48,7 +48,7 @@ class _Tagged:
         self.value = value
 
 
-class _ComposeLoader(yaml.SafeLoader):
+class ComposeLoader(yaml.SafeLoader):
     """SafeLoader that keeps compose's `!override` and `!reset` tags."""
 
 
@@ -59,15 +59,15 @@ class _ComposeDumper(yaml.SafeDumper):
         return True
 
 
-def _construct_tagged(loader: yaml.SafeLoader, node: yaml.Node) -> _Tagged:
+def _construct_tagged(loader: yaml.SafeLoader, node: yaml.Node) -> Tagged:
     if isinstance(node, yaml.MappingNode):
-        return _Tagged(node.tag, loader.construct_mapping(node, deep=True))
+        return Tagged(node.tag, loader.construct_mapping(node, deep=True))
     if isinstance(node, yaml.SequenceNode):
-        return _Tagged(node.tag, loader.construct_sequence(node, deep=True))
-    return _Tagged(node.tag, loader.construct_scalar(node))  # type: ignore[arg-type]
+        return Tagged(node.tag, loader.construct_sequence(node, deep=True))
+    return Tagged(node.tag, loader.construct_scalar(node))  # type: ignore[arg-type]
 
 
-def _represent_tagged(dumper: yaml.SafeDumper, data: _Tagged) -> yaml.Node:
+def _represent_tagged(dumper: yaml.SafeDumper, data: Tagged) -> yaml.Node:
     if isinstance(data.value, dict):
         return dumper.represent_mapping(data.tag, data.value)
     if isinstance(data.value, list):
@@ -76,8 +76,8 @@ def _represent_tagged(dumper: yaml.SafeDumper, data: _Tagged) -> yaml.Node:
 
 
 for _tag in ("!override", "!reset"):
-    _ComposeLoader.add_constructor(_tag, _construct_tagged)
-_ComposeDumper.add_representer(_Tagged, _represent_tagged)
+    ComposeLoader.add_constructor(_tag, _construct_tagged)
+_ComposeDumper.add_representer(Tagged, _represent_tagged)
 
 
 def release_env(

@@ -42,6 +42,9 @@ class Release:
     # The compose files after compose.yaml that `docker compose -f` takes, in order (records
     # written before the central logs existed have none: remote.yaml alone).
     overlays: list[str] = field(default_factory=lambda: list(DEFAULT_OVERLAYS))
+    # The digest of each part of a one-host release (ops/deploy/parts.py): a deploy leaves a
+    # part whose containers run with it alone. Records from before the parts have none.
+    parts: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -164,7 +164,7 @@ class Rollout:
         self.remote = compose.remote
         self.containers = Containers(compose.remote, compose.project)
         self.replicas = replicas
-        self.batch = max(1, batch)
+        self.batch = max(0, batch)  # 0: as many as the host's memory allows (surge)
         self.health_timeout = health_timeout
         self._log = log
         self._began = time.monotonic()
@@ -276,8 +276,9 @@ class Rollout:
         """New replicas in `slot` next to the `others` running, `batch` at a time, each ready
         before the next batch; none takes traffic yet. Returns every replica of the target
         release in that slot."""
+        batch = self.surge(self.replicas - len(new))
         while len(new) < self.replicas:
-            count = min(self.batch, self.replicas - len(new))
+            count = min(batch, self.replicas - len(new))
             started = self.scale_up(slot, others + len(new) + count)
             if not started:
                 raise RolloutError(
@@ -353,16 +354,36 @@ class Rollout:
             new = self.start_new(slot, len(running) - len(reused), reused)[: self.replicas]
             self.switch(slot, new, (live, [c.name for c in serving]), verify)
             kept = self.keep_standby(live, serving)
-        # Every other replica leaves, `batch` at a time: gunicorn finishes their requests first.
+        # Every other replica leaves, `batch` at a time (all at once with the surge: they
+        # take no traffic any more): gunicorn finishes their requests first.
         leaving = sorted(c.name for c in running if c.name not in new and c.name not in kept)
-        for index in range(0, len(leaving), self.batch):
-            chunk = leaving[index : index + self.batch]
+        step = self.batch or max(1, len(leaving))
+        for index in range(0, len(leaving), step):
+            chunk = leaving[index : index + step]
             self.remove(chunk)
             self.log(f"    drained and stopped {', '.join(chunk)}")
         if not kept:
             self.remote.run(standby.clear(self.compose.root))
         note = f", {len(kept)} on standby for {self.standby}s" if kept else ""
         return f"{len(new)} replica(s) of {target} serving ({slot}), {len(leaving)} stopped{note}"
+
+    def memory_available(self) -> int:
+        """The host's available memory in bytes (0 when it cannot be read)."""
+        answer = self.remote.run(standby.memory_available(), check=False).stdout.strip()
+        return int(answer) * 1024 if answer.isdigit() else 0
+
+    def surge(self, missing: int) -> int:
+        """How many new replicas start at once: `batch`, or with batch 0 as many of the
+        `missing` as the host's available memory holds (at least one)."""
+        if self.batch or missing <= 1:
+            return self.batch or 1
+        available = self.memory_available()
+        size = max(1, min(missing, available // self.replica_memory))
+        self.log(
+            f"    surge: {size} of {missing} new replica(s) at once "
+            f"({available // 1024**2} MiB available, {self.replica_memory // 1024**2} MiB each)"
+        )
+        return size
 
     def keep_standby(self, slot: str, serving: Sequence[Container]) -> list[str]:
         """The replicas that served until the switch, kept running out of traffic for
@@ -371,8 +392,7 @@ class Rollout:
         releases = {c.release for c in serving}
         if not self.standby or not names or len(releases) != 1 or any(not c.slot for c in serving):
             return []
-        answer = self.remote.run(standby.memory_available(), check=False).stdout.strip()
-        available = int(answer) * 1024 if answer.isdigit() else 0
+        available = self.memory_available()
         needed = len(names) * self.replica_memory
         if available < needed:
             self.log(

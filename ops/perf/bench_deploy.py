@@ -54,6 +54,7 @@ class Measured:
     per_kind: str
     rate: float
     versions: str
+    steps: tuple[str, ...] = ()  # the run's step table: where the time went
 
     def line(self, target: float) -> str:
         verdict = "PASS" if self.seconds < target and self.failures == 0 else "MISS"
@@ -64,7 +65,7 @@ class Measured:
         )
 
 
-def _invoke(env: dict[str, str], *args: str) -> None:
+def _invoke(env: dict[str, str], *args: str) -> str:
     started = time.monotonic()
     result = proc.run(
         [sys.executable, "-m", "invoke", *args],
@@ -79,6 +80,21 @@ def _invoke(env: dict[str, str], *args: str) -> None:
             f"`invoke {' '.join(args)}` failed after {time.monotonic() - started:.0f}s:\n"
             f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
         )
+    return result.stdout
+
+
+def step_table(output: str) -> list[str]:
+    """The summary table of the last step table in a run's output (header to total)."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("step ") and "phase" in line]
+    if not starts:
+        return []
+    table = []
+    for line in lines[starts[-1] :]:
+        table.append(line)
+        if line.startswith("total "):
+            break
+    return table
 
 
 def _measured(what: str, env: dict[str, str], args: Sequence[str], url: str, ca: Path) -> Measured:
@@ -89,7 +105,7 @@ def _measured(what: str, env: dict[str, str], args: Sequence[str], url: str, ca:
     with traffic:
         time.sleep(2)
         began = time.monotonic()
-        _invoke(env, *args)
+        output = _invoke(env, *args)
         seconds = time.monotonic() - began
         time.sleep(2)
     tally = traffic.tally
@@ -101,6 +117,7 @@ def _measured(what: str, env: dict[str, str], args: Sequence[str], url: str, ca:
         tally.per_kind(),
         traffic.rate,
         " -> ".join(tally.version_changes()),
+        tuple(step_table(output)),
     )
 
 
@@ -157,6 +174,10 @@ def run(keep: bool = False) -> list[str]:
         ]
         for line in lines:
             print(line, flush=True)
+        for measured in (deployed, in_standby, after):
+            print(f"\n{measured.what}: where the time went", flush=True)
+            for line in measured.steps:
+                print(f"    {line}", flush=True)
         return lines
     finally:
         if not keep:

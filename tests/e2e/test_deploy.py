@@ -214,7 +214,7 @@ def test_first_deploy_builds_ships_and_serves_v1_on_a_fresh_host(staging: Host) 
     # Backups: their own volume, a scheduler next to PostgreSQL; nothing to back up yet.
     assert f"slipway-{STAGING}_postgres-backups" in volumes
     assert re.search(
-        r"backup before migrations\s+impacting\s+ok\s+\S+\s+skipped: first", result.stdout
+        r"backup before migrations\s+impacting\s+skipped\s+\S+\s+skipped: first", result.stdout
     )
     assert re.search(r"postgres, redis, backup healthy", result.stdout)
     assert f"slipway-{STAGING}-tls" in volumes

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 from ops import config, secrets
 from ops.compose import Build
+from ops.deploy import parts
 from ops.executor import Command, Result
 from support.recorder import Recorder
 
 DEPLOYED_SERVICES = ("logs", "postgres", "redis", "backup", "worker", "nginx", "certbot")
+HEAD = "0002_api_key_names"  # the schema revision images ship unless a test says otherwise
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Container:
     release: str
     state: str = "running"
     slot: str = ""
+    config: str = ""  # the org.slipway.config label (ops/deploy/parts.py)
 
 
 class SimHost(Recorder):
@@ -57,6 +60,11 @@ class SimHost(Recorder):
         # Containers of the services named here never pass their health or /ready probe.
         self.unhealthy: set[str] = set()
         self.migrate_output = "INFO  [alembic.runtime.migration] schema at head\n"
+        # The database's schema revision (None: no schema yet); a migration brings it to
+        # `migrate_to` (FakeEngine.heads says what each image ships).
+        self.schema: str | None = None
+        self.migrate_to = HEAD
+        self.migrations = 0
         self.serial = itertools.count(1)
         self.memory_kib = 8 * 1024 * 1024  # MemAvailable
         # Versions of releases from before the slots: their API replicas carry no slot, their
@@ -243,6 +251,16 @@ class SimHost(Recorder):
         if line.startswith("docker inspect -f '{{range .Config.Env}}"):
             nginx = self.running("nginx")
             return "file\n" if nginx and self._is_legacy(nginx[0].release) else "slots\n"
+        if line.startswith("docker exec ") and "alembic_version" in line:
+            if self.schema is None:
+                return Result(line, 1, 'ERROR:  relation "alembic_version" does not exist', "")
+            return self.schema + "\n"
+        if line.startswith("docker ps -a --filter label=com.docker.compose.project=") and (
+            "org.slipway.config" in line
+        ):
+            return "".join(
+                f"{c.service}\t{c.state}\t{self._status(c)}\t{c.config}\n" for c in self.containers
+            )
         if line.startswith("docker exec ") and "hutting down" in line:
             return "0\n"  # no nginx worker of an older configuration left
         if line.startswith("docker exec ") and " nginx " in line:
@@ -303,7 +321,11 @@ class SimHost(Recorder):
                 )
             if "sh" in args:
                 return "[slipway-cluster]\n"
-            return self.migrate_output if "migrate" in args else ""
+            if "migrate" in args:
+                self.schema = self.migrate_to
+                self.migrations += 1
+                return self.migrate_output
+            return ""
         if args[:1] == ["exec"]:
             return '{"message": "backup (incr) into repo1 done in 1s: 1I"}\n[slipway-ok]\n'
         if args[:1] == ["up"]:
@@ -318,16 +340,39 @@ class SimHost(Recorder):
             # The slot is part of an API replica's configuration (its alias and label).
             own = slot if service == "api" and not self._is_legacy(release) else ""
             mine = [c for c in self.containers if c.service == service]
-            stale = any(c.release != release or c.slot != own for c in mine)
+            config = self._config(release, service)
+            if config:  # a part's service: compose compares its configuration, not the release
+                stale = any(c.config != config for c in mine)
+            else:
+                stale = any(c.release != release or c.slot != own for c in mine)
             if "--no-recreate" not in args and (stale or len(mine) > wanted):
                 # Compose recreates the containers of another configuration (a release's).
                 self.containers = [c for c in self.containers if c.service != service]
                 mine = []
             while len(mine) < wanted:
                 number = next(self.serial)
-                made = Container(f"{self.project}-{service}-{number}", service, release, slot=own)
+                made = Container(
+                    f"{self.project}-{service}-{number}", service, release, slot=own, config=config
+                )
                 self.containers.append(made)
                 mine.append(made)
+
+    def _config(self, release: str, service: str) -> str:
+        """The configuration label compose gives `service` from the release's variables."""
+        if self._is_legacy(release):
+            return ""  # from before the parts: no label, compose compares the release
+        part = next((p for p, names in parts.PARTS.items() if service in names), "")
+        text = next((v for k, v in self.files.items() if k.endswith(f"{release}/release.env")), "")
+        return parts.env_values(text).get(parts.variable(part), "") if part else ""
+
+    def _status(self, container: Container) -> str:
+        if container.state != "running":
+            return "Exited (1) 3 seconds ago"
+        return (
+            "Up 2 minutes (unhealthy)"
+            if container.service in self.unhealthy
+            else "Up 2 minutes (healthy)"
+        )
 
     def _is_legacy(self, release: str) -> bool:
         return any(release.endswith(f"-{version}") for version in self.legacy)
@@ -344,6 +389,7 @@ class FakeEngine:
         self.built: list[str] = []
         self.receivers_rendered = 0
         self.client = None
+        self.heads: dict[str, str] = {}  # ref -> schema head it ships (default HEAD)
 
     def image_id(self, ref: str) -> str | None:
         return self.images.get(ref)
@@ -366,6 +412,9 @@ class FakeEngine:
 
     def render_alert_receivers(self, ref: str, given: object) -> None:
         self.receivers_rendered += 1
+
+    def schema_head(self, ref: str) -> str:
+        return self.heads.get(ref, HEAD)
 
 
 def image_id(ref: str) -> str:

@@ -13,6 +13,8 @@ STACK_LABEL = "com.docker.stack.namespace"
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 # Tab-separated name, state and release label of a container (ops/deploy/rollout.py reads it).
 SLOT_LABEL = "org.slipway.slot"
+# The digest of the configuration a container was created from (ops/deploy/parts.py).
+CONFIG_LABEL = "org.slipway.config"
 CONTAINER_FORMAT = (
     '{{.Names}}\t{{.State}}\t{{.Label "' + RELEASE_LABEL + '"}}\t{{.Label "' + SLOT_LABEL + '"}}'
 )
@@ -142,3 +144,31 @@ def exec_in(
 ) -> Command:
     """A command in a running container, its output and errors on one stream."""
     return change(f"docker exec {quote(container)} {join(argv)} 2>&1", what, timeout)
+
+
+# What configuration each container of a compose project was created from: service, state,
+# status (with its health) and the configuration label.
+CONFIG_FORMAT = (
+    '{{.Label "' + SERVICE_LABEL + '"}}\t{{.State}}\t{{.Status}}\t{{.Label "' + CONFIG_LABEL + '"}}'
+)
+
+
+def configs(project: str) -> Command:
+    """Every container of the compose project (one-offs excluded) with its configuration
+    label."""
+    return query(
+        f"docker ps -a --filter label={PROJECT_LABEL}={quote(project)} "
+        "--filter label=com.docker.compose.oneoff=False "
+        f"--format {quote(CONFIG_FORMAT)}",
+        "what the containers run",
+    )
+
+
+SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
+
+
+def schema_revision(container: str) -> Command:
+    """The revision the database's schema is at (alembic's table), read over PostgreSQL's
+    local socket in its container: the output is the revision, or psql's error."""
+    argv = ["docker", "exec", container, "psql", "-X", "-q", "-A", "-t", "-d", "listings"]
+    return query(f"{join([*argv, '-c', SCHEMA_REVISION])} 2>&1", "read the schema revision")

@@ -64,9 +64,10 @@ class SwarmDeploy(Deployment):
         assert self.secrets is not None
         values = release.release_env(self.env, self.build, release_id, set(self.secrets.values))
         values["SLIPWAY_STACK"] = self.stack
-        values["SLIPWAY_DEPLOY_BATCH"] = str(self.env.deploy.batch)
+        batch = self.env.deploy.batch or 1  # Swarm's parallelism 0 would mean all at once
+        values["SLIPWAY_DEPLOY_BATCH"] = str(batch)
         values["SLIPWAY_API_UPDATE_ORDER"] = stackfile.api_update_order(
-            self.env.replicas.api, self.env.deploy.batch
+            self.env.replicas.api, batch
         )
         return values
 

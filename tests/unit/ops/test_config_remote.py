@@ -106,7 +106,7 @@ def test_an_ssh_environment_defaults_to_public_ports_and_no_limits(
     assert env.registry is None
     assert env.resources == config.Resources()
     assert env.deploy == config.Deploy(
-        batch=1,
+        batch=0,
         remote_dir="/srv/slipway/staging",
         lock_wait=300,
         lock_ttl=900,
@@ -647,7 +647,7 @@ def test_the_deploy_section_is_read(write_env: WriteEnv) -> None:
 @pytest.mark.parametrize(
     ("section", "field", "fix"),
     [
-        ("{batch: 0}", "deploy.batch", "an integer >= 1"),
+        ("{batch: -1}", "deploy.batch", "an integer >= 0"),
         ("{lock_wait: -1}", "deploy.lock_wait", "an integer >= 0"),
         ("{lock_ttl: 29}", "deploy.lock_ttl", "an integer >= 30"),
         ("{health_timeout: 4}", "deploy.health_timeout", "an integer >= 5"),

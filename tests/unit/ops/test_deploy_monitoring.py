@@ -83,7 +83,7 @@ def test_the_rendered_logging_overlay_keeps_its_merge_tags_and_never_builds() ->
     assert text.startswith("# Rendered by `invoke deploy` from compose/logging.yaml")
     # `!override` must survive: without it compose merges json-file options into syslog's.
     assert text.count("logging: !override") == source.count("logging: !override") > 5
-    data = yaml.load(text, Loader=release._ComposeLoader)
+    data = yaml.load(text, Loader=release.ComposeLoader)
     logs = data["services"]["logs"]
     assert "build" not in logs
     assert logs["pull_policy"] == "never"

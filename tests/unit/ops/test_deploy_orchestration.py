@@ -170,7 +170,17 @@ def test_a_deploy_runs_its_table_and_takes_the_lock_before_any_other_change(
     host, engine, checks = world
     report = run(host, engine)
     assert [o.step.name for o in report.outcomes] == DEPLOY_STEPS
-    assert [o.status for o in report.outcomes] == ["ok"] * len(DEPLOY_STEPS)
+    # A first deploy skips what has nothing to do yet; everything else runs.
+    skipped = {
+        "build missing images",  # every image is here
+        "backup before migrations",  # no data yet
+        "TLS certificates from the ACME CA (nginx running)",  # tls: local-ca
+        "TLS certificates (first deploy) and renewals",
+    }
+    assert {o.step.name: o.status for o in report.outcomes} == {
+        name: "skipped" if name in skipped else "ok" for name in DEPLOY_STEPS
+    }
+    assert host.migrations == 1
     changes = host.changes
     assert changes[0].what == "take the deploy lock"
     assert changes[-1].what == "release the deploy lock"
@@ -191,7 +201,10 @@ def test_the_rolling_update_starts_new_replicas_switches_once_then_stops_the_old
     world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
 ) -> None:
     host, engine, checks = world
-    no_standby(write_env)
+    write_env(
+        "staging",
+        ONE_HOST.replace("deploy: {lock_wait: 0}", "deploy: {lock_wait: 0, standby: 0, batch: 1}"),
+    )
     run(host, engine, "v1")
     old = sorted(c.name for c in host.running("api"))
     first_slot = host.live_slot()
@@ -218,6 +231,29 @@ def test_the_rolling_update_starts_new_replicas_switches_once_then_stops_the_old
     # The upstream file follows, for a rollback to a release from before the slots.
     assert sorted(host.upstream()) == host.serving()
     assert checks.seen == ["v1", "v2", "v2"]  # through nginx after the switch, then smoke
+
+
+def test_the_surge_starts_every_new_replica_at_once_when_the_memory_allows(
+    world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
+) -> None:
+    host, engine, _ = world
+    no_standby(write_env)  # batch left to its default: 0, the surge
+    run(host, engine, "v1")
+    old = sorted(c.name for c in host.running("api"))
+    host.issued.clear()
+    run(host, engine, "v2")
+    lines = host.lines_run
+    scale_ups = [line for line in lines if "--scale api=" in line]
+    stops = [line for line in lines if line.startswith("docker stop ")]
+    assert len(scale_ups) == 1 and "api=4" in scale_ups[0]  # both new replicas together
+    assert len(stops) == 1 and stops[0].split()[4:6] == old  # both old ones drained together
+    assert api(host) == ["v2", "v2"]
+    # Without the memory for two more replicas (512 MiB each without a limit): one at a time.
+    host.memory_kib = 700 * 1024
+    host.issued.clear()
+    run(host, engine, "v1")
+    assert [line.count("api=") for line in host.lines_run if "--scale api=" in line] == [1, 1]
+    assert api(host) == ["v1", "v1"]
 
 
 def test_a_deploy_of_what_serves_already_switches_nothing(
@@ -280,6 +316,7 @@ def test_a_failed_migration_leaves_the_running_release_untouched_and_unlocks(
     host, engine, _ = world
     run(host, engine, "v1")
     before = [(c.name, c.release) for c in host.containers]
+    engine.heads["slipway/listings:v2"] = "0003_new"  # v2 ships a migration, which fails
     host.failing["migrate"] = "alembic.util.exc.CommandError: Can't locate revision"
     with pytest.raises(OpsError, match=r"migration failed: .* the running release was not touched"):
         run(host, engine, "v2")
@@ -673,6 +710,7 @@ def test_a_backup_still_running_is_read_from_its_output_whatever_its_exit_code(
             command.line, 75, '{"message": "not started: another backup is running"}\n', ""
         ),
     )
+    engine.heads["slipway/listings:v2"] = "0003_new"  # a migration to protect from
     report = run(host, engine, "v2")
     note = {o.step.name: o.note for o in report.outcomes}["backup before migrations"]
     assert note.startswith("skipped: a backup was still running after 600s")

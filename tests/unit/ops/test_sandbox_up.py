@@ -345,7 +345,7 @@ def test_a_run_starts_the_hosts_writes_the_environment_and_prints_how_to_reach_t
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     report = up("sbx", hosts=2)
-    assert {o.status for o in report.outcomes} == {"ok"}
+    assert {o.status for o in report.outcomes} <= {"ok", "skipped"}
     assert engine.created == ["slipway-sandbox-sbx-1", "slipway-sandbox-sbx-2"]
     assert engine.networks.made == [NETWORK]
     files = SandboxFiles.of("sbx")
@@ -387,7 +387,7 @@ def test_a_second_run_keeps_the_hosts_and_reuses_both_servers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     first = up("sbx", tls="acme", registry=True)
-    assert {o.status for o in first.outcomes} == {"ok"}
+    assert {o.status for o in first.outcomes} <= {"ok", "skipped"}
     assert engine.created == ["slipway-sandbox-sbx-1", "sbx-acme", "sbx-registry"]
     files = SandboxFiles.of("sbx")
     env = config.load("sbx")
