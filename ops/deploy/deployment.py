@@ -70,6 +70,7 @@ class Deployment(Operation):
     maintenance: bool = False  # maintenance mode is on: public smoke checks answer 503
     switched: bool = False  # the switch began: a failure now puts the previous release back
     switching_back: bool = False  # the automatic rollback's: the failed release is no standby
+    standby_kept: bool = False  # the replicas the switch took the traffic from are kept
     acme_deferred: bool = False  # tls: acme and nginx not running yet: certificates after it
     restored: bool = False  # this deploy restored the database (PostgreSQL replays WAL)
     registry: Registry | None = None  # None: images go over SSH
@@ -469,8 +470,7 @@ class Deployment(Operation):
         missing = [
             f"{ref} on {host.label}"
             for host, remote in self.every_host()
-            for ref, image_id in target.images.items()
-            if not ship.has_recorded(remote, ref, image_id)
+            for ref in ship.not_recorded(remote, target.images)
         ]
         if missing:
             raise OpsError(
@@ -489,10 +489,9 @@ class Deployment(Operation):
         may have moved the tag since)."""
         assert self.release is not None
         self.refresh_lock()
-        for _, remote in self.every_host():
-            for ref, image_id in self.release.images.items():
-                ship.point_tag(remote, ref, image_id)
-        return f"{len(self.release.images)} tag(s) on {len(self.env.hosts)} host(s)"
+        moved = sum(ship.point_tags(remote, self.release.images) for _, remote in self.every_host())
+        hosts = len(self.env.hosts)
+        return f"{len(self.release.images)} tag(s) on {hosts} host(s), {moved} moved back"
 
     def record_rollback(self) -> str:
         assert self.release is not None

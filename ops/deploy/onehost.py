@@ -15,6 +15,7 @@ from ops.deploy.deployment import UNTOUCHED, Deployment
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.release import dotenv, release_files
 from ops.deploy.rollout import SERVICE_WAIT, Containers, Rollout
+from ops.deploy.workers import WorkerRollout
 from ops.steps import Step, impacting
 from ops.steps import preflight as check
 
@@ -160,18 +161,33 @@ class OneHostDeploy(Deployment):
             if not self.maintenance:
                 smoke.smoke_check(self.env, version, timeout=30.0)
 
-        return rollout.run(verify=through_nginx)
+        note = rollout.run(verify=through_nginx)
+        self.standby_kept = bool(rollout.kept)
+        return note
+
+    def workers(self) -> WorkerRollout:
+        return WorkerRollout(
+            self.rcompose(self.release_id()),
+            self.env.replicas.worker,
+            float(self.env.deploy.health_timeout),
+            log=self.say,
+        )
+
+    def start_workers(self) -> str:
+        """Before the switch: the release's workers start next to the running ones."""
+        self.refresh_lock()
+        self.switched = True  # from here a failure puts the previous release's workers back
+        return self.workers().start()
+
+    def finish_workers(self) -> str:
+        """After the switch: they are healthy, the others stop (kept with a standby)."""
+        self.refresh_lock()
+        return self.workers().finish(keep=self.standby_kept)
 
     def roll_workers(self) -> str:
-        self.refresh_lock()
-        self.rcompose(self.release_id()).up(
-            "worker",
-            flags=("--scale", f"worker={self.env.replicas.worker}"),
-            what="replace workers",
-        )
-        if self.env.replicas.worker:
-            self.wait_healthy(("worker",), timeout=float(self.env.deploy.health_timeout))
-        return f"{self.env.replicas.worker} worker(s)"
+        """Both halves at once (the automatic rollback's, after the API is back)."""
+        self.start_workers()
+        return self.finish_workers()
 
     def start_nginx(self) -> str:
         if skipped := self.part_unchanged(parts.NGINX):
@@ -248,8 +264,9 @@ class OneHostDeploy(Deployment):
                 self.certificates_before_switch,
                 f"{UNTOUCHED}; the previous certificates stay in place",
             ),
+            impacting("start the new workers next to the running ones", self.start_workers),
             impacting("rolling update of the API", self.roll_api),
-            impacting("replace the workers", self.roll_workers),
+            impacting("workers: the new ones healthy, the others stopped", self.finish_workers),
             impacting("nginx", self.start_nginx),
             impacting(
                 "TLS certificates (first deploy) and renewals", self.certificates_after_nginx
@@ -266,8 +283,9 @@ class OneHostDeploy(Deployment):
             check("choose the release and check its images", self.choose_release),
             impacting("take the deploy lock", self.take_lock, "no lock was taken"),
             impacting("point the image tags at the release's images", self.restore_image_tags),
+            impacting("start the release's workers next to the running ones", self.start_workers),
             impacting("rolling update of the API", self.roll_api),
-            impacting("replace the workers", self.roll_workers),
+            impacting("workers: the release's healthy, the others stopped", self.finish_workers),
             impacting("nginx", self.start_nginx),
             impacting("monitoring and central logs", self.start_monitoring),
             impacting("smoke checks through the public URL", self.smoke),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ops import config
 from ops.deploy.images import LocalEngine, content_tagged
 from ops.deploy.releases import Release
-from ops.deploy.ship import image_id_on
+from ops.deploy.ship import image_ids_on
 from ops.executor import Executor
 
 
@@ -26,9 +26,10 @@ def image_ids(
     here = {ref: local.image_id(ref) or "" for ref in refs}
     for index, (_, remote) in enumerate(hosts):
         lacking[index] = []
+        there = image_ids_on(remote, refs)
         for ref in refs:
             local_id = here[ref]
-            remote_id = image_id_on(remote, ref)
+            remote_id = there[ref]
             has = bool(remote_id) and (remote_id == local_id or content_tagged(ref))
             if index == 0:
                 ids[ref] = remote_id if has else local_id

@@ -171,6 +171,7 @@ class Rollout:
         self.flags_dir = f"{compose.root}/nginx"
         self.upstream_path = f"{self.flags_dir}/upstream.conf"
         self.standby = max(0, standby)
+        self.kept: list[str] = []  # the replicas kept on standby by the last run
         self.replica_memory = replica_memory or DEFAULT_REPLICA_MEMORY
 
     def log(self, message: str) -> None:
@@ -353,7 +354,7 @@ class Rollout:
                 self.wait_ready(reused)
             new = self.start_new(slot, len(running) - len(reused), reused)[: self.replicas]
             self.switch(slot, new, (live, [c.name for c in serving]), verify)
-            kept = self.keep_standby(live, serving)
+            kept = self.kept = self.keep_standby(live, serving)
         # Every other replica leaves, `batch` at a time (all at once with the surge: they
         # take no traffic any more): gunicorn finishes their requests first.
         leaving = sorted(c.name for c in running if c.name not in new and c.name not in kept)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ops import compose, docker_engine, images, proc
@@ -28,20 +28,45 @@ def image_id_on(remote: Executor, image: str) -> str:
     return remote.run(docker.image_id(image), check=False).stdout.strip()
 
 
-def has_recorded(remote: Executor, ref: str, image_id: str) -> bool:
-    """The host still has a release's image: its recorded id, or for a content-tagged image the
-    tag at all (the tag names its build inputs; on a swarm another host may hold another build
-    of them, shipped from here)."""
-    if image_id_on(remote, image_id) == image_id:
-        return True
-    return content_tagged(ref) and bool(image_id_on(remote, ref))
+def image_ids_on(remote: Executor, images: Sequence[str]) -> dict[str, str]:
+    """The id on the host of each image (a reference or an id), "" for those it lacks: one
+    command."""
+    if not images:
+        return {}
+    found = dict.fromkeys(images, "")
+    for line in remote.run(docker.image_ids(images), check=False).stdout.splitlines():
+        name, _, image_id = line.partition("\t")
+        if name in found:
+            found[name] = image_id.strip()
+    return found
 
 
-def point_tag(remote: Executor, ref: str, image_id: str) -> None:
-    """Point `ref` back at the recorded image (a rebuild may have moved it since); a content
-    tag whose recorded id this host never had already names the same build."""
-    if image_id_on(remote, image_id) == image_id:
-        remote.run(docker.tag(image_id, ref))
+def not_recorded(remote: Executor, images: Mapping[str, str]) -> list[str]:
+    """The refs of a release's images (ref -> recorded id) the host no longer has. It has one
+    under its recorded id, or for a content-tagged image under the tag at all (the tag names
+    its build inputs; on a swarm another host may hold another build of them, shipped from
+    here)."""
+    ids = image_ids_on(remote, [*images.values(), *images])
+    return [
+        ref
+        for ref, image_id in images.items()
+        if ids.get(image_id) != image_id and not (content_tagged(ref) and ids.get(ref))
+    ]
+
+
+def point_tags(remote: Executor, images: Mapping[str, str]) -> int:
+    """Point each ref back at its recorded image (a rebuild may have moved it since), in one
+    command, where it does not already; a content tag whose recorded id this host never had
+    already names the same build. Returns how many moved."""
+    ids = image_ids_on(remote, [*images.values(), *images])
+    moves = [
+        (image_id, ref)
+        for ref, image_id in images.items()
+        if ids.get(image_id) == image_id and ids.get(ref) != image_id
+    ]
+    if moves:
+        remote.run(docker.tags(moves))
+    return len(moves)
 
 
 def prune_listings_images(remote: Executor, kept: set[str]) -> None:

@@ -103,6 +103,7 @@ class SimHost(Recorder):
                 c
                 for c in self.containers
                 if not (c.service == "api" and c.slot == slot and c.release == release)
+                and not (c.service == "worker" and c.release == release and c.state == "exited")
             ]
             self.files = {k: v for k, v in self.files.items() if not k.endswith("standby.json")}
         self.scheduled.clear()
@@ -158,7 +159,7 @@ class SimHost(Recorder):
             return ""
         if line.startswith("test -e ") and line.endswith("&& echo green || echo blue"):
             return "green\n" if shlex.split(line)[2] in self.files else "blue\n"
-        if line.startswith("nohup sh -c "):
+        if line.startswith("nohup sh -c ") and "org.slipway.slot=" in line:
             script = shlex.split(line)[3]
             slot = re.search(r"org\.slipway\.slot=(\w+)", script)
             release = re.search(r"org\.slipway\.release=([\w.-]+)", script)
@@ -214,13 +215,15 @@ class SimHost(Recorder):
 
     def _images(self, line: str, stdin: str | None) -> str | None:
         if line.startswith("docker image inspect -f"):
-            wanted = shlex.split(line)[5]
-            if wanted in self.images:
-                return self.images[wanted] + "\n"
-            return wanted + "\n" if wanted in self.stored else ""
+            found = self._image_id(shlex.split(line)[5])
+            return found + "\n" if found else ""
+        if line.startswith("for i in ") and "docker image inspect" in line:
+            names = shlex.split(line.split("; do ", 1)[0])[3:]
+            return "".join(f"{n}\t{self._image_id(n)}\n" for n in names)
         if line.startswith("docker tag "):
-            _, _, image, ref = shlex.split(line)
-            self.images[ref] = self.images.get(image, image)
+            for one in line.split(" && "):
+                _, _, image, ref = shlex.split(one)
+                self.images[ref] = self.images.get(image, image)
             return ""
         if line == "docker load -q":
             ref, _, image_id = (stdin or "").partition("=")
@@ -235,6 +238,11 @@ class SimHost(Recorder):
                 self.images.pop(ref, None)
             return ""
         return None
+
+    def _image_id(self, wanted: str) -> str:
+        if wanted in self.images:
+            return self.images[wanted]
+        return wanted if wanted in self.stored else ""
 
     def _containers(self, line: str, stdin: str | None) -> str | Result | None:
         if line.startswith("docker ps -a --filter label=com.docker.compose.project=") and (
@@ -271,6 +279,22 @@ class SimHost(Recorder):
             if found and found[0].service in self.unhealthy:
                 return Result(line, 1, "not ready: schema", "")
             return "ok\n"
+        if line.startswith("nohup sh -c ") and "docker stop -t " in line:
+            # A stop in the background: done by the time the test looks (removed unless kept).
+            script = shlex.split(line)[3]
+            names = set(script.split(";")[0].split()[4:])
+            for container in self.containers:
+                if container.name in names:
+                    container.state = "exited"
+            if "docker rm -f" in script:
+                self.containers = [c for c in self.containers if c.name not in names]
+            return ""
+        if line.startswith("docker start "):
+            names = set(shlex.split(line.split(" >/dev/null")[0])[2:])
+            for container in self.containers:
+                if container.name in names:
+                    container.state = "running"
+            return ""
         if line.startswith(("docker stop ", "docker rm -f ")):
             names = set(shlex.split(line.split(" >/dev/null")[0])[2:])
             self.containers = [c for c in self.containers if c.name not in names]
@@ -349,6 +373,8 @@ class SimHost(Recorder):
                 # Compose recreates the containers of another configuration (a release's).
                 self.containers = [c for c in self.containers if c.service != service]
                 mine = []
+            for container in mine:
+                container.state = "running"  # compose starts a stopped container
             while len(mine) < wanted:
                 number = next(self.serial)
                 made = Container(

@@ -57,6 +57,22 @@ def stop(names: Sequence[str], timeout: int) -> Command:
     return change(f"docker stop -t {timeout} {join(names)} >/dev/null", "stop replicas")
 
 
+def start(names: Sequence[str]) -> Command:
+    return change(f"docker start {join(names)} >/dev/null", "start stopped containers")
+
+
+def stop_later(names: Sequence[str], timeout: int, remove: bool) -> Command:
+    """Stop gracefully in the background on the host (nothing here waits for it), then remove
+    them unless they are kept stopped."""
+    then = f"; docker rm -f {join(names)}" if remove else ""
+    script = f"docker stop -t {timeout} {join(names)}{then}"
+    return change(
+        f"nohup sh -c {quote(script)} </dev/null >/dev/null 2>&1 &",
+        "stop containers in the background",
+        shown=f"in the background on the host: {script}",
+    )
+
+
 def remove(names: Sequence[str]) -> Command:
     return change(f"docker rm -f {join(names)} >/dev/null", "remove containers")
 
@@ -64,6 +80,22 @@ def remove(names: Sequence[str]) -> Command:
 def image_id(image: str) -> Command:
     """The id of an image (a reference or an id); empty output when the host has none."""
     return query(f"docker image inspect -f '{{{{.Id}}}}' {quote(image)} 2>/dev/null", "image id")
+
+
+def image_ids(images: Sequence[str]) -> Command:
+    """Each image (a reference or an id) and its id on the host, tab-separated, one per line
+    (an empty id when the host has no such image): one command for all of them."""
+    return query(
+        f"for i in {join(images)}; do printf '%s\\t' \"$i\"; "
+        "docker image inspect -f '{{.Id}}' \"$i\" 2>/dev/null || echo; done",
+        "image ids",
+    )
+
+
+def tags(pairs: Sequence[tuple[str, str]]) -> Command:
+    """`docker tag <image> <ref>` for each pair, in one command."""
+    line = " && ".join(f"docker tag {quote(image)} {quote(ref)}" for image, ref in pairs)
+    return change(line, f"tag {', '.join(ref for _, ref in pairs)}")
 
 
 def tag(image: str, ref: str) -> Command:

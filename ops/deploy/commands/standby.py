@@ -50,6 +50,11 @@ if grep -qF '"until": {until}' {record} 2>/dev/null && [ {live} != {slot} ]; the
     docker stop -t {stop_timeout} $ids >/dev/null 2>&1
     docker rm -f $ids >/dev/null 2>&1
   fi
+  # Its workers, kept stopped since the switch (ops/deploy/workers.py).
+  ids=$(docker ps -aq --filter label={project_label}={project} \
+    --filter label={service_label}=worker --filter label={release_label}={release} \
+    --filter status=exited)
+  [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1
   rm -f {record}
 fi
 grep -qF "$token" lock/info.json 2>/dev/null && rm -rf lock
@@ -104,14 +109,18 @@ def read(root: str) -> Command:
 
 
 def discard(project: str, root: str) -> Command:
-    """Stop and remove every API replica out of traffic (the slot not live), and forget the
-    standby: before something restarts the API as a whole (a restore)."""
+    """Stop and remove every API replica out of traffic (the slot not live) and the workers
+    kept stopped, and forget the standby: before something restarts the API as a whole (a
+    restore)."""
     idle = "$(test -e nginx/slot-green && echo blue || echo green)"
+    project_filter = f"--filter label={PROJECT_LABEL}={quote(project)}"
     return change(
         f"cd {quote(root)} && "
-        f"ids=$(docker ps -aq --filter label={PROJECT_LABEL}={quote(project)} "
-        f"--filter label={SERVICE_LABEL}=api --filter label={SLOT_LABEL}={idle}); "
+        f"ids=$(docker ps -aq {project_filter} "
+        f"--filter label={SERVICE_LABEL}=api --filter label={SLOT_LABEL}={idle}; "
+        f"docker ps -aq {project_filter} --filter label={SERVICE_LABEL}=worker "
+        "--filter status=exited); "
         '[ -z "$ids" ] || docker rm -f $ids >/dev/null; '
         f"rm -f {RECORD}",
-        "remove the standby API replicas",
+        "remove the standby API replicas and workers",
     )

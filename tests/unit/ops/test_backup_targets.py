@@ -322,4 +322,4 @@ def test_stopping_the_api_on_a_host_removes_the_standby_first(write_env: WriteEn
     assert lines[0].endswith("rm -f nginx/standby.json")
     assert lines[1].endswith(" stop api worker 2>&1")
     assert lines[2].endswith(" stop postgres 2>&1") and len(lines) == 3
-    assert fake.changes[0].what == "remove the standby API replicas"
+    assert fake.changes[0].what == "remove the standby API replicas and workers"

@@ -6,6 +6,7 @@ release a rollback puts back, and dry runs that issue no change at all."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,8 +58,9 @@ DEPLOY_STEPS = [
     "backup before migrations",
     "migrate the schema (new image)",
     "TLS certificates from the ACME CA (nginx running)",
+    "start the new workers next to the running ones",
     "rolling update of the API",
-    "replace the workers",
+    "workers: the new ones healthy, the others stopped",
     "nginx",
     "TLS certificates (first deploy) and renewals",
     "monitoring and central logs",
@@ -407,7 +409,7 @@ def test_a_dry_run_deploy_issues_no_change_and_builds_nothing(
     report = run(dry, engine, "v2", dry_run=True)
     assert dry.changes == []
     assert engine.built == []
-    assert [o.status for o in report.outcomes if o.step.impacting] == ["planned"] * 15
+    assert [o.status for o in report.outcomes if o.step.impacting] == ["planned"] * 16
     assert dry.files == host.files
 
 
@@ -674,7 +676,7 @@ def test_a_bug_after_the_switch_puts_the_previous_release_back_then_surfaces_as_
     host, engine, _ = world
     run(host, engine, "v1")
     first = host.current()
-    calls = fail_in_the_deploy(monkeypatch, "roll_workers", KeyError("worker"))
+    calls = fail_in_the_deploy(monkeypatch, "finish_workers", KeyError("worker"))
     with pytest.raises(KeyError, match="worker"):
         run(host, engine, "v2")
     assert calls == ["deploy", "rollback"]
@@ -727,7 +729,7 @@ def test_a_heartbeat_that_lost_its_own_connection_still_lets_the_automatic_rollb
     host, engine, _ = world
     run(host, engine, "v1")
     first = host.current()
-    real = OneHostDeploy.roll_workers
+    real = OneHostDeploy.finish_workers
 
     def heartbeat_dropped(self: OneHostDeploy) -> str:
         if self.kind == "deploy":
@@ -736,7 +738,7 @@ def test_a_heartbeat_that_lost_its_own_connection_still_lets_the_automatic_rollb
             self.refresh_lock()
         return real(self)
 
-    monkeypatch.setattr(OneHostDeploy, "roll_workers", heartbeat_dropped)
+    monkeypatch.setattr(OneHostDeploy, "finish_workers", heartbeat_dropped)
     with pytest.raises(OpsError) as err:
         run(host, engine, "v2")
     assert str(err.value).endswith(f"rolled back to {first}")
@@ -776,7 +778,7 @@ def test_the_automatic_rollback_points_the_tags_back_at_the_previous_images(
     recorded = json.loads(host.files[f"/srv/slipway/staging/releases/{first}/release.json"])
     listings = "slipway/listings:v1"
     engine.images[listings] = "sha256:" + "e" * 64  # rebuilt here: same version, another id
-    fail_in_the_deploy(monkeypatch, "roll_workers", OpsError("worker not healthy after 120s"))
+    fail_in_the_deploy(monkeypatch, "finish_workers", OpsError("worker not healthy after 120s"))
     with pytest.raises(OpsError, match=f"rolled back to {first}"):
         run(host, engine, "v1")
     assert host.images[listings] == recorded["images"][listings]
@@ -858,3 +860,182 @@ def test_releases_mark_the_current_release_and_the_one_a_rollback_puts_back(
     marks = {line[:2]: line.split()[1] for line in lines[1:] if line[:2] in ("* ", "< ")}
     assert marks == {"* ": "20261206T200003Z-v2", "< ": "20261206T200001Z-v1"}
     assert lines[-1] == "  (* current; < what `invoke rollback` puts back without --to)"
+
+
+# ------------------------------------------------------------------------------ what is skipped
+
+UNCHANGED_STEPS = (
+    "start postgres and redis",
+    "backup before migrations",
+    "migrate the schema (new image)",
+    "nginx",
+    "monitoring and central logs",
+)
+
+
+def outcomes(report: Report) -> dict[str, tuple[str, str]]:
+    return {o.step.name: (o.status, o.note) for o in report.outcomes}
+
+
+def started(host: SimHost, service: str) -> list[str]:
+    """The compose lines that started or updated `service` by name."""
+    return [
+        line
+        for line in host.lines_run
+        if " up -d --no-deps " in line
+        and service in line.split(" up -d --no-deps ", 1)[1].removesuffix(" 2>&1").split()
+    ]
+
+
+def test_an_app_only_deploy_skips_every_step_whose_inputs_did_not_change(
+    world: tuple[SimHost, FakeEngine, Smoke], capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    assert host.migrations == 1
+    kept = {c.name for c in host.containers if c.service not in ("api", "worker")}
+    host.issued.clear()
+    capsys.readouterr()
+    report = run(host, engine, "v2")
+    table = outcomes(report)
+    for name in UNCHANGED_STEPS:
+        status, note = table[name]
+        assert status == "skipped" and note.startswith("unchanged, skipped: "), name
+    assert (
+        "schema is at the image's newest revision (0002_api_key_names)"
+        in table["migrate the schema (new image)"][1]
+    )
+    for name in (
+        "start the new workers next to the running ones",
+        "rolling update of the API",
+        "workers: the new ones healthy, the others stopped",
+        "record the release",
+    ):
+        assert table[name][0] == "ok", name
+    # Nothing of the unchanged parts was touched: same containers, no compose line, no backup.
+    assert {c.name for c in host.containers if c.service not in ("api", "worker")} == kept
+    for service in ("postgres", "redis", "backup", "nginx", "prometheus", "logs"):
+        assert started(host, service) == [], service
+    assert host.migrations == 1
+    assert not [line for line in host.lines_run if "backup-run" in line]
+    assert serving(host) == ["v2", "v2"]
+    assert {c.release.rsplit("-", 1)[-1] for c in host.running("worker")} == {"v2"}
+    # The summary table says so, and the release records the digests it compared.
+    out = capsys.readouterr().out
+    assert re.search(
+        r"start postgres and redis\s+impacting\s+skipped\s+\S+\s+unchanged, skipped", out
+    )
+    current = host.current()
+    record = json.loads(host.files[f"/srv/slipway/staging/releases/{current}/release.json"])
+    assert set(record["parts"]) == {"data", "nginx", "monitoring"}
+    env_file = host.files[f"/srv/slipway/staging/releases/{current}/release.env"]
+    assert f"SLIPWAY_CONFIG_NGINX='{record['parts']['nginx']}'" in env_file
+
+
+def test_a_part_runs_again_when_its_inputs_changed_or_a_container_is_not_healthy(
+    world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    # A new migration in the image, a stopped redis, another nginx setting: those parts run.
+    engine.heads["slipway/listings:v2"] = host.migrate_to = "0003_new"
+    next(c for c in host.containers if c.service == "redis").state = "exited"
+    write_env("staging", ONE_HOST + "nginx: {rate_limit: 75}\n")
+    nginx_before = host.running("nginx")[0].name
+    host.issued.clear()
+    table = outcomes(run(host, engine, "v2"))
+    for name in ("start postgres and redis", "backup before migrations", "nginx"):
+        assert table[name][0] == "ok", name
+    assert table["migrate the schema (new image)"][0] == "ok"
+    assert host.schema == "0003_new" and host.migrations == 2
+    assert [line for line in host.lines_run if "backup-run" in line]
+    assert host.running("redis") and host.running("nginx")[0].name != nginx_before
+    assert table["monitoring and central logs"][0] == "skipped"  # its inputs are the same
+    # A container that Docker finds unhealthy is not left alone either: compose runs for it.
+    host.unhealthy.add("prometheus")
+    host.issued.clear()
+    table = outcomes(run(host, engine, "v1"))
+    assert table["monitoring and central logs"][0] == "ok" and started(host, "prometheus")
+    assert table["start postgres and redis"][0] == "skipped"
+
+
+def test_a_rollback_in_the_standby_skips_nginx_and_monitoring(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    run(host, engine, "v2")
+    host.issued.clear()
+    table = outcomes(run(host, engine, "v2", kind="rollback"))
+    assert table["nginx"][0] == table["monitoring and central logs"][0] == "skipped"
+    assert table["workers: the release's healthy, the others stopped"][0] == "ok"
+    assert serving(host) == ["v1", "v1"]
+    assert not [line for line in host.lines_run if "--scale api=" in line]  # a switch only
+
+
+# ------------------------------------------------------------------------------ workers
+
+
+def workers(host: SimHost) -> dict[str, str]:
+    """Each worker container's version and state."""
+    return {
+        c.name: f"{c.release.rsplit('-', 1)[-1]} {c.state}"
+        for c in host.containers
+        if c.service == "worker"
+    }
+
+
+def test_new_workers_start_before_the_switch_and_the_old_ones_stop_after_it_kept_for_the_standby(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    (old,) = workers(host)
+    host.issued.clear()
+    run(host, engine, "v2")
+    lines = host.lines_run
+    new_worker = next(i for i, line in enumerate(lines) if "--scale worker=2" in line)
+    new_api = next(i for i, line in enumerate(lines) if "--scale api=" in line)
+    flip = next(
+        i for i, line in enumerate(lines) if "nginx/slot-green" in line and "echo" not in line
+    )
+    stop = next(i for i, line in enumerate(lines) if "docker stop -t 60" in line)
+    assert "--no-recreate" in lines[new_worker]
+    assert new_worker < new_api < flip < stop  # start-first; the old one stops after the switch
+    assert lines[stop].startswith("nohup sh -c ")  # in the background: nothing waits for it
+    assert "docker rm" not in lines[stop]  # kept, stopped, with the API's standby
+    assert workers(host)[old] == "v1 exited"
+    assert sorted(workers(host).values()) == ["v1 exited", "v2 running"]
+    # A rollback in the standby starts it again: no worker created, the v2 one kept in turn.
+    host.issued.clear()
+    run(host, engine, "v2", kind="rollback")
+    assert f"docker start {old} >/dev/null" in host.lines_run
+    assert not [line for line in host.lines_run if "--scale worker=" in line]
+    assert workers(host)[old] == "v1 running"
+    assert sorted(workers(host).values()) == ["v1 running", "v2 exited"]
+    # The standby's end removes the stopped one with its API replicas.
+    host.fire_scheduled()
+    assert list(workers(host).values()) == ["v1 running"]
+
+
+def test_without_a_standby_the_old_workers_are_removed_once_stopped(
+    world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
+) -> None:
+    host, engine, _ = world
+    no_standby(write_env)
+    run(host, engine, "v1")
+    run(host, engine, "v2")
+    stops = [line for line in host.lines_run if "docker stop -t 60" in line]
+    assert len(stops) == 1 and "docker rm -f" in stops[0]
+    assert list(workers(host).values()) == ["v2 running"]
+
+
+def test_a_failed_switch_leaves_the_previous_workers_running_and_removes_the_new_ones(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    checks.failing.add("v2")
+    with pytest.raises(OpsError, match="rolled back"):
+        run(host, engine, "v2")
+    assert list(workers(host).values()) == ["v1 running"]

@@ -1,0 +1,127 @@
+"""The ingest workers of a release on one host with Compose, replaced start-first around the
+API's switch.
+
+`start()` runs before the API's rolling update: the target release's workers start next to the
+running ones (its stopped workers, kept from the standby, are started again) and nobody waits
+for them, so they boot while the new API replicas do. `finish()` runs after the switch: the
+target's workers pass their healthcheck, then the others are stopped in the background on the
+host (SIGTERM: each commits its batch and puts its job back, within compose's 60 s grace); when
+the API keeps a standby they stay there stopped, so a rollback within it starts them again
+instead of creating them (the standby's scheduled stop removes them), otherwise they are
+removed once stopped. Workers of two releases consume the stream side by side for those
+seconds, as the consumer group allows. A failure anywhere puts the previous release's workers
+back the same way (the automatic rollback runs both halves).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ops.deploy.commands import docker
+from ops.deploy.hostcompose import RemoteCompose
+from ops.deploy.rollout import PROBE_INTERVAL, Container, Containers, RolloutError
+from ops.executor import Executor
+
+SERVICE = "worker"
+# docker stop's grace for a worker: compose.yaml's stop_grace_period.
+WORKER_STOP_TIMEOUT = 60
+
+
+class WorkerRollout:
+    """The workers of `compose.release_id`, `replicas` of them, in place of any other's."""
+
+    def __init__(
+        self,
+        compose: RemoteCompose,
+        replicas: int,
+        health_timeout: float,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.compose = compose
+        self.remote: Executor = compose.remote
+        self.containers = Containers(compose.remote, compose.project)
+        self.replicas = max(0, replicas)
+        self.health_timeout = health_timeout
+        self.log = log
+
+    @property
+    def target(self) -> str:
+        return self.compose.release_id
+
+    def mine(self) -> list[Container]:
+        return [c for c in self.containers.of(SERVICE) if c.release == self.target]
+
+    def start(self) -> str:
+        """The target's workers running next to the others (not waited for)."""
+        everything = self.containers.of(SERVICE)
+        # Stopped workers of other releases: a standby that no longer applies.
+        stale = [c.name for c in everything if c.release != self.target and c.state != "running"]
+        mine = sorted(
+            (c for c in everything if c.release == self.target),
+            key=lambda c: (c.state != "running", c.name),
+        )
+        extra = [c.name for c in mine[self.replicas :]]
+        if stale or extra:
+            self.remote.run(docker.remove([*stale, *extra]))
+        mine = mine[: self.replicas]
+        reused = [c.name for c in mine if c.state != "running"]
+        if reused:
+            self.remote.run(docker.start(reused))
+            self.log(f"    started {', '.join(reused)} again (kept stopped since the switch)")
+        missing = self.replicas - len(mine)
+        if missing > 0:
+            others = [c for c in everything if c.release != self.target and c.state == "running"]
+            self.compose.up(
+                SERVICE,
+                flags=("--no-recreate", "--scale", f"{SERVICE}={len(others) + self.replicas}"),
+                what="start the release's workers next to the running ones",
+            )
+        if not self.replicas:
+            return "no worker (replicas.worker is 0)"
+        running = len(mine) - len(reused)
+        return (
+            f"{self.replicas} worker(s) of {self.target}: {missing} new, {len(reused)} started "
+            f"again, {running} already running; the others stop once these are healthy"
+        )
+
+    def finish(self, keep: bool) -> str:
+        """The target's workers healthy, then the others stopped in the background: kept
+        stopped when `keep` (a standby), else removed."""
+        mine = [c.name for c in self.mine()]
+        if len(mine) < self.replicas:
+            raise RolloutError(
+                f"{len(mine)} of {self.replicas} worker(s) of {self.target} exist; see the "
+                "output of the step that started them"
+            )
+        self.wait_healthy(mine)
+        others = [c for c in self.containers.of(SERVICE) if c.release != self.target]
+        running = [c.name for c in others if c.state == "running"]
+        gone = [c.name for c in others if c.state != "running"] if not keep else []
+        if gone:
+            self.remote.run(docker.remove(gone))
+        if running:
+            self.remote.run(docker.stop_later(running, WORKER_STOP_TIMEOUT, remove=not keep))
+        what = "stopping, kept for the standby" if keep else "stopping, then removed"
+        note = f"; {len(running)} other(s) {what}" if running else ""
+        return f"{len(mine)} worker(s) of {self.target} healthy{note}"
+
+    def wait_healthy(self, names: list[str]) -> None:
+        deadline = time.monotonic() + self.health_timeout
+        pending = list(names)
+        last: dict[str, str] = {}
+        while pending:
+            for name in list(pending):
+                ok, why = self.containers.probe(name)
+                last[name] = why
+                if ok:
+                    pending.remove(name)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                detail = "\n".join(self.containers.diagnose(n) for n in pending)
+                why = "; ".join(f"{n}: {last.get(n, '?')}" for n in pending)
+                raise RolloutError(
+                    f"worker(s) not healthy after {self.health_timeout:.0f}s ({why})", detail
+                )
+            time.sleep(PROBE_INTERVAL)
