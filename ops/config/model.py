@@ -286,6 +286,14 @@ class Deploy:
     # Seconds the replicas a switch took the traffic from stay running, out of traffic, so a
     # rollback (or the automatic one) within them is a switch back; 0: stopped at once.
     standby: int = 300
+    # GET requests every new release answers with 2xx within check_latency seconds, in its
+    # replicas before the switch and through nginx after it (ops/deploy/checks.py).
+    checks: tuple[str, ...] = (
+        "/api/v1/listings?limit=5",
+        "/api/v1/listings/{listing}",
+        "/",
+    )
+    check_latency: int = 5
 
     @property
     def min_free_disk_bytes(self) -> int:

@@ -30,6 +30,7 @@ _MIN_LOG_SIZE = 64 * 1024 * 1024
 _MIN_MEMORY = 6 * 1024**2
 # remote_dir goes into commands run by the remote shell: only characters that need no quoting.
 _REMOTE_DIR_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+_CHECK_PATH_RE = re.compile(r"^/[!-~]*$")  # printable ASCII, no spaces
 
 
 def read_listings_env(reader: Reader, top: Mapping[str, Any], name: str, target: str) -> str:
@@ -192,6 +193,8 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
         "min_free_disk",
         "keep_releases",
         "standby",
+        "checks",
+        "check_latency",
     }
     data = reader.section(top, "deploy", keys)
     minimums = {
@@ -201,6 +204,7 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
         "health_timeout": 5,
         "keep_releases": 2,
         "standby": 0,
+        "check_latency": 1,
     }
     numbers = {
         key: reader.integer(data, f"deploy.{key}", key, getattr(Deploy, key), minimum=minimum)
@@ -218,4 +222,24 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
             "(it goes into commands on the host)",
         )
     min_free_disk = reader.size(data, "deploy.min_free_disk", "min_free_disk", Deploy.min_free_disk)
-    return Deploy(remote_dir=remote_dir, min_free_disk=min_free_disk, **numbers)
+    checks = read_checks(reader, data)
+    return Deploy(remote_dir=remote_dir, min_free_disk=min_free_disk, checks=checks, **numbers)
+
+
+def read_checks(reader: Reader, data: Mapping[str, Any]) -> tuple[str, ...]:
+    """deploy.checks: GET paths, each starting with / (none: an empty list)."""
+    value = data.get("checks", list(Deploy.checks))
+    if not isinstance(value, list):
+        reader.fail(
+            "deploy.checks",
+            f"must be a list of paths, got {value!r}",
+            "write a list of paths, e.g. [/api/v1/listings]",
+        )
+    for index, path in enumerate(value):
+        if not isinstance(path, str) or not _CHECK_PATH_RE.match(path):
+            reader.fail(
+                f"deploy.checks[{index}]",
+                f"is {path!r}, not a path",
+                "write a path starting with / without spaces, e.g. /api/v1/listings?city=Paris",
+            )
+    return tuple(value)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ops import compose, config, secrets
 from ops.compose import Build
-from ops.deploy import data, locks, plan, preflight, release, rollback, ship, smoke
+from ops.deploy import checks, data, locks, plan, preflight, release, rollback, ship, smoke
 from ops.deploy.commands import host as host_commands
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.images import LocalEngine, image_refs
@@ -420,7 +420,8 @@ class Deployment(Operation):
         assert self.release is not None
         if self.maintenance:
             return "skipped: maintenance mode is on (nginx answers 503)"
-        return smoke.smoke_check(self.env, self.release.version)
+        ready = smoke.smoke_check(self.env, self.release.version)
+        return f"{ready}; {checks.through_nginx(self.env)}" if self.env.deploy.checks else ready
 
     def record(self) -> str:
         assert self.release is not None

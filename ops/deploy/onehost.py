@@ -9,7 +9,7 @@ of the class; the steps every mode shares are in ops/deploy/deployment.py.
 from __future__ import annotations
 
 from ops import compose
-from ops.deploy import certificates, data, parts, preflight, smoke
+from ops.deploy import certificates, checks, data, parts, preflight, smoke
 from ops.deploy.commands import docker
 from ops.deploy.deployment import UNTOUCHED, Deployment
 from ops.deploy.hostcompose import RemoteCompose
@@ -152,6 +152,8 @@ class OneHostDeploy(Deployment):
             float(self.env.deploy.health_timeout),
             standby=0 if self.switching_back else self.env.deploy.standby,
             replica_memory=self.env.resources.api.memory_bytes or 0,
+            checks=self.env.deploy.checks,
+            check_latency=float(self.env.deploy.check_latency),
         )
         assert self.release is not None
         version = self.release.version
@@ -160,6 +162,7 @@ class OneHostDeploy(Deployment):
             # Before the old replicas go: a failure here switches nginx straight back.
             if not self.maintenance:
                 smoke.smoke_check(self.env, version, timeout=30.0)
+                checks.through_nginx(self.env)
 
         note = rollout.run(verify=through_nginx)
         self.standby_kept = bool(rollout.kept)

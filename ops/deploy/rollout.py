@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ops.deploy import checks
 from ops.deploy.commands import docker, host, nginx, standby
 from ops.deploy.hostcompose import RemoteCompose
 from ops.errors import OpsError
@@ -156,6 +157,8 @@ class Rollout:
         log: Callable[[str], None] = print,
         standby: int = 0,
         replica_memory: int = 0,
+        checks: Sequence[str] = (),
+        check_latency: float = 5.0,
     ) -> None:
         """`standby`: seconds the replicas the switch took the traffic from stay running out of
         traffic (0: stopped at once); `replica_memory`: what one replica may use (bytes, its
@@ -173,6 +176,8 @@ class Rollout:
         self.standby = max(0, standby)
         self.kept: list[str] = []  # the replicas kept on standby by the last run
         self.replica_memory = replica_memory or DEFAULT_REPLICA_MEMORY
+        self.checks = tuple(checks)
+        self.check_latency = check_latency
 
     def log(self, message: str) -> None:
         """Progress lines carry the seconds since the rollout began."""
@@ -255,6 +260,22 @@ class Rollout:
                 )
             time.sleep(PROBE_INTERVAL)
 
+    def check(self, names: Sequence[str]) -> None:
+        """The environment's checks (real requests) in each replica, before any traffic."""
+        if not self.checks or not names:
+            return
+        command = checks.in_replicas(names, self.checks, self.check_latency)
+        failed = checks.failures(self.remote.run(command, check=False).stdout, names)
+        if failed:
+            detail = "\n".join(self.containers.diagnose(n) for n in failed)
+            what = "; ".join(f"{n}: {', '.join(lines)}" for n, lines in failed.items())
+            raise RolloutError(
+                f"new replica(s) failed the checks (deploy.checks) before taking any traffic: "
+                f"{what}",
+                detail,
+            )
+        self.log(f"    {len(self.checks)} check(s) passed in {', '.join(names)}")
+
     def remove(self, names: Sequence[str], graceful: bool = True) -> None:
         if not names:
             return
@@ -289,6 +310,7 @@ class Rollout:
             self.log(f"    started {', '.join(started)}; waiting for /ready")
             try:
                 self.wait_ready(started)
+                self.check(started)
             except RolloutError:
                 self.remove(started, graceful=False)
                 raise
@@ -352,6 +374,7 @@ class Rollout:
             if reused:
                 self.log(f"    reusing {', '.join(reused)} (still running); checking /ready")
                 self.wait_ready(reused)
+                self.check(reused)
             new = self.start_new(slot, len(running) - len(reused), reused)[: self.replicas]
             self.switch(slot, new, (live, [c.name for c in serving]), verify)
             kept = self.kept = self.keep_standby(live, serving)

@@ -188,11 +188,13 @@ def _containers(host: Host, env: config.Environment, current: str | None, held: 
     healthy = True
     for row in rows:
         name, state, image, label, slot = [*row, "", "", "", "", ""][:5]
-        # One-off containers (migrate) are expected to have exited.
+        # One-off containers (migrate) are expected to have exited, and the standby's workers
+        # are kept stopped (ops/deploy/workers.py).
+        kept = label == held and "-worker-" in name and state.startswith("Exited")
         bad = "(unhealthy)" in state or not state.startswith("Up")
-        if bad and "-migrate-" not in name:
+        if bad and "-migrate-" not in name and not kept:
             healthy = False
-        if label == held and slot:
+        if label == held and (slot or kept):
             mark = "  (standby)"
         else:
             mark = "" if not label or label == current else "  (other release!)"

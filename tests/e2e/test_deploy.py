@@ -26,10 +26,11 @@ import yaml
 from alert_receiver import run_argv
 from sandboxes import SandboxEnv, derived_image, remove_images, served
 from support.docker import docker, output, remove
+from support.h2client import Http2Traffic
 from support.waiting import wait_for
 
 from ops.compose import LOG_SERVICE
-from ops.deploy.onehost import MONITORING_SERVICES
+from ops.deploy.parts import MONITORING_SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +41,7 @@ PRODUCTION = f"e2e-prd-{TAG}"
 V1, V2 = f"e2e-{TAG}-v1", f"e2e-{TAG}-v2"
 BROKEN, BAD_MIGRATION = f"e2e-{TAG}-never-ready", f"e2e-{TAG}-bad-migration"
 WRONG = f"e2e-{TAG}-wrong-version"
+NO_SEARCH = f"e2e-{TAG}-no-search"
 LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation
 KEYS: dict[str, str] = {}  # API keys made by one test for the next ones
 RECEIVER = f"slipway-e2e-deploy-receiver-{TAG}"
@@ -427,14 +429,34 @@ def test_deploying_twice_changes_nothing(staging: Host) -> None:
     assert "nothing changed since the current release" in plan
 
 
+def _http2(staging: Host) -> Http2Traffic:
+    """Kept-alive HTTP/2 clients that never retry (curl), next to the HTTP/1.1 traffic."""
+    env = staging.environment
+    ca = env.verify if isinstance(env.verify, Path) else None
+    return Http2Traffic(env.https_url, ca, env.connect_to)
+
+
+def _assert_http2_clean(h2: Http2Traffic, versions: list[str]) -> None:
+    assert h2.tally.requests > 0 and h2.tally.failures == [], h2.tally.summary()
+    assert set(h2.tally.protocols) == {"2"}, h2.tally.summary()
+    assert h2.tally.versions == versions, h2.tally.summary()
+
+
 def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) -> None:
-    with staging.traffic(retry=False) as traffic:
+    with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
         served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", version=V2)
         served(traffic)
     tally = traffic.tally
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V1, V2], tally.summary()[:600]
+    _assert_http2_clean(h2, [V1, V2])
+    # An app-only change: the steps whose inputs did not change are skipped, and say so.
+    for step in ("start postgres and redis", "backup before migrations", "nginx"):
+        assert re.search(
+            rf"{re.escape(step)}\s+impacting\s+skipped\s+\S+\s+unchanged, skipped", result.stdout
+        ), step
+    assert re.search(r"migrate the schema \(new image\)\s+impacting\s+skipped", result.stdout)
     assert traffic.rate >= 20, tally.summary()[:600]
     # Every command that changed the host was said, with the host, as it ran.
     label = staging.environment.hosts[0].label
@@ -455,7 +477,10 @@ def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) 
     status = staging.invoke("status", f"--env={STAGING}").stdout
     standby = next(line for line in status.splitlines() if "standby: " in line)
     assert f"-{V1} (the " in standby and "s left: `invoke rollback`" in standby, status
-    assert "(other release!)" not in status and status.count("(standby)") == 2, status
+    # Its two API replicas and its worker (stopped, started again by a rollback within it).
+    assert "(other release!)" not in status and status.count("(standby)") == 3, status
+    assert re.search(r"-worker-\S+\s+Exited .*\(standby\)", status), status
+    assert "overall: ready" in status, status
     assert not [line for line in said if "docker image inspect" in line]  # queries are quiet
 
 
@@ -503,13 +528,15 @@ def test_dry_runs_of_a_deploy_and_a_rollback_change_nothing_here_or_on_the_host(
 def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> None:
     # No build, no registry: the local images of v1 are gone, the host still has them.
     docker("rmi", f"slipway/listings:{V1}")
-    with staging.traffic(retry=False) as traffic:
+    with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
         served(traffic)
         result = staging.invoke("rollback", f"--env={STAGING}")
         served(traffic)
     tally = traffic.tally
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V2, V1], tally.summary()[:600]
+    _assert_http2_clean(h2, [V2, V1])
+    assert "started again (kept stopped since the switch)" in result.stdout  # v1's worker
     assert "build" not in result.stdout.lower().replace("rebuild", "")
     # Within the standby: v1's replicas went back into traffic, none was started.
     assert "reusing " in result.stdout and "--scale api=" not in result.stderr
@@ -563,6 +590,69 @@ def test_a_release_failing_its_check_through_nginx_is_switched_back(staging: Hos
     assert any(WRONG in line and "rolled back" in line for line in history.splitlines())
     current = [line for line in history.splitlines() if line.startswith("* ")]
     assert V1 in current[0]
+
+
+def test_a_release_that_is_ready_but_fails_its_searches_never_takes_a_request(
+    staging: Host,
+) -> None:
+    # Its /ready answers 200; every search fails (500). The checks in its replicas, before
+    # any switch, find it: no client ever reaches it, and the deploy names the failed request.
+    search = (ROOT / "services/listings/src/listings/search.py").read_text()
+    broken = search + (
+        "\n\nasync def search_listings(conn, filters):  # e2e: this release cannot search\n"
+        '    raise RuntimeError("e2e: every search fails in this release")\n'
+    )
+    package = "/opt/venv/lib/python3.11/site-packages/listings"
+    derived_image(
+        f"slipway/listings:{V2}", NO_SEARCH, ["listings"], {f"{package}/search.py": broken}
+    )
+    before = staging.api_containers()
+    with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
+        served(traffic)
+        result = staging.invoke("deploy", f"--env={STAGING}", f"--version={NO_SEARCH}", check=False)
+        served(traffic)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "failed the checks (deploy.checks) before taking any traffic" in out, out[-3000:]
+    assert "FAIL /api/v1/listings?limit=5 500" in out, out[-3000:]
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    assert tally.version_changes() == [V1], tally.summary()[:600]
+    _assert_http2_clean(h2, [V1])
+    assert staging.api_containers() == before
+    assert staging.version() == V1
+
+
+def test_a_rollback_after_the_standby_ended_starts_the_previous_release_again(
+    staging: Host,
+) -> None:
+    staging.edit(lambda data: data["deploy"].update({"standby": 15}))
+    try:
+        staging.invoke("deploy", f"--env={STAGING}", version=V2)
+        # The scheduled stop on the host ends the standby: v1's replicas and worker go.
+        wait_for(
+            lambda: "standby: none" in staging.invoke("status", f"--env={STAGING}").stdout,
+            what="the standby's end",
+            timeout=120,
+        )
+        releases = staging.on_host(
+            f"docker ps -a --filter label=com.docker.compose.project=slipway-{STAGING} "
+            "--format '{{.Label \"org.slipway.release\"}}'"
+        )
+        assert V1 not in releases and V2 in releases, releases
+        with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
+            served(traffic)
+            result = staging.invoke("rollback", f"--env={STAGING}")
+            served(traffic)
+    finally:
+        staging.edit(lambda data: data["deploy"].update({"standby": 1800}))
+    tally = traffic.tally
+    _assert_clean(tally.summary(), tally.failures, tally.version_changes())
+    assert tally.version_changes() == [V2, V1], tally.summary()[:600]
+    _assert_http2_clean(h2, [V2, V1])
+    # v1's replicas were started again (no standby to reuse), then one switch.
+    assert "reusing " not in result.stdout and "--scale api=" in result.stderr
+    assert staging.version() == V1
 
 
 def test_a_failing_migration_aborts_before_traffic_moves(staging: Host) -> None:

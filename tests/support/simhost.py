@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ops import config, secrets
 from ops.compose import Build
-from ops.deploy import parts
+from ops.deploy import checks, parts
 from ops.executor import Command, Result
 from support.recorder import Recorder
 
@@ -59,6 +59,8 @@ class SimHost(Recorder):
         self.failing: dict[str, str] = {}
         # Containers of the services named here never pass their health or /ready probe.
         self.unhealthy: set[str] = set()
+        # API replicas of these versions answer /ready but fail the requests of deploy.checks.
+        self.failing_checks: set[str] = set()
         self.migrate_output = "INFO  [alembic.runtime.migration] schema at head\n"
         # The database's schema revision (None: no schema yet); a migration brings it to
         # `migrate_to` (FakeEngine.heads says what each image ships).
@@ -139,6 +141,8 @@ class SimHost(Recorder):
             path = shlex.split(line.rsplit('mv -f "$tmp" ', 1)[1])[0]
             self.files[path] = stdin or ""
             return ""
+        if line.startswith("cat ") and line.endswith("2>/dev/null || true"):
+            return self.files.get(shlex.split(line)[1], "")
         if line.startswith("cat ") and line.endswith("2>/dev/null"):
             path = shlex.split(line)[1]
             return self.files[path] if path in self.files else Result(line, 1, "", "")
@@ -176,7 +180,10 @@ class SimHost(Recorder):
         ):
             idle = "blue" if self.live_slot() == "green" else "green"
             self.containers = [
-                c for c in self.containers if not (c.service == "api" and c.slot == idle)
+                c
+                for c in self.containers
+                if not (c.service == "api" and c.slot == idle)
+                and not (c.service == "worker" and c.state == "exited")
             ]
             self.files = {k: v for k, v in self.files.items() if not k.endswith("standby.json")}
             return ""
@@ -244,7 +251,20 @@ class SimHost(Recorder):
             return self.images[wanted]
         return wanted if wanted in self.stored else ""
 
+    def _checks(self, line: str) -> str:
+        """The deploy's checks run in replicas (ops/deploy/checks.py in_replicas)."""
+        out = []
+        for name in re.findall(r"docker exec (\S+) python -c", line):
+            found = [c for c in self.containers if c.name == name]
+            bad = not found or any(found[0].release.endswith(f"-{v}") for v in self.failing_checks)
+            out.append(f"{checks.MARK} {name} {1 if bad else 0}")
+            status = "FAIL /api/v1/listings?limit=5 500 4ms" if bad else "ok / 200 3ms"
+            out.append(status)
+        return "".join(f"{line}\n" for line in out)
+
     def _containers(self, line: str, stdin: str | None) -> str | Result | None:
+        if checks.MARK in line:
+            return self._checks(line)
         if line.startswith("docker ps -a --filter label=com.docker.compose.project=") and (
             "com.docker.compose.service=" in line
         ):
@@ -263,6 +283,13 @@ class SimHost(Recorder):
             if self.schema is None:
                 return Result(line, 1, 'ERROR:  relation "alembic_version" does not exist', "")
             return self.schema + "\n"
+        if line.startswith("docker ps -a --filter label=com.docker.compose.project=") and (
+            "{{.Names}}\t{{.Status}}" in line
+        ):  # invoke status
+            return "".join(
+                f"{c.name}\t{self._status(c)}\tslipway/{c.service}\t{c.release}\t{c.slot}\n"
+                for c in self.containers
+            )
         if line.startswith("docker ps -a --filter label=com.docker.compose.project=") and (
             "org.slipway.config" in line
         ):

@@ -661,12 +661,35 @@ def test_the_deploy_section_is_read(write_env: WriteEnv) -> None:
         ("{remote_dir: '/srv/my dir'}", "deploy.remote_dir", "it goes into commands on the host"),
         ("{remote_dir: '/srv/$(reboot)'}", "deploy.remote_dir", "'/' only"),
         ("{remote_dir: 7}", "deploy.remote_dir", "write a string"),
-        ("{batches: 1}", "deploy.batches", "batch, health_timeout"),
+        ("{batches: 1}", "deploy.batches", "batch, check_latency, checks, health_timeout"),
+        ("{checks: /api/v1/listings}", "deploy.checks", "a list of paths"),
+        ("{checks: [api/v1/listings]}", "deploy.checks[0]", "a path starting with /"),
+        ("{checks: [/, '/a b']}", "deploy.checks[1]", "without spaces"),
+        ("{checks: [7]}", "deploy.checks[0]", "a path starting with /"),
+        ("{check_latency: 0}", "deploy.check_latency", "an integer >= 1"),
     ],
 )
 def test_deploy_mistakes_are_named(write_env: WriteEnv, section: str, field: str, fix: str) -> None:
     path, message = load_error(write_env, SSH_YAML + f"deploy: {section}\n")
     assert_names(message, path, field, fix)
+
+
+def test_the_checks_default_to_a_search_a_listing_and_the_viewer_and_can_be_replaced(
+    write_env: WriteEnv,
+) -> None:
+    write_env("staging", SSH_YAML)
+    assert config.load("staging").deploy.checks == (
+        "/api/v1/listings?limit=5",
+        "/api/v1/listings/{listing}",
+        "/",
+    )
+    write_env(
+        "staging", SSH_YAML + "deploy: {checks: ['/api/v1/listings?city=Lyon'], check_latency: 2}\n"
+    )
+    deploy = config.load("staging").deploy
+    assert deploy.checks == ("/api/v1/listings?city=Lyon",) and deploy.check_latency == 2
+    write_env("staging", SSH_YAML + "deploy: {checks: []}\n")
+    assert config.load("staging").deploy.checks == ()
 
 
 def test_an_environment_built_in_code_gets_the_default_remote_dir() -> None:

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import docker.errors
+import httpx
 import pytest
 from ops_testdata import GOOD_SECRETS, IMAGE_TAGS
 from support.simhost import FakeEngine, SimHost, image_id
 
 from ops import config
 from ops.compose import Build
+from ops.deploy import checks as deploy_checks
 from ops.deploy import deployment, rollback, rollout, smoke
 from ops.deploy.deployment import Deployment
 from ops.deploy.hostcompose import RemoteCompose
@@ -102,6 +104,8 @@ def world(
     engine = FakeEngine({ref: image_id(ref) for v in ("v1", "v2") for ref in refs(v)})
     checks = Smoke()
     monkeypatch.setattr(smoke, "smoke_check", checks)
+    # Through nginx: the real requests need a real nginx (e2e); here the replicas' checks tell.
+    monkeypatch.setattr(deploy_checks, "through_nginx", lambda env: "3 checks passed")
     yield SimHost(), engine, checks
 
 
@@ -1039,3 +1043,46 @@ def test_a_failed_switch_leaves_the_previous_workers_running_and_removes_the_new
     with pytest.raises(OpsError, match="rolled back"):
         run(host, engine, "v2")
     assert list(workers(host).values()) == ["v1 running"]
+
+
+def test_status_shows_the_standby_workers_stopped_and_the_host_ready(
+    world: tuple[SimHost, FakeEngine, Smoke],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    run(host, engine, "v2")
+    monkeypatch.setattr(stack_host, "Remote", lambda _: host)
+    monkeypatch.setattr(stack_host.health, "public_get", lambda *_: httpx.Response(200))
+    capsys.readouterr()
+    assert stack_host.status(config.load("staging")) is True
+    out = capsys.readouterr().out
+    (stopped,) = [line for line in out.splitlines() if "-worker-" in line and "Exited" in line]
+    assert stopped.endswith("(standby)")
+    assert "overall: ready" in out
+    # A stopped worker that is no standby's is a problem.
+    host.fire_scheduled()
+    next(c for c in host.containers if c.service == "worker").state = "exited"
+    assert stack_host.status(config.load("staging")) is False
+
+
+def test_a_release_that_is_ready_but_fails_its_checks_never_takes_traffic(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    before = host.serving()
+    host.failing_checks.add("v2")
+    host.issued.clear()
+    with pytest.raises(OpsError, match=r"failed the checks \(deploy\.checks\) before taking any"):
+        run(host, engine, "v2")
+    lines = host.lines_run
+    # Checked in the replicas before any switch: the flag never moved, the new ones are gone.
+    assert not [line for line in lines if "nginx/slot-green" in line and "echo" not in line]
+    assert host.serving() == before and serving(host) == ["v1", "v1"]
+    assert api(host) == ["v1", "v1"]
+    assert list(workers(host).values()) == ["v1 running"]
+    assert "v2" not in checks.seen
+    current = host.current()
+    assert current is not None and current.endswith("-v1")
