@@ -100,6 +100,22 @@ class Containers:
         output = (result.stdout.strip() or result.stderr.strip())[-300:]
         return result.ok, output or f"exit {result.code}"
 
+    def probe_all(
+        self, names: Sequence[str], command: Sequence[str]
+    ) -> dict[str, tuple[bool, str]]:
+        """`command` in every container of `names` at once (one command on the host): each
+        name's verdict and why, as `probe` gives them."""
+        out = self.remote.run(docker.probe_all(names, command), check=False).stdout
+        found: dict[str, tuple[bool, str]] = {}
+        for line in out.splitlines():
+            name, _, rest = line.partition(" ")
+            code, _, said = rest.partition(" ")
+            if code.startswith("state:"):
+                found[name] = (False, f"container is {code.removeprefix('state:')}")
+            elif code.isdigit():
+                found[name] = (code == "0", said.strip() or f"exit {code}")
+        return {n: found.get(n, (False, "no answer from the probe")) for n in names}
+
     def diagnose(self, name: str) -> str:
         """The failing container's last log lines and health output, for the operator."""
         logs = self.remote.run(docker.recent_logs(name), check=False).stdout
@@ -241,8 +257,7 @@ class Rollout:
         pending = list(names)
         last: dict[str, str] = {}
         while pending:
-            for name in list(pending):
-                ok, why = self.containers.probe(name, READY_CHECK)
+            for name, (ok, why) in self.containers.probe_all(pending, READY_CHECK).items():
                 last[name] = why
                 if ok:
                     pending.remove(name)

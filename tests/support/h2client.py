@@ -23,8 +23,23 @@ class H2Tally:
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     protocols: Counter[str] = field(default_factory=Counter)
-    versions: list[str] = field(default_factory=list)  # each change of the version answered
+    # Per curl run (one connection, its requests in order): each change of the version answered.
+    sequences: list[list[str]] = field(default_factory=list)
     connections: int = 0
+
+    def in_order(self, expected: list[str]) -> bool:
+        """No run saw the versions alternate or go back: each run's changes follow
+        `expected`, and together they saw every one of them."""
+        seen = {version for run in self.sequences for version in run}
+        for run in self.sequences:
+            if not run:
+                continue
+            if run[0] not in expected:
+                return False
+            start = expected.index(run[0])
+            if run != expected[start : start + len(run)]:
+                return False
+        return seen == set(expected)
 
     def summary(self) -> str:
         return (
@@ -84,7 +99,9 @@ class Http2Traffic:
 
     def _record(self, out: str, err: str, code: int) -> None:
         answers = ANSWER.findall(out)
+        changes: list[str] = []
         with self._lock:
+            self.tally.sequences.append(changes)
             for body, status, protocol, connects in answers:
                 self.tally.requests += 1
                 self.tally.protocols[protocol] += 1
@@ -96,8 +113,8 @@ class Http2Traffic:
                     version = str(json.loads(body).get("version"))
                 except ValueError:
                     version = "?"
-                if not self.tally.versions or self.tally.versions[-1] != version:
-                    self.tally.versions.append(version)
+                if not changes or changes[-1] != version:
+                    changes.append(version)
             # Stopped by us (SIGTERM) at the end: not a failure of the server.
             if code not in (0, -15) and not self._stop.is_set():
                 self.tally.failures.append(f"curl exited {code}: {err.strip()[-200:]}")

@@ -262,9 +262,24 @@ class SimHost(Recorder):
             out.append(status)
         return "".join(f"{line}\n" for line in out)
 
+    def _probe_all(self, line: str) -> str:
+        """Probes of several containers at once (docker.probe_all)."""
+        out = []
+        for name in shlex.split(line.split("; do ", 1)[0])[3:]:
+            found = [c for c in self.containers if c.name == name]
+            if not found or found[0].state != "running":
+                out.append(f"{name} state:{found[0].state if found else 'gone'}")
+            elif found[0].service in self.unhealthy:
+                out.append(f"{name} 1 not ready: schema")
+            else:
+                out.append(f"{name} 0 ok")
+        return "".join(f"{line}\n" for line in out)
+
     def _containers(self, line: str, stdin: str | None) -> str | Result | None:
         if checks.MARK in line:
             return self._checks(line)
+        if line.startswith("for n in ") and "docker exec" in line:
+            return self._probe_all(line)
         if line.startswith("docker ps -a --filter label=com.docker.compose.project=") and (
             "com.docker.compose.service=" in line
         ):

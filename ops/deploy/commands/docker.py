@@ -44,6 +44,18 @@ def probe(name: str, argv: Sequence[str]) -> Command:
     return query(f"docker exec {quote(name)} {join(argv)}", f"probe {name}")
 
 
+def probe_all(names: Sequence[str], argv: Sequence[str]) -> Command:
+    """`argv` run in each running container of `names` at once: one line per container,
+    `<name> <exit code> <last output>`, or `<name> state:<state>` when it is not running."""
+    each = (
+        "( s=$(docker inspect -f '{{.State.Status}}' \"$n\" 2>/dev/null); "
+        'if [ "$s" != running ]; then echo "$n state:${s:-gone}"; else '
+        f'out=$(docker exec "$n" {join(argv)} 2>&1); code=$?; '
+        'echo "$n $code $(printf %s "$out" | tail -c 300 | tr \"\\n\" \" \")"; fi ) &'
+    )
+    return query(f"for n in {join(names)}; do {each} done; wait", "probe containers")
+
+
 def recent_logs(name: str, lines: int = 60) -> Command:
     return query(f"docker logs --tail {lines} {quote(name)} 2>&1", f"logs of {name}")
 

@@ -136,3 +136,40 @@ def test_a_replica_the_output_does_not_mention_failed() -> None:
     # A script that died without a FAIL line is named by its last lines (or its exit code).
     died = f"{checks.MARK} api-1 137\n"
     assert checks.failures(died, ["api-1"]) == {"api-1": ["exit 137"]}
+
+
+PROBE_DOCKER = """#!/bin/sh
+# inspect: ready-* and slow-* run, gone-* does not exist, dead-* exited; exec: slow fails.
+case "$1" in
+  inspect) case "$4" in gone-*) exit 1 ;; dead-*) echo exited ;; *) echo running ;; esac ;;
+  exec) case "$2" in slow-*) printf 'not ready:\\nschema behind\\n'; exit 3 ;; *) echo ok ;; esac ;;
+esac
+"""
+
+
+def test_containers_are_probed_at_once_each_with_its_own_verdict(tmp_path: Path) -> None:
+    from ops.deploy.rollout import Containers
+    from ops.executor import Result
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(PROBE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    class Shell:
+        """An executor running commands with sh here."""
+
+        def run(self, command: object, check: bool = True, stdin: str | None = None) -> Result:
+            line = command.line  # type: ignore[attr-defined]
+            done = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True)
+            return Result(line, done.returncode, done.stdout, done.stderr)
+
+    names = ["ready-1", "slow-2", "dead-3", "gone-4"]
+    verdicts = Containers(Shell(), "p").probe_all(names, ["listings", "healthcheck", "ready"])  # type: ignore[arg-type]
+    assert verdicts == {
+        "ready-1": (True, "ok"),
+        "slow-2": (False, "not ready: schema behind"),
+        "dead-3": (False, "container is exited"),
+        "gone-4": (False, "container is gone"),
+    }
