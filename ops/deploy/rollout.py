@@ -156,6 +156,37 @@ def healthcheck_argv(check_json: str) -> list[str]:
     return ["sh", "-c", words[1]] if words[0] == "CMD-SHELL" else list(words[1:])
 
 
+def wait_passing(
+    containers: Containers,
+    names: Sequence[str],
+    command: Sequence[str],
+    timeout: float,
+    what: str,
+) -> None:
+    """Every container of `names` passes `command` (run in all of them at once, every
+    PROBE_INTERVAL) within `timeout`; one that exits fails at once. RolloutError naming them
+    (`what`: "new replica"), with their logs and state."""
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    last: dict[str, str] = {}
+    while pending:
+        for name, (ok, why) in containers.probe_all(pending, command).items():
+            last[name] = why
+            if ok:
+                pending.remove(name)
+            elif why.startswith(("container is exited", "container is dead")):
+                raise RolloutError(
+                    f"{what} {name} exited while starting", containers.diagnose(name)
+                )
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            detail = "\n".join(containers.diagnose(n) for n in pending)
+            why = "; ".join(f"{n}: {last.get(n, '?')}" for n in pending)
+            raise RolloutError(f"{what}(s) not ready after {timeout:.0f}s ({why})", detail)
+        time.sleep(PROBE_INTERVAL)
+
+
 def reload_nginx(remote: Executor, container: str) -> None:
     """`nginx -t`, then a graceful reload of that container."""
     remote.run(nginx.test_and_reload(container))
@@ -253,27 +284,7 @@ class Rollout:
 
     def wait_ready(self, names: Sequence[str]) -> None:
         """Each container answers /ready from inside (same command as the deploy gate)."""
-        deadline = time.monotonic() + self.health_timeout
-        pending = list(names)
-        last: dict[str, str] = {}
-        while pending:
-            for name, (ok, why) in self.containers.probe_all(pending, READY_CHECK).items():
-                last[name] = why
-                if ok:
-                    pending.remove(name)
-                elif why.startswith(("container is exited", "container is dead")):
-                    raise RolloutError(
-                        f"new replica {name} exited while starting", self.containers.diagnose(name)
-                    )
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
-                detail = "\n".join(self.containers.diagnose(n) for n in pending)
-                why = "; ".join(f"{n}: {last.get(n, '?')}" for n in pending)
-                raise RolloutError(
-                    f"new replica(s) not ready after {self.health_timeout:.0f}s ({why})", detail
-                )
-            time.sleep(PROBE_INTERVAL)
+        wait_passing(self.containers, names, READY_CHECK, self.health_timeout, "new replica")
 
     def check(self, names: Sequence[str]) -> None:
         """The environment's checks (real requests) in each replica, before any traffic."""

@@ -15,17 +15,18 @@ back the same way (the automatic rollback runs both halves).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from ops.deploy.commands import docker
 from ops.deploy.hostcompose import RemoteCompose
-from ops.deploy.rollout import PROBE_INTERVAL, Container, Containers, RolloutError
+from ops.deploy.rollout import Container, Containers, RolloutError, wait_passing
 from ops.executor import Executor
 
 SERVICE = "worker"
 # docker stop's grace for a worker: compose.yaml's stop_grace_period.
 WORKER_STOP_TIMEOUT = 60
+# The worker's healthcheck (compose.yaml): its heartbeat file is fresh.
+WORKER_CHECK = ("listings", "healthcheck", "worker")
 
 
 class WorkerRollout:
@@ -94,7 +95,7 @@ class WorkerRollout:
                 f"{len(mine)} of {self.replicas} worker(s) of {self.target} exist; see the "
                 "output of the step that started them"
             )
-        self.wait_healthy(mine)
+        wait_passing(self.containers, mine, WORKER_CHECK, self.health_timeout, "worker")
         others = [c for c in self.containers.of(SERVICE) if c.release != self.target]
         running = [c.name for c in others if c.state == "running"]
         gone = [c.name for c in others if c.state != "running"] if not keep else []
@@ -105,23 +106,3 @@ class WorkerRollout:
         what = "stopping, kept for the standby" if keep else "stopping, then removed"
         note = f"; {len(running)} other(s) {what}" if running else ""
         return f"{len(mine)} worker(s) of {self.target} healthy{note}"
-
-    def wait_healthy(self, names: list[str]) -> None:
-        deadline = time.monotonic() + self.health_timeout
-        pending = list(names)
-        last: dict[str, str] = {}
-        while pending:
-            for name in list(pending):
-                ok, why = self.containers.probe(name)
-                last[name] = why
-                if ok:
-                    pending.remove(name)
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
-                detail = "\n".join(self.containers.diagnose(n) for n in pending)
-                why = "; ".join(f"{n}: {last.get(n, '?')}" for n in pending)
-                raise RolloutError(
-                    f"worker(s) not healthy after {self.health_timeout:.0f}s ({why})", detail
-                )
-            time.sleep(PROBE_INTERVAL)

@@ -51,7 +51,7 @@ def probe_all(names: Sequence[str], argv: Sequence[str]) -> Command:
         "( s=$(docker inspect -f '{{.State.Status}}' \"$n\" 2>/dev/null); "
         'if [ "$s" != running ]; then echo "$n state:${s:-gone}"; else '
         f'out=$(docker exec "$n" {join(argv)} 2>&1); code=$?; '
-        'echo "$n $code $(printf %s "$out" | tail -c 300 | tr \"\\n\" \" \")"; fi ) &'
+        'echo "$n $code $(printf %s "$out" | tail -c 300 | tr "\\n" " ")"; fi ) &'
     )
     return query(f"for n in {join(names)}; do {each} done; wait", "probe containers")
 
