@@ -56,16 +56,28 @@ class Tally:
     by_kind: dict[str, int] = field(default_factory=dict)  # requests per client kind
     seconds: dict[str, list[float]] = field(default_factory=dict)  # latencies per client kind
     failures: list[Failure] = field(default_factory=list)
-    versions: list[tuple[float, str]] = field(default_factory=list)
+    # (sent, answered, version) of each /api/v1/version answer, in seconds since the start.
+    versions: list[tuple[float, float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def version_changes(self) -> list[str]:
-        """The sequence of distinct versions seen, in order (v1, v2 = one switch)."""
-        ordered = sorted(self.versions)
+        """The versions clients saw, each change once, in order (v1, v2 = one switch).
+
+        A request says which version served it at some moment between its sending and its
+        answer; requests in flight together say nothing about their order. So the answers are
+        taken as they arrived, and an answer of the version before the current one counts as
+        a change back only if its request was sent after a client had already been answered by
+        the current one (a request sent before that was simply in flight across the switch).
+        """
         seen: list[str] = []
-        for _, version in ordered:
-            if not seen or seen[-1] != version:
-                seen.append(version)
+        seen_since = 0.0  # when the current version was first answered
+        for sent, answered, version in sorted(self.versions, key=lambda v: v[1]):
+            if seen and version == seen[-1]:
+                continue
+            if len(seen) >= 2 and version == seen[-2] and sent < seen_since:
+                continue  # in flight when the switch happened: not a switch back
+            seen.append(version)
+            seen_since = answered
         return seen
 
     def failed(self, kind: str) -> int:
@@ -86,7 +98,7 @@ class Tally:
     def summary(self) -> str:
         rate = ""
         if self.versions:
-            span = max(t for t, _ in self.versions) - min(t for t, _ in self.versions)
+            span = max(v[1] for v in self.versions) - min(v[0] for v in self.versions)
             rate = f" over {span:.0f}s" if span else ""
         changes = self.version_changes()
         shown = " -> ".join(changes[:6]) + (
@@ -225,4 +237,4 @@ class Traffic:
             if problem:
                 self.tally.failures.append(Failure(at - self.started, path, problem, kind))
             if version is not None:
-                self.tally.versions.append((at - self.started, version))
+                self.tally.versions.append((at - self.started, at + took - self.started, version))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ops.perf.traffic import KEPT_ALIVE, NEW_CONNECTION, Traffic
+from ops.perf.traffic import KEPT_ALIVE, NEW_CONNECTION, Tally, Traffic
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +78,25 @@ def test_a_client_that_never_retries_counts_the_requests_its_connection_lost(
 def test_a_client_that_retries_re_sends_and_loses_nothing(server: str) -> None:
     tally = run(server, retry=True).tally
     assert tally.failures == [] and tally.retried > 0
+
+
+@pytest.mark.parametrize(
+    ("answers", "changes"),
+    [
+        # One switch, answers in order.
+        ([(0.0, 0.1, "v1"), (0.2, 0.3, "v2"), (0.4, 0.5, "v2")], ["v1", "v2"]),
+        # A slow v1 request sent before anyone saw v2, answered after: in flight, no switch back.
+        ([(0.0, 0.1, "v1"), (0.5, 0.9, "v1"), (0.6, 0.7, "v2"), (0.8, 0.85, "v2")], ["v1", "v2"]),
+        # A new connection's handshake made a v2 answer's request look sent first: the same.
+        ([(1.0, 1.6, "v2"), (1.1, 1.2, "v1"), (1.7, 1.8, "v2")], ["v1", "v2"]),
+        # v1 answered a request sent after a client had seen v2: a real switch back.
+        ([(0.0, 0.1, "v1"), (0.2, 0.3, "v2"), (0.4, 0.5, "v1"), (0.6, 0.7, "v2")],
+         ["v1", "v2", "v1", "v2"]),
+        # A rollback, then the deploy again: two switches, each counted.
+        ([(0, 1, "v2"), (2, 3, "v1"), (4, 5, "v1"), (6, 7, "v2")], ["v2", "v1", "v2"]),
+    ],
+)  # fmt: skip
+def test_version_changes_count_only_what_a_client_could_tell_apart(
+    answers: list[tuple[float, float, str]], changes: list[str]
+) -> None:
+    assert Tally(versions=answers).version_changes() == changes
