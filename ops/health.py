@@ -190,14 +190,29 @@ def public_get(
     """GET base_url + path; with `connect_to` (host:port, an environment's `connect_to`) the
     connection goes there while the URL's name is kept for SNI, the Host header and the
     certificate check, like `curl --connect-to`."""
+    return public_request(client, "GET", base_url, path, connect_to)
+
+
+def public_request(
+    client: httpx.Client,
+    method: str,
+    base_url: str,
+    path: str,
+    connect_to: str = "",
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Response:
+    """`method` base_url + path (with `content`), reaching `connect_to` as public_get does."""
     url = httpx.URL(base_url.rstrip("/") + path)
     if not connect_to:
-        return client.get(url)
+        return client.request(method, url, headers=headers, content=content)
     host, _, port = connect_to.rpartition(":")
     target = url.copy_with(host=host.strip("[]"), port=int(port))
-    return client.get(
+    return client.request(
+        method,
         target,
-        headers={"Host": url.netloc.decode("ascii")},
+        headers={**(headers or {}), "Host": url.netloc.decode("ascii")},
+        content=content,
         extensions={"sni_hostname": url.host},
     )
 

@@ -26,6 +26,7 @@ import yaml
 from alert_receiver import run_argv
 from sandboxes import SandboxEnv, derived_image, remove_images, served
 from support.docker import docker, output, remove
+from support.feed_writers import FeedWriters
 from support.h2client import Http2Traffic
 from support.waiting import wait_for
 
@@ -436,6 +437,17 @@ def _http2(staging: Host) -> Http2Traffic:
     return Http2Traffic(env.https_url, ca, env.connect_to)
 
 
+def _writers(staging: Host) -> FeedWriters:
+    """A writer POSTing feeds through nginx during the operation (the key of the ops test)."""
+    env = staging.environment
+    return FeedWriters(env.https_url, staging.verify(), KEYS["ops"], env.connect_to)
+
+
+def _assert_stored(writers: FeedWriters) -> None:
+    assert writers.accepted and writers.refused == [], (len(writers.accepted), writers.refused[:5])
+    assert writers.not_stored() == [], f"of {len(writers.accepted)} feeds accepted"
+
+
 def _assert_http2_clean(h2: Http2Traffic, versions: list[str]) -> None:
     assert h2.tally.requests > 0 and h2.tally.failures == [], h2.tally.summary()
     assert set(h2.tally.protocols) == {"2"}, h2.tally.summary()
@@ -443,7 +455,7 @@ def _assert_http2_clean(h2: Http2Traffic, versions: list[str]) -> None:
 
 
 def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) -> None:
-    with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
+    with staging.traffic(retry=False) as traffic, _http2(staging) as h2, _writers(staging) as w:
         served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", version=V2)
         served(traffic)
@@ -451,6 +463,7 @@ def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) 
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V1, V2], tally.summary()[:600]
     _assert_http2_clean(h2, [V1, V2])
+    _assert_stored(w)  # through the workers' replacement
     # An app-only change: the steps whose inputs did not change are skipped, and say so.
     for step in ("start postgres and redis", "backup before migrations", "nginx"):
         assert re.search(
@@ -528,7 +541,7 @@ def test_dry_runs_of_a_deploy_and_a_rollback_change_nothing_here_or_on_the_host(
 def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> None:
     # No build, no registry: the local images of v1 are gone, the host still has them.
     docker("rmi", f"slipway/listings:{V1}")
-    with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
+    with staging.traffic(retry=False) as traffic, _http2(staging) as h2, _writers(staging) as w:
         served(traffic)
         result = staging.invoke("rollback", f"--env={STAGING}")
         served(traffic)
@@ -536,6 +549,7 @@ def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> 
     _assert_clean(tally.summary(), tally.failures, tally.version_changes())
     assert tally.version_changes() == [V2, V1], tally.summary()[:600]
     _assert_http2_clean(h2, [V2, V1])
+    _assert_stored(w)
     assert re.search(
         r"started \S+-worker-\d+ again \(kept stopped since the switch\)", result.stdout
     )
@@ -557,10 +571,11 @@ def test_a_release_that_never_gets_ready_rolls_back_with_no_failed_request(
     hang = 'if [ "$0" = api ]; then exec sleep 3600; fi; exec listings "$0" "$@"'
     derived_image(f"slipway/listings:{V2}", BROKEN, ["/bin/sh", "-c", hang], {})
     before = staging.api_containers()
-    with staging.traffic(retry=False) as traffic:
+    with staging.traffic(retry=False) as traffic, _writers(staging) as w:
         served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", f"--version={BROKEN}", check=False)
         served(traffic)
+    _assert_stored(w)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     assert "not ready after 25s" in out
@@ -609,10 +624,11 @@ def test_a_release_that_is_ready_but_fails_its_searches_never_takes_a_request(
         f"slipway/listings:{V2}", NO_SEARCH, ["listings"], {f"{package}/search.py": broken}
     )
     before = staging.api_containers()
-    with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
+    with staging.traffic(retry=False) as traffic, _http2(staging) as h2, _writers(staging) as w:
         served(traffic)
         result = staging.invoke("deploy", f"--env={STAGING}", f"--version={NO_SEARCH}", check=False)
         served(traffic)
+    _assert_stored(w)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     assert "failed the checks (deploy.checks) before taking any traffic" in out, out[-3000:]
@@ -642,10 +658,15 @@ def test_a_rollback_after_the_standby_ended_starts_the_previous_release_again(
             "--format '{{.Label \"org.slipway.release\"}}'"
         )
         assert V1 not in releases and V2 in releases, releases
-        with staging.traffic(retry=False) as traffic, _http2(staging) as h2:
+        with (
+            staging.traffic(retry=False) as traffic,
+            _http2(staging) as h2,
+            _writers(staging) as w,
+        ):
             served(traffic)
             result = staging.invoke("rollback", f"--env={STAGING}")
             served(traffic)
+        _assert_stored(w)
     finally:
         staging.edit(lambda data: data["deploy"].update({"standby": 1800}))
     tally = traffic.tally
