@@ -724,7 +724,13 @@ def test_a_second_deploy_fails_naming_the_holder_while_the_first_runs(staging: H
             return "lock" in staging.on_host(f"ls /srv/slipway/{STAGING}", check=False)
 
         wait_for(locked, what="the first deploy taking the lock", timeout=120, interval=0.2)
-        second = staging.invoke("deploy", f"--env={STAGING}", version=V2, check=False)
+        # The second does not wait for the lock: a deploy is now quick enough to end within
+        # lock_wait, and the second would then take the lock and succeed.
+        staging.edit(lambda data: data["deploy"].update({"lock_wait": 0}))
+        try:
+            second = staging.invoke("deploy", f"--env={STAGING}", version=V2, check=False)
+        finally:
+            staging.edit(lambda data: data["deploy"].update({"lock_wait": 5}))
         out = second.stdout + second.stderr
         assert second.returncode != 0
         assert "is locked: deploy of " + V2 + " by " in out
