@@ -72,6 +72,14 @@ def last_archived() -> InContainer:
     )
 
 
+ALIVE = "slipway-postgres-answers"
+
+
+def alive() -> InContainer:
+    """PostgreSQL answers a query (its output holds ALIVE only then)."""
+    return _psql(f"SELECT '{ALIVE}'", "ask whether PostgreSQL answers")
+
+
 def archive_now(what: str) -> InContainer:
     """Every committed change into the repository now: a commit record and a WAL switch."""
     return InContainer(POSTGRES_SERVICE, ("backup-archive-now",), what)

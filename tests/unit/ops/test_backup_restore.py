@@ -607,7 +607,8 @@ def test_last_writes_that_cannot_be_archived_stop_before_postgres_does(
     local: config.Environment,
 ) -> None:
     broken = log("WAL segment 00000001000000000000000A was not archived within 300 s")
-    target = FakeTarget({ARCHIVE_NOW: broken})
+    # PostgreSQL answers; its archiving is what fails.
+    target = FakeTarget({ARCHIVE_NOW: broken, PSQL: "slipway-postgres-answers\n"})
     out = io.StringIO()
     plan = backup.plan_restore(repository(), now=NOW)
     with pytest.raises(OpsError) as err:
@@ -616,7 +617,7 @@ def test_last_writes_that_cannot_be_archived_stop_before_postgres_does(
         "archiving the last writes failed. nothing was restored; the service is stopped; its "
         f"last lines:\n  {broken.strip()}"
     )
-    assert target.calls[-1] == ARCHIVE_NOW
+    assert target.calls[-2] == ARCHIVE_NOW and target.calls[-1][:4] == PSQL  # does it answer?
     assert ("stop", "postgres") not in target.calls
     assert "FAILED at step 'archive the last writes'" in out.getvalue()
 
@@ -645,3 +646,28 @@ def test_a_migration_that_does_not_finish_leaves_the_writers_stopped(
         backup.Restore(local, target, plan).run(runner=quiet())
     assert target.calls[-1] == MIGRATE
     assert not [argv for argv in target.calls if argv[:1] == ("up",) and "api" in argv]
+
+
+def test_a_postgres_that_stopped_answering_since_the_restore_began_is_not_archived_again(
+    local: config.Environment,
+) -> None:
+    # It ran when the restore began (live), and now `backup-archive-now` prints nothing (a
+    # container restarting in a loop): nothing more can be archived, the restore goes on.
+    target = FakeTarget({ARCHIVE_NOW: "", PSQL: ""})
+    plan = backup.plan_restore(repository(), now=NOW)
+    report = backup.Restore(local, target, plan, live=True).run(runner=quiet())
+    assert report.outcomes[2].status == "skipped"
+    assert (
+        report.outcomes[2].note == "skipped: PostgreSQL stopped answering since the restore began"
+    )
+    assert RESTORE_RUN in target.calls
+
+
+def test_archiving_that_fails_while_postgres_answers_stops_the_restore(
+    local: config.Environment,
+) -> None:
+    target = FakeTarget({ARCHIVE_NOW: "", PSQL: "slipway-postgres-answers\n"})
+    plan = backup.plan_restore(repository(), now=NOW)
+    with pytest.raises(OpsError, match="archiving the last writes"):
+        backup.Restore(local, target, plan, live=True).run(runner=quiet())
+    assert RESTORE_RUN not in target.calls
