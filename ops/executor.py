@@ -19,10 +19,11 @@ anything there. An `Executor` runs them on one host:
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -106,6 +107,48 @@ def read_file(path: str) -> Command:
     return query(f"cat {quote(path)} 2>/dev/null", f"read {path}")
 
 
+def batch(commands: Sequence[Command], token: str) -> Command:
+    """Independent queries as one line: all started at once, each one's output, errors and
+    exit status kept apart in a scratch directory on the host, then printed in order, each
+    part after a line carrying `token` (split_batch reads them back)."""
+    started = " ".join(
+        f'{{ ( {c.line} ) >"$t/{i}.o" 2>"$t/{i}.e" </dev/null; echo $? >"$t/{i}.c"; }} &'
+        for i, c in enumerate(commands)
+    )
+    numbers = " ".join(str(i) for i in range(len(commands)))
+    line = (
+        f"t=$(mktemp -d) || exit 1; {started} wait; for i in {numbers}; do "
+        f'printf \'\\n{token} %s\\n\' "$(cat "$t/$i.c" 2>/dev/null || echo 255)"; '
+        f'cat "$t/$i.o"; printf \'\\n{token} err\\n\'; cat "$t/$i.e"; done; '
+        'rm -rf "$t"'
+    )
+    timeouts = [c.timeout for c in commands]
+    return Command(
+        line,
+        "; ".join(c.description for c in commands),
+        False,
+        None if None in timeouts else max(t or 0.0 for t in timeouts),
+        " & ".join(c.display for c in commands),
+    )
+
+
+def split_batch(commands: Sequence[Command], token: str, printed: str) -> list[Result]:
+    """The result of each command of a batch() from what it printed (a part missing: the
+    batch itself failed before that command ended, exit 255)."""
+    parts = printed.split(f"\n{token} ")[1:]
+    results = []
+    for index, command in enumerate(commands):
+        try:
+            head, _, out = parts[2 * index].partition("\n")
+            err = parts[2 * index + 1].partition("\n")[2]
+            code = int(head)
+        except (IndexError, ValueError):
+            results.append(Result(command.line, 255, "", "the host did not report it"))
+            continue
+        results.append(Result(command.line, code, out, err))
+    return results
+
+
 # ------------------------------------------------------------------------------ the executor
 
 
@@ -177,6 +220,26 @@ class Executor(ABC):
         if check and not result.ok:
             raise self.failure(command, result)
         return result
+
+    def run_all(self, commands: Sequence[Command], *, check: bool = True) -> list[Result]:
+        """Independent queries in one round trip, run at once on the host: their results in
+        order (check=True: the first failure raises, as run() would)."""
+        if any(c.changes for c in commands):
+            raise OpsError("internal: run_all() runs queries only")
+        for command in commands:
+            self._announce(command, None)
+        results = self._execute_all(commands)
+        for command, result in zip(commands, results, strict=True):
+            if check and not result.ok:
+                raise self.failure(command, result)
+        return results
+
+    def _execute_all(self, commands: Sequence[Command]) -> list[Result]:
+        """One line for all of them (batch()); executors that answer each command on its own
+        (a test's) override this."""
+        token = f"::slipway-batch-{secrets.token_hex(6)}::"
+        whole = self._execute(batch(commands, token), None)
+        return split_batch(commands, token, whole.stdout)
 
     def put_text(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a file on the host atomically."""

@@ -294,6 +294,13 @@ class Deploy:
         "/",
     )
     check_latency: int = 5
+    # After the switch, the new release's share of 5xx answers to the clients' requests, from
+    # Prometheus (with monitoring, one host): for `watch` seconds after the switch (0: no
+    # watch), judged once `watch_min_requests` arrived; above `watch_error_percent`, the
+    # automatic rollback (ops/deploy/watch.py).
+    watch: int = 60
+    watch_error_percent: int = 5
+    watch_min_requests: int = 20
 
     @property
     def min_free_disk_bytes(self) -> int:

@@ -195,6 +195,9 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
         "standby",
         "checks",
         "check_latency",
+        "watch",
+        "watch_error_percent",
+        "watch_min_requests",
     }
     data = reader.section(top, "deploy", keys)
     minimums = {
@@ -205,11 +208,29 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
         "keep_releases": 2,
         "standby": 0,
         "check_latency": 1,
+        "watch": 0,
+        "watch_min_requests": 1,
     }
     numbers = {
         key: reader.integer(data, f"deploy.{key}", key, getattr(Deploy, key), minimum=minimum)
         for key, minimum in minimums.items()
     }
+    numbers["watch_error_percent"] = reader.integer(
+        data,
+        "deploy.watch_error_percent",
+        "watch_error_percent",
+        Deploy.watch_error_percent,
+        minimum=0,
+        maximum=100,
+        expected="a percentage, an integer from 0 to 100",
+    )
+    if numbers["standby"] and numbers["watch"] >= numbers["standby"]:
+        reader.fail(
+            "deploy.watch",
+            f"is {numbers['watch']}s, not shorter than deploy.standby ({numbers['standby']}s)",
+            "make the watch shorter than the standby, so that a release the watch rejects is "
+            "switched back to the replicas still on standby (or set standby to 0)",
+        )
     remote_dir = reader.string(
         data, "remote_dir", default=f"{DEFAULT_REMOTE_ROOT}/{name}", where="deploy.remote_dir"
     ).rstrip("/")

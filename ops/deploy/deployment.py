@@ -71,6 +71,7 @@ class Deployment(Operation):
     switched: bool = False  # the switch began: a failure now puts the previous release back
     switching_back: bool = False  # the automatic rollback's: the failed release is no standby
     standby_kept: bool = False  # the replicas the switch took the traffic from are kept
+    switched_at: float | None = None  # when the API's traffic moved (time.time())
     acme_deferred: bool = False  # tls: acme and nginx not running yet: certificates after it
     restored: bool = False  # this deploy restored the database (PostgreSQL replays WAL)
     registry: Registry | None = None  # None: images go over SSH

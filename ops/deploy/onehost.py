@@ -9,7 +9,7 @@ of the class; the steps every mode shares are in ops/deploy/deployment.py.
 from __future__ import annotations
 
 from ops import compose
-from ops.deploy import certificates, checks, data, parts, preflight, smoke
+from ops.deploy import certificates, checks, data, parts, preflight, smoke, watch
 from ops.deploy.commands import docker
 from ops.deploy.deployment import UNTOUCHED, Deployment
 from ops.deploy.hostcompose import RemoteCompose
@@ -166,7 +166,43 @@ class OneHostDeploy(Deployment):
 
         note = rollout.run(verify=through_nginx)
         self.standby_kept = bool(rollout.kept)
+        self.switched_at = rollout.switched_at
         return note
+
+    def watch_errors(self) -> str:
+        """The clients' requests to the new release, judged from Prometheus until
+        `deploy.watch` seconds after the switch (ops/deploy/watch.py)."""
+        deploy = self.env.deploy
+        why = (
+            "deploy.watch is 0"
+            if not deploy.watch
+            else "monitoring is off"
+            if not self.monitoring
+            else "a first deploy has nothing to switch back to"
+            if self.first_deploy
+            else "maintenance mode is on"
+            if self.maintenance
+            else "the traffic did not move"
+            if self.switched_at is None
+            else ""
+        )
+        if why:
+            return f"skipped: {why}"
+        assert self.release is not None and self.switched_at is not None
+        try:
+            with watch.prometheus(self.env, self.heartbeat_connection()) as ask:
+                return watch.Watch(
+                    ask,
+                    self.release.id,
+                    self.switched_at,
+                    float(deploy.watch),
+                    float(deploy.watch_error_percent),
+                    deploy.watch_min_requests,
+                    log=self.say,
+                ).run()
+        except watch.Unanswered as exc:
+            self.say(f"WARNING: the watch could not judge the release: {exc}")
+            return f"not judged: {exc}"
 
     def workers(self) -> WorkerRollout:
         return WorkerRollout(
@@ -276,6 +312,7 @@ class OneHostDeploy(Deployment):
             ),
             impacting("monitoring and central logs", self.start_monitoring),
             impacting("smoke checks through the public URL", self.smoke),
+            impacting("watch the error ratio (Prometheus)", self.watch_errors),
             impacting("record the release", self.record),
         ]
 

@@ -55,16 +55,26 @@ def check_host(
     user; remote_dir writable (created later, by the first impacting step that writes it);
     room on Docker's data root and there; the stack's ports free."""
     root = env.deploy.remote_dir.rstrip("/")
-    info = remote.run(host_commands.versions(with_compose=first)).stdout.split()
+    asks = [host_commands.versions(with_compose=first), host_commands.docker_root()]
+    if first or monitoring:  # every swarm host runs a log collector
+        asks += [host_commands.socket_tables(), docker.running_services(env.project_name)]
+    if first:
+        asks.append(host_commands.writable_place(root))
+    # One round trip: every question at once.
+    answers = remote.run_all(asks, check=False)
+    info = answers[0].stdout.split() if answers[0].ok else []
     if len(info) < (2 if first else 1):
         raise OpsError(
             f"{host.label}: docker{' or the compose v2 plugin' if first else ''} is missing "
             "or not usable by this user. Fix: install Docker Engine (with the compose plugin) "
             "and add the user to the docker group"
         )
+    for command, answer in list(zip(asks, answers, strict=True))[1:4]:
+        if not answer.ok:
+            raise remote.failure(command, answer)
     places: list[str] = []
     if first:
-        found = remote.run(host_commands.writable_place(root), check=False)
+        found = answers[-1]
         if not found.ok:
             raise OpsError(
                 f"{host.label}: {root} (deploy.remote_dir) cannot be created or written by "
@@ -73,11 +83,12 @@ def check_host(
             )
         places.append(found.stdout.strip())
     # Images land in Docker's data root (unknown: where the releases go, or /).
-    docker_root = remote.run(host_commands.docker_root()).stdout.strip()
+    docker_root = answers[1].stdout.strip()
     room = check_disk(env, host, remote, [*places, docker_root or (places[0] if places else "/")])
     versions = f"docker {info[0]}" + (f", compose {info[1]}" if first else "")
-    if first or monitoring:  # every swarm host runs a log collector
-        room += "; " + check_host_ports(env, host, remote, first, monitoring)
+    if first or monitoring:
+        tables = (answers[2].stdout, answers[3].stdout)
+        room += "; " + check_host_ports(env, host, remote, first, monitoring, tables)
     return (f"{versions}, " if first else f"{host.label}: {versions}, ") + room
 
 
@@ -86,9 +97,10 @@ def check_disk(
 ) -> str:
     """Images land in Docker's data root, releases under remote_dir: both need room."""
     want = env.deploy.min_free_disk_bytes // 1024
-    free = {}
-    for where in dict.fromkeys(places):
-        free[where] = parse_size_kib(remote.run(host_commands.free_kib(where)).stdout)
+    wheres = list(dict.fromkeys(places))
+    answers = remote.run_all([host_commands.free_kib(where) for where in wheres])
+    free = {where: parse_size_kib(a.stdout) for where, a in zip(wheres, answers, strict=True)}
+    for where in wheres:
         if free[where] < want:
             raise OpsError(
                 f"{host.label}: only {free[where] // 1024} MiB free under {where}, "
@@ -99,7 +111,12 @@ def check_disk(
 
 
 def check_host_ports(
-    env: config.Environment, host: config.Host, remote: Executor, first: bool, monitoring: bool
+    env: config.Environment,
+    host: config.Host,
+    remote: Executor,
+    first: bool,
+    monitoring: bool,
+    found: tuple[str, str] | None = None,
 ) -> str:
     """The ports the stack takes on the host are free, or held by the stack itself (two
     environments on one host must not share one: a clash found now changes nothing). The
@@ -119,9 +136,13 @@ def check_host_ports(
         ]
     if monitoring:
         wanted.append(("udp", mon.log_port, compose.LOG_SERVICE, "monitoring.log_port"))
-    held = ports.listening(remote.run(host_commands.socket_tables()).stdout)
-    found = remote.run(docker.running_services(env.project_name)).stdout.split()
-    ours = [name.removeprefix(f"{env.project_name}_") for name in found]
+    if found is None:
+        asks = [host_commands.socket_tables(), docker.running_services(env.project_name)]
+        tables, services = (answer.stdout for answer in remote.run_all(asks))
+    else:
+        tables, services = found
+    held = ports.listening(tables)
+    ours = [name.removeprefix(f"{env.project_name}_") for name in services.split()]
     clashes = ports.host_conflicts(held, wanted, ours)
     if clashes:
         raise OpsError(

@@ -30,7 +30,7 @@ from ops.deploy import checks
 from ops.deploy.commands import docker, host, nginx, standby
 from ops.deploy.hostcompose import RemoteCompose
 from ops.errors import OpsError
-from ops.executor import Executor
+from ops.executor import Executor, change, write_file
 
 PROBE_INTERVAL = 1.0
 NGINX_DRAIN_TIMEOUT = 60.0
@@ -187,6 +187,12 @@ def wait_passing(
         time.sleep(PROBE_INTERVAL)
 
 
+def memory_bytes(meminfo_kib: str) -> int:
+    """MemAvailable as printed by standby.memory_available() (KiB), in bytes; 0 if unread."""
+    answer = meminfo_kib.strip()
+    return int(answer) * 1024 if answer.isdigit() else 0
+
+
 def reload_nginx(remote: Executor, container: str) -> None:
     """`nginx -t`, then a graceful reload of that container."""
     remote.run(nginx.test_and_reload(container))
@@ -225,6 +231,9 @@ class Rollout:
         self.replica_memory = replica_memory or DEFAULT_REPLICA_MEMORY
         self.checks = tuple(checks)
         self.check_latency = check_latency
+        self._nginx: str | None = None  # "" once asked: not running
+        self._slots: dict[str, str] = {}  # replica -> slot, as the rollout began
+        self.switched_at: float | None = None  # when the traffic moved (None: it did not)
 
     def log(self, message: str) -> None:
         """Progress lines carry the seconds since the rollout began."""
@@ -243,23 +252,40 @@ class Rollout:
         the slots is recreated as that release runs it (a brief interruption, once)."""
         if not names:
             raise OpsError("refusing to send the traffic to a slot without any API replica")
-        self.remote.run(nginx.set_live_slot(self.flags_dir, slot))
-        self.remote.put_text(self.upstream_path, nginx.upstream_text(names), mode=0o644)
-        container = self.containers.running_nginx()
+        container = self.nginx()
+        # Which nginx, and how it finds the API, asked before the flip: the flip and the
+        # upstream file then go in one round trip, and nothing waits between them.
+        from_file = container is not None and (
+            self.remote.run(nginx.reads_upstream_file(container)).stdout.strip() == "file"
+        )
+        text = nginx.upstream_text(names)
+        flip = nginx.set_live_slot(self.flags_dir, slot)
+        write = write_file(self.upstream_path, 0o644, len(text.encode()))
+        self.remote.run(
+            change(f"{flip.line} && {{ {write.line}; }}", flip.what, shown=flip.display),
+            stdin=text,
+        )
         if container is None:
             return
-        if self.remote.run(nginx.reads_upstream_file(container)).stdout.strip() == "file":
+        if from_file:
             reload_nginx(self.remote, container)
             self.wait_nginx_drained(container)
         elif self.from_before_slots(names):
             self.log("    its replicas predate the slots: nginx recreated as the release runs it")
             self.compose.up("nginx", what="recreate nginx as this release runs it (upstream file)")
             self.containers.wait_healthy(("nginx",), timeout=60.0)
+            self._nginx = None
+
+    def nginx(self) -> str | None:
+        """The running nginx container, asked once per rollout (None: not running yet)."""
+        if self._nginx is None:
+            self._nginx = self.containers.running_nginx() or ""
+        return self._nginx or None
 
     def from_before_slots(self, names: Sequence[str]) -> bool:
-        """Whether a replica of `names` carries no slot (a release from before the slots)."""
-        slots = {c.name: c.slot for c in self.containers.of()}
-        return any(not slots.get(name) for name in names)
+        """Whether a replica of `names` carries no slot (a release from before the slots).
+        Read from the listings the rollout made (as it began, after each start)."""
+        return any(not self._slots.get(name) for name in names)
 
     def wait_nginx_drained(self, container: str) -> None:
         deadline = time.monotonic() + NGINX_DRAIN_TIMEOUT
@@ -302,6 +328,24 @@ class Rollout:
             )
         self.log(f"    {len(self.checks)} check(s) passed in {', '.join(names)}")
 
+    def reusable(self, names: Sequence[str]) -> list[str]:
+        """Replicas of the target still running out of traffic (a standby), if they answer
+        /ready and the checks now: one request round in all of them at once, no waiting. When
+        one does not, they are all replaced by new ones (as if there were no standby)."""
+        if not names:
+            return []
+        self.log(f"    reusing {', '.join(names)} (still running); checking /ready and the checks")
+        paths = ("/ready", *self.checks)
+        command = checks.in_replicas(names, paths, self.check_latency)
+        failed = checks.failures(self.remote.run(command, check=False).stdout, names)
+        if not failed:
+            self.log(f"    {', '.join(names)}: /ready and {len(self.checks)} check(s) passed")
+            return list(names)
+        what = "; ".join(f"{n}: {', '.join(lines)}" for n, lines in failed.items())
+        self.log(f"    not reused ({what}): replaced by new replicas")
+        self.remove(names, graceful=False)
+        return []
+
     def remove(self, names: Sequence[str], graceful: bool = True) -> None:
         if not names:
             return
@@ -318,7 +362,9 @@ class Rollout:
             flags=("--no-recreate", "--scale", f"api={count}"),
             what=f"start new API replicas ({slot})",
         )
-        return sorted(c.name for c in self.containers.of() if c.name not in before)
+        after = self.containers.of()
+        self._slots.update((c.name, c.slot) for c in after)
+        return sorted(c.name for c in after if c.name not in before)
 
     def start_new(self, slot: str, others: int, new: list[str]) -> list[str]:
         """New replicas in `slot` next to the `others` running, `batch` at a time, each ready
@@ -354,9 +400,10 @@ class Rollout:
         alternate; requests in flight on the old replicas finish there. A failed check through
         nginx switches straight back to `back` (slot, replicas) while its replicas still run."""
         self.set_live(slot, new)
+        self.switched_at = time.time()
         self.log(f"    traffic now on the {slot} replicas: {', '.join(sorted(new))}")
         # nginx does not run yet on a first deploy: the deploy's own smoke step checks later.
-        if verify is None or self.containers.running_nginx() is None:
+        if verify is None or self.nginx() is None:
             return
         try:
             verify()
@@ -375,7 +422,9 @@ class Rollout:
         standby or are drained, and the rest go."""
         target = self.compose.release_id
         self._began = time.monotonic()
+        self._nginx = None
         everything = self.containers.of()
+        self._slots = {c.name: c.slot for c in everything}
         # Dead containers of any release are clutter that would count towards --scale.
         self.remove([c.name for c in everything if c.state != "running"], graceful=False)
         running = [c for c in everything if c.state == "running"]
@@ -396,11 +445,8 @@ class Rollout:
             stale = [c.name for c in idle if c.release != target]
             self.remove(stale)
             running = [c for c in running if c.name not in stale]
-            reused = sorted(c.name for c in idle if c.release == target)
-            if reused:
-                self.log(f"    reusing {', '.join(reused)} (still running); checking /ready")
-                self.wait_ready(reused)
-                self.check(reused)
+            reused = self.reusable(sorted(c.name for c in idle if c.release == target))
+            running = [c for c in running if c.slot != slot or c.name in reused]
             new = self.start_new(slot, len(running) - len(reused), reused)[: self.replicas]
             self.switch(slot, new, (live, [c.name for c in serving]), verify)
             kept = self.kept = self.keep_standby(live, serving)
@@ -419,8 +465,7 @@ class Rollout:
 
     def memory_available(self) -> int:
         """The host's available memory in bytes (0 when it cannot be read)."""
-        answer = self.remote.run(standby.memory_available(), check=False).stdout.strip()
-        return int(answer) * 1024 if answer.isdigit() else 0
+        return memory_bytes(self.remote.run(standby.memory_available(), check=False).stdout)
 
     def surge(self, missing: int) -> int:
         """How many new replicas start at once: `batch`, or with batch 0 as many of the
@@ -442,7 +487,9 @@ class Rollout:
         releases = {c.release for c in serving}
         if not self.standby or not names or len(releases) != 1 or any(not c.slot for c in serving):
             return []
-        available = self.memory_available()
+        # The memory and the host's clock in one round trip.
+        memory, clock = self.remote.run_all([standby.memory_available(), host.clock()], check=False)
+        available = memory_bytes(memory.stdout)
         needed = len(names) * self.replica_memory
         if available < needed:
             self.log(
@@ -451,7 +498,9 @@ class Rollout:
             )
             return []
         release = releases.pop()
-        now = int(self.remote.run(host.clock()).stdout.strip() or 0)
+        if not clock.ok:
+            raise self.remote.failure(host.clock(), clock)
+        now = int(clock.stdout.strip() or 0)
         record = json.dumps({"release": release, "slot": slot, "until": now + self.standby})
         self.remote.put_text(f"{self.compose.root}/{standby.RECORD}", record + "\n", mode=0o644)
         self.remote.run(

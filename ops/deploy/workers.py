@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from ops.deploy.commands import docker
 from ops.deploy.hostcompose import RemoteCompose
-from ops.deploy.rollout import Container, Containers, RolloutError, wait_passing
+from ops.deploy.rollout import Containers, RolloutError, wait_passing
 from ops.executor import Executor
 
 SERVICE = "worker"
@@ -49,9 +49,6 @@ class WorkerRollout:
     @property
     def target(self) -> str:
         return self.compose.release_id
-
-    def mine(self) -> list[Container]:
-        return [c for c in self.containers.of(SERVICE) if c.release == self.target]
 
     def start(self) -> str:
         """The target's workers running next to the others (not waited for)."""
@@ -89,14 +86,15 @@ class WorkerRollout:
     def finish(self, keep: bool) -> str:
         """The target's workers healthy, then the others stopped in the background: kept
         stopped when `keep` (a standby), else removed."""
-        mine = [c.name for c in self.mine()]
+        everything = self.containers.of(SERVICE)
+        mine = [c.name for c in everything if c.release == self.target]
         if len(mine) < self.replicas:
             raise RolloutError(
                 f"{len(mine)} of {self.replicas} worker(s) of {self.target} exist; see the "
                 "output of the step that started them"
             )
         wait_passing(self.containers, mine, WORKER_CHECK, self.health_timeout, "worker")
-        others = [c for c in self.containers.of(SERVICE) if c.release != self.target]
+        others = [c for c in everything if c.release != self.target]
         running = [c.name for c in others if c.state == "running"]
         gone = [c.name for c in others if c.state != "running"] if not keep else []
         if gone:

@@ -43,6 +43,7 @@ V1, V2 = f"e2e-{TAG}-v1", f"e2e-{TAG}-v2"
 BROKEN, BAD_MIGRATION = f"e2e-{TAG}-never-ready", f"e2e-{TAG}-bad-migration"
 WRONG = f"e2e-{TAG}-wrong-version"
 NO_SEARCH = f"e2e-{TAG}-no-search"
+CITY_FAILS = f"e2e-{TAG}-city-fails"
 LOAD_RATE = 24.0  # requests/s of mixed reads through nginx during each operation
 KEYS: dict[str, str] = {}  # API keys made by one test for the next ones
 RECEIVER = f"slipway-e2e-deploy-receiver-{TAG}"
@@ -124,7 +125,10 @@ def hosts() -> Iterator[dict[str, Host]]:
             # Short waits so the failure cases fail fast; a standby that outlasts the module, so
             # every rollback here happens within it (its end: tests/unit/ops/
             # test_deploy_standby.py runs the scheduled stop); everything else is the default.
-            data["deploy"].update({"health_timeout": 25, "lock_wait": 5, "standby": 1800})
+            # No watch after the switch, but in the test of the watch: a minute per deploy.
+            data["deploy"].update(
+                {"health_timeout": 25, "lock_wait": 5, "standby": 1800, "watch": 0}
+            )
             data["resources"] = {"api": {"cpus": 1.0, "memory": "512m"}}
             path.write_text(
                 "# Written by `invoke sandbox.up`, then edited by tests/e2e/test_deploy.py\n"
@@ -639,6 +643,53 @@ def test_a_release_that_is_ready_but_fails_its_searches_never_takes_a_request(
     _assert_http2_clean(h2, [V1])
     assert staging.api_containers() == before
     assert staging.version() == V1
+
+
+def test_a_release_whose_clients_get_errors_is_rolled_back_by_the_watch_after_the_switch(
+    staging: Host,
+) -> None:
+    # Every check passes (none searches by city); the clients' searches by city fail (500):
+    # only Prometheus' count of what the clients got can tell, after the switch.
+    search = (ROOT / "services/listings/src/listings/search.py").read_text()
+    broken = search + (
+        "\n\n_search_listings = search_listings\n\n\n"
+        "async def search_listings(conn, filters):  # e2e: searches by city fail\n"
+        "    if filters.city:\n"
+        '        raise RuntimeError("e2e: searches by city fail in this release")\n'
+        "    return await _search_listings(conn, filters)\n"
+    )
+    package = "/opt/venv/lib/python3.11/site-packages/listings"
+    derived_image(
+        f"slipway/listings:{V2}", CITY_FAILS, ["listings"], {f"{package}/search.py": broken}
+    )
+    staging.edit(lambda data: data["deploy"].update({"watch": 25}))
+    try:
+        with staging.traffic(retry=False) as traffic, _writers(staging) as w:
+            served(traffic)
+            result = staging.invoke(
+                "deploy", f"--env={STAGING}", f"--version={CITY_FAILS}", check=False
+            )
+            served(traffic)
+    finally:
+        staging.edit(lambda data: data["deploy"].update({"watch": 0}))
+    _assert_stored(w)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "watch the error ratio (Prometheus)" in out, out[-3000:]
+    assert re.search(r"answered \d+ of \d+ requests with 5xx since the switch", out), out[-3000:]
+    assert "rolled back to" in out, out[-3000:]
+    assert staging.version() == V1
+    tally = traffic.tally
+    # The clients saw the bad release, and the watch sent them back to v1 (its standby).
+    assert tally.version_changes() == [V1, CITY_FAILS, V1], tally.summary()[:600]
+    failed = {(f.path, f.problem[:8]) for f in tally.failures}
+    assert failed and failed <= {
+        ("/api/v1/listings?city=Lyon&limit=5", "HTTP 500"),
+        ("/?city=Paris", "HTTP 500"),
+    }, tally.failures[:5]
+    releases = staging.invoke("releases", f"--env={STAGING}").stdout
+    line = next(line for line in releases.splitlines() if CITY_FAILS in line)
+    assert "rolled back" in line, releases
 
 
 def test_a_rollback_after_the_standby_ended_starts_the_previous_release_again(

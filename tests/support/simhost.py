@@ -61,6 +61,7 @@ class SimHost(Recorder):
         self.unhealthy: set[str] = set()
         # API replicas of these versions answer /ready but fail the requests of deploy.checks.
         self.failing_checks: set[str] = set()
+        self.failing_containers: set[str] = set()  # their checks fail, whatever release
         self.migrate_output = "INFO  [alembic.runtime.migration] schema at head\n"
         # The database's schema revision (None: no schema yet); a migration brings it to
         # `migrate_to` (FakeEngine.heads says what each image ships).
@@ -137,6 +138,10 @@ class SimHost(Recorder):
         return super().respond(command, stdin)
 
     def _files(self, line: str, stdin: str | None) -> str | Result | None:
+        if " && { set -e; mkdir -p -m 755" in line:  # a flip and the upstream file at once
+            first, _, second = line.partition(" && { ")
+            self._files(first, None)
+            return self._files(second.removesuffix("; }"), stdin)
         if line.startswith("set -e; mkdir -p -m 755"):
             path = shlex.split(line.rsplit('mv -f "$tmp" ', 1)[1])[0]
             self.files[path] = stdin or ""
@@ -224,8 +229,8 @@ class SimHost(Recorder):
         if line.startswith("docker image inspect -f"):
             found = self._image_id(shlex.split(line)[5])
             return found + "\n" if found else ""
-        if line.startswith("for i in ") and "docker image inspect" in line:
-            names = shlex.split(line.split("; do ", 1)[0])[3:]
+        if line.startswith("set -- ") and "docker image inspect" in line:
+            names = shlex.split(line.split("; if ids=", 1)[0])[2:]
             return "".join(f"{n}\t{self._image_id(n)}\n" for n in names)
         if line.startswith("docker tag "):
             for one in line.split(" && "):
@@ -256,7 +261,8 @@ class SimHost(Recorder):
         out = []
         for name in re.findall(r"docker exec (\S+) python -c", line):
             found = [c for c in self.containers if c.name == name]
-            bad = not found or any(found[0].release.endswith(f"-{v}") for v in self.failing_checks)
+            bad = not found or name in self.failing_containers
+            bad = bad or any(found[0].release.endswith(f"-{v}") for v in self.failing_checks)
             out.append(f"{checks.MARK} {name} {1 if bad else 0}")
             status = "FAIL /api/v1/listings?limit=5 500 4ms" if bad else "ok / 200 3ms"
             out.append(status)

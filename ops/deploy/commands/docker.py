@@ -96,10 +96,16 @@ def image_id(image: str) -> Command:
 
 def image_ids(images: Sequence[str]) -> Command:
     """Each image (a reference or an id) and its id on the host, tab-separated, one per line
-    (an empty id when the host has no such image): one command for all of them."""
+    (an empty id when the host has no such image): one command for all of them. One `docker
+    image inspect` answers when the host has them all (its lines in the order asked); when one
+    is missing, each is inspected on its own, all at once (a line is one short write: lines
+    never interleave)."""
     return query(
-        f"for i in {join(images)}; do printf '%s\\t' \"$i\"; "
-        "docker image inspect -f '{{.Id}}' \"$i\" 2>/dev/null || echo; done",
+        f"set -- {join(images)}; if ids=$(docker image inspect -f '{{{{.Id}}}}' \"$@\" "
+        "2>/dev/null); then printf '%s\\n' \"$ids\" | while read -r id; do "
+        'printf \'%s\\t%s\\n\' "$1" "$id"; shift; done; else for i; do '
+        "( id=$(docker image inspect -f '{{.Id}}' \"$i\" 2>/dev/null); "
+        'printf \'%s\\t%s\\n\' "$i" "$id" ) & done; wait; fi',
         "image ids",
     )
 

@@ -125,7 +125,32 @@ def test_the_deploy_benchmark_raises_the_sandbox_limits_and_shortens_its_standby
     bench_deploy._edit(path)
     data = yaml.safe_load(path.read_text())
     assert data["nginx"] == {**bench_deploy.LIMITS, "max_feed_size": "8m"}
-    assert data["deploy"] == {"lock_wait": 5, "standby": bench_deploy.STANDBY}
+    assert data["deploy"] == {
+        "lock_wait": 5,
+        "standby": bench_deploy.STANDBY,
+        "watch": bench_deploy.WATCH,
+    }
     parsed = config.parse(data, path, "bench-1")
     assert parsed.nginx.rate_limit == bench_deploy.LIMITS["rate_limit"]
     assert parsed.deploy.standby == bench_deploy.STANDBY
+    assert parsed.deploy.watch == bench_deploy.WATCH < bench_deploy.STANDBY
+
+
+def test_a_deploy_is_judged_without_its_watch_which_the_line_states() -> None:
+    table = (
+        "step                                phase       result      time  note",
+        "rolling update of the API           impacting   ok         12.0s  2 replica(s)",
+        f"{bench_deploy.WATCH_STEP}  impacting   ok         17.5s  4000 request(s) in 20s",
+        "total                                                        31.5s",
+    )
+    measured = bench_deploy.Measured(
+        "deploy", 33.0, 5000, 0, "kept-alive 2500", 150.0, "v1 -> v2", table
+    )
+    assert measured.watched == 17.5
+    line = measured.line(30.0)
+    assert "  15.5s (target < 30s, then watched 17.5s: 33.0s in all)" in line
+    assert line.endswith("PASS")
+    slow = bench_deploy.Measured("deploy", 50.0, 5000, 0, "", 150.0, "v1 -> v2", table)
+    assert slow.line(30.0).endswith("MISS")
+    unwatched = bench_deploy.Measured("rollback", 4.0, 600, 0, "", 150.0, "v2 -> v1", table[:2])
+    assert unwatched.watched == 0.0 and "then watched" not in unwatched.line(5.0)

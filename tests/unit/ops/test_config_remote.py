@@ -667,6 +667,10 @@ def test_the_deploy_section_is_read(write_env: WriteEnv) -> None:
         ("{checks: [/, '/a b']}", "deploy.checks[1]", "without spaces"),
         ("{checks: [7]}", "deploy.checks[0]", "a path starting with /"),
         ("{check_latency: 0}", "deploy.check_latency", "an integer >= 1"),
+        ("{watch: -1}", "deploy.watch", "an integer >= 0"),
+        ("{watch_error_percent: 101}", "deploy.watch_error_percent", "from 0 to 100"),
+        ("{watch_min_requests: 0}", "deploy.watch_min_requests", "an integer >= 1"),
+        ("{standby: 60, watch: 60}", "deploy.watch", "shorter than the standby"),
     ],
 )
 def test_deploy_mistakes_are_named(write_env: WriteEnv, section: str, field: str, fix: str) -> None:
@@ -690,6 +694,23 @@ def test_the_checks_default_to_a_search_a_listing_and_the_viewer_and_can_be_repl
     assert deploy.checks == ("/api/v1/listings?city=Lyon",) and deploy.check_latency == 2
     write_env("staging", SSH_YAML + "deploy: {checks: []}\n")
     assert config.load("staging").deploy.checks == ()
+
+
+def test_the_watch_defaults_to_a_minute_and_can_be_tuned_or_switched_off(
+    write_env: WriteEnv,
+) -> None:
+    write_env("staging", SSH_YAML)
+    deploy = config.load("staging").deploy
+    assert (deploy.watch, deploy.watch_error_percent, deploy.watch_min_requests) == (60, 5, 20)
+    write_env(
+        "staging",
+        SSH_YAML + "deploy: {watch: 30, watch_error_percent: 1, watch_min_requests: 200}\n",
+    )
+    deploy = config.load("staging").deploy
+    assert (deploy.watch, deploy.watch_error_percent, deploy.watch_min_requests) == (30, 1, 200)
+    # No standby: any watch (a rejected release then starts the previous one's replicas again).
+    write_env("staging", SSH_YAML + "deploy: {standby: 0, watch: 600}\n")
+    assert config.load("staging").deploy.watch == 600
 
 
 def test_an_environment_built_in_code_gets_the_default_remote_dir() -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,7 +23,7 @@ from support.simhost import FakeEngine, SimHost, image_id
 from ops import config
 from ops.compose import Build
 from ops.deploy import checks as deploy_checks
-from ops.deploy import deployment, rollback, rollout, smoke
+from ops.deploy import deployment, rollback, rollout, smoke, watch
 from ops.deploy.deployment import Deployment
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.images import LocalEngine, image_refs
@@ -67,6 +69,7 @@ DEPLOY_STEPS = [
     "TLS certificates (first deploy) and renewals",
     "monitoring and central logs",
     "smoke checks through the public URL",
+    "watch the error ratio (Prometheus)",
     "record the release",
 ]
 
@@ -85,6 +88,26 @@ class Smoke:
     def __init__(self) -> None:
         self.failing: set[str] = set()
         self.seen: list[str] = []
+        # The watch's Prometheus: the releases of these versions answer 30 % 5xx after the
+        # switch; every release got 100 requests. A clock that a pause moves.
+        self.erroring: set[str] = set()
+        self.watched: list[str] = []
+        self.t = time.time()
+
+    @contextmanager
+    def prometheus(self, env: config.Environment, remote: object) -> Iterator[watch.Ask]:
+        def ask(promql: str, at: float | None) -> float:
+            release = re.findall(r'release="([^"]+)"', promql)[0]
+            self.watched.append(release)
+            if at is not None:
+                return 0.0
+            errors = release.rsplit("-", 1)[-1] in self.erroring
+            return (30.0 if errors else 0.0) if 'status=~"5.."' in promql else 100.0
+
+        yield ask
+
+    def pause(self, seconds: float) -> None:
+        self.t += seconds
 
     def __call__(self, env: config.Environment, version: str, timeout: float = 60.0) -> str:
         self.seen.append(version)
@@ -106,6 +129,9 @@ def world(
     monkeypatch.setattr(smoke, "smoke_check", checks)
     # Through nginx: the real requests need a real nginx (e2e); here the replicas' checks tell.
     monkeypatch.setattr(deploy_checks, "through_nginx", lambda env: "3 checks passed")
+    monkeypatch.setattr(watch, "prometheus", checks.prometheus)
+    monkeypatch.setattr(watch, "now", lambda: checks.t)
+    monkeypatch.setattr(watch, "pause", checks.pause)
     yield SimHost(), engine, checks
 
 
@@ -182,6 +208,7 @@ def test_a_deploy_runs_its_table_and_takes_the_lock_before_any_other_change(
         "backup before migrations",  # no data yet
         "TLS certificates from the ACME CA (nginx running)",  # tls: local-ca
         "TLS certificates (first deploy) and renewals",
+        "watch the error ratio (Prometheus)",  # nothing to switch back to
     }
     assert {o.step.name: o.status for o in report.outcomes} == {
         name: "skipped" if name in skipped else "ok" for name in DEPLOY_STEPS
@@ -413,7 +440,7 @@ def test_a_dry_run_deploy_issues_no_change_and_builds_nothing(
     report = run(dry, engine, "v2", dry_run=True)
     assert dry.changes == []
     assert engine.built == []
-    assert [o.status for o in report.outcomes if o.step.impacting] == ["planned"] * 16
+    assert [o.status for o in report.outcomes if o.step.impacting] == ["planned"] * 17
     assert dry.files == host.files
 
 
@@ -500,6 +527,24 @@ def test_the_replicas_a_switch_leaves_stay_on_standby_and_a_rollback_within_is_a
     assert host.standby() is None
 
 
+def test_a_standby_that_no_longer_answers_is_replaced_by_new_replicas(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    first_release, v1_replicas = host.current(), host.serving()
+    run(host, engine, "v2")
+    host.failing_containers.update(v1_replicas)  # e.g. their database connections went bad
+    host.issued.clear()
+    report = run(host, engine, "v2", kind="rollback")
+    assert host.current() == first_release and serving(host) == ["v1", "v1"]
+    assert not set(host.serving()) & set(v1_replicas)  # new replicas, the standby removed
+    assert [line for line in host.lines_run if "--scale api=" in line]
+    assert not [c for c in host.containers if c.name in v1_replicas]
+    rolled = next(o for o in report.outcomes if o.step.name == "rolling update of the API")
+    assert rolled.status == "ok" and "serving (green)" in rolled.note
+
+
 def test_a_release_from_before_the_slots_is_served_and_rolled_back_to(
     world: tuple[SimHost, FakeEngine, Smoke],
 ) -> None:
@@ -550,6 +595,45 @@ def test_no_standby_when_the_host_lacks_the_memory_or_it_is_set_to_zero(
     no_standby(write_env)
     run(host, engine, "v1")
     assert api(host) == ["v1", "v1"] and host.standby() is None
+
+
+def test_the_watch_rolls_back_a_release_whose_clients_get_errors_to_its_standby(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    first, v1_replicas = host.current(), host.serving()
+    checks.erroring.add("v2")  # it passes every check; 30 % of the clients' requests fail
+    host.issued.clear()
+    with pytest.raises(OpsError) as err:
+        run(host, engine, "v2")
+    assert "answered 30 of 100 requests with 5xx since the switch (30.0%" in str(err.value)
+    assert str(err.value).endswith(f"rolled back to {first}")
+    # The switch back went to v1's standby: no v1 replica started.
+    assert host.current() == first and host.serving() == v1_replicas
+    assert not [line for line in host.lines_run if "--scale api=" in line and "-v1/" in line]
+    failed = [json.loads(v) for k, v in host.files.items() if k.endswith(".json") and "-v2/" in k]
+    assert [r["outcome"] for r in failed] == ["rolled back"]
+    assert "5xx" in failed[0]["note"]
+    assert all(release.endswith("-v2") for release in checks.watched)
+
+
+def test_the_watch_judges_after_the_switch_and_is_skipped_when_switched_off(
+    world: tuple[SimHost, FakeEngine, Smoke], write_env: Callable[[str, str], Path]
+) -> None:
+    host, engine, checks = world
+    run(host, engine, "v1")
+    report = run(host, engine, "v2")
+    watched = next(o for o in report.outcomes if o.step.name.startswith("watch the error"))
+    assert watched.status == "ok"
+    assert watched.note.startswith("100 request(s) in 60s after the switch, 0 answered 5xx")
+    write_env("staging", ONE_HOST.replace("{lock_wait: 0}", "{lock_wait: 0, watch: 0}"))
+    checks.erroring.add("v1")
+    report = run(host, engine, "v2", kind="rollback")  # a rollback never watches
+    assert not [o for o in report.outcomes if o.step.name.startswith("watch the error")]
+    report = run(host, engine, "v2")
+    watched = next(o for o in report.outcomes if o.step.name.startswith("watch the error"))
+    assert (watched.status, watched.note) == ("skipped", "skipped: deploy.watch is 0")
 
 
 def test_a_failed_release_is_never_kept_on_standby_after_the_automatic_rollback(

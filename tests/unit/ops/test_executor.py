@@ -3,10 +3,13 @@ queries are quiet, a dry run runs queries and never a change, failures name the 
 
 from __future__ import annotations
 
+import time
+
 import paramiko
 import pytest
 from invoke.exceptions import CommandTimedOut
 from support.recorder import Recorder
+from support.shell import LocalShell
 
 from ops.config import Host
 from ops.errors import OpsError
@@ -121,3 +124,42 @@ def test_a_command_past_its_timeout_is_named_by_what_it_does_not_by_its_line() -
     with pytest.raises(OpsError) as err:
         remote.run(secret, echo=False)
     assert str(err.value) == f"join on {HOST} did not finish within 5s"
+
+
+def test_queries_run_together_keep_their_own_output_errors_and_status() -> None:
+    shell = LocalShell()
+    commands = [
+        query("printf 'no newline'"),
+        query("printf 'two\\n\\nlines\\n'; echo oops >&2; exit 3"),
+        query("sleep 0.3; echo slow"),
+        query("echo ::slipway-batch-lookalike:: 1"),
+        query("true"),
+    ]
+    results = shell.run_all(commands, check=False)
+    assert len(shell.ran) == 1  # one round trip
+    assert [(r.code, r.stdout, r.stderr) for r in results] == [
+        (0, "no newline", ""),
+        (3, "two\n\nlines\n", "oops\n"),
+        (0, "slow\n", ""),
+        (0, "::slipway-batch-lookalike:: 1\n", ""),
+        (0, "", ""),
+    ]
+    with pytest.raises(OpsError, match=r"exit 3.*oops"):
+        shell.run_all(commands)
+
+
+def test_queries_run_together_start_at_once() -> None:
+    shell = LocalShell()
+    began = time.monotonic()
+    results = shell.run_all([query("sleep 1; echo a"), query("sleep 1; echo b")])
+    assert [r.stdout for r in results] == ["a\n", "b\n"]
+    assert time.monotonic() - began < 1.9  # not one after the other (2 s)
+
+
+def test_changes_never_run_together_and_a_recorder_answers_each_query() -> None:
+    with pytest.raises(OpsError, match="queries only"):
+        LocalShell().run_all([query("true"), change("rm -rf /tmp/x")])
+    host = Recorder().on("^docker ps", stdout="web\n").on("^date", stdout="1\n")
+    results = host.run_all([query("docker ps -q"), query("date +%s")])
+    assert [r.stdout for r in results] == ["web\n", "1\n"]
+    assert host.lines_run == ["docker ps -q", "date +%s"]

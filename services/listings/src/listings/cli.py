@@ -8,9 +8,12 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from listings import __version__
-from listings.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from listings.settings import Settings
 
 DEFAULT_METRICS_DIR = "/tmp/listings-prometheus"  # noqa: S108  # nosec B108 - per-container tmpfs
 
@@ -84,19 +87,6 @@ def _check_settings(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _healthcheck(settings: Settings, args: argparse.Namespace) -> int:
-    from listings import healthcheck
-
-    if args.target == "api":
-        ok, message = healthcheck.check_api()
-    elif args.target == "ready":
-        ok, message = healthcheck.check_ready()
-    else:
-        ok, message = healthcheck.check_worker(settings)
-    print(message)
-    return 0 if ok else 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="listings", description="Slipway listings service")
     parser.add_argument("--version", action="version", version=__version__)
@@ -125,12 +115,17 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "migrate": _migrate,
     "apikey": _apikey,
     "check-settings": _check_settings,
-    "healthcheck": _healthcheck,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "healthcheck":  # a probe: never loads the settings (healthcheck.py)
+        from listings import healthcheck
+
+        return healthcheck.run(args.target)
+    from listings.settings import SettingsError, load_settings
+
     try:
         settings = load_settings()
     except SettingsError as exc:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from listings import __version__
+from listings.healthcheck import HEARTBEAT_FILE, HEARTBEAT_MAX_AGE_S
 
 Environment = Literal["local", "test", "staging", "production"]
 STRICT_ENVIRONMENTS = frozenset({"staging", "production"})
@@ -65,8 +66,8 @@ class Settings(BaseSettings):
     worker_retry_base_ms: int = Field(default=1000, ge=1)
     worker_retry_max_ms: int = Field(default=300_000, ge=1)
     worker_block_ms: int = Field(default=1000, ge=10)
-    worker_heartbeat_file: str = "/tmp/listings-worker.heartbeat"  # noqa: S108  # nosec B108
-    worker_heartbeat_max_age_s: int = Field(default=30, ge=1)
+    worker_heartbeat_file: str = HEARTBEAT_FILE
+    worker_heartbeat_max_age_s: int = Field(default=HEARTBEAT_MAX_AGE_S, ge=1)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
     # How often the worker samples the backlog gauges (stream, group, job counts).
     worker_metrics_interval_s: float = Field(default=10.0, gt=0)
