@@ -183,6 +183,10 @@ def read_monitoring(reader: Reader, top: Mapping[str, Any], ports: Ports) -> Mon
     )
 
 
+# How long before a short standby's end a watch left to its default ends (seconds).
+WATCH_MARGIN = 10
+
+
 def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
     keys = {
         "batch",
@@ -211,8 +215,13 @@ def read_deploy(reader: Reader, top: Mapping[str, Any], name: str) -> Deploy:
         "watch": 0,
         "watch_min_requests": 1,
     }
+    defaults = {key: getattr(Deploy, key) for key in minimums}
+    standby = data.get("standby", Deploy.standby)
+    if isinstance(standby, int) and 0 < standby <= Deploy.watch:
+        # A watch left to its default ends WATCH_MARGIN s before a short standby does.
+        defaults["watch"] = max(0, standby - WATCH_MARGIN)
     numbers = {
-        key: reader.integer(data, f"deploy.{key}", key, getattr(Deploy, key), minimum=minimum)
+        key: reader.integer(data, f"deploy.{key}", key, defaults[key], minimum=minimum)
         for key, minimum in minimums.items()
     }
     numbers["watch_error_percent"] = reader.integer(

@@ -463,9 +463,7 @@ class Deployment(Operation):
     def choose_release(self) -> str:
         """The release to put back, and whether every host still has its images (a query:
         the tags are pointed back at them after the lock)."""
-        store = self.releases()
-        current = store.current_id()
-        history = store.history()
+        current, history = self.releases().current_and_history()
         target = rollback.choose_target(history, current, self.to, self.host.label, self.env.name)
         if target.id == current:
             self.say(f"plan: {target.id} is the current release: putting it back in place (repair)")

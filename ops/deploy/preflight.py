@@ -55,26 +55,32 @@ def check_host(
     user; remote_dir writable (created later, by the first impacting step that writes it);
     room on Docker's data root and there; the stack's ports free."""
     root = env.deploy.remote_dir.rstrip("/")
-    asks = [host_commands.versions(with_compose=first), host_commands.docker_root()]
-    if first or monitoring:  # every swarm host runs a log collector
-        asks += [host_commands.socket_tables(), docker.running_services(env.project_name)]
+    asks = {"docker": host_commands.engine_version(), "root": host_commands.docker_root()}
     if first:
-        asks.append(host_commands.writable_place(root))
+        asks["compose"] = host_commands.compose_version()
+        asks["place"] = host_commands.writable_place(root)
+    if first or monitoring:  # every swarm host runs a log collector
+        asks["sockets"] = host_commands.socket_tables()
+        asks["ours"] = docker.running_services(env.project_name)
     # One round trip: every question at once.
-    answers = remote.run_all(asks, check=False)
-    info = answers[0].stdout.split() if answers[0].ok else []
-    if len(info) < (2 if first else 1):
+    answers = dict(zip(asks, remote.run_all(list(asks.values()), check=False), strict=True))
+    info = [
+        answers[name].stdout.strip() if answers[name].ok else ""
+        for name in ("docker", "compose")
+        if name in answers
+    ]
+    if not all(info):
         raise OpsError(
             f"{host.label}: docker{' or the compose v2 plugin' if first else ''} is missing "
             "or not usable by this user. Fix: install Docker Engine (with the compose plugin) "
             "and add the user to the docker group"
         )
-    for command, answer in list(zip(asks, answers, strict=True))[1:4]:
-        if not answer.ok:
-            raise remote.failure(command, answer)
+    for name in ("root", "sockets", "ours"):
+        if name in answers and not answers[name].ok:
+            raise remote.failure(asks[name], answers[name])
     places: list[str] = []
     if first:
-        found = answers[-1]
+        found = answers["place"]
         if not found.ok:
             raise OpsError(
                 f"{host.label}: {root} (deploy.remote_dir) cannot be created or written by "
@@ -83,11 +89,11 @@ def check_host(
             )
         places.append(found.stdout.strip())
     # Images land in Docker's data root (unknown: where the releases go, or /).
-    docker_root = answers[1].stdout.strip()
+    docker_root = answers["root"].stdout.strip()
     room = check_disk(env, host, remote, [*places, docker_root or (places[0] if places else "/")])
     versions = f"docker {info[0]}" + (f", compose {info[1]}" if first else "")
     if first or monitoring:
-        tables = (answers[2].stdout, answers[3].stdout)
+        tables = (answers["sockets"].stdout, answers["ours"].stdout)
         room += "; " + check_host_ports(env, host, remote, first, monitoring, tables)
     return (f"{versions}, " if first else f"{host.label}: {versions}, ") + room
 

@@ -115,6 +115,24 @@ def remove_release(path: str) -> Command:
 # ------------------------------------------------------------------------------ the store
 
 
+def parse_current(out: str) -> str | None:
+    """The release id `current` points at, from read_current()'s output (None: no link)."""
+    out = out.strip()
+    return out.rsplit("/", 1)[-1] if out else None
+
+
+def parse_records(text: str) -> list[Release]:
+    """The releases in read_records()' output, oldest first; unreadable records skipped."""
+    found = []
+    for chunk in text.split(SEPARATOR):
+        if chunk.strip():
+            try:
+                found.append(Release.from_json(chunk))
+            except (ValueError, TypeError):
+                continue
+    return sorted(found, key=lambda r: r.id)
+
+
 class ReleaseStore:
     """The releases of one environment on one host."""
 
@@ -129,20 +147,16 @@ class ReleaseStore:
     # ------------------------------------------------------------------ reading
 
     def current_id(self) -> str | None:
-        out = self.remote.run(read_current(self.root)).stdout.strip()
-        return out.rsplit("/", 1)[-1] if out else None
+        return parse_current(self.remote.run(read_current(self.root)).stdout)
 
     def history(self) -> list[Release]:
         """Every recorded release, oldest first; unreadable records are skipped."""
-        text = self.remote.run(read_records(self.root)).stdout
-        found = []
-        for chunk in text.split(SEPARATOR):
-            if chunk.strip():
-                try:
-                    found.append(Release.from_json(chunk))
-                except (ValueError, TypeError):
-                    continue
-        return sorted(found, key=lambda r: r.id)
+        return parse_records(self.remote.run(read_records(self.root)).stdout)
+
+    def current_and_history(self) -> tuple[str | None, list[Release]]:
+        """current_id() and history() in one round trip."""
+        current, records = self.remote.run_all([read_current(self.root), read_records(self.root)])
+        return parse_current(current.stdout), parse_records(records.stdout)
 
     def get(self, release_id: str) -> Release:
         text = self.remote.read_text(self.path(release_id, "release.json"))

@@ -68,7 +68,11 @@ class Containers:
         self.project = project
 
     def of(self, service: str = "api") -> list[Container]:
-        out = self.remote.run(docker.containers(self.project, service)).stdout
+        return self.parse(self.remote.run(docker.containers(self.project, service)).stdout)
+
+    @staticmethod
+    def parse(out: str) -> list[Container]:
+        """The containers in docker.containers()' output, by name."""
         found = []
         for line in out.splitlines():
             # The slot is empty on containers from before the slots and on a swarm, and an
@@ -240,9 +244,6 @@ class Rollout:
         self._log(f"{message} [+{time.monotonic() - self._began:.1f}s]")
 
     # ------------------------------------------------------------------ nginx
-
-    def live_slot(self) -> str:
-        return self.remote.run(nginx.live_slot(self.flags_dir)).stdout.strip() or "blue"
 
     def set_live(self, slot: str, names: Sequence[str]) -> None:
         """The traffic to `slot`, whose replicas are `names`: the flag file nginx reads per
@@ -422,13 +423,22 @@ class Rollout:
         standby or are drained, and the rest go."""
         target = self.compose.release_id
         self._began = time.monotonic()
-        self._nginx = None
-        everything = self.containers.of()
+        # The replicas, the live slot and nginx: one round trip.
+        replicas, flag, proxies = self.remote.run_all(
+            [
+                docker.containers(self.compose.project, "api"),
+                nginx.live_slot(self.flags_dir),
+                docker.containers(self.compose.project, "nginx"),
+            ]
+        )
+        everything = Containers.parse(replicas.stdout)
+        proxy = [c.name for c in Containers.parse(proxies.stdout) if c.state == "running"]
+        self._nginx = proxy[0] if proxy else ""
         self._slots = {c.name: c.slot for c in everything}
         # Dead containers of any release are clutter that would count towards --scale.
         self.remove([c.name for c in everything if c.state != "running"], graceful=False)
         running = [c for c in everything if c.state == "running"]
-        live = self.live_slot()
+        live = flag.stdout.strip() or "blue"
         serving = [c for c in running if c.slot == live]
         if not serving:  # replicas from before the slots, served through the upstream file
             listed = set(self.upstream_file())

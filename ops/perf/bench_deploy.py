@@ -4,9 +4,12 @@ Runs in a sandbox of its own (never an existing environment): deploys v1, then w
 its images are on the host, as for a rollback and for "images already present"), then measures,
 each under traffic, with the commands a user types: a deploy of v2, a rollback to v1 within the
 standby (v1's replicas still running), and, after a deploy of v2 whose standby has ended, a
-rollback that starts v1's replicas again. The traffic: RATE req/s of mixed reads over HTTPS, half
-on kept-alive connections that never retry, half on a new connection per request; the
-sandbox's per-IP rate limits are raised for it (all of it comes from this one address), and its
+rollback that starts v1's replicas again.
+
+The traffic: RATE req/s of mixed reads over HTTPS, half on kept-alive HTTP/1.1 connections that
+never retry, half on a new connection per request, and next to them H2_THREADS curl loops of
+kept-alive HTTP/2 connections that never retry (H2_RATE req/s each, /api/v1/version). The
+sandbox's per-IP rate limits are raised for it (all of it comes from this one address), its
 standby shortened to STANDBY seconds so the last case fits, and the deploy's watch after the
 switch to WATCH seconds. A deploy's duration is judged without its watch, which is a fixed
 observation window (deploy.watch), not work: the line says how long it watched and the total.
@@ -32,6 +35,7 @@ import yaml
 
 from ops import config, paths, proc
 from ops.errors import OpsError
+from ops.perf.h2client import Http2Traffic
 from ops.perf.traffic import Traffic
 
 DEPLOY_TARGET_S = 30.0
@@ -39,6 +43,9 @@ ROLLBACK_IN_STANDBY_TARGET_S = 5.0
 ROLLBACK_TARGET_S = 20.0
 RATE = 150.0
 THREADS = 24
+# Next to them, curl's kept-alive HTTP/2 connections that never retry (ops/perf/h2client.py).
+H2_THREADS = 2
+H2_RATE = 10
 STANDBY = 60
 WATCH = 20
 WATCH_STEP = "watch the error ratio (Prometheus)"
@@ -118,24 +125,28 @@ def step_table(output: str) -> list[str]:
     return table
 
 
-def _measured(what: str, env: dict[str, str], args: Sequence[str], url: str, ca: Path) -> Measured:
+def _measured(
+    what: str, env: dict[str, str], args: Sequence[str], url: str, ca: Path, connect_to: str = ""
+) -> Measured:
     # Kept-alive clients never re-send a request their connection lost: it counts as failed.
     traffic = Traffic(
         url, ssl.create_default_context(cafile=str(ca)), rate=RATE, threads=THREADS, retry=False
     )
-    with traffic:
+    h2 = Http2Traffic(url, ca, connect_to, threads=H2_THREADS, rate=H2_RATE)
+    with traffic, h2:
         time.sleep(2)
         began = time.monotonic()
         output = _invoke(env, *args)
         seconds = time.monotonic() - began
         time.sleep(2)
     tally = traffic.tally
+    h2_failed = len(h2.tally.failures)
     return Measured(
         what,
         seconds,
-        tally.requests,
-        len(tally.failures),
-        tally.per_kind(),
+        tally.requests + h2.tally.requests,
+        len(tally.failures) + h2_failed,
+        f"{tally.per_kind()}, HTTP/2 kept-alive {h2.tally.requests} requests {h2_failed} failed",
         traffic.rate,
         " -> ".join(tally.version_changes()),
         tuple(step_table(output)),
@@ -179,17 +190,19 @@ def run(keep: bool = False) -> list[str]:
         print("==> measuring under traffic", flush=True)
         deploy_v2 = ({**base, "SLIPWAY_VERSION": v2}, ["deploy", f"--env={name}"])
         rollback = (base, ["rollback", f"--env={name}"])
-        deployed = _measured("deploy", *deploy_v2, env.https_url, ca)
-        in_standby = _measured("rollback in the standby", *rollback, env.https_url, ca)
+        url, connect_to = env.https_url, env.connect_to
+        deployed = _measured("deploy", *deploy_v2, url, ca, connect_to)
+        in_standby = _measured("rollback in the standby", *rollback, url, ca, connect_to)
         print(f"    deploy {v2} again, then {STANDBY + 15}s for its standby to end", flush=True)
         _invoke(deploy_v2[0], *deploy_v2[1])
         time.sleep(STANDBY + 15)
-        after = _measured("rollback after it", *rollback, env.https_url, ca)
+        after = _measured("rollback after it", *rollback, url, ca, connect_to)
         lines = [
             f"bench.deploy: {env.replicas.api} API replicas, images already on the host, "
             f"{RATE:.0f} req/s of mixed reads through nginx over HTTPS ({THREADS} clients: half "
-            "on kept-alive connections that never retry, half on a new connection per "
-            "request), the sandbox's per-IP limits raised",
+            "on kept-alive HTTP/1.1 connections that never retry, half on a new connection "
+            f"per request) and {H2_THREADS * H2_RATE} req/s over kept-alive HTTP/2 connections "
+            "that never retry (curl), the sandbox's per-IP limits raised",
             deployed.line(DEPLOY_TARGET_S),
             in_standby.line(ROLLBACK_IN_STANDBY_TARGET_S),
             after.line(ROLLBACK_TARGET_S),

@@ -139,8 +139,15 @@ def sandbox(name: str, *up_args: str, version: str = "") -> Iterator[SandboxEnv]
             shutil.rmtree(ROOT / ".slipway" / name, ignore_errors=True)
 
 
-def derived_image(base: str, tag: str, entrypoint: list[str], files: dict[str, str]) -> None:
-    """slipway/listings:<tag> made from `base` with another entrypoint and extra files."""
+def derived_image(
+    base: str,
+    tag: str,
+    entrypoint: list[str],
+    files: dict[str, str],
+    env: dict[str, str] | None = None,
+) -> None:
+    """slipway/listings:<tag> made from `base` with another entrypoint, extra files and
+    environment variables."""
     name = f"slipway-derive-{tag}"
     docker("create", "--name", name, base)
     try:
@@ -153,6 +160,7 @@ def derived_image(base: str, tag: str, entrypoint: list[str], files: dict[str, s
             "commit",
             "--change",
             f"ENTRYPOINT {json.dumps(entrypoint)}",
+            *[arg for k, v in (env or {}).items() for arg in ("--change", f"ENV {k}={v}")],
             name,
             f"slipway/listings:{tag}",
         )

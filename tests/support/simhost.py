@@ -356,7 +356,8 @@ class SimHost(Recorder):
             before, self.certificate_installed = self.certificate_installed, True
             return "same\n" if before else "changed\n"
         answers = {
-            "docker version -f": "20.10.24\n2.40.3\n",
+            "docker version -f": "20.10.24\n",
+            "docker compose version --short": "2.40.3\n",
             "docker info -f '{{.DockerRootDir}}'": "/var/lib/docker\n",
             "d=": "/srv\n",
             "df -Pk": "52428800\n",

@@ -4,7 +4,8 @@ requests, failures and the versions each connection saw, in order."""
 from __future__ import annotations
 
 import pytest
-from support.h2client import H2Tally, Http2Traffic
+
+from ops.perf.h2client import H2Tally, Http2Traffic
 
 pytestmark = pytest.mark.unit
 

@@ -6,12 +6,13 @@ from ops import ports
 from ops.executor import Command, change, query, quote
 
 
-def versions(with_compose: bool) -> Command:
-    """The engine's version, and the compose plugin's (the host that runs compose)."""
-    line = "docker version -f '{{.Server.Version}}'"
-    if with_compose:
-        line += " && docker compose version --short"
-    return query(line, "docker and compose versions")
+def engine_version() -> Command:
+    return query("docker version -f '{{.Server.Version}}'", "docker version")
+
+
+def compose_version() -> Command:
+    """The compose plugin's version (the host that runs compose)."""
+    return query("docker compose version --short", "compose version")
 
 
 def docker_root() -> Command:

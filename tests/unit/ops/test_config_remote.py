@@ -711,6 +711,11 @@ def test_the_watch_defaults_to_a_minute_and_can_be_tuned_or_switched_off(
     # No standby: any watch (a rejected release then starts the previous one's replicas again).
     write_env("staging", SSH_YAML + "deploy: {standby: 0, watch: 600}\n")
     assert config.load("staging").deploy.watch == 600
+    # A standby shorter than the default watch: the watch left to its default ends 10 s
+    # before the standby does (none under 10 s); one written out must be shorter.
+    for standby, watch in ((60, 50), (45, 35), (10, 0)):
+        write_env("staging", SSH_YAML + f"deploy: {{standby: {standby}}}\n")
+        assert config.load("staging").deploy.watch == watch
 
 
 def test_an_environment_built_in_code_gets_the_default_remote_dir() -> None:

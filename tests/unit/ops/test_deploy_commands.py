@@ -304,10 +304,9 @@ def test_the_backup_task_of_a_stack_is_found_and_run_in() -> None:
 
 
 def test_host_facts_are_queries_and_create_nothing(tmp_path: Path) -> None:
-    assert host.versions(with_compose=True).line == (
-        "docker version -f '{{.Server.Version}}' && docker compose version --short"
-    )
-    assert host.versions(with_compose=False).line == "docker version -f '{{.Server.Version}}'"
+    assert host.engine_version().line == "docker version -f '{{.Server.Version}}'"
+    assert host.compose_version().line == "docker compose version --short"
+    assert not host.engine_version().changes and not host.compose_version().changes
     place = tmp_path / "a" / "b"
     command = host.writable_place(str(place))
     assert not command.changes

@@ -1,6 +1,7 @@
-"""Kept-alive HTTP/2 clients that never retry, for tests under load: curl processes, each
-sending a batch of requests over one HTTP/2 connection (curl reuses it for all its URLs and
-never re-sends a request a connection lost), one after the other, at a bounded rate.
+"""Kept-alive HTTP/2 clients that never retry, for benchmarks and tests under load: curl
+processes, each sending a batch of requests over one HTTP/2 connection (curl reuses it for all
+its URLs and never re-sends a request a connection lost), one after the other, at a bounded
+rate.
 
 Python here has no HTTP/2 client (no h2 package): curl's is the one these machines have.
 """
@@ -89,7 +90,7 @@ class Http2Traffic:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            proc = subprocess.Popen(  # a fixed argv of our own
+            proc = subprocess.Popen(  # noqa: S603  # nosec B603 - a fixed argv of our own
                 self.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
             with self._lock:
