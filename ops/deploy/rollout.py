@@ -166,11 +166,14 @@ def wait_passing(
     command: Sequence[str],
     timeout: float,
     what: str,
+    settle: float = 0.0,
 ) -> None:
     """Every container of `names` passes `command` (run in all of them at once, every
-    PROBE_INTERVAL) within `timeout`; one that exits fails at once. RolloutError naming them
+    PROBE_INTERVAL) within `timeout`; one that exits fails at once, but in the first `settle`
+    seconds (a `docker start` of it may still be on its way). RolloutError naming them
     (`what`: "new replica"), with their logs and state."""
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     pending = list(names)
     last: dict[str, str] = {}
     while pending:
@@ -178,7 +181,9 @@ def wait_passing(
             last[name] = why
             if ok:
                 pending.remove(name)
-            elif why.startswith(("container is exited", "container is dead")):
+            elif why.startswith(("container is exited", "container is dead")) and (
+                time.monotonic() >= began + settle or "exited" not in why
+            ):
                 raise RolloutError(
                     f"{what} {name} exited while starting", containers.diagnose(name)
                 )

@@ -27,6 +27,8 @@ SERVICE = "worker"
 WORKER_STOP_TIMEOUT = 60
 # The worker's healthcheck (compose.yaml): its heartbeat file is fresh.
 WORKER_CHECK = ("listings", "healthcheck", "worker")
+# Seconds a worker found exited is still given to start (its `docker start` in the background).
+START_SETTLE = 15.0
 
 
 class WorkerRollout:
@@ -65,8 +67,9 @@ class WorkerRollout:
         mine = mine[: self.replicas]
         reused = [c.name for c in mine if c.state != "running"]
         if reused:
-            self.remote.run(docker.start(reused))
-            self.log(f"    started {', '.join(reused)} again (kept stopped since the switch)")
+            # In the background: they boot while the API switches; finish() waits for them.
+            self.remote.run(docker.start_later(reused))
+            self.log(f"    starting {', '.join(reused)} again (kept stopped since the switch)")
         missing = self.replicas - len(mine)
         if missing > 0:
             others = [c for c in everything if c.release != self.target and c.state == "running"]
@@ -93,7 +96,11 @@ class WorkerRollout:
                 f"{len(mine)} of {self.replicas} worker(s) of {self.target} exist; see the "
                 "output of the step that started them"
             )
-        wait_passing(self.containers, mine, WORKER_CHECK, self.health_timeout, "worker")
+        # A worker kept stopped by a standby is started in the background by start(): it
+        # may not run yet.
+        wait_passing(
+            self.containers, mine, WORKER_CHECK, self.health_timeout, "worker", START_SETTLE
+        )
         others = [c for c in everything if c.release != self.target]
         running = [c.name for c in others if c.state == "running"]
         gone = [c.name for c in others if c.state != "running"] if not keep else []

@@ -337,6 +337,13 @@ class SimHost(Recorder):
             if "docker rm -f" in script:
                 self.containers = [c for c in self.containers if c.name not in names]
             return ""
+        if line.startswith("nohup sh -c ") and "'docker start " in line:
+            # A start in the background: done by the time anything looks.
+            names = set(shlex.split(line)[3].split()[2:])
+            for container in self.containers:
+                if container.name in names:
+                    container.state = "running"
+            return ""
         if line.startswith("docker start "):
             names = set(shlex.split(line.split(" >/dev/null")[0])[2:])
             for container in self.containers:

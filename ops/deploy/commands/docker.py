@@ -73,6 +73,16 @@ def start(names: Sequence[str]) -> Command:
     return change(f"docker start {join(names)} >/dev/null", "start stopped containers")
 
 
+def start_later(names: Sequence[str]) -> Command:
+    """Start stopped containers in the background on the host (nothing here waits for it)."""
+    script = f"docker start {join(names)}"
+    return change(
+        f"nohup sh -c {quote(script)} </dev/null >/dev/null 2>&1 &",
+        "start stopped containers in the background",
+        shown=f"in the background on the host: {script}",
+    )
+
+
 def stop_later(names: Sequence[str], timeout: int, remove: bool) -> Command:
     """Stop gracefully in the background on the host (nothing here waits for it), then remove
     them unless they are kept stopped."""

@@ -1097,7 +1097,8 @@ def test_new_workers_start_before_the_switch_and_the_old_ones_stop_after_it_kept
     # A rollback in the standby starts it again: no worker created, the v2 one kept in turn.
     host.issued.clear()
     run(host, engine, "v2", kind="rollback")
-    assert f"docker start {old} >/dev/null" in host.lines_run
+    started = [line for line in host.lines_run if f"'docker start {old}'" in line]
+    assert started and started[0].startswith("nohup sh -c ")  # the switch does not wait
     assert not [line for line in host.lines_run if "--scale worker=" in line]
     assert workers(host)[old] == "v1 running"
     assert sorted(workers(host).values()) == ["v1 running", "v2 exited"]

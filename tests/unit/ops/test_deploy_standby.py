@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.deploy import rollout
 from ops.deploy.commands import standby
 
 pytestmark = pytest.mark.unit
@@ -100,3 +101,37 @@ def test_only_slots_and_plain_release_ids_go_into_the_script(root: Path) -> None
         standby.schedule_stop("p", str(root), "red", "r1", 1, 45)
     with pytest.raises(ValueError, match="not a slot and a release id"):
         standby.schedule_stop("p", str(root), "blue", "r1; reboot", 1, 45)
+
+
+class _Probes:
+    """Containers whose probes answer from a script: one verdict list per name, in order."""
+
+    def __init__(self, answers: dict[str, list[tuple[bool, str]]]) -> None:
+        self.answers = answers
+
+    def probe_all(self, names: list[str], command: object) -> dict[str, tuple[bool, str]]:
+        return {
+            n: self.answers[n].pop(0) if len(self.answers[n]) > 1 else self.answers[n][0]
+            for n in names
+        }
+
+    def diagnose(self, name: str) -> str:
+        return f"--- logs of {name}"
+
+
+def test_a_worker_started_in_the_background_may_be_exited_for_a_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rollout.time, "sleep", lambda _: None)
+    exited = (False, "container is exited")
+    # Exited at the first probe, then healthy: within the settling time, it passes.
+    probes = _Probes({"w-1": [exited, (True, "heartbeat 0.1s old")]})
+    rollout.wait_passing(probes, ["w-1"], ["true"], 30.0, "worker", settle=15.0)  # type: ignore[arg-type]
+    # Without settling time an exited container fails at once, naming it.
+    probes = _Probes({"w-1": [exited, (True, "heartbeat 0.1s old")]})
+    with pytest.raises(rollout.RolloutError, match="worker w-1 exited while starting"):
+        rollout.wait_passing(probes, ["w-1"], ["true"], 30.0, "worker")  # type: ignore[arg-type]
+    # A dead one is never waited for.
+    probes = _Probes({"w-1": [(False, "container is dead")]})
+    with pytest.raises(rollout.RolloutError, match="exited while starting"):
+        rollout.wait_passing(probes, ["w-1"], ["true"], 30.0, "worker", settle=15.0)  # type: ignore[arg-type]
