@@ -154,11 +154,15 @@ def _measured(
 
 
 def _edit(path: Path) -> None:
-    """The sandbox's environment file with the bench's limits and standby."""
-    data = yaml.safe_load(path.read_text())
+    """The sandbox's environment file with the bench's limits, standby and watch. Its first
+    comment lines stay: they say sandbox.up wrote it, so sandbox.down removes it with the
+    sandbox's secrets and state."""
+    text = path.read_text()
+    header = "".join(line for line in text.splitlines(keepends=True)[:3] if line.startswith("#"))
+    data = yaml.safe_load(text)
     data.setdefault("nginx", {}).update(LIMITS)
     data.setdefault("deploy", {}).update({"standby": STANDBY, "watch": WATCH})
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
 
 
 def run(keep: bool = False) -> list[str]:

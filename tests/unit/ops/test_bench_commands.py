@@ -15,6 +15,7 @@ import yaml
 from ops import config, paths, proc
 from ops.errors import OpsError
 from ops.perf import bench_deploy, bench_ingest
+from ops.sandbox.files import MARKER, written_by_sandbox
 from ops.stack import local as stack
 
 pytestmark = pytest.mark.unit
@@ -118,6 +119,7 @@ def test_the_deploy_benchmark_raises_the_sandbox_limits_and_shortens_its_standby
 ) -> None:
     path = tmp_path / "bench-1.yaml"
     path.write_text(
+        f"{MARKER} sandbox bench-1\n"
         "name: bench-1\ntarget: ssh\nlistings_env: staging\n"
         "nginx: {rate_limit: 50, max_feed_size: 8m}\n"
         "deploy: {lock_wait: 5}\nhosts:\n  - ssh: deploy@127.0.0.1:2222\n"
@@ -134,6 +136,8 @@ def test_the_deploy_benchmark_raises_the_sandbox_limits_and_shortens_its_standby
     assert parsed.nginx.rate_limit == bench_deploy.LIMITS["rate_limit"]
     assert parsed.deploy.standby == bench_deploy.STANDBY
     assert parsed.deploy.watch == bench_deploy.WATCH < bench_deploy.STANDBY
+    # Still sandbox.up's file: sandbox.down removes it with the sandbox's secrets.
+    assert written_by_sandbox(path)
 
 
 def test_a_deploy_is_judged_without_its_watch_which_the_line_states() -> None:
