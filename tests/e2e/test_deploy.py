@@ -555,7 +555,7 @@ def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> 
     _assert_http2_clean(h2, [V2, V1])
     _assert_stored(w)
     assert re.search(
-        r"started \S+-worker-\d+ again \(kept stopped since the switch\)", result.stdout
+        r"starting \S+-worker-\d+ again \(kept stopped since the switch\)", result.stdout
     )
     assert "build" not in result.stdout.lower().replace("rebuild", "")
     # Within the standby: v1's replicas went back into traffic, none was started.
