@@ -489,3 +489,55 @@ async def test_an_idle_worker_exits_zero_on_sigterm(
     messages = [e["message"] for e in worker_log(worker)]
     assert "stop requested: finishing the current batch" in messages
     assert messages[-1] == "worker stopped"
+
+
+async def test_a_parked_worker_hands_its_job_back_stays_alive_and_resumes_at_once(
+    ingest: Any,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    start_worker: Callable[..., Popen[bytes]],
+    empty_listings: None,
+) -> None:
+    """SIGUSR1 (a deploy's standby): the batch in progress is committed, the job handed back,
+    then nothing is read while the heartbeat goes on; SIGUSR2 (a rollback within the standby):
+    it consumes again, with no restart."""
+    heartbeat = tmp_path / "heartbeat"
+    job_id = await ingest.post(feed("parked", BIG_ROWS))
+    worker = start_worker(worker_batch_size=BATCH, worker_heartbeat_file=str(heartbeat))
+    await wait_until_partly_written(engine, job_id, BIG_ROWS)
+
+    worker.send_signal(signal.SIGUSR1)
+
+    async def handed_back() -> bool:
+        assert worker.poll() is None, "a parked worker must not exit"
+        return (await job_row(engine, job_id))["status"] == "queued"
+
+    await wait_for_async(handed_back, what="the job handed back", timeout=WAIT_S, interval=0.1)
+    parked = await job_row(engine, job_id)
+    # Parked: alive, its heartbeat fresh, and the job waits in the queue untouched.
+    beat = heartbeat.stat().st_mtime_ns
+
+    async def beating() -> bool:
+        return heartbeat.stat().st_mtime_ns > beat
+
+    await wait_for_async(beating, what="a parked worker's heartbeat", timeout=WAIT_S)
+    await asyncio.sleep(2.0)
+    assert worker.poll() is None
+    assert await job_row(engine, job_id) == parked
+
+    worker.send_signal(signal.SIGUSR2)
+    job = await ingest.wait(job_id, timeout=180)
+    assert (job["status"], job["accepted"], job["rejected"]) == ("done", BIG_ROWS, 0), job
+    assert job["attempts"] == 1  # handing back to park is no attempt
+    assert await count_rows(engine, "parked") == (BIG_ROWS, BIG_ROWS)
+
+    worker.send_signal(signal.SIGTERM)
+    assert await wait_worker_exit(worker) == 0
+    messages = [e["message"] for e in worker_log(worker)]
+    parked_at = messages.index(
+        "park requested: finishing the current batch, then idle until SIGUSR2"
+    )
+    handed = messages.index("job handed back to the queue to park")
+    resumed = messages.index("resumed: consuming again")
+    assert parked_at < handed < resumed < messages.index("job done")
+    assert messages[-1] == "worker stopped"

@@ -10,6 +10,11 @@ A live worker keeps its claim: while it works on a job it resets the message's i
 LISTINGS_WORKER_CLAIM_IDLE_MS, so a long job is never taken over from a healthy worker. Should a
 takeover happen anyway (a stalled process), the attempt number fences the job row: the old run's
 writes match nothing, it logs "superseded" and drops the job without acking or writing.
+
+Parking (SIGUSR1) is for a deploy's standby: the worker finishes the batch in progress, hands
+its job back as on SIGTERM, then stays alive reading nothing (its heartbeat goes on, so it stays
+healthy); SIGUSR2 resumes it at once, with its connections and imports in place, which a
+rollback within the standby uses instead of starting a worker from nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from listings.settings import Settings
 
 log = logging.getLogger("listings.worker")
 MAX_REPORTED_ERRORS = 100
+# How often a parked worker touches its heartbeat (and sees a SIGTERM).
+PARKED_TICK_S = 1.0
 
 # Moves due retries back into the stream atomically, so two workers never both re-add one.
 _PROMOTE_DUE = """
@@ -132,6 +139,10 @@ class Worker:
         self.names = StreamNames.from_settings(settings)
         self.consumer = settings.consumer_name
         self.stopping = asyncio.Event()
+        # Cleared while parked (SIGUSR1): the batch in progress is finished and its job handed
+        # back, then nothing is read from the stream until SIGUSR2; the heartbeat goes on.
+        self.active = asyncio.Event()
+        self.active.set()
         self.heartbeat = Path(settings.worker_heartbeat_file)
         # Longer than the XREADGROUP block, or every idle read would time out.
         self.redis: Redis = redis_client.connect(
@@ -148,6 +159,23 @@ class Worker:
     def stop(self) -> None:
         log.info("stop requested: finishing the current batch")
         self.stopping.set()
+
+    def park(self) -> None:
+        """SIGUSR1: a deploy's standby keeps this worker, idle, ready to resume at once."""
+        if self.active.is_set():
+            log.info("park requested: finishing the current batch, then idle until SIGUSR2")
+        self.active.clear()
+
+    def resume(self) -> None:
+        """SIGUSR2: consume the stream again (a rollback within the standby)."""
+        if not self.active.is_set():
+            log.info("resumed: consuming again")
+        self.active.set()
+
+    @property
+    def interrupted(self) -> bool:
+        """The job in progress must end after its batch: stopping, or parked."""
+        return self.stopping.is_set() or not self.active.is_set()
 
     def touch(self) -> None:
         self.heartbeat.touch()
@@ -179,6 +207,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGUSR1, self.park)
+        loop.add_signal_handler(signal.SIGUSR2, self.resume)
         sampling_done = asyncio.Event()
         sampling: asyncio.Task[None] | None = None
         settings = self.settings
@@ -195,6 +225,10 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 self.touch()
+                if not self.active.is_set():  # parked: alive (heartbeat), reading nothing
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.active.wait(), timeout=PARKED_TICK_S)
+                    continue
                 try:
                     await self.ensure_group()
                     await promote(keys=[self.names.retry, self.names.stream], args=[_now_ms()])
@@ -328,9 +362,8 @@ class Worker:
                     if not await writer.hand_back_job(conn, job_id, attempt):
                         raise writer.Superseded(str(job_id)) from None
                     await self.requeue(msg_id, message, 0)
-                    log.info(
-                        "job handed back to the queue on shutdown", extra={"job_id": str(job_id)}
-                    )
+                    why = "on shutdown" if self.stopping.is_set() else "to park"
+                    log.info(f"job handed back to the queue {why}", extra={"job_id": str(job_id)})
                     return
                 except FeedFormatError as exc:
                     if not await writer.finish_job(
@@ -459,7 +492,7 @@ class Worker:
                     ]
                     batch_errors.sort(key=lambda e: int(e["line"]))
                 errors.extend(batch_errors)
-                if self.stopping.is_set():
+                if self.interrupted:
                     raise Interrupted
         finally:
             if not upcoming.done():
