@@ -65,6 +65,12 @@ class WorkerRollout:
         if stale or extra:
             self.remote.run(docker.remove([*stale, *extra]))
         mine = mine[: self.replicas]
+        # Kept parked by a standby (running, reading nothing): resumed at once. An active one
+        # ignores the signal; an image that cannot park is never sent it.
+        parked = self.parkable([c.name for c in mine if c.state == "running"])
+        if parked:
+            self.remote.run(docker.send_signal(parked, "USR2", "resume parked workers"))
+            self.log(f"    resumed {', '.join(parked)} (parked since the switch)")
         reused = [c.name for c in mine if c.state != "running"]
         if reused:
             # In the background: they boot while the API switches; finish() waits for them.
@@ -106,8 +112,28 @@ class WorkerRollout:
         gone = [c.name for c in others if c.state != "running"] if not keep else []
         if gone:
             self.remote.run(docker.remove(gone))
-        if running:
-            self.remote.run(docker.stop_later(running, WORKER_STOP_TIMEOUT, remove=not keep))
+        # With a standby, those that can park stay running, idle: a rollback resumes them.
+        parking = self.parkable(running) if keep else []
+        if parking:
+            self.remote.run(docker.send_signal(parking, "USR1", "park the other workers"))
+        stopping = [name for name in running if name not in parking]
+        if stopping:
+            self.remote.run(docker.stop_later(stopping, WORKER_STOP_TIMEOUT, remove=not keep))
         what = "stopping, kept for the standby" if keep else "stopping, then removed"
-        note = f"; {len(running)} other(s) {what}" if running else ""
-        return f"{len(mine)} worker(s) of {self.target} healthy{note}"
+        notes = [f"{len(parking)} other(s) parked for the standby"] if parking else []
+        notes += [f"{len(stopping)} other(s) {what}"] if stopping else []
+        return f"{len(mine)} worker(s) of {self.target} healthy" + "".join(
+            f"; {note}" for note in notes
+        )
+
+    def parkable(self, names: list[str]) -> list[str]:
+        """Those of `names` whose image's worker parks on SIGUSR1 (its image's label)."""
+        if not names:
+            return []
+        out = self.remote.run(docker.parkable(names), check=False).stdout
+        able = {
+            words[0].lstrip("/")
+            for words in (line.split() for line in out.splitlines())
+            if len(words) == 2 and words[1] == "1"
+        }
+        return [name for name in names if name in able]

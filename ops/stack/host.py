@@ -189,10 +189,10 @@ def _containers(host: Host, env: config.Environment, current: str | None, held: 
     for row in rows:
         name, state, image, label, slot = [*row, "", "", "", "", ""][:5]
         # One-off containers (migrate) are expected to have exited, and the standby's workers
-        # are kept stopped (ops/deploy/workers.py).
-        kept = label == held and "-worker-" in name and state.startswith("Exited")
+        # are kept parked or stopped (ops/deploy/workers.py).
+        kept = label == held and "-worker-" in name
         bad = "(unhealthy)" in state or not state.startswith("Up")
-        if bad and "-migrate-" not in name and not kept:
+        if bad and "-migrate-" not in name and not (kept and state.startswith("Exited")):
             healthy = False
         if label == held and (slot or kept):
             mark = "  (standby)"

@@ -36,6 +36,7 @@ class Container:
     state: str = "running"
     slot: str = ""
     config: str = ""  # the org.slipway.config label (ops/deploy/parts.py)
+    parked: bool = False  # a worker parked by SIGUSR1 (running, reading nothing)
 
 
 class SimHost(Recorder):
@@ -62,6 +63,7 @@ class SimHost(Recorder):
         # API replicas of these versions answer /ready but fail the requests of deploy.checks.
         self.failing_checks: set[str] = set()
         self.failing_containers: set[str] = set()  # their checks fail, whatever release
+        self.unparkable: set[str] = set()  # releases whose images' workers cannot park
         self.migrate_output = "INFO  [alembic.runtime.migration] schema at head\n"
         # The database's schema revision (None: no schema yet); a migration brings it to
         # `migrate_to` (FakeEngine.heads says what each image ships).
@@ -106,7 +108,7 @@ class SimHost(Recorder):
                 c
                 for c in self.containers
                 if not (c.service == "api" and c.slot == slot and c.release == release)
-                and not (c.service == "worker" and c.release == release and c.state == "exited")
+                and not (c.service == "worker" and c.release == release)
             ]
             self.files = {k: v for k, v in self.files.items() if not k.endswith("standby.json")}
         self.scheduled.clear()
@@ -184,11 +186,13 @@ class SimHost(Recorder):
             and "rm -f nginx/standby" in line
         ):
             idle = "blue" if self.live_slot() == "green" else "green"
+            record = self.standby() or {}
             self.containers = [
                 c
                 for c in self.containers
                 if not (c.service == "api" and c.slot == idle)
                 and not (c.service == "worker" and c.state == "exited")
+                and not (c.service == "worker" and c.release == record.get("release"))
             ]
             self.files = {k: v for k, v in self.files.items() if not k.endswith("standby.json")}
             return ""
@@ -337,6 +341,20 @@ class SimHost(Recorder):
             if "docker rm -f" in script:
                 self.containers = [c for c in self.containers if c.name not in names]
             return ""
+        if line.startswith("docker kill -s "):
+            words = shlex.split(line.split(" >/dev/null")[0])
+            for container in self.containers:
+                if container.name in words[4:]:
+                    assert container.release not in self.unparkable, "it would die of it"
+                    container.parked = words[3] == "USR1"
+            return ""
+        if line.startswith("docker inspect -f '{{.Name}} {{index .Config.Labels"):
+            names = shlex.split(line)[4:]
+            found = [c for c in self.containers if c.name in names]
+            return "".join(
+                f"/{c.name} {'<no value>' if c.release in self.unparkable else '1'}\n"
+                for c in found
+            )
         if line.startswith("nohup sh -c ") and "'docker start " in line:
             # A start in the background: done by the time anything looks.
             names = set(shlex.split(line)[3].split()[2:])

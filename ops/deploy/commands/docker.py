@@ -73,6 +73,27 @@ def start(names: Sequence[str]) -> Command:
     return change(f"docker start {join(names)} >/dev/null", "start stopped containers")
 
 
+PARK_LABEL = "org.slipway.worker.park"
+
+
+def send_signal(names: Sequence[str], signal: str, what: str) -> Command:
+    """`docker kill -s <signal>`: the processes decide what it means (a worker parks on USR1
+    and resumes on USR2)."""
+    return change(f"docker kill -s {quote(signal)} {join(names)} >/dev/null", what)
+
+
+def parkable(names: Sequence[str]) -> Command:
+    """`<name> <label>` per container: the label is 1 when its image's worker parks on SIGUSR1
+    (an older image's would die of it)."""
+    return query(
+        "docker inspect -f '{{.Name}} {{index .Config.Labels \""
+        + PARK_LABEL
+        + "\"}}' "
+        + join(names),
+        "which workers can park",
+    )
+
+
 def start_later(names: Sequence[str]) -> Command:
     """Start stopped containers in the background on the host (nothing here waits for it)."""
     script = f"docker start {join(names)}"

@@ -50,11 +50,13 @@ if grep -qF '"until": {until}' {record} 2>/dev/null && [ {live} != {slot} ]; the
     docker stop -t {stop_timeout} $ids >/dev/null 2>&1
     docker rm -f $ids >/dev/null 2>&1
   fi
-  # Its workers, kept stopped since the switch (ops/deploy/workers.py).
+  # Its workers, kept parked or stopped since the switch (ops/deploy/workers.py).
   ids=$(docker ps -aq --filter label={project_label}={project} \
-    --filter label={service_label}=worker --filter label={release_label}={release} \
-    --filter status=exited)
-  [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1
+    --filter label={service_label}=worker --filter label={release_label}={release})
+  if [ -n "$ids" ]; then
+    docker stop -t {stop_timeout} $ids >/dev/null 2>&1
+    docker rm -f $ids >/dev/null 2>&1
+  fi
   rm -f {record}
 fi
 grep -qF "$token" lock/info.json 2>/dev/null && rm -rf lock
@@ -109,17 +111,20 @@ def read(root: str) -> Command:
 
 
 def discard(project: str, root: str) -> Command:
-    """Stop and remove every API replica out of traffic (the slot not live) and the workers
-    kept stopped, and forget the standby: before something restarts the API as a whole (a
-    restore)."""
+    """Stop and remove every API replica out of traffic (the slot not live), the workers kept
+    stopped and those kept parked (the release the record names), and forget the standby:
+    before something restarts the API as a whole (a restore)."""
     idle = "$(test -e nginx/slot-green && echo blue || echo green)"
     project_filter = f"--filter label={PROJECT_LABEL}={quote(project)}"
+    release = r"""r=$(sed -n 's/.*"release": *"\([^"]*\)".*/\1/p' """ + f"{RECORD} 2>/dev/null); "
     return change(
-        f"cd {quote(root)} && "
+        f"cd {quote(root)} && {release}"
         f"ids=$(docker ps -aq {project_filter} "
         f"--filter label={SERVICE_LABEL}=api --filter label={SLOT_LABEL}={idle}; "
         f"docker ps -aq {project_filter} --filter label={SERVICE_LABEL}=worker "
-        "--filter status=exited); "
+        "--filter status=exited; "
+        f'[ -z "$r" ] || docker ps -aq {project_filter} --filter label={SERVICE_LABEL}=worker '
+        f'--filter label={RELEASE_LABEL}="$r"); '
         '[ -z "$ids" ] || docker rm -f $ids >/dev/null; '
         f"rm -f {RECORD}",
         "remove the standby API replicas and workers",

@@ -314,7 +314,9 @@ def test_stopping_the_api_on_a_host_removes_the_standby_first(write_env: WriteEn
     target.stop("api", "worker", what="stop the API and the worker")
     target.stop("postgres", what="stop PostgreSQL")
     lines = [c.line for c in fake.changes]
-    assert lines[0].startswith("cd /srv/slipway && ids=$(docker ps -aq ")
+    assert (
+        lines[0].startswith("cd /srv/slipway && r=$(sed -n ") and "ids=$(docker ps -aq " in lines[0]
+    )
     assert (
         "--filter label=org.slipway.slot=$(test -e nginx/slot-green && echo blue || echo green)"
         in lines[0]

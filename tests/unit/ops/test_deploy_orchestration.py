@@ -1007,7 +1007,8 @@ def test_an_app_only_deploy_skips_every_step_whose_inputs_did_not_change(
     assert host.migrations == 1
     assert not [line for line in host.lines_run if "backup-run" in line]
     assert serving(host) == ["v2", "v2"]
-    assert {c.release.rsplit("-", 1)[-1] for c in host.running("worker")} == {"v2"}
+    working = {c.release.rsplit("-", 1)[-1]: c.parked for c in host.running("worker")}
+    assert working == {"v2": False, "v1": True}  # v1's parked for the standby
     # The summary table says so, and the release records the digests it compared.
     out = capsys.readouterr().out
     assert re.search(
@@ -1073,7 +1074,7 @@ def workers(host: SimHost) -> dict[str, str]:
     }
 
 
-def test_new_workers_start_before_the_switch_and_the_old_ones_stop_after_it_kept_for_the_standby(
+def test_new_workers_start_before_the_switch_and_the_old_ones_park_for_the_standby(
     world: tuple[SimHost, FakeEngine, Smoke],
 ) -> None:
     host, engine, _ = world
@@ -1087,24 +1088,40 @@ def test_new_workers_start_before_the_switch_and_the_old_ones_stop_after_it_kept
     flip = next(
         i for i, line in enumerate(lines) if "nginx/slot-green" in line and "echo" not in line
     )
-    stop = next(i for i, line in enumerate(lines) if "docker stop -t 60" in line)
+    park = next(i for i, line in enumerate(lines) if line.startswith("docker kill -s USR1 "))
     assert "--no-recreate" in lines[new_worker]
-    assert new_worker < new_api < flip < stop  # start-first; the old one stops after the switch
-    assert lines[stop].startswith("nohup sh -c ")  # in the background: nothing waits for it
-    assert "docker rm" not in lines[stop]  # kept, stopped, with the API's standby
-    assert workers(host)[old] == "v1 exited"
-    assert sorted(workers(host).values()) == ["v1 exited", "v2 running"]
-    # A rollback in the standby starts it again: no worker created, the v2 one kept in turn.
+    assert new_worker < new_api < flip < park  # start-first; the old one parks after the switch
+    assert not [line for line in lines if "docker stop -t 60" in line]
+    parked = {c.name: c.parked for c in host.running("worker")}
+    assert parked[old] is True and sorted(parked.values()) == [False, True]
+    # A rollback in the standby resumes it: no worker started or created, v2's parked in turn.
+    host.issued.clear()
+    run(host, engine, "v2", kind="rollback")
+    assert f"docker kill -s USR2 {old} >/dev/null" in host.lines_run
+    assert not [
+        line for line in host.lines_run if "docker start" in line or "--scale worker=" in line
+    ]
+    parked = {c.release.rsplit("-", 1)[-1]: c.parked for c in host.running("worker")}
+    assert parked == {"v1": False, "v2": True}
+    # The standby's end removes the parked one with its API replicas.
+    host.fire_scheduled()
+    assert list(workers(host).values()) == ["v1 running"]
+
+
+def test_workers_of_an_image_that_cannot_park_are_stopped_for_the_standby(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    host.unparkable.update(c.release for c in host.containers)  # v1's image predates parking
+    (old,) = workers(host)
+    run(host, engine, "v2")
+    assert workers(host)[old] == "v1 exited"  # never sent SIGUSR1: it would have died of it
     host.issued.clear()
     run(host, engine, "v2", kind="rollback")
     started = [line for line in host.lines_run if f"'docker start {old}'" in line]
-    assert started and started[0].startswith("nohup sh -c ")  # the switch does not wait
-    assert not [line for line in host.lines_run if "--scale worker=" in line]
+    assert started and not [line for line in host.lines_run if "USR2" in line]
     assert workers(host)[old] == "v1 running"
-    assert sorted(workers(host).values()) == ["v1 running", "v2 exited"]
-    # The standby's end removes the stopped one with its API replicas.
-    host.fire_scheduled()
-    assert list(workers(host).values()) == ["v1 running"]
 
 
 def test_without_a_standby_the_old_workers_are_removed_once_stopped(
@@ -1143,8 +1160,8 @@ def test_status_shows_the_standby_workers_stopped_and_the_host_ready(
     capsys.readouterr()
     assert stack_host.status(config.load("staging")) is True
     out = capsys.readouterr().out
-    (stopped,) = [line for line in out.splitlines() if "-worker-" in line and "Exited" in line]
-    assert stopped.endswith("(standby)")
+    (kept,) = [line for line in out.splitlines() if "-worker-" in line and "(standby)" in line]
+    assert "Up" in kept  # parked, running
     assert "overall: ready" in out
     # A stopped worker that is no standby's is a problem.
     host.fire_scheduled()

@@ -63,11 +63,11 @@ def test_the_scheduled_stop_removes_its_standby_under_the_lock_and_forgets_it(
     assert "label=org.slipway.slot=green" in calls[0]
     assert "label=org.slipway.release=20261206T2000Z-v1" in calls[0]
     assert calls[1:3] == ["stop -t 45 c1 c2", "rm -f c1 c2"]
-    # Then its workers kept stopped since the switch: the exited ones of that release only.
+    # Then its workers, parked or kept stopped since the switch: that release's only.
     assert "label=com.docker.compose.service=worker" in calls[3]
     assert "label=org.slipway.release=20261206T2000Z-v1" in calls[3]
-    assert "--filter status=exited" in calls[3]
-    assert calls[4:] == ["rm -f c1 c2"]
+    assert "--filter status=" not in calls[3]
+    assert calls[4:] == ["stop -t 45 c1 c2", "rm -f c1 c2"]
     assert not (root / standby.RECORD).exists()
     assert not (root / "lock").exists()  # taken, then given back
 
