@@ -496,7 +496,7 @@ def test_deploy_v2_under_load_fails_no_request_and_switches_once(staging: Host) 
     assert f"-{V1} (the " in standby and "s left: `invoke rollback`" in standby, status
     # Its two API replicas and its worker (stopped, started again by a rollback within it).
     assert "(other release!)" not in status and status.count("(standby)") == 3, status
-    assert re.search(r"-worker-\S+\s+Exited .*\(standby\)", status), status
+    assert re.search(r"-worker-\S+\s+Up .*\(standby\)", status), status  # parked, running
     assert "overall: ready" in status, status
     assert not [line for line in said if "docker image inspect" in line]  # queries are quiet
 
@@ -555,7 +555,7 @@ def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> 
     _assert_http2_clean(h2, [V2, V1])
     _assert_stored(w)
     assert re.search(
-        r"starting \S+-worker-\d+ again \(kept stopped since the switch\)", result.stdout
+        r"resumed \S+-worker-\d+ \(parked since the switch\)", result.stdout
     )
     assert "build" not in result.stdout.lower().replace("rebuild", "")
     # Within the standby: v1's replicas went back into traffic, none was started.
