@@ -70,7 +70,7 @@ class Deployment(Operation):
     maintenance: bool = False  # maintenance mode is on: public smoke checks answer 503
     switched: bool = False  # the switch began: a failure now puts the previous release back
     switching_back: bool = False  # the automatic rollback's: the failed release is no standby
-    standby_kept: bool = False  # the replicas the switch took the traffic from are kept
+    standby_kept: str = ""  # the release whose replicas the switch kept on standby ("": none)
     switched_at: float | None = None  # when the API's traffic moved (time.time())
     acme_deferred: bool = False  # tls: acme and nginx not running yet: certificates after it
     restored: bool = False  # this deploy restored the database (PostgreSQL replays WAL)

@@ -165,7 +165,7 @@ class OneHostDeploy(Deployment):
                 checks.through_nginx(self.env)
 
         note = rollout.run(verify=through_nginx)
-        self.standby_kept = bool(rollout.kept)
+        self.standby_kept = rollout.kept_release
         self.switched_at = rollout.switched_at
         return note
 

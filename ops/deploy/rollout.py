@@ -243,6 +243,7 @@ class Rollout:
         self._nginx: str | None = None  # "" once asked: not running
         self._slots: dict[str, str] = {}  # replica -> slot, as the rollout began
         self.switched_at: float | None = None  # when the traffic moved (None: it did not)
+        self.kept_release = ""  # the release of the replicas kept on standby ("": none)
 
     def log(self, message: str) -> None:
         """Progress lines carry the seconds since the rollout began."""
@@ -513,6 +514,7 @@ class Rollout:
             )
             return []
         release = releases.pop()
+        self.kept_release = release
         if not clock.ok:
             raise self.remote.failure(host.clock(), clock)
         now = int(clock.stdout.strip() or 0)

@@ -92,9 +92,10 @@ class WorkerRollout:
             f"again, {running} already running; the others stop once these are healthy"
         )
 
-    def finish(self, keep: bool) -> str:
-        """The target's workers healthy, then the others stopped in the background: kept
-        stopped when `keep` (a standby), else removed."""
+    def finish(self, keep: str = "") -> str:
+        """The target's workers healthy, then the others stopped in the background, but those
+        of release `keep` (the API's standby): parked when their image can, else kept
+        stopped."""
         everything = self.containers.of(SERVICE)
         mine = [c.name for c in everything if c.release == self.target]
         if len(mine) < self.replicas:
@@ -108,20 +109,25 @@ class WorkerRollout:
             self.containers, mine, WORKER_CHECK, self.health_timeout, "worker", START_SETTLE
         )
         others = [c for c in everything if c.release != self.target]
-        running = [c.name for c in others if c.state == "running"]
-        gone = [c.name for c in others if c.state != "running"] if not keep else []
+        kept = [c for c in others if keep and c.release == keep]
+        # Any other release's workers (an older standby's included) go.
+        gone = [c.name for c in others if c not in kept and c.state != "running"]
         if gone:
             self.remote.run(docker.remove(gone))
-        # With a standby, those that can park stay running, idle: a rollback resumes them.
-        parking = self.parkable(running) if keep else []
+        leaving = [c.name for c in others if c not in kept and c.state == "running"]
+        if leaving:
+            self.remote.run(docker.stop_later(leaving, WORKER_STOP_TIMEOUT, remove=True))
+        # The standby's: those that can park stay running, idle (a rollback resumes them).
+        running = [c.name for c in kept if c.state == "running"]
+        parking = self.parkable(running)
         if parking:
             self.remote.run(docker.send_signal(parking, "USR1", "park the other workers"))
         stopping = [name for name in running if name not in parking]
         if stopping:
-            self.remote.run(docker.stop_later(stopping, WORKER_STOP_TIMEOUT, remove=not keep))
-        what = "stopping, kept for the standby" if keep else "stopping, then removed"
+            self.remote.run(docker.stop_later(stopping, WORKER_STOP_TIMEOUT, remove=False))
         notes = [f"{len(parking)} other(s) parked for the standby"] if parking else []
-        notes += [f"{len(stopping)} other(s) {what}"] if stopping else []
+        notes += [f"{len(stopping)} other(s) stopping, kept for the standby"] if stopping else []
+        notes += [f"{len(leaving)} other(s) stopping, then removed"] if leaving else []
         return f"{len(mine)} worker(s) of {self.target} healthy" + "".join(
             f"; {note}" for note in notes
         )

@@ -554,9 +554,7 @@ def test_rollback_under_load_needs_no_build_and_switches_once(staging: Host) -> 
     assert tally.version_changes() == [V2, V1], tally.summary()[:600]
     _assert_http2_clean(h2, [V2, V1])
     _assert_stored(w)
-    assert re.search(
-        r"resumed \S+-worker-\d+ \(parked since the switch\)", result.stdout
-    )
+    assert re.search(r"resumed \S+-worker-\d+ \(parked since the switch\)", result.stdout)
     assert "build" not in result.stdout.lower().replace("rebuild", "")
     # Within the standby: v1's replicas went back into traffic, none was started.
     assert "reusing " in result.stdout and "--scale api=" not in result.stderr

@@ -1108,6 +1108,20 @@ def test_new_workers_start_before_the_switch_and_the_old_ones_park_for_the_stand
     assert list(workers(host).values()) == ["v1 running"]
 
 
+def test_only_the_new_standby_keeps_parked_workers_an_older_ones_go(
+    world: tuple[SimHost, FakeEngine, Smoke],
+) -> None:
+    host, engine, _ = world
+    run(host, engine, "v1")
+    (first,) = workers(host)
+    run(host, engine, "v2")  # v1's worker parked for the standby
+    second_release = host.current()
+    run(host, engine, "v1")  # a new release of v1: v2's worker parked, the first one goes
+    assert first not in workers(host)
+    state = {c.release: c.parked for c in host.running("worker")}
+    assert state[second_release] is True and sorted(state.values()) == [False, True]
+
+
 def test_workers_of_an_image_that_cannot_park_are_stopped_for_the_standby(
     world: tuple[SimHost, FakeEngine, Smoke],
 ) -> None:
