@@ -98,6 +98,11 @@ def failures(output: str, names: Sequence[str]) -> dict[str, list[str]]:
     return failed
 
 
+def summary(failed: dict[str, list[str]]) -> str:
+    """`failures()` as one line: `<replica>: <failed request>, ...; <replica>: ...`."""
+    return "; ".join(f"{name}: {', '.join(lines)}" for name, lines in failed.items())
+
+
 def through_nginx(env: config.Environment) -> str:
     """The checks through the public URL; OpsError naming the first that failed."""
     latency = float(env.deploy.check_latency)

@@ -319,19 +319,21 @@ class Rollout:
         """Each container answers /ready from inside (same command as the deploy gate)."""
         wait_passing(self.containers, names, READY_CHECK, self.health_timeout, "new replica")
 
+    def failed(self, names: Sequence[str], paths: Sequence[str]) -> dict[str, list[str]]:
+        """`paths` requested in every replica of `names` at once (ops/deploy/checks.py): the
+        failed lines per replica (empty when all passed)."""
+        command = checks.in_replicas(names, paths, self.check_latency)
+        return checks.failures(self.remote.run(command, check=False).stdout, names)
+
     def check(self, names: Sequence[str]) -> None:
         """The environment's checks (real requests) in each replica, before any traffic."""
         if not self.checks or not names:
             return
-        command = checks.in_replicas(names, self.checks, self.check_latency)
-        failed = checks.failures(self.remote.run(command, check=False).stdout, names)
-        if failed:
-            detail = "\n".join(self.containers.diagnose(n) for n in failed)
-            what = "; ".join(f"{n}: {', '.join(lines)}" for n, lines in failed.items())
+        if failed := self.failed(names, self.checks):
             raise RolloutError(
                 f"new replica(s) failed the checks (deploy.checks) before taking any traffic: "
-                f"{what}",
-                detail,
+                f"{checks.summary(failed)}",
+                "\n".join(self.containers.diagnose(n) for n in failed),
             )
         self.log(f"    {len(self.checks)} check(s) passed in {', '.join(names)}")
 
@@ -342,16 +344,12 @@ class Rollout:
         if not names:
             return []
         self.log(f"    reusing {', '.join(names)} (still running); checking /ready and the checks")
-        paths = ("/ready", *self.checks)
-        command = checks.in_replicas(names, paths, self.check_latency)
-        failed = checks.failures(self.remote.run(command, check=False).stdout, names)
-        if not failed:
-            self.log(f"    {', '.join(names)}: /ready and {len(self.checks)} check(s) passed")
-            return list(names)
-        what = "; ".join(f"{n}: {', '.join(lines)}" for n, lines in failed.items())
-        self.log(f"    not reused ({what}): replaced by new replicas")
-        self.remove(names, graceful=False)
-        return []
+        if failed := self.failed(names, ("/ready", *self.checks)):
+            self.log(f"    not reused ({checks.summary(failed)}): replaced by new replicas")
+            self.remove(names, graceful=False)
+            return []
+        self.log(f"    {', '.join(names)}: /ready and {len(self.checks)} check(s) passed")
+        return list(names)
 
     def remove(self, names: Sequence[str], graceful: bool = True) -> None:
         if not names:

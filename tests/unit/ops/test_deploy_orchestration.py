@@ -5,6 +5,8 @@ release a rollback puts back, and dry runs that issue no change at all."""
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 import re
 import shutil
@@ -23,7 +25,7 @@ from support.simhost import FakeEngine, SimHost, image_id
 from ops import config
 from ops.compose import Build
 from ops.deploy import checks as deploy_checks
-from ops.deploy import deployment, rollback, rollout, smoke, watch
+from ops.deploy import deployment, releases, rollback, rollout, smoke, watch
 from ops.deploy.deployment import Deployment
 from ops.deploy.hostcompose import RemoteCompose
 from ops.deploy.images import LocalEngine, image_refs
@@ -1109,9 +1111,13 @@ def test_new_workers_start_before_the_switch_and_the_old_ones_park_for_the_stand
 
 
 def test_only_the_new_standby_keeps_parked_workers_an_older_ones_go(
-    world: tuple[SimHost, FakeEngine, Smoke],
+    world: tuple[SimHost, FakeEngine, Smoke], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host, engine, _ = world
+    # A second apart each: the two releases of v1 must not share an id (it has seconds).
+    seconds = itertools.count()
+    start = dt.datetime(2026, 12, 7, 8, 0, tzinfo=dt.UTC)
+    monkeypatch.setattr(releases, "utc_now", lambda: start + dt.timedelta(seconds=next(seconds)))
     run(host, engine, "v1")
     (first,) = workers(host)
     run(host, engine, "v2")  # v1's worker parked for the standby
