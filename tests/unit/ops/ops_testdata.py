@@ -17,6 +17,16 @@ replicas: {api: 2, worker: 1}
 nginx: {rate_limit: 50, rate_burst: 100, max_feed_size: 64m}
 """
 
+# staging on one SSH host with nothing else set.
+ONE_HOST = """\
+name: staging
+target: ssh
+listings_env: staging
+domains: [app.example.org]
+hosts:
+  - ssh: deploy@203.0.113.10
+"""
+
 # The local settings on one SSH host, deploy@203.0.113.10.
 STAGING_YAML = (
     LOCAL_YAML.replace("target: local", "target: ssh").replace("name: local", "name: staging")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ops_testdata import ONE_HOST
 from support.recorder import Recorder
 
 from ops import compose, config, secrets
@@ -26,14 +27,6 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
 WriteEnv = Callable[[str, str], Path]
-ONE_HOST = """\
-name: staging
-target: ssh
-listings_env: staging
-domains: [app.example.org]
-hosts:
-  - ssh: deploy@203.0.113.10
-"""
 S3 = """\
 backup:
   s3: {endpoint: s3.example.org, bucket: slipway-backups, uri_style: path}

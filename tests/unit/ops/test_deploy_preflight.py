@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ops_testdata import ONE_HOST
 from support.recorder import Recorder
 
 from ops import config
@@ -15,14 +16,6 @@ from ops.errors import OpsError
 
 pytestmark = pytest.mark.unit
 
-ONE_HOST = """\
-name: staging
-target: ssh
-listings_env: staging
-domains: [app.example.org]
-hosts:
-  - ssh: deploy@203.0.113.10
-"""
 ANSWERS = {
     r"^docker version": "26.1.5\n",
     r"^docker compose version": "2.40.3\n",
